@@ -1,0 +1,290 @@
+"""Checkpoint folders: config.json + model.safetensors (or shards) + tokenizer files, and nothing pickled.
+
+A checkpoint a user can `ls`:
+
+    config.json               format, format_version, backbone (the backbone's own config), rmt (RMTConfig),
+                              provenance (command, data, device, steps, date), dtype of the stored weights
+    model.safetensors         every weight; or model-00001-of-0000K.safetensors + model.safetensors.index.json
+    tokenizer.json, ...       the tokenizer's own files
+    training_log.jsonl        written by `rmt train`
+    eval.json                 written by `rmt eval`
+    README.md                 the model card
+
+Loading reads only JSON and safetensors. Every fault raises `CheckpointError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from rmt_core.errors import CheckpointError
+from rmt_core.model import RMT, RMTConfig, special_ids
+
+FORMAT = "rmt-lens-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+REQUIRED_RMT_KEYS = ("task", "num_mem_tokens", "segment_size", "trained_segments", "labels")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+DEFAULT_CHECKPOINT_NAME = "memorize"
+
+
+def default_checkpoint() -> Path:
+    """The shipped default checkpoint the app and the commands open (env RMT_CHECKPOINT overrides)."""
+    return Path(os.environ.get("RMT_CHECKPOINT", CHECKPOINTS_DIR / DEFAULT_CHECKPOINT_NAME))
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Name -> folder of every checkpoint in `checkpoints/` (folders with a config.json)."""
+    if not CHECKPOINTS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(CHECKPOINTS_DIR.iterdir()) if (p / "config.json").is_file()}
+
+
+# ----- saving ----------------------------------------------------------------------------------------------
+def save_checkpoint(
+    model: RMT,
+    path: str | Path,
+    tokenizer=None,
+    provenance: dict | None = None,
+    dtype: torch.dtype | str | None = None,
+    max_shard_mib: float | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
+) -> Path:
+    """Write `model` as a checkpoint folder at `path`, atomically (a temp folder renamed into place).
+
+    dtype: store weights in this dtype (e.g. torch.float16 to halve the size); default: as they are.
+    max_shard_mib: split the weights into shards of at most this size (with an index file).
+    extra_files: name -> content of further files (model card, logs) written into the folder.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    if tokenizer is None:
+        raise CheckpointError(f"cannot save {path}: the model has no tokenizer; pass tokenizer=")
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[name] = tensor.contiguous()
+    stored = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backbone": model.backbone.config.to_dict(),
+        "rmt": model.config.to_dict(),
+        "dtype": sorted(stored)[0] if len(stored) == 1 else sorted(stored),
+        "provenance": provenance or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        shards = _shard(state, max_shard_mib)
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / WEIGHTS), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update({key: name for key in shard})
+            (tmp / WEIGHTS_INDEX).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        tokenizer.save_pretrained(str(tmp))
+        for name, content in (extra_files or {}).items():
+            mode = "wb" if isinstance(content, bytes) else "w"
+            with open(tmp / name, mode) as handle:
+                handle.write(content)
+        _replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _shard(state: dict[str, torch.Tensor], max_shard_mib: float | None) -> list[dict[str, torch.Tensor]]:
+    if not max_shard_mib:
+        return [state]
+    limit = int(max_shard_mib * 2**20)
+    shards, current, size = [], {}, 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if current and size + nbytes > limit:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = tensor
+        size += nbytes
+    shards.append(current)
+    return shards
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Move the finished folder `tmp` to `path`; an existing `path` is replaced only after `tmp` is complete."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+# ----- loading ---------------------------------------------------------------------------------------------
+def read_config(path: str | Path) -> dict:
+    """The parsed and checked config.json of a checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint folder {path} does not exist; pass --checkpoint with a checkpoint folder")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file, not a checkpoint folder; pass the folder that holds config.json")
+    file = path / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; a checkpoint folder needs config.json (write one with rmt train)")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{file} is not valid JSON ({error}); restore it from the original checkpoint")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file} must hold a JSON object; restore it from the original checkpoint")
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not an RMT Lens checkpoint (format {config.get('format')!r}, expected {FORMAT!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has format_version {config.get('format_version')!r}, this RMT Lens reads version {FORMAT_VERSION}; "
+            "upgrade RMT Lens or re-save the checkpoint"
+        )
+    for key in ("backbone", "rmt"):
+        if not isinstance(config.get(key), dict):
+            raise CheckpointError(f"{file} has no '{key}' object; re-save the checkpoint with rmt train")
+    missing = [k for k in REQUIRED_RMT_KEYS if k not in config["rmt"]]
+    if missing:
+        raise CheckpointError(f"{file} lacks rmt settings {', '.join(missing)}; re-save the checkpoint with rmt train")
+    return config
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / WEIGHTS_INDEX
+    if (path / WEIGHTS).is_file():
+        return [path / WEIGHTS]
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{index} is not a valid shard index ({error}); restore it from the original checkpoint")
+        if any(not isinstance(n, str) or "/" in n or "\\" in n or n.startswith(".") for n in names):
+            raise CheckpointError(f"{index} names a shard outside the folder; restore it from the original checkpoint")
+        files = [path / name for name in names]
+        for file in files:
+            if not file.is_file():
+                raise CheckpointError(f"{file} is missing (listed in {index.name}); copy the whole checkpoint folder")
+        return files
+    pickles = [p.name for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise CheckpointError(
+            f"{path / pickles[0]} holds pickled weights, which RMT Lens never loads (unsafe); "
+            f"convert them to {WEIGHTS} with safetensors"
+        )
+    raise CheckpointError(f"{path / WEIGHTS} is missing; a checkpoint folder needs its weights in {WEIGHTS}")
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder, on CPU, read with safetensors only."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    for file in _weight_files(path):
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    tensors[key] = handle.get_tensor(key)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CheckpointError(f"{file} is not a readable safetensors file ({reason}); it may be truncated, copy it again")
+    return tensors
+
+
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
+    """Load a checkpoint folder (default: the shipped default) as an `RMT` in eval mode, its tokenizer attached.
+
+    device: None puts it on CUDA when present, else CPU. Weights stored in any floating dtype are cast to `dtype`.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = Path(path) if path is not None else default_checkpoint()
+    config = read_config(path)
+    state = read_weights(path)
+    try:
+        backbone_config = AutoConfig.for_model(**config["backbone"])
+        rmt_config = RMTConfig.from_dict(config["rmt"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{path / 'config.json'} has unusable settings ({error}); re-save the checkpoint")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as error:  # transformers raises many types here
+        raise CheckpointError(
+            f"{path} has no usable tokenizer files ({type(error).__name__}); copy tokenizer.json and "
+            "tokenizer_config.json from the backbone into the folder"
+        )
+    try:
+        backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
+        model = RMT(backbone, rmt_config, *special_ids(tokenizer))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path / 'config.json'} describes a model that cannot be built ({error})")
+    _check_state(path, model, state)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+    model.to(dtype)
+    model.tokenizer = tokenizer
+    model.checkpoint_dir = path
+    model.checkpoint_config = config
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
+
+
+def _check_state(path: Path, model: RMT, state: dict[str, torch.Tensor]) -> None:
+    where = path / WEIGHTS if (path / WEIGHTS).is_file() else path / WEIGHTS_INDEX
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            # Some backbones keep non-persistent buffers (position ids) in their state dict.
+            if name.endswith("position_ids") or name.endswith("token_type_ids"):
+                state[name] = tensor
+                continue
+            raise CheckpointError(f"{where} lacks tensor {name}; the file is incomplete, copy the checkpoint again")
+        got = state[name]
+        if tuple(got.shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{where} tensor {name} has shape {tuple(got.shape)}, config.json implies {tuple(tensor.shape)}; "
+                "the weights do not belong to this config"
+            )
+        if tensor.is_floating_point() != got.is_floating_point():
+            raise CheckpointError(f"{where} tensor {name} has dtype {got.dtype}, expected a floating type")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{where} holds unknown tensor {extra[0]}; the weights do not belong to this config")
+
+
+def checkpoint_identity(path: str | Path) -> dict:
+    """Name, folder and sha256 of the weights of a checkpoint: what traces and results record as its identity."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in _weight_files(path):
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return {"name": path.name, "path": str(path.resolve()), "sha256": digest.hexdigest()}

