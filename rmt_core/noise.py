@@ -1,0 +1,278 @@
+"""Noise: natural English sentences that fill the segments around the facts.
+
+Two sources: a text file (one passage a line, split into sentences) or a built-in generator of varied
+English sentences written by this project (no download, no corpus in the repository, identical on every
+machine). Optionally Python's own documentation prose (`pydoc_data.topics`) can be mixed in
+("builtin:pydoc"); that text differs between Python versions, so it is not the default.
+
+No noise sentence may state where a bAbI person is or how two bAbI places relate (see `is_fact_like`).
+Each sentence is tokenised once; samples draw token-id lists from the cached pool.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmt_core.babi import DIRECTIONS, PEOPLE, PLACES, _open_text
+from rmt_core.errors import TaskError
+
+BUILTIN = "builtin"
+BUILTIN_PYDOC = "builtin:pydoc"
+BUILTIN_POOL_SIZE = 6000
+MIN_SENTENCES = 20
+
+_PERSON_WORD = re.compile(r"\b(" + "|".join(PEOPLE) + r")\b", re.IGNORECASE)
+_PLACE_WORD = re.compile(r"\b(" + "|".join(PLACES) + r")s?\b", re.IGNORECASE)
+_DIRECTION_WORD = re.compile(r"\b(" + "|".join(DIRECTIONS) + r")(ern|ward|wards)?\b", re.IGNORECASE)
+# A sentence ends at . ! or ? (closing quotes or brackets may follow) before whitespace.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u2019\u201d)\]]*\s+")
+
+
+def is_fact_like(sentence: str) -> bool:
+    """True when a sentence could state a bAbI fact: a bAbI person and a place, or two places and a direction."""
+    places = len(_PLACE_WORD.findall(sentence))
+    if places and _PERSON_WORD.search(sentence):
+        return True
+    return places >= 2 and _DIRECTION_WORD.search(sentence) is not None
+
+
+def split_sentences(passage: str) -> list[str]:
+    """A passage cut into sentences, whitespace normalised, empty pieces dropped."""
+    passage = " ".join(passage.split())
+    return [s.strip() for s in _SENTENCE_END.split(passage) if s.strip()]
+
+
+def clean_sentences(sentences, min_words: int = 3, max_words: int = 60) -> list[str]:
+    """Sentences of a usable length that are not fact-like, in order, duplicates dropped."""
+    kept, seen = [], set()
+    for sentence in sentences:
+        words = len(sentence.split())
+        if words < min_words or words > max_words or is_fact_like(sentence) or sentence in seen:
+            continue
+        seen.add(sentence)
+        kept.append(sentence)
+    return kept
+
+
+# --- the built-in generator -------------------------------------------------------------------------
+
+_NAMES = ("Oliver", "Clara", "Tomas", "Helen", "Marcus", "Ruth", "Felix", "Agnes", "Victor", "Nora", "Hugo",
+          "Iris", "Walter", "Lena", "Arthur", "Edith", "Simon", "Greta", "Leon", "Martha", "Peter", "Alice",
+          "Samuel", "Rosa", "Theo", "Vera", "Jonas", "Ida", "Oscar", "Lucy")
+_ROLES = ("the old captain", "the young doctor", "a tired traveller", "the baker", "the schoolteacher",
+          "my grandmother", "the stranger", "a quiet student", "the mayor", "the fisherman", "her brother",
+          "the pilot", "the librarian", "a clever engineer", "the gardener", "his neighbour", "the farmer",
+          "the postman", "an elderly painter", "the shopkeeper", "the nurse", "our teacher", "the blacksmith",
+          "a curious child", "the soldier", "the widow", "the priest", "a young sailor", "the carpenter")
+_THINGS = ("the letter", "a lantern", "the old map", "a basket of apples", "the wooden box", "a small boat",
+           "the broken clock", "a heavy coat", "the silver key", "a blue umbrella", "the newspaper",
+           "a loaf of bread", "the violin", "a cup of tea", "the photograph", "a bundle of firewood",
+           "the red bicycle", "a notebook", "the telescope", "a jar of honey", "the green scarf", "a pair of boots",
+           "the iron kettle", "a stack of books", "the rusty anchor", "a paper kite", "the kitchen knife",
+           "a glass of milk", "the leather bag", "a bunch of flowers", "the chess board", "a fishing net")
+_PAST_VERBS = ("found", "carried", "repaired", "painted", "sold", "lost", "opened", "borrowed", "wrapped",
+               "examined", "cleaned", "hid", "dropped", "described", "praised", "forgot", "returned", "polished",
+               "measured", "delivered", "counted", "mended", "admired", "ignored", "shared", "packed", "weighed")
+_PLAIN_VERBS = ("laughed", "waited", "sighed", "listened", "hesitated", "smiled", "slept", "whistled",
+                "argued", "worked", "wandered", "paused", "shivered", "nodded", "sang", "coughed", "frowned", "rested",
+                "prayed", "yawned", "complained", "grumbled")
+_MANNERS = ("quietly", "slowly", "without a word", "with great care", "in a hurry", "for a long time",
+            "once again", "rather nervously", "almost at once", "with a grin", "very politely", "loudly",
+            "patiently", "for no reason at all", "as usual", "with some relief", "more than once")
+_TIMES = ("that morning", "in the evening", "after dinner", "before the storm", "on Sunday", "at dawn",
+          "late at night", "the next day", "during the winter", "years ago", "in the spring", "at noon",
+          "last autumn", "on a Tuesday", "after the war", "before breakfast", "at midnight", "that summer")
+_SETTINGS = ("the harbour", "the market square", "the village", "the station", "the forest", "the old mill",
+             "the river bank", "the library", "the hill", "the church", "the bakery", "the meadow", "the bridge",
+             "the lighthouse", "the orchard", "the school", "the factory", "the farm", "the castle", "the pier")
+_ADJECTIVES = ("cold", "bright", "quiet", "crowded", "dusty", "warm", "strange", "peaceful", "noisy", "grey",
+               "small", "enormous", "gloomy", "cheerful", "empty", "damp", "silent", "busy", "ancient", "lovely",
+               "freezing", "tidy", "dark")
+_WEATHER = ("the rain kept falling", "the wind grew stronger", "the sky was clear", "fog covered the valley",
+            "snow had started to fall", "the sun finally came out", "the air smelled of smoke",
+            "thunder rolled over the hills", "the clouds hung low", "a cold wind blew from the sea")
+_THOUGHTS = ("the plan would work", "the bridge was safe", "the letter had arrived", "nobody had noticed",
+             "the train was late", "the price was too high", "the story was true", "it was time to leave",
+             "the shop would open soon", "the old road was closed", "the harvest would be good",
+             "the ship had sailed", "the doctor was right", "the money was enough", "someone was lying")
+_ROOM_WORDS = PLACES + ("cellar", "attic", "porch", "library", "study")  # place words alone are fine noise
+
+
+def _subject(rng: random.Random) -> str:
+    return rng.choice(_NAMES) if rng.random() < 0.5 else rng.choice(_ROLES)
+
+
+def _capital(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _clause(rng: random.Random) -> str:
+    pick = rng.randrange(4)
+    if pick == 0:
+        return f"{_subject(rng)} {rng.choice(_PAST_VERBS)} {rng.choice(_THINGS)}"
+    if pick == 1:
+        return f"{_subject(rng)} {rng.choice(_PLAIN_VERBS)} {rng.choice(_MANNERS)}"
+    if pick == 2:
+        return rng.choice(_WEATHER)
+    return f"{rng.choice(_SETTINGS)} was {rng.choice(_ADJECTIVES)} {rng.choice(_TIMES)}"
+
+
+def generate_sentence(rng: random.Random) -> str:
+    """One English sentence from a small project-written grammar."""
+    pick = rng.randrange(10)
+    if pick == 0:
+        text = f"{_subject(rng)} {rng.choice(_PAST_VERBS)} {rng.choice(_THINGS)} {rng.choice(_TIMES)}"
+    elif pick == 1:
+        text = f"{_subject(rng)} {rng.choice(_PLAIN_VERBS)} {rng.choice(_MANNERS)} near {rng.choice(_SETTINGS)}"
+    elif pick == 2:
+        text = f"{rng.choice(_TIMES)}, {_clause(rng)}"
+    elif pick == 3:
+        text = f"when {_clause(rng)}, {_clause(rng)}"
+    elif pick == 4:
+        text = f"{_subject(rng)} said that {rng.choice(_THOUGHTS)}"
+    elif pick == 5:
+        text = f"{_subject(rng)} wondered whether {rng.choice(_THOUGHTS)}"
+    elif pick == 6:
+        text = f"{_clause(rng)}, but {_clause(rng)}"
+    elif pick == 7:
+        text = f"the {rng.choice(_ROOM_WORDS)} was {rng.choice(_ADJECTIVES)} {rng.choice(_TIMES)}"
+    elif pick == 8:
+        text = f"nobody knew why {_clause(rng)}"
+    else:
+        text = f"{_clause(rng)} and {_clause(rng)}"
+    return _capital(text) + "."
+
+
+def builtin_sentences(count: int = BUILTIN_POOL_SIZE, seed: int = 0) -> list[str]:
+    """A fixed pool of distinct generated sentences (the same on every machine)."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    for _ in range(count * 20):
+        if len(seen) >= count:
+            break
+        seen.setdefault(generate_sentence(rng), None)
+    return clean_sentences(seen)
+
+
+def pydoc_sentences() -> list[str]:
+    """English prose sentences from Python's own documentation (`pydoc_data.topics`), cleaned."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise TaskError("Python's pydoc_data module is missing; use the plain builtin noise or --noise-file") from None
+    sentences = []
+    for key in sorted(topics):
+        for paragraph in re.split(r"\n\s*\n", topics[key]):
+            lines = paragraph.splitlines()
+            # Prose paragraphs start unindented and hold no code or markup characters.
+            if not lines or lines[0].startswith(" ") or re.search(r"[*=#>{}\[\]_\\]|\"\w+\(|\(\)", paragraph):
+                continue
+            for sentence in split_sentences(paragraph):
+                if re.fullmatch(r"[A-Z][A-Za-z ,;:'\"()\-]+[.!?]", sentence):
+                    sentences.append(sentence)
+    return clean_sentences(sentences, min_words=5, max_words=40)
+
+
+def file_sentences(path: str | Path) -> list[str]:
+    """Sentences of a noise file (one passage a line), fact-like sentences dropped."""
+    lines = _open_text(path, "noise file")
+    numbered = sum(1 for line in lines[:50] if re.match(r"^\d+ ", line))
+    tabbed = sum(1 for line in lines[:50] if "\t" in line)
+    if numbered and tabbed and numbered >= len([line for line in lines[:50] if line.strip()]) // 2:
+        raise TaskError(f"noise file {path} looks like a bAbI task file; give plain text, one passage a line")
+    sentences = clean_sentences(s for line in lines for s in split_sentences(line))
+    if len(sentences) < MIN_SENTENCES:
+        raise TaskError(f"noise file {path} gives only {len(sentences)} usable sentences (need {MIN_SENTENCES}); "
+                        "give a longer English text, one passage a line")
+    return sentences
+
+
+@dataclass
+class NoiseSource:
+    """A pool of noise sentences and their token ids (no special tokens), drawn from by samples."""
+
+    name: str  # file path, "builtin" or "builtin:pydoc"
+    sentences: list[str]
+    token_ids: list[list[int]]
+
+    @classmethod
+    def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
+        """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc"; cached."""
+        name = BUILTIN if noise_file is None else str(noise_file)
+        key = (name, _tokenizer_key(tokenizer))
+        if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
+            if name == BUILTIN:
+                sentences = builtin_sentences()
+            elif name == BUILTIN_PYDOC:
+                generated = builtin_sentences()
+                sentences = generated + pydoc_sentences()
+            else:
+                sentences = file_sentences(name)
+            _CACHE[key] = (tokenizer, cls(name, sentences, tokenize_all(tokenizer, sentences)))
+        return _CACHE[key][1]
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+class NoiseStream:
+    """Noise tokens taken sentence by sentence at random; a sentence cut at a segment's end goes on in the next.
+
+    `take(budget)` returns chunks `(ids, starts_sentence, ends_sentence)` totalling exactly `budget` tokens.
+    """
+
+    def __init__(self, source: NoiseSource, rng: random.Random):
+        self.pool = source.token_ids
+        self.rng = rng
+        self.leftover: list[int] = []
+        self._by_length: dict[int, list[int]] | None = getattr(source, "_by_length", None)
+        if self._by_length is None:
+            by_length: dict[int, list[int]] = {}
+            for index, ids in enumerate(self.pool):
+                by_length.setdefault(len(ids), []).append(index)
+            source._by_length = by_length  # type: ignore[attr-defined]
+            self._by_length = by_length
+
+    def take(self, budget: int, final: bool = False) -> list[tuple[list[int], bool, bool]]:
+        """Exactly `budget` tokens as chunks; `final` prefers whole sentences that end the budget exactly."""
+        chunks: list[tuple[list[int], bool, bool]] = []
+        remaining = budget
+        if self.leftover and remaining > 0:
+            piece = self.leftover[:remaining]
+            self.leftover = self.leftover[remaining:]
+            chunks.append((piece, False, not self.leftover))
+            remaining -= len(piece)
+        pool, rng = self.pool, self.rng
+        while remaining > 0:
+            if final and remaining in self._by_length:
+                candidates = self._by_length[remaining]
+                ids = pool[candidates[rng.randrange(len(candidates))]]
+            else:
+                ids = pool[rng.randrange(len(pool))]
+            if len(ids) <= remaining:
+                chunks.append((ids, True, True))
+                remaining -= len(ids)
+            else:
+                chunks.append((ids[:remaining], True, False))
+                self.leftover = ids[remaining:]
+                remaining = 0
+        if final:
+            self.leftover = []
+        return chunks
+
+
+def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
+    """Token ids of each sentence, without special tokens."""
+    if not sentences:
+        return []
+    return [list(ids) for ids in tokenizer(list(sentences), add_special_tokens=False)["input_ids"]]
+
+
+def _tokenizer_key(tokenizer) -> tuple:
+    return (type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""), len(tokenizer), id(tokenizer))
+
+
+_CACHE: dict[tuple, tuple] = {}

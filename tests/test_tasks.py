@@ -1,0 +1,242 @@
+"""Task builders: exact token counts, fact placement, answers, determinism, speed, errors and `rmt sample`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from rmt_core.errors import TaskError
+from rmt_core.tasks import (PLACES, ROLE_FACT, ROLE_NOISE, ROLE_QUESTION, TASKS, Sample, TaskBuilder,
+                            default_tokenizer, sample_seed)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return default_tokenizer()
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def check_layout(sample: Sample, tok):
+    """Invariants of every sample: counts, roles, whole facts inside one segment, question at the end."""
+    size, n = sample.segment_size, sample.n_segments
+    assert len(sample.input_ids) == len(sample.roles) == n * size
+    assert [len(s) for s in sample.segments()] == [size] * n
+    q_start, q_end = sample.question_span
+    assert q_end == n * size
+    assert sample.input_ids[q_start:q_end] == ids_of(tok, sample.question)
+    assert set(sample.roles[q_start:q_end]) == {ROLE_QUESTION}
+    assert sample.roles.count(ROLE_QUESTION) == q_end - q_start
+    fact_tokens = 0
+    for fact in sample.facts:
+        assert fact.start // size == fact.segment == (fact.end - 1) // size
+        assert sample.input_ids[fact.start:fact.end] == ids_of(tok, fact.text)
+        assert set(sample.roles[fact.start:fact.end]) == {ROLE_FACT}
+        fact_tokens += fact.end - fact.start
+    assert sample.roles.count(ROLE_FACT) == fact_tokens
+    assert sample.roles.count(ROLE_NOISE) == n * size - fact_tokens - (q_end - q_start)
+    assert PLACES[sample.answer] == sample.answer_name
+    assert tok.pad_token_id not in sample.input_ids
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_token_counts_exact(tok, task):
+    for size in (32, 64, 128, 499):
+        builder = TaskBuilder(task, tok, size)
+        for n in range(1, 65):
+            check_layout(builder.sample(n, seed=1000 * size + n), tok)
+
+
+def test_memorize_fact_at_start(tok):
+    builder = TaskBuilder("memorize", tok, 64)
+    for seed in range(200):
+        sample = builder.sample(5, seed)
+        assert len(sample.facts) == 1
+        fact = sample.facts[0]
+        assert (fact.segment, fact.start) == (0, 0)
+        assert sample.question == f"Where is {fact.person}?"
+        assert fact.place == sample.answer_name
+
+
+def test_detect_segment_uniform(tok):
+    builder = TaskBuilder("detect", tok, 64)
+    counts = [0] * 8
+    for seed in range(1000):
+        sample = builder.sample(8, seed)
+        check_layout(sample, tok) if seed < 50 else None
+        counts[sample.facts[0].segment] += 1
+        assert sample.facts[0].place == sample.answer_name
+    assert all(c > 0 for c in counts)
+    assert chisquare(counts).pvalue > 0.01, counts
+
+
+def test_detect_fact_at_sentence_boundary(tok):
+    builder = TaskBuilder("detect", tok, 64)
+    period = ids_of(tok, ".")[0]
+    for seed in range(200):
+        sample = builder.sample(4, seed)
+        start = sample.facts[0].start
+        # at the start of the input, after a full stop, or after another sentence end (? !)
+        assert start % 64 == 0 or sample.input_ids[start - 1] in (period, *ids_of(tok, "?!")), seed
+
+
+_REL = re.compile(r"^the (\w+) is (north|south|east|west) of the (\w+)\.$")
+_Q_OF = re.compile(r"^what is (north|south|east|west) of the (\w+)\?$")
+_Q_IS = re.compile(r"^what is the (\w+) (north|south|east|west) of\?$")
+
+
+def solve(facts: list[str], question: str) -> set[str]:
+    """A small rule solver written independently of rmt_core.babi."""
+    flip = {"north": "south", "south": "north", "east": "west", "west": "east"}
+    known = set()
+    for fact in facts:
+        a, d, b = _REL.match(fact.lower()).groups()
+        known |= {(a, d, b), (b, flip[d], a)}
+    q = question.lower()
+    if _Q_OF.match(q):
+        d, p = _Q_OF.match(q).groups()
+        return {a for a, dd, b in known if dd == d and b == p}
+    p, d = _Q_IS.match(q).groups()
+    return {b for a, dd, b in known if a == p and dd == d}
+
+
+def test_reason_answer_follows_from_facts(tok):
+    builder = TaskBuilder("reason", tok, 64)
+    segments_seen = set()
+    for seed in range(1000):
+        sample = builder.sample(4, seed)
+        if seed < 50:
+            check_layout(sample, tok)
+        assert len(sample.facts) == 2
+        for fact in sample.facts:
+            assert sample.input_ids[fact.start:fact.end] == ids_of(tok, fact.text)
+            segments_seen.add(fact.segment)
+        assert solve([f.text for f in sample.facts], sample.question) == {sample.answer_name}, seed
+    assert segments_seen == {0, 1, 2, 3}
+
+
+def test_babi_files_feed_tasks(tok, shared_data):
+    for task in TASKS:
+        for split in ("train", "test"):
+            builder = TaskBuilder(task, tok, 64, babi_dir=shared_data / "babi" / "en-10k", split=split)
+            for seed in range(30):
+                sample = builder.sample(3, seed)
+                check_layout(sample, tok)
+                assert sample.sources["babi"].endswith(f"_{split}.txt")
+                assert isinstance(sample.sources["babi_line"], int)
+                if task == "reason":
+                    assert solve([f.text for f in sample.facts], sample.question) == {sample.answer_name}
+
+
+def test_deterministic(tok):
+    for task in TASKS:
+        a = TaskBuilder(task, tok, 48).sample(6, 123)
+        b = TaskBuilder(task, tok, 48).sample(6, 123)
+        assert a == b
+        assert TaskBuilder(task, tok, 48).sample(6, 124).input_ids != a.input_ids
+    builder = TaskBuilder("detect", tok, 32)
+    x1, y1 = builder.batch(4, 8, seed=7)
+    x2, y2 = builder.batch(4, 8, seed=7)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(builder.batch(4, 8, seed=8)[0], x1)
+    # sample i of a batch is the sample of its derived seed, so `rmt sample --seed` can show it
+    assert builder.sample(4, sample_seed(7, 3)).input_ids == x1[3].tolist()
+
+
+def test_batch_shapes_and_labels(tok):
+    builder = TaskBuilder("reason", tok, 32)
+    x, y = builder.batch(3, 5, seed=0)
+    assert x.dtype == y.dtype == torch.long
+    assert x.shape == (5, 96) and y.shape == (5,)
+    samples = builder.samples(3, 5, seed=0)
+    assert y.tolist() == [s.answer for s in samples]
+    assert 0 <= int(y.min()) and int(y.max()) < len(PLACES)
+
+
+def test_batch_is_fast(tok):
+    builder = TaskBuilder("detect", tok, 64)
+    builder.batch(8, 32, seed=0)  # warm the noise pool
+    start = time.perf_counter()
+    for seed in range(10):
+        builder.batch(8, 32, seed=seed)
+    per_batch = (time.perf_counter() - start) / 10
+    assert per_batch < 0.1, f"{per_batch * 1000:.1f} ms for a batch of 32 x 8 x 64 tokens"
+
+
+def test_json_round_trip(tok):
+    sample = TaskBuilder("reason", tok, 40).sample(3, 5)
+    data = json.loads(json.dumps(sample.to_json()))
+    assert Sample.from_json(data) == sample
+    assert data["facts"][0]["segment"] == sample.facts[0].segment
+    assert len(data["input_ids"]) == 120
+
+
+def test_bad_arguments(tok, tmp_path):
+    builder = TaskBuilder("memorize", tok, 32)
+    for n in (0, -1, 1.5, "2"):
+        with pytest.raises(TaskError, match="segments"):
+            builder.sample(n, 0)
+    with pytest.raises(TaskError, match="at least"):
+        TaskBuilder("reason", tok, 10)
+    with pytest.raises(TaskError, match="segment size"):
+        TaskBuilder("memorize", tok, 0)
+    with pytest.raises(TaskError, match="unknown task"):
+        TaskBuilder("recall", tok, 32)
+    with pytest.raises(TaskError, match="split"):
+        TaskBuilder("memorize", tok, 32, split="dev")
+    with pytest.raises(TaskError, match="not both"):
+        TaskBuilder("memorize", tok, 32, babi_file="a", babi_dir="b")
+    with pytest.raises(TaskError, match="no qa1_"):
+        TaskBuilder("memorize", tok, 32, babi_dir=tmp_path)
+
+
+# --- `rmt sample` ---------------------------------------------------------------------------------
+
+
+def rmt(capsys, *argv):
+    from rmt_core.cli import main
+
+    code = main(["sample", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_readable_and_json(capsys):
+    code, out, _ = rmt(capsys, "--task", "detect", "--segments", "3", "--seed", "4", "--segment-size", "32")
+    assert code == 0
+    for marker in ("segment 0", "segment 2", "[FACT:", "[QUESTION: where is", "answer:"):
+        assert marker in out
+    code, out, _ = rmt(capsys, "--task", "reason", "--segments", "2", "--seed", "4", "--segment-size", "32", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["task"] == "reason" and len(data["input_ids"]) == 64 and len(data["facts"]) == 2
+    assert data["seed"] == 4 and data["sources"]["babi"] == "builtin"
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("1 Mary went to the kitchen.\n2 Where is Mary?\tkitchen\n")
+    cases = [
+        ("--task", "memorize", "--segments", "0"),
+        ("--task", "memorize", "--segments", "2", "--segment-size", "5"),
+        ("--task", "memorize", "--segments", "2", "--babi-file", str(tmp_path / "missing.txt")),
+        ("--task", "memorize", "--segments", "2", "--babi-file", str(empty)),
+        ("--task", "memorize", "--segments", "2", "--babi-file", str(wrong)),
+        ("--task", "memorize", "--segments", "2", "--noise-file", str(empty)),
+        ("--task", "memorize", "--segments", "2", "--noise-file", str(tmp_path / "missing.txt")),
+    ]
+    for argv in cases:
+        code, _, err = rmt(capsys, *argv)
+        assert code == 1, argv
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    code, _, err = rmt(capsys, "--task", "memorize", "--segments", "2", "--babi-file", str(wrong))
+    assert "wrong.txt:2" in err
