@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rmt_core.babi import DIRECTIONS, PEOPLE, PLACES, _open_text
@@ -197,6 +197,12 @@ class NoiseSource:
     name: str  # file path, "builtin" or "builtin:pydoc"
     sentences: list[str]
     token_ids: list[list[int]]
+    by_length: dict[int, list[int]] = field(init=False, repr=False)  # token count -> sentence indices
+
+    def __post_init__(self):
+        self.by_length = {}
+        for index, ids in enumerate(self.token_ids):
+            self.by_length.setdefault(len(ids), []).append(index)
 
     @classmethod
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
@@ -207,8 +213,7 @@ class NoiseSource:
             if name == BUILTIN:
                 sentences = builtin_sentences()
             elif name == BUILTIN_PYDOC:
-                generated = builtin_sentences()
-                sentences = generated + pydoc_sentences()
+                sentences = builtin_sentences() + pydoc_sentences()
             else:
                 sentences = file_sentences(name)
             _CACHE[key] = (tokenizer, cls(name, sentences, tokenize_all(tokenizer, sentences)))
@@ -226,18 +231,13 @@ class NoiseStream:
 
     def __init__(self, source: NoiseSource, rng: random.Random):
         self.pool = source.token_ids
+        self.by_length = source.by_length
         self.rng = rng
         self.leftover: list[int] = []
-        self._by_length: dict[int, list[int]] | None = getattr(source, "_by_length", None)
-        if self._by_length is None:
-            by_length: dict[int, list[int]] = {}
-            for index, ids in enumerate(self.pool):
-                by_length.setdefault(len(ids), []).append(index)
-            source._by_length = by_length  # type: ignore[attr-defined]
-            self._by_length = by_length
 
     def take(self, budget: int, final: bool = False) -> list[tuple[list[int], bool, bool]]:
-        """Exactly `budget` tokens as chunks; `final` prefers whole sentences that end the budget exactly."""
+        """Exactly `budget` tokens as chunks. With `final` (nothing follows but the question) a sentence
+        that does not fit is swapped for one that fills the rest exactly, when the pool has one."""
         chunks: list[tuple[list[int], bool, bool]] = []
         remaining = budget
         if self.leftover and remaining > 0:
@@ -247,11 +247,10 @@ class NoiseStream:
             remaining -= len(piece)
         pool, rng = self.pool, self.rng
         while remaining > 0:
-            if final and remaining in self._by_length:
-                candidates = self._by_length[remaining]
-                ids = pool[candidates[rng.randrange(len(candidates))]]
-            else:
-                ids = pool[rng.randrange(len(pool))]
+            ids = pool[rng.randrange(len(pool))]
+            if len(ids) > remaining and final and remaining in self.by_length:
+                exact = self.by_length[remaining]
+                ids = pool[exact[rng.randrange(len(exact))]]
             if len(ids) <= remaining:
                 chunks.append((ids, True, True))
                 remaining -= len(ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,10 +117,21 @@ def _load_items(path: Path, kind: str) -> list[babi.BabiItem]:
     return _ITEMS[key]
 
 
+def _as_int(value) -> int | None:
+    """value as a Python int when it is an integer (numpy integers included, bools not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _check_int(value, name: str, minimum: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    number = _as_int(value)
+    if number is None or number < minimum:
         raise TaskError(f"{name} must be an integer >= {minimum}, got {value!r}; {fix}")
-    return value
+    return number
 
 
 class TaskBuilder:
@@ -191,8 +203,9 @@ class TaskBuilder:
     def sample(self, n_segments: int, seed: int) -> Sample:
         """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""
         n = _check_int(n_segments, "number of segments", 1, "give --segments 1 or more")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TaskError(f"seed must be an integer, got {seed!r}; give --seed as a whole number")
+        seed = _as_int(seed)
+        if seed is None:
+            raise TaskError("seed must be an integer; give --seed as a whole number")
         size = self.segment_size
         rng = random.Random(seed)
         item = self._item(rng)
