@@ -40,6 +40,12 @@ CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
 DEFAULT_CHECKPOINT_NAME = "memorize"
 
 
+def _reason(error: BaseException, limit: int = 160) -> str:
+    """The first line of an exception, clipped: library messages can run to thousands of characters."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def default_checkpoint() -> Path:
     """The shipped default checkpoint the app and the commands open (env RMT_CHECKPOINT overrides)."""
     return Path(os.environ.get("RMT_CHECKPOINT", CHECKPOINTS_DIR / DEFAULT_CHECKPOINT_NAME))
@@ -157,11 +163,14 @@ def read_config(path: str | Path) -> dict:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{file} is not valid JSON ({error}); restore it from the original checkpoint")
+        raise CheckpointError(f"{file} is not valid JSON ({_reason(error)}); restore it from the original checkpoint")
     if not isinstance(config, dict):
         raise CheckpointError(f"{file} must hold a JSON object; restore it from the original checkpoint")
     if config.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not an RMT Lens checkpoint (format {config.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{file} is not an RMT Lens checkpoint (format {config.get('format')!r}, expected {FORMAT!r}); "
+            "pass a folder written by rmt train or save_checkpoint"
+        )
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{file} has format_version {config.get('format_version')!r}, this RMT Lens reads version {FORMAT_VERSION}; "
@@ -185,7 +194,7 @@ def _weight_files(path: Path) -> list[Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             names = sorted(set(weight_map.values()))
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"{index} is not a valid shard index ({error}); restore it from the original checkpoint")
+            raise CheckpointError(f"{index} is not a valid shard index ({_reason(error)}); restore it from the original checkpoint")
         if any(not isinstance(n, str) or "/" in n or "\\" in n or n.startswith(".") for n in names):
             raise CheckpointError(f"{index} names a shard outside the folder; restore it from the original checkpoint")
         files = [path / name for name in names]
@@ -214,8 +223,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 for key in handle.keys():
                     tensors[key] = handle.get_tensor(key)
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise CheckpointError(f"{file} is not a readable safetensors file ({reason}); it may be truncated, copy it again")
+            raise CheckpointError(
+                f"{file} is not a readable safetensors file ({_reason(error)}); it may be truncated, copy it again"
+            )
     return tensors
 
 
@@ -233,7 +243,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
         backbone_config = AutoConfig.for_model(**config["backbone"])
         rmt_config = RMTConfig.from_dict(config["rmt"])
     except (ValueError, TypeError, KeyError) as error:
-        raise CheckpointError(f"{path / 'config.json'} has unusable settings ({error}); re-save the checkpoint")
+        raise CheckpointError(f"{path / 'config.json'} has unusable settings ({_reason(error)}); re-save the checkpoint")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as error:  # transformers raises many types here
@@ -245,7 +255,10 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
         backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
         model = RMT(backbone, rmt_config, *special_ids(tokenizer))
     except (ValueError, TypeError) as error:
-        raise CheckpointError(f"{path / 'config.json'} describes a model that cannot be built ({error})")
+        raise CheckpointError(
+            f"{path / 'config.json'} describes a model that cannot be built ({_reason(error)}); "
+            "restore it from the original checkpoint"
+        )
     _check_state(path, model, state)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
     model.to(dtype)
@@ -273,7 +286,10 @@ def _check_state(path: Path, model: RMT, state: dict[str, torch.Tensor]) -> None
                 "the weights do not belong to this config"
             )
         if tensor.is_floating_point() != got.is_floating_point():
-            raise CheckpointError(f"{where} tensor {name} has dtype {got.dtype}, expected a floating type")
+            raise CheckpointError(
+                f"{where} tensor {name} has dtype {got.dtype}, expected a floating type; "
+                "the weights do not belong to this config"
+            )
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointError(f"{where} holds unknown tensor {extra[0]}; the weights do not belong to this config")
