@@ -208,7 +208,7 @@ class NoiseSource:
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
         """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc"; cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
-        key = (name, _tokenizer_key(tokenizer))
+        key = (name, _file_stamp(name), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
             if name == BUILTIN:
                 sentences = builtin_sentences()
@@ -216,7 +216,15 @@ class NoiseSource:
                 sentences = builtin_sentences() + pydoc_sentences()
             else:
                 sentences = file_sentences(name)
-            _CACHE[key] = (tokenizer, cls(name, sentences, tokenize_all(tokenizer, sentences)))
+            token_ids = tokenize_all(tokenizer, sentences)
+            # Text such as "[SEP]" would tokenise to a special token; samples hold none, so drop it.
+            special = set(getattr(tokenizer, "all_special_ids", []) or [])
+            kept = [(s, ids) for s, ids in zip(sentences, token_ids) if ids and not special.intersection(ids)]
+            if len(kept) < MIN_SENTENCES:
+                raise TaskError(f"noise {name} gives only {len(kept)} usable sentences (need {MIN_SENTENCES}); "
+                                "give a longer English text, one passage a line")
+            source = cls(name, [s for s, _ in kept], [ids for _, ids in kept])
+            _CACHE[key] = (tokenizer, source)
         return _CACHE[key][1]
 
     def __len__(self) -> int:
@@ -268,6 +276,17 @@ def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
     if not sentences:
         return []
     return [list(ids) for ids in tokenizer(list(sentences), add_special_tokens=False)["input_ids"]]
+
+
+def _file_stamp(name: str) -> tuple:
+    """Size and modification time of a noise file, so an edited file is read again; () for built-ins."""
+    if name in (BUILTIN, BUILTIN_PYDOC):
+        return ()
+    try:
+        stat = Path(name).stat()
+    except OSError:
+        return ()
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 def _tokenizer_key(tokenizer) -> tuple:

@@ -186,3 +186,14 @@ def test_bad_noise_files(tmp_path, tok):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
     with pytest.raises(TaskError, match=r"latin1\.txt:1: not UTF-8"):
         noise.file_sentences(tmp_path / "latin1.txt")
+
+
+def test_special_token_text_dropped(tmp_path, tok):
+    path = tmp_path / "noise.txt"
+    lines = [f"The sailor counted {i} gulls over the harbour." for i in range(30)]
+    lines.append("This line smuggles a [SEP] token into the text.")
+    path.write_text("\n".join(lines) + "\n")
+    source = noise.NoiseSource.load(path, tok)
+    assert len(source) == 30
+    special = set(tok.all_special_ids)
+    assert not any(special.intersection(ids) for ids in source.token_ids)
