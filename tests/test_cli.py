@@ -1,0 +1,195 @@
+"""The `rmt` entry point: help lists the subcommands of SPEC section 7, unbuilt ones say so (exit 2), and an
+RMTError inside a command becomes one line on stderr with exit 1."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rmt_core import cli
+from rmt_core.errors import CheckpointError, ProbeError, ReplayError, RMTError, TaskError, TraceError, TrainError
+
+# SPEC section 7, in its order.
+SPEC_COMMANDS = ["train", "eval", "replay", "probe", "export", "sample", "flops", "app"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rmt_command() -> list[str]:
+    """The installed console script beside this interpreter, else the module (same code path)."""
+    script = Path(sys.executable).parent / "rmt"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rmt_core.cli"]
+
+
+def run_rmt(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", code, *args] if code else [*rmt_command(), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def is_built(name: str) -> bool:
+    return importlib.util.find_spec(f"rmt_core.commands.{name}") is not None
+
+
+def fake_command(run, arguments=lambda parser: None) -> SimpleNamespace:
+    return SimpleNamespace(HELP="a fake command for tests", add_arguments=arguments, run=run)
+
+
+def use_fake(monkeypatch, name: str, module) -> None:
+    """Make cli find `module` (or nothing, for None) for subcommand `name`; every other name loads as usual."""
+    real = cli._load
+    monkeypatch.setattr(cli, "_load", lambda n: module if n == name else real(n))
+
+
+# ----- help ------------------------------------------------------------------------------------------------
+def test_rmt_help_runs_and_lists_every_subcommand_in_spec_order():
+    result = run_rmt("--help")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and line.split()[0] in SPEC_COMMANDS]
+    assert listed == SPEC_COMMANDS, result.stdout
+    assert result.stdout.startswith("usage: rmt")
+
+
+def test_cli_knows_exactly_the_spec_subcommands():
+    assert list(cli.COMMANDS) == SPEC_COMMANDS
+
+
+def test_no_subcommand_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    out = capsys.readouterr().out
+    assert "usage: rmt" in out and all(name in out for name in SPEC_COMMANDS)
+
+
+@pytest.mark.parametrize("name", SPEC_COMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main([name, "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: rmt {name}")
+    if not is_built(name):
+        assert "not built yet" in " ".join(out.split())
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["no-such-command"])
+    assert caught.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# ----- unbuilt subcommands ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SPEC_COMMANDS)
+def test_unbuilt_subcommand_exits_2_saying_so(name, capsys):
+    if is_built(name):
+        pytest.skip(f"rmt {name} is built")
+    assert cli.main([name]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rmt {name}: not built yet\n"
+
+
+def test_a_subcommand_without_its_module_exits_2_saying_so(monkeypatch, capsys):
+    # Always runs, whichever subcommands are built by now.
+    use_fake(monkeypatch, "flops", None)
+    assert cli.main(["flops"]) == 2
+    assert capsys.readouterr().err == "rmt flops: not built yet\n"
+
+
+def test_unbuilt_subcommand_in_a_real_process():
+    # A None entry in sys.modules makes the import fail as if the module did not exist.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["rmt_core.commands.export"] = None
+        from rmt_core.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    result = run_rmt("export", code=code)
+    assert result.returncode == 2
+    assert result.stderr == "rmt export: not built yet\n"
+
+
+# ----- errors inside a command -----------------------------------------------------------------------------
+@pytest.mark.parametrize("error_type", [CheckpointError, TaskError, TraceError, ReplayError, ProbeError, TrainError, RMTError])
+def test_rmt_error_inside_a_command_is_one_line_and_exit_1(error_type, monkeypatch, capsys):
+    def run(args):
+        raise error_type(f"{args.checkpoint} is broken\nsecond line;\tfix it")
+
+    use_fake(monkeypatch, "eval", fake_command(run, lambda p: p.add_argument("--checkpoint")))
+    assert cli.main(["eval", "--checkpoint", "ck"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "rmt eval: error: ck is broken second line; fix it\n"
+    assert captured.out == ""
+
+
+def test_rmt_error_in_a_real_process_exits_1_with_one_line():
+    code = textwrap.dedent(
+        """
+        import sys, types
+        from rmt_core.errors import CheckpointError
+
+        def run(args):
+            raise CheckpointError("checkpoints/x/config.json is missing;\\nrun rmt train")
+
+        fake = types.ModuleType("rmt_core.commands.replay")
+        fake.HELP, fake.add_arguments, fake.run = "fake", lambda parser: None, run
+        sys.modules["rmt_core.commands.replay"] = fake
+        from rmt_core.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    result = run_rmt("replay", code=code)
+    assert result.returncode == 1
+    assert result.stderr == "rmt replay: error: checkpoints/x/config.json is missing; run rmt train\n"
+    assert "Traceback" not in result.stderr
+
+
+def test_a_command_returns_its_exit_code_and_gets_its_arguments(monkeypatch):
+    seen = {}
+
+    def run(args):
+        seen.update(vars(args))
+        return args.code
+
+    use_fake(monkeypatch, "probe", fake_command(run, lambda p: p.add_argument("--code", type=int, default=0)))
+    assert cli.main(["probe"]) == 0
+    assert cli.main(["probe", "--code", "3"]) == 3
+    assert seen["command"] == "probe" and seen["code"] == 3
+
+
+def test_a_command_returning_none_exits_0(monkeypatch):
+    use_fake(monkeypatch, "app", fake_command(lambda args: None))
+    assert cli.main(["app"]) == 0
+
+
+def test_bad_arguments_to_a_command_are_usage_errors(monkeypatch, capsys):
+    use_fake(monkeypatch, "probe", fake_command(lambda a: 0, lambda p: p.add_argument("--samples", type=int)))
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["probe", "--samples", "many"])
+    assert caught.value.code == 2
+    assert "--samples" in capsys.readouterr().err
+
+
+def test_interrupt_exits_130_with_one_line(monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    use_fake(monkeypatch, "train", fake_command(run))
+    assert cli.main(["train"]) == 130
+    assert capsys.readouterr().err == "rmt train: interrupted\n"
+
+
+def test_a_bug_is_not_disguised_as_bad_input(monkeypatch):
+    # Only RMTError means bad input; anything else is a bug and keeps its traceback.
+    def run(args):
+        raise ZeroDivisionError("bug")
+
+    use_fake(monkeypatch, "sample", fake_command(run))
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["sample"])
