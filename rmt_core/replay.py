@@ -1,0 +1,374 @@
+"""Replay: run one input through an RMT segment by segment, with the model's own `segment_step`, and record
+what each segment read, wrote and attended to (SPEC section 5).
+
+    replay(model, sample, out="traces/x")      -> Trace           written to disk as it goes, atomically
+    replay_in_memory(model, sample)            -> InMemoryTrace   the same recording, kept in memory
+
+Both run one recorder; only where it puts the arrays differs (a `TraceWriter` or a `MemorySink`). A
+`RecordingPolicy` decides what is kept, so a replay of thousands of segments fits on a disk: memory states
+for every segment (small), read/write attention for every segment while under a byte budget and afterwards
+only for chosen segments (listed ones, the first and last few, the fact segments, optionally every k-th).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rmt_core.errors import ReplayError
+from rmt_core.model import (
+    RMT,
+    ROLE_FACT,
+    ROLE_MEMORY,
+    ROLE_NAMES,
+    ROLE_NOISE,
+    ROLE_PAD,
+    ROLE_QUESTION,
+    ROLE_SPECIAL,
+)
+from rmt_core.trace import (
+    FORMAT,
+    FORMAT_VERSION,
+    InMemoryTrace,
+    MemorySink,
+    Trace,
+    TraceWriter,
+    attention_file,
+)
+
+__all__ = ["RecordingPolicy", "replay", "replay_in_memory", "Trace", "InMemoryTrace", "ReplayError"]
+
+_ATTENTION_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_MEMORY_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_INPUT_ROLES = (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)
+
+
+@dataclass
+class RecordingPolicy:
+    """What a replay keeps. Memory states are always kept for every segment.
+
+    attention_budget_mib: read + write attention of every segment is kept while the total stays under this
+        budget; beyond it, only the chosen segments below (which are kept whatever the budget).
+    attention_segments: segments whose read/write attention is always kept (negative counts from the end).
+    edge_segments: the first and the last this many segments are always kept.
+    fact_segments: keep the segments where a sample's facts land.
+    sample_every: beyond the budget, also keep every k-th segment (0: none).
+    full_attention_segments: segments whose full attention [L, H, T, T] is kept too (read/write as well).
+    segment_logits: keep the answer head's logits at every segment ([N, C] floats; cheap).
+    attention_dtype: stored attention probabilities (float16 halves the disk of float32).
+    memory_dtype: stored memory states.
+    """
+
+    attention_budget_mib: float = 512.0
+    attention_segments: list[int] = field(default_factory=list)
+    edge_segments: int = 2
+    fact_segments: bool = True
+    sample_every: int = 0
+    full_attention_segments: list[int] = field(default_factory=list)
+    segment_logits: bool = True
+    attention_dtype: str = "float16"
+    memory_dtype: str = "float32"
+
+    def check(self) -> None:
+        if not isinstance(self.attention_budget_mib, (int, float)) or self.attention_budget_mib < 0:
+            raise ReplayError(f"attention budget must be 0 MiB or more, got {self.attention_budget_mib!r}")
+        for name in ("edge_segments", "sample_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ReplayError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.attention_dtype not in _ATTENTION_DTYPES:
+            raise ReplayError(f"attention dtype {self.attention_dtype!r} is not one of {', '.join(_ATTENTION_DTYPES)}")
+        if self.memory_dtype not in _MEMORY_DTYPES:
+            raise ReplayError(f"memory dtype {self.memory_dtype!r} is not one of {', '.join(_MEMORY_DTYPES)}")
+
+    def plan(self, n_segments: int, bytes_per_segment: int, fact_segments=()) -> tuple[list[int], list[int]]:
+        """(segments with read/write attention, segments with full attention), sorted, for an input of
+        n_segments whose read + write attention takes bytes_per_segment a segment."""
+        self.check()
+        n = n_segments
+        full = sorted(_resolve(self.full_attention_segments, n, "full attention segment"))
+        chosen = set(_resolve(self.attention_segments, n, "attention segment")) | set(full)
+        chosen |= set(range(min(self.edge_segments, n))) | set(range(max(n - self.edge_segments, 0), n))
+        if self.fact_segments:
+            chosen |= {int(s) for s in fact_segments if 0 <= int(s) < n}
+        budget = int(self.attention_budget_mib * 2**20)
+        if n * bytes_per_segment <= budget:
+            return list(range(n)), full
+        left = budget - len(chosen) * bytes_per_segment
+        for t in range(n):  # every segment from the start while the budget lasts
+            if t in chosen:
+                continue
+            if left < bytes_per_segment:
+                break
+            chosen.add(t)
+            left -= bytes_per_segment
+        if self.sample_every:
+            chosen |= set(range(0, n, self.sample_every))
+        return sorted(chosen), full
+
+
+def _resolve(segments, n: int, what: str) -> list[int]:
+    out = []
+    for t in segments or ():
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ReplayError(f"{what} {t!r} is not an integer segment index")
+        if not -n <= t < n:
+            raise ReplayError(f"{what} {t} is out of range for an input of {n} segments (0..{n - 1})")
+        out.append(int(t) % n)
+    return out
+
+
+# ----- inputs ------------------------------------------------------------------------------------------------
+@dataclass
+class _Input:
+    segments: list[list[int]]
+    roles: list[list[int]]
+    metadata: dict
+    answer: int | None
+    fact_segments: list[int]
+
+
+def _prepare(model: RMT, sample, segments, roles, metadata) -> _Input:
+    """Check the input against the model and gather its metadata."""
+    size = model.config.segment_size
+    answer, facts, meta = None, [], {}
+    if sample is not None:
+        if segments is not None:
+            raise ReplayError("give a sample or segments, not both")
+        if sample.segment_size != size:
+            raise ReplayError(f"the sample has segments of {sample.segment_size} tokens but the checkpoint was built "
+                              f"for {size}; build the sample with segment_size={size}")
+        segments = sample.segments()
+        roles = [sample.roles[t * size:(t + 1) * size] for t in range(sample.n_segments)]
+        answer = int(sample.answer)
+        facts = [int(f.segment) for f in sample.facts]
+        meta = {"kind": "task", **{k: v for k, v in sample.to_json().items() if k not in ("input_ids", "roles")}}
+    elif segments is None:
+        raise ReplayError("nothing to replay: give a sample or segments")
+    else:
+        meta = {"kind": "segments"}
+    if hasattr(segments, "segments") and hasattr(segments, "roles"):  # a segmenting.Segmented
+        segments, roles = segments.segments, (segments.roles if roles is None else roles)
+    segments = [list(map(int, s)) for s in segments]
+    if not segments:
+        raise ReplayError("the input has no segments; give some text or a sample with 1 or more segments")
+    roles = [[ROLE_NOISE] * len(s) for s in segments] if roles is None else [list(map(int, r)) for r in roles]
+    if len(roles) != len(segments):
+        raise ReplayError(f"roles cover {len(roles)} segments but the input has {len(segments)}")
+    vocab = model.backbone.get_input_embeddings().num_embeddings
+    for t, (seg, role) in enumerate(zip(segments, roles)):
+        if not seg:
+            raise ReplayError(f"segment {t} is empty; every segment needs at least one token")
+        if len(seg) > size:
+            raise ReplayError(f"segment {t} has {len(seg)} tokens, more than the checkpoint's segment size {size}; "
+                              "cut the input with rmt_core.segmenting.segments_from_text")
+        if len(role) != len(seg):
+            raise ReplayError(f"segment {t} has {len(seg)} tokens but {len(role)} roles")
+        if min(seg) < 0 or max(seg) >= vocab:
+            raise ReplayError(f"segment {t} holds token id {min(seg) if min(seg) < 0 else max(seg)}, outside the "
+                              f"model's vocabulary of {vocab}; tokenize with the checkpoint's tokenizer")
+        if any(r not in _INPUT_ROLES for r in role):
+            raise ReplayError(f"segment {t} has a role outside noise/fact/question (0, 1, 2)")
+    if metadata:
+        meta.update(metadata)
+    return _Input(segments, roles, meta, answer, facts)
+
+
+# ----- identity of the model ---------------------------------------------------------------------------------
+_IDENTITY_CACHE: dict[tuple, dict] = {}
+
+
+def _identity(model: RMT, checkpoint_dir) -> dict:
+    """{name, path, sha256} of the checkpoint (cached by its files' sizes and times), or of the weights in memory."""
+    from rmt_core.checkpoint import checkpoint_identity
+
+    folder = checkpoint_dir if checkpoint_dir is not None else getattr(model, "checkpoint_dir", None)
+    if folder is not None:
+        folder = Path(folder)
+        try:
+            stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")))
+        except OSError:
+            stamp = ()
+        key = (str(folder.resolve()), stamp)
+        if key not in _IDENTITY_CACHE:
+            _IDENTITY_CACHE[key] = checkpoint_identity(folder)
+        return dict(_IDENTITY_CACHE[key])
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return {"name": None, "path": None, "sha256": None, "weights_sha256": digest.hexdigest()}
+
+
+# ----- the recorder --------------------------------------------------------------------------------------------
+def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list[int], full: list[int],
+              identity: dict) -> dict:
+    n, m = len(item.segments), model.num_mem_tokens
+    T, d = model.config.input_size, model.hidden_size
+    L = model.backbone.config.num_hidden_layers
+    H = model.backbone.config.num_attention_heads
+    C = len(model.config.labels)
+    adt = policy.attention_dtype
+
+    def spec(file, shape, dtype):
+        return {"file": file, "shape": list(shape), "dtype": dtype}
+
+    def pattern(kind, shape):
+        return {"file": attention_file(kind, 0).replace("000000", "{segment:06d}"), "shape": list(shape), "dtype": adt}
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "checkpoint": identity,
+        "model": {
+            "task": model.config.task, "labels": list(model.config.labels), "num_mem_tokens": m,
+            "segment_size": model.config.segment_size, "input_size": T, "hidden_size": d, "num_layers": L,
+            "num_heads": H, "num_classes": C, "backbone": model.backbone.config.model_type,
+        },
+        "n_segments": n,
+        "n_tokens": sum(len(s) for s in item.segments),
+        "layout": {
+            "positions": "0 [CLS], 1..m memory, m+1 [SEP], m+2.. segment tokens, [SEP], then [PAD]",
+            "memory_positions": [1, m],
+            "role_names": list(ROLE_NAMES),
+            "memory_token_id": -1,
+        },
+        "metadata": item.metadata,
+        "answer": item.answer,
+        "policy": asdict(policy),
+        "recorded": {
+            "memory": True,
+            "segment_logits": bool(policy.segment_logits),
+            "attention_segments": attention,
+            "full_attention_segments": full,
+        },
+        "arrays": {
+            "token_ids": spec("token_ids.npy", (n, T), "int32"),
+            "roles": spec("roles.npy", (n, T), "int8"),
+            "memory": spec("memory.npy", (n + 1, m, d), policy.memory_dtype),
+            "segment_logits": spec("segment_logits.npy", (n, C), "float32") if policy.segment_logits else None,
+            "final_logits": spec("final_logits.npy", (C,), "float32"),
+            "read_attention": pattern("read", (L, H, T, m)),
+            "write_attention": pattern("write", (L, H, m, T)),
+            "full_attention": pattern("full", (L, H, T, T)),
+        },
+        "replayed_on": {"device": str(model.device.type), "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _layout(model: RMT, tokens: list[int], roles: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids [T] (-1 at memory positions) and roles [T] of one segment as the backbone sees it."""
+    m, T, n = model.num_mem_tokens, model.config.input_size, len(tokens)
+    ids = np.full(T, model.pad_id, dtype=np.int32)
+    role = np.full(T, ROLE_PAD, dtype=np.int8)
+    ids[0], role[0] = model.cls_id, ROLE_SPECIAL
+    ids[1:m + 1], role[1:m + 1] = -1, ROLE_MEMORY
+    ids[m + 1], role[m + 1] = model.sep_id, ROLE_SPECIAL
+    ids[m + 2:m + 2 + n], role[m + 2:m + 2 + n] = tokens, roles
+    ids[m + 2 + n], role[m + 2 + n] = model.sep_id, ROLE_SPECIAL
+    return ids, role
+
+
+def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_dir, progress: bool):
+    """Run the replay into `sink` (TraceWriter or MemorySink) and return what its finish() returns."""
+    from tqdm.auto import tqdm
+
+    n, m = len(item.segments), model.num_mem_tokens
+    T = model.config.input_size
+    L = model.backbone.config.num_hidden_layers
+    H = model.backbone.config.num_attention_heads
+    adt = _ATTENTION_DTYPES[policy.attention_dtype]
+    mdt = _MEMORY_DTYPES[policy.memory_dtype]
+    itemsize = torch.tensor([], dtype=adt).element_size()
+    attention, full = policy.plan(n, 2 * L * H * T * m * itemsize, item.fact_segments)
+    attention_set, full_set = set(attention), set(full)
+    manifest = _manifest(model, item, policy, attention, full, _identity(model, checkpoint_dir))
+
+    was_training, kernel = model.training, model.attention_kernel
+    used_ids: set[int] = {model.cls_id, model.sep_id, model.pad_id}
+    model.eval()
+    try:
+        with torch.no_grad():
+            memory = model.initial_memory(1)  # (1, m, d)
+            sink.begin(manifest, memory[0].to("cpu", mdt).numpy())
+            logits = None
+            bar = tqdm(total=n, desc="replay", unit="seg", disable=None if progress else True, file=sys.stderr,
+                       dynamic_ncols=True)
+            try:
+                for t in range(n):
+                    tokens = item.segments[t]
+                    used_ids.update(tokens)
+                    record = t in attention_set
+                    wanted = "eager" if record else "sdpa"  # eager returns probabilities; sdpa is fast
+                    if model.attention_kernel != wanted:
+                        model.set_attention_kernel(wanted)
+                    ids = torch.tensor([tokens], dtype=torch.long, device=model.device)  # (1, n)
+                    step = model.segment_step(memory, ids, output_attentions=record)
+                    memory = step.memory_out  # (1, m, d) memory out of t is memory in of t+1
+                    logits = step.logits[0]  # (C,)
+                    arrays = {"read": None, "write": None, "full": None}
+                    if record:
+                        att = torch.stack([a[0] for a in step.attentions]).to(adt)  # (L, H, T, T)
+                        arrays["read"] = att[:, :, :, 1:m + 1].to("cpu").numpy()  # (L, H, T, m)
+                        arrays["write"] = att[:, :, 1:m + 1, :].to("cpu").numpy()  # (L, H, m, T)
+                        if t in full_set:
+                            arrays["full"] = att.to("cpu").numpy()  # (L, H, T, T)
+                    token_row, role_row = _layout(model, tokens, item.roles[t])
+                    sink.segment(
+                        t, token_row, role_row, memory[0].to("cpu", mdt).numpy(),
+                        logits.float().to("cpu").numpy() if policy.segment_logits else None, arrays,
+                    )
+                    bar.update(1)
+            finally:
+                bar.close()
+            final_logits = logits.float().to("cpu").numpy()
+    finally:
+        if model.attention_kernel != kernel:
+            model.set_attention_kernel(kernel)
+        model.train(was_training)
+    manifest["prediction"] = int(np.argmax(final_logits))
+    manifest["final_logits"] = [float(v) for v in final_logits]  # readable copy of final_logits.npy
+    tokenizer = model.tokenizer
+    ids = sorted(used_ids)
+    strings = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [f"[id{i}]" for i in ids]
+    return sink.finish(manifest, final_logits, dict(zip(ids, strings)))
+
+
+# ----- public entry points ------------------------------------------------------------------------------------
+def replay(model: RMT, sample=None, *, segments=None, roles=None, out: str | Path, policy: RecordingPolicy | None = None,
+           metadata: dict | None = None, progress: bool = True, checkpoint_dir=None) -> Trace:
+    """Replay `sample` (a tasks.Sample) or `segments` (lists of token ids, or a segmenting.Segmented, with
+    per-token `roles`) through `model` on its device, writing a trace folder at `out` as it goes.
+
+    The folder appears under `out` only when complete; on any error (TraceError for disk faults, ReplayError
+    for bad input) or interruption nothing is left there. Returns the finished trace, opened.
+    """
+    policy = policy or RecordingPolicy()
+    if sample is not None and not hasattr(sample, "n_segments"):  # segments given positionally
+        sample, segments = None, sample
+    item = _prepare(model, sample, segments, roles, metadata)
+    policy.plan(len(item.segments), 0, item.fact_segments)  # bad policy fails before any file is made
+    writer = TraceWriter(out)
+    try:
+        return _record(model, item, writer, policy, checkpoint_dir, progress)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def replay_in_memory(model: RMT, sample_or_segments, policy: RecordingPolicy | None = None, *, roles=None,
+                     metadata: dict | None = None, progress: bool = False, checkpoint_dir=None) -> InMemoryTrace:
+    """The same replay as `replay`, kept in memory: for short inputs (the dashboard). `sample_or_segments` is a
+    tasks.Sample, a segmenting.Segmented, or a list of token-id lists (with `roles`, else all noise)."""
+    policy = policy or RecordingPolicy()
+    if hasattr(sample_or_segments, "n_segments") and hasattr(sample_or_segments, "segments"):
+        item = _prepare(model, sample_or_segments, None, None, metadata)
+    else:
+        item = _prepare(model, None, sample_or_segments, roles, metadata)
+    return _record(model, item, MemorySink(), policy, checkpoint_dir, progress)

@@ -1,0 +1,109 @@
+"""Free text and a question cut into RMT segments, with the role of every token.
+
+The paper's segmenting (SPEC section 2): special tokens are stripped from the flat input, which is cut into
+`segment_size` pieces; the question ends the last segment. For free text:
+
+    text tokens:  | S | S | ... | r |          (every piece full but the last text piece, r <= S tokens)
+    question:     appended to the last text piece when r + q <= S, else a last segment of its own
+
+so the question is never split across segments and the last segment may be shorter than S (the model pads
+after its closing [SEP] with an attention mask).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from rmt_core.errors import ReplayError
+from rmt_core.model import ROLE_NOISE, ROLE_QUESTION
+
+
+class Segmented(NamedTuple):
+    """Token ids of each segment and the role of each token (ROLE_NOISE for text, ROLE_QUESTION)."""
+
+    segments: list[list[int]]  # N lists of at most segment_size ids, no special tokens
+    roles: list[list[int]]  # same shape as `segments`
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+
+def read_text_file(path: str | Path) -> str:
+    """The UTF-8 text of `path` ('-' reads standard input); ReplayError when missing or not UTF-8."""
+    import sys
+
+    path = str(path)
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ReplayError(f"text file {path} does not exist; pass --text-file with an existing UTF-8 text file") from None
+    except IsADirectoryError:
+        raise ReplayError(f"{path} is a folder; pass --text-file with a UTF-8 text file") from None
+    except OSError as error:
+        raise ReplayError(f"cannot read text file {path} ({error.strerror}); check its permissions") from None
+    return decode_text(data, f"text file {path}")
+
+
+def decode_text(data: bytes | str, what: str = "text") -> str:
+    """`data` as a str, refusing bytes that are not UTF-8 (also lone surrogates left by surrogateescape)."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ReplayError(f"{what} holds characters that are not valid UTF-8 (at character {error.start}); "
+                              "convert it to UTF-8 first") from None
+        return data
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ReplayError(f"{what} is not valid UTF-8 (byte {error.start}: {data[error.start]:#04x}); "
+                          "convert it to UTF-8 first (e.g. iconv -t utf-8)") from None
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` without special tokens: none added, and any the text spells out (e.g. '[SEP]') removed."""
+    special = set(tokenizer.all_special_ids)
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    return [int(i) for i in ids if i not in special]
+
+
+def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segment_size: int) -> Segmented:
+    """Cut `text` into segments of `segment_size` tokens and end the last one with `question`.
+
+    Returns Segmented(segments, roles): N lists of token ids (each at most segment_size long, all full except
+    possibly the last text piece and the last segment) and their roles (ROLE_NOISE text, ROLE_QUESTION).
+    Raises ReplayError for empty text or question, non-UTF-8 input, text shorter than the question, or a
+    question longer than a segment.
+    """
+    if isinstance(segment_size, bool) or not isinstance(segment_size, int) or segment_size < 1:
+        raise ReplayError(f"segment size must be a positive integer, got {segment_size!r}")
+    text = decode_text(text, "the text")
+    question = decode_text(question, "the question")
+    if not text.strip():
+        raise ReplayError("the text is empty; give a text file with some text to replay")
+    if not question.strip():
+        raise ReplayError("the question is empty; pass --question with the question that ends the input")
+    question_ids = token_ids(tokenizer, question)
+    if not question_ids:
+        raise ReplayError(f"the question {question!r} has no tokens besides special ones; pass a real question")
+    if len(question_ids) > segment_size:
+        raise ReplayError(f"the question has {len(question_ids)} tokens, more than a segment holds ({segment_size}); "
+                          "shorten the question")
+    text_ids = token_ids(tokenizer, text)
+    if not text_ids:
+        raise ReplayError("the text has no tokens besides special ones; give a text file with some text to replay")
+    if len(text_ids) < len(question_ids):
+        raise ReplayError(f"the text ({len(text_ids)} tokens) is shorter than the question ({len(question_ids)} "
+                          "tokens); give a longer text or a shorter question")
+
+    segments = [text_ids[i:i + segment_size] for i in range(0, len(text_ids), segment_size)]
+    roles = [[ROLE_NOISE] * len(s) for s in segments]
+    if len(segments[-1]) + len(question_ids) <= segment_size:
+        segments[-1] = segments[-1] + question_ids
+        roles[-1] = roles[-1] + [ROLE_QUESTION] * len(question_ids)
+    else:  # the question is never split: it opens a segment of its own
+        segments.append(list(question_ids))
+        roles.append([ROLE_QUESTION] * len(question_ids))
+    return Segmented(segments, roles)
