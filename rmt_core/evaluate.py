@@ -1,0 +1,366 @@
+"""Accuracy against input length, for any number of segments (SPEC section 7; the paper's Figures 1 and 5).
+
+`evaluate` runs fresh task samples through a model segment by segment under `torch.inference_mode()`,
+keeping only the memory (B, m, d) between steps: no attention, no graph, no hidden states of earlier
+segments. Token ids of a batch are held as int32 (B, N * S) and the batch shrinks for long inputs so that
+at most `max_batch_tokens` ids are in memory at once: peak memory does not grow with the number of segments.
+
+Evaluation samples never coincide with training samples: sample i at length n of seed s is built with the
+seed `sample_seed(EVAL_SEED_OFFSET + s, n * 2**32 + i)` (`eval_sample_seed`), a hash input that training
+batches (`TaskBuilder.batch`, whose index is below the batch size) never use. With `--babi-dir` the test
+split's facts are used (split="test").
+
+Results format (SPEC section 7), plus extra keys:
+    {"results": [{"segments": n, "tokens": n * segment_size, "accuracy": a (0..1), "samples": s,
+                  "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds"}, ...],
+     "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
+     "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
+     "seconds", "peak_memory_bytes"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rmt_core.errors import CheckpointError, TaskError
+
+FORMAT = "rmt-lens-eval"
+FORMAT_VERSION = 1
+EVAL_SEED_OFFSET = 10**9
+MAX_BATCH_TOKENS = 2**25  # token ids held at once: 128 MiB as int32 (64 samples x 1,024 segments x 499 tokens)
+MAX_WRONG_SEEDS = 20
+
+
+def eval_sample_seed(seed: int, n_segments: int, index: int) -> int:
+    """The sample seed of evaluation sample `index` at `n_segments` (rebuild it with `rmt sample --seed`)."""
+    from rmt_core.tasks import sample_seed
+
+    return sample_seed(EVAL_SEED_OFFSET + int(seed), int(n_segments) * 2**32 + int(index))
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default); (0, 1) for no trials."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def batch_plan(samples: int, n_segments: int, segment_size: int, batch_size: int,
+               max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[int]:
+    """Sizes of the batches that evaluate `samples` samples of `n_segments`: at most `batch_size`, and at most
+    `max_batch_tokens` token ids a batch (never fewer than one sample)."""
+    per_sample = n_segments * segment_size
+    size = max(1, min(batch_size, max_batch_tokens // per_sample))
+    return [min(size, samples - start) for start in range(0, samples, size)]
+
+
+def _check_lengths(segments) -> list[int]:
+    try:
+        values = [int(n) for n in segments]
+    except (TypeError, ValueError):
+        raise TaskError(f"segments must be whole numbers, got {segments!r}; give --segments 1,2,4") from None
+    if not values or min(values) < 1 or any(int(n) != n for n in segments):
+        raise TaskError(f"segments must be whole numbers >= 1, got {list(segments)!r}; give --segments 1,2,4")
+    return list(dict.fromkeys(values))
+
+
+@torch.inference_mode()
+def predict_batch(model, input_ids: np.ndarray, n_segments: int, segment_size: int) -> torch.Tensor:
+    """Final-segment logits (B, C) for int ids (B, n_segments * segment_size), stepping segment by segment.
+
+    Only the memory (B, m, d) lives between steps; each segment's ids go to the device as they are needed.
+    """
+    device = model.device
+    memory = model.initial_memory(input_ids.shape[0])  # (B, m, d)
+    logits = None
+    for t in range(n_segments):
+        chunk = torch.from_numpy(np.ascontiguousarray(input_ids[:, t * segment_size:(t + 1) * segment_size]))
+        step = model.segment_step(memory, chunk.to(device=device, dtype=torch.long))  # tokens (B, S)
+        memory = step.memory_out  # (B, m, d)
+        logits = step.logits  # (B, C)
+    return logits
+
+
+def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,
+             seed: int = 0, babi_file=None, babi_dir=None, noise_file=None, split: str = "test",
+             progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS) -> dict:
+    """Accuracy of `model` on `samples` fresh samples of `task` at each number of segments in `segments`.
+
+    task: None uses the model's own task (config.task). Samples come from `TaskBuilder` with the model's
+    tokenizer and segment size; `seed` picks a reproducible set (see `eval_sample_seed`). Returns the results
+    dict described in the module docstring.
+    """
+    from rmt_core.tasks import TaskBuilder
+
+    if getattr(model, "tokenizer", None) is None:
+        raise CheckpointError("the model has no tokenizer attached; load it with load_checkpoint")
+    task = task or model.config.task
+    lengths = _check_lengths(segments)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise TaskError(f"samples must be a whole number >= 1, got {samples!r}; give --samples 100")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TaskError(f"batch size must be a whole number >= 1, got {batch_size!r}; give --batch-size 64")
+    segment_size = model.config.segment_size
+    builder = TaskBuilder(task, model.tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
+                          noise_file=noise_file, split=split)
+    was_training = model.training
+    model.eval()
+    device = model.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    bar = _progress_bar(progress, total=sum(n * samples for n in lengths), task=task)
+    rows = []
+    try:
+        for n in lengths:
+            length_started = time.perf_counter()
+            correct, wrong = 0, []
+            done = 0
+            for size in batch_plan(samples, n, segment_size, batch_size, max_batch_tokens):
+                ids = np.empty((size, n * segment_size), dtype=np.int32)  # (B, N * S)
+                labels = np.empty(size, dtype=np.int64)
+                seeds = [eval_sample_seed(seed, n, done + j) for j in range(size)]
+                for j, sample_seed in enumerate(seeds):
+                    sample = builder.sample(n, sample_seed)
+                    ids[j] = sample.input_ids
+                    labels[j] = sample.answer
+                    del sample  # its Python lists are 8x the int32 row
+                predictions = predict_batch(model, ids, n, segment_size).argmax(dim=-1).cpu().numpy()
+                hits = predictions == labels
+                correct += int(hits.sum())
+                wrong.extend(s for s, hit in zip(seeds, hits) if not hit)
+                done += size
+                if bar is not None:
+                    bar.update(n * size)
+                    bar.set_postfix_str(f"{n} seg: {correct}/{done}")
+            low, high = wilson_interval(correct, samples)
+            rows.append({"segments": n, "tokens": n * segment_size, "accuracy": correct / samples,
+                         "samples": samples, "correct": correct, "ci_low": low, "ci_high": high,
+                         "seconds": round(time.perf_counter() - length_started, 3),
+                         "wrong_seeds": wrong[:MAX_WRONG_SEEDS]})
+    finally:
+        if bar is not None:
+            bar.close()
+        if was_training:
+            model.train()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "results": rows,
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "task": task,
+        "checkpoint": _identity(model),
+        "segment_size": segment_size,
+        "num_mem_tokens": model.num_mem_tokens,
+        "trained_segments": model.config.trained_segments,
+        "sources": {"babi": str(builder.babi_path) if builder.babi_path else "builtin", "noise": builder.noise.name,
+                    "split": split},
+        "seed": seed,
+        "eval_seed_offset": EVAL_SEED_OFFSET,
+        "sample_seeds": "sample_seed(eval_seed_offset + seed, segments * 2**32 + index)",
+        "batch_size": batch_size,
+        "device": str(device),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_memory_bytes": peak,
+    }
+
+
+def _identity(model) -> dict | None:
+    from rmt_core.checkpoint import checkpoint_identity
+
+    folder = getattr(model, "checkpoint_dir", None)
+    if folder is None:
+        return None
+    try:
+        return checkpoint_identity(folder)
+    except (CheckpointError, OSError):
+        return {"name": Path(folder).name, "path": str(folder), "sha256": None}
+
+
+def _progress_bar(progress: bool, total: int, task: str):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    # disable=None: shown on a terminal, silent when stderr is a file or pipe.
+    return tqdm(total=total, desc=f"eval {task}", unit="seg", unit_scale=True, disable=None, dynamic_ncols=True)
+
+
+# ----- results files ---------------------------------------------------------------------------------------
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write JSON to `path` under a temporary name first, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1)
+            out.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_results(path: str | Path) -> dict:
+    """An eval.json (or any results file) checked for the SPEC format; TaskError on a bad file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TaskError(f"{path} does not exist; write it with rmt eval --json {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TaskError(f"{path} is not readable JSON ({error}); run rmt eval again") from None
+    rows = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and {"segments", "accuracy"} <= set(r) for r in rows):
+        raise TaskError(f"{path} has no results list of {{segments, accuracy, ...}}; run rmt eval again")
+    return data
+
+
+def results_table(result: dict) -> str:
+    """The results as a text table: segments, tokens, accuracy with its 95% interval, samples, seconds."""
+    lines = [f"{'segments':>8} {'tokens':>10} {'accuracy':>9} {'95% CI':>15} {'samples':>8} {'seconds':>8}"]
+    for row in result["results"]:
+        ci = f"{100 * row.get('ci_low', 0):.1f}-{100 * row.get('ci_high', 1):.1f}" if "ci_low" in row else ""
+        lines.append(f"{row['segments']:>8,} {row['tokens']:>10,} {100 * row['accuracy']:>8.1f}% {ci:>15} "
+                     f"{row['samples']:>8} {row.get('seconds', float('nan')):>8.1f}")
+    return "\n".join(lines)
+
+
+# ----- trained length against evaluated length (Figure 5) --------------------------------------------------
+def find_stage_checkpoints(root: str | Path) -> dict[int, Path]:
+    """Curriculum stage checkpoints under a training folder (`stages/*/config.json`), or the folders given,
+    keyed by their `rmt.trained_segments`; a later stage with the same length replaces an earlier one."""
+    from rmt_core.checkpoint import read_config
+
+    root = Path(root)
+    candidates = sorted(p.parent for p in root.glob("stages/*/config.json"))
+    if not candidates:
+        candidates = sorted(p.parent for p in root.glob("*/config.json"))
+    if not candidates and (root / "config.json").is_file():
+        candidates = [root]
+    found: dict[int, Path] = {}
+    for folder in candidates:
+        try:
+            found[int(read_config(folder)["rmt"]["trained_segments"])] = folder
+        except (CheckpointError, TypeError, ValueError):
+            continue
+    if not found:
+        raise CheckpointError(f"no stage checkpoints under {root}; give a training output folder (with stages/)")
+    return dict(sorted(found.items()))
+
+
+def length_matrix(stage_checkpoints: dict[int, str | Path], task: str | None = None, segments=tuple(range(1, 9)),
+                  samples: int = 100, *, device=None, progress: bool = True, **evaluate_kwargs) -> dict:
+    """Accuracy of each curriculum stage (trained length) at each evaluated length: the paper's Figure 5.
+
+    Returns {"task", "trained": [..], "evaluated": [..], "accuracy": [[0..1]] (rows trained, columns
+    evaluated), "unit": "fraction", "runs": {trained: evaluate() result}}.
+    """
+    from rmt_core.checkpoint import load_checkpoint
+
+    evaluated = _check_lengths(segments)
+    trained, accuracy, runs = [], [], {}
+    for length, folder in sorted(stage_checkpoints.items()):
+        model = load_checkpoint(folder, device=device)
+        result = evaluate(model, task, evaluated, samples, progress=progress, **evaluate_kwargs)
+        task = task or result["task"]
+        del model
+        by = {row["segments"]: row["accuracy"] for row in result["results"]}
+        trained.append(int(length))
+        accuracy.append([by[n] for n in evaluated])
+        runs[int(length)] = result
+    return {"task": task, "trained": trained, "evaluated": evaluated, "accuracy": accuracy, "unit": "fraction",
+            "runs": runs}
+
+
+# ----- figures (pure: results in, plotly figure out) -------------------------------------------------------
+def _rows(result) -> list[dict]:
+    rows = result.get("results", []) if isinstance(result, dict) else list(result)
+    return sorted(rows, key=lambda r: r["segments"])
+
+
+def length_figure(eval_results: dict, paper: bool = True, trained: int | None = None):
+    """Accuracy (%) against evaluated segments (log2 x-axis) for each named results dict, with its 95%
+    interval, and the paper's curve dashed beside ours for each task shown.
+
+    eval_results: name -> an `evaluate` result (or its "results" list). paper: draw the paper's curve of
+    the checkpoint trained on `trained` segments (default 7, the paper's headline models).
+    """
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    from rmt_core import paper as published
+
+    figure = go.Figure()
+    tasks, longest = [], 1
+    palette = qualitative.Plotly
+    for i, (name, result) in enumerate(eval_results.items()):
+        rows = _rows(result)
+        if not rows:
+            continue
+        color = palette[i % len(palette)]
+        x = [r["segments"] for r in rows]
+        y = [100 * r["accuracy"] for r in rows]
+        longest = max(longest, max(x))
+        has_ci = all("ci_low" in r for r in rows)
+        error = dict(type="data", symmetric=False, array=[100 * r["ci_high"] - v for r, v in zip(rows, y)],
+                     arrayminus=[v - 100 * r["ci_low"] for r, v in zip(rows, y)], thickness=1) if has_ci else None
+        figure.add_trace(go.Scatter(
+            x=x, y=y, name=name, mode="lines+markers", line=dict(color=color), error_y=error,
+            customdata=[[r.get("tokens"), r.get("samples")] for r in rows],
+            hovertemplate="%{x} segments (%{customdata[0]:,} tokens): %{y:.1f}% of %{customdata[1]}<extra>"
+                          + name + "</extra>"))
+        task = result.get("task") if isinstance(result, dict) else None
+        if task and task not in tasks:
+            tasks.append(task)
+    if paper:
+        length = trained or published.HEADLINE_TRAINED_SEGMENTS
+        for task in tasks or list(published.HEADLINE):
+            x, y = published.curve(task, length)
+            if x:
+                longest = max(longest, max(x))
+                figure.add_trace(go.Scatter(x=x, y=y, name=f"paper: {task}, trained on {length}",
+                                            mode="lines+markers", line=dict(dash="dash", color="grey"),
+                                            marker=dict(symbol="circle-open")))
+    ticks = [2**k for k in range(0, max(1, math.ceil(math.log2(max(longest, 2)))) + 1)]
+    figure.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:,}" for t in ticks],
+                        title_text="evaluated segments")
+    figure.update_yaxes(range=[0, 101], title_text="accuracy (%)")
+    figure.update_layout(title="Accuracy against input length", template="plotly_white")
+    return figure
+
+
+def length_matrix_figure(matrix: dict, title: str | None = None):
+    """Heatmap of accuracy (%) by trained length (rows) and evaluated length (columns), as the paper's
+    Figure 5. matrix: a `length_matrix` result or `rmt_core.paper.matrix(task)`."""
+    import plotly.graph_objects as go
+
+    scale = 100.0 if matrix.get("unit", "fraction") == "fraction" else 1.0
+    z = [[None if v is None else scale * v for v in row] for row in matrix["accuracy"]]
+    text = [["" if v is None else f"{v:.0f}" for v in row] for row in z]
+    figure = go.Figure(go.Heatmap(
+        z=z, x=[str(n) for n in matrix["evaluated"]], y=[str(n) for n in matrix["trained"]], text=text,
+        texttemplate="%{text}", zmin=0, zmax=100, colorscale="Viridis", colorbar=dict(title="accuracy %"),
+        hovertemplate="trained on %{y}, evaluated on %{x} segments: %{z:.1f}%<extra></extra>"))
+    figure.update_xaxes(type="category", title_text="evaluated segments")
+    figure.update_yaxes(type="category", title_text="trained segments")
+    figure.update_layout(title=title or f"Trained against evaluated length ({matrix.get('task', '')})",
+                         template="plotly_white")
+    return figure
