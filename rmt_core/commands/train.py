@@ -1,0 +1,73 @@
+"""rmt train: curriculum training (paper section 3) with per-stage best checkpoints and --resume."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+HELP = "curriculum training of an RMT checkpoint (1 segment, then one more at a time)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--task", choices=("memorize", "detect", "reason"), default="memorize")
+    parser.add_argument("--out", required=True, help="run folder; the final checkpoint is written into it")
+    parser.add_argument("--segments", default="1,2,3,4,5,6,7", help="curriculum of segment counts (default 1..7)")
+    parser.add_argument("--segment-size", type=int, default=64, help="tokens per segment (paper: 499)")
+    parser.add_argument("--stages", default=None, help="full curriculum as NxS pairs, e.g. 1x16,2x32,2x64,3x64")
+    parser.add_argument("--backbone", default="small", help="'small' (from scratch), 'minilm', or a local model folder")
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--mem", type=int, default=10, help="memory tokens (paper: 10)")
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch, split across processes")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--max-steps", type=int, default=1000, help="step budget of each stage")
+    parser.add_argument("--min-steps", type=int, default=0, help="steps of each stage before it may end")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--val-samples", type=int, default=256)
+    parser.add_argument("--target-accuracy", type=float, default=0.99, help="a stage ends after --patience evaluations at this accuracy")
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--plateau", type=int, default=8, help="... or after this many evaluations without improvement")
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--bptt-depth", type=int, default=None, help="backpropagate through the last k segments only")
+    parser.add_argument("--loss-on", choices=("last", "all"), default="last")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    parser.add_argument("--bf16", action=__import__("argparse").BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on CUDA)")
+    parser.add_argument("--babi-file", default=None)
+    parser.add_argument("--babi-dir", default=None)
+    parser.add_argument("--noise-file", default=None)
+    parser.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float16")
+    parser.add_argument("--max-shard-mib", type=float, default=None, help="split weights into shards of this size")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out where it left off")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from rmt_core.errors import TrainError
+    from rmt_core.train import TrainConfig, parse_stages, train
+
+    if args.batch_size < 1 or args.max_steps < 1 or args.eval_every < 1 or args.lr <= 0:
+        raise TrainError("--batch-size, --max-steps and --eval-every must be positive and --lr above 0")
+    if args.hidden_size % args.heads:
+        raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
+    stages = parse_stages(args.stages, args.segments, args.segment_size)
+    cfg = TrainConfig(
+        task=args.task, out=args.out, stages=stages, backbone=args.backbone, hidden_size=args.hidden_size,
+        num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
+        target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
+        bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
+        babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
+        max_shard_mib=args.max_shard_mib, threads=args.threads,
+        command="rmt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    out = train(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"trained checkpoint written to {out}")
+    return 0

@@ -1,0 +1,84 @@
+"""The model card (README.md) of a checkpoint folder, written from its config.json, training_log.jsonl and eval.json.
+
+Everything in the card is read from those files, so a card never states a number that no file holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def model_card(folder: str | Path) -> str:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    rmt, prov, backbone = config["rmt"], config.get("provenance", {}), config["backbone"]
+    log = _read_jsonl(folder / "training_log.jsonl")
+    stages = [e for e in log if e.get("event") == "stage_end"]
+    evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else None
+    params = None
+    lines = [
+        f"# RMT Lens checkpoint: {folder.name}",
+        "",
+        f"A Recurrent Memory Transformer trained by `rmt train` on the **{rmt['task']}** task "
+        f"({rmt['num_mem_tokens']} memory tokens, segments of {rmt['segment_size']} tokens, "
+        f"curriculum up to {rmt['trained_segments']} segments).",
+        "",
+        "## Backbone",
+        f"- {backbone.get('model_type', '?')}: {backbone.get('num_hidden_layers')} layers, hidden "
+        f"{backbone.get('hidden_size')}, {backbone.get('num_attention_heads')} heads, vocabulary "
+        f"{backbone.get('vocab_size')} (uncased WordPiece of all-MiniLM-L6-v2)",
+        f"- source: {prov.get('train_config', {}).get('backbone', '?')} "
+        "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)",
+        f"- weights stored as {config.get('dtype')}",
+        "",
+        "## Training",
+        f"- command: `{prov.get('command', '?')}`",
+        f"- facts: {prov.get('data', {}).get('babi', '?')}; noise: {prov.get('data', {}).get('noise', '?')}",
+        f"- curriculum (segments x segment size): {prov.get('curriculum', '?')}",
+        f"- hardware: {prov.get('device', '?')}; wall time {prov.get('wall_s', '?')} s; "
+        f"{prov.get('steps', '?')} optimizer steps; finished {prov.get('date', '?')}",
+        "",
+        "| stage | segments x size | steps | best validation accuracy |",
+        "| --- | --- | --- | --- |",
+    ]
+    for e in stages:
+        lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | {e['best_val_accuracy']:.3f} |")
+    lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches.", ""]
+    lines.append("## Evaluation (`rmt eval`, written to eval.json)")
+    if evaluation:
+        sources = {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
+        if sources:
+            lines.append(f"- data: {sources}")
+        if evaluation.get("command"):
+            lines.append(f"- command: `{evaluation['command']}`")
+        lines += ["", "| evaluated segments | tokens | accuracy | samples |", "| --- | --- | --- | --- |"]
+        for r in evaluation.get("results", []):
+            lines.append(f"| {r['segments']} | {r['tokens']} | {100 * r['accuracy']:.1f}% | {r['samples']} |")
+    else:
+        lines.append("Not evaluated yet: run `rmt eval --checkpoint <this folder> --json <this folder>/eval.json`.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path) -> Path:
+    folder = Path(folder)
+    target = folder / "README.md"
+    tmp = folder / ".README.md.tmp"
+    tmp.write_text(model_card(folder))
+    os.replace(tmp, target)
+    return target
+
+
+if __name__ == "__main__":  # python -m rmt_core.model_card FOLDER...
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(write_model_card(arg))

@@ -1,0 +1,509 @@
+"""Curriculum training of an RMT (paper section 3): one segment, then one more at a time.
+
+Each stage starts from the previous stage's best checkpoint and moves on when validation accuracy has
+converged (reached `target_accuracy` on `patience` evaluations in a row, or stopped improving for `plateau`
+evaluations) or its step budget ends. A stage may also change the segment size (a short-segment warm-up,
+e.g. `1x16,2x16,2x32,2x64,3x64,...`), which the model allows as long as it fits the backbone's positions.
+
+Run folder (`--out`):
+
+    config.json, model.safetensors, tokenizer files   the final model (best of the last stage)
+    training_log.jsonl                                one JSON object a line: steps, evaluations, stage ends
+    README.md                                         the model card
+    stages/NN-<N>x<S>/                                the best checkpoint of each stage
+    resume/                                           state for --resume (weights, optimizer, RNG: safetensors + JSON)
+
+Several processes (torchrun / accelerate launch) split each global batch; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from rmt_core.checkpoint import load_checkpoint, read_weights, save_checkpoint
+from rmt_core.errors import TrainError
+from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
+
+RESUME_VERSION = 1
+
+
+@dataclass
+class Stage:
+    segments: int
+    segment_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.segments}x{self.segment_size}"
+
+
+def parse_stages(text: str | None, segments: str | None = None, segment_size: int = 64) -> list[Stage]:
+    """'1x16,2x32,3x64' -> stages; or `segments` '1,2,3' all at `segment_size`."""
+    try:
+        if text:
+            stages = []
+            for part in text.split(","):
+                n, s = part.lower().strip().split("x")
+                stages.append(Stage(int(n), int(s)))
+        else:
+            stages = [Stage(int(n), segment_size) for n in (segments or "1,2").split(",") if n.strip()]
+    except ValueError:
+        raise TrainError(f"cannot read the curriculum {text or segments!r}; write --stages 1x16,2x32 or --segments 1,2,3")
+    if not stages or any(s.segments < 1 or s.segment_size < 4 for s in stages):
+        raise TrainError("every curriculum stage needs at least 1 segment of at least 4 tokens")
+    return stages
+
+
+@dataclass
+class TrainConfig:
+    task: str = "memorize"
+    out: str = "runs/memorize"
+    stages: list[Stage] = field(default_factory=lambda: [Stage(1, 64), Stage(2, 64)])
+    backbone: str = "small"  # "small" (from scratch), "minilm" (the installed all-MiniLM-L6-v2) or a folder
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    max_positions: int = 512
+    num_mem_tokens: int = 10
+    dropout: float = 0.0
+    batch_size: int = 32  # global batch, split across processes
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 1000  # per stage
+    min_steps: int = 0  # per stage, before convergence may end it
+    eval_every: int = 50
+    val_samples: int = 256
+    target_accuracy: float = 0.99
+    patience: int = 2
+    plateau: int = 8
+    grad_clip: float = 1.0
+    bptt_depth: int | None = None
+    loss_on: str = "last"
+    seed: int = 0
+    device: str | None = None
+    bf16: bool | None = None  # None: on CUDA only
+    babi_file: str | None = None
+    babi_dir: str | None = None
+    noise_file: str | None = None
+    save_dtype: str = "float16"
+    max_shard_mib: float | None = None
+    threads: int | None = None
+    log_every: int = 10
+    command: str = ""
+
+    def to_json(self) -> dict:
+        values = asdict(self)
+        values["stages"] = ",".join(Stage(**s).name for s in values["stages"])
+        return values
+
+
+# ----- processes -------------------------------------------------------------------------------------------
+class Processes:
+    """Rank and world size from torchrun / accelerate launch environment variables; one process otherwise."""
+
+    def __init__(self, device: str | None):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device:
+            self.device = torch.device(device)
+        elif torch.cuda.is_available():
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_gradients(self, model: torch.nn.Module) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# ----- data --------------------------------------------------------------------------------------------------
+def _batch_seed(seed: int, stage: int, step: int) -> int:
+    # Every step's batch depends only on (seed, stage, step): resuming needs no data-loader state.
+    return (seed * 1_000_003 + stage * 100_003 + step) % (2**31 - 1)
+
+
+VAL_SEED_OFFSET = 500_000_000  # validation samples never share seeds with training batches
+
+
+class Data:
+    def __init__(self, cfg: TrainConfig, tokenizer):
+        from rmt_core.tasks import TaskBuilder
+
+        self.cfg, self.tokenizer, self.builders = cfg, tokenizer, {}
+        self._builder = TaskBuilder
+
+    def builder(self, segment_size: int):
+        if segment_size not in self.builders:
+            c = self.cfg
+            self.builders[segment_size] = self._builder(
+                c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
+                noise_file=c.noise_file, split="train",
+            )
+        return self.builders[segment_size]
+
+    def batch(self, stage: Stage, stage_index: int, step: int):
+        return self.builder(stage.segment_size).batch(
+            stage.segments, self.cfg.batch_size, seed=_batch_seed(self.cfg.seed, stage_index, step)
+        )
+
+    def validation(self, stage: Stage, batch_size: int = 64):
+        n, out = self.cfg.val_samples, []
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            out.append(self.builder(stage.segment_size).batch(stage.segments, size, seed=VAL_SEED_OFFSET + start))
+        return out
+
+
+# ----- model -----------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, tokenizer) -> RMT:
+    first = cfg.stages[0]
+    rmt = RMTConfig(
+        task=cfg.task, num_mem_tokens=cfg.num_mem_tokens, segment_size=first.segment_size,
+        trained_segments=0, bptt_depth=cfg.bptt_depth, loss_on=cfg.loss_on, classifier_dropout=cfg.dropout,
+    )
+    if cfg.backbone == "small":
+        backbone = small_bert_config(
+            len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.max_positions, dropout=cfg.dropout
+        )
+    elif cfg.backbone == "minilm":
+        backbone = minilm_dir()
+    else:
+        backbone = Path(cfg.backbone)
+        if not (backbone / "config.json").is_file():
+            raise TrainError(f"--backbone {backbone} is not a model folder with config.json; pass a local backbone folder")
+    return from_backbone(backbone, tokenizer, rmt)
+
+
+def load_tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    folder = minilm_dir() if cfg.backbone in ("small", "minilm") else Path(cfg.backbone)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+@torch.no_grad()
+def accuracy(model: RMT, batches, device, autocast) -> float:
+    model.eval()
+    correct = total = 0
+    for ids, labels in batches:
+        with autocast():
+            logits = model(ids.to(device)).logits
+        correct += (logits.argmax(-1).cpu() == labels).sum().item()
+        total += len(labels)
+    model.train()
+    return correct / max(total, 1)
+
+
+# ----- resume state (safetensors + JSON, never pickle) -----------------------------------------------------------
+def save_resume(folder: Path, model: RMT, optimizer, scheduler, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors, steps = {}, {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if not st:
+                continue
+            name = names[id(p)]
+            tensors[f"exp_avg/{name}"] = st["exp_avg"].detach().cpu().contiguous()
+            tensors[f"exp_avg_sq/{name}"] = st["exp_avg_sq"].detach().cpu().contiguous()
+            steps[name] = float(st["step"])
+    tensors["rng/cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = dict(state, version=RESUME_VERSION, optimizer_steps=steps, scheduler_step=scheduler.last_epoch)
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def load_resume(folder: Path, model: RMT, optimizer, scheduler) -> dict:
+    from safetensors.torch import load_file
+
+    state = json.loads((folder / "state.json").read_text())
+    if state.get("version") != RESUME_VERSION:
+        raise TrainError(f"{folder / 'state.json'} is from another RMT Lens version; start a new run with another --out")
+    weights = load_file(str(folder / "model.safetensors"))
+    model.load_state_dict({k: v.to(model.memory.dtype) for k, v in weights.items()})
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    device = model.device
+    for name, p in model.named_parameters():
+        if name in state["optimizer_steps"]:
+            optimizer.state[p] = {
+                "step": torch.tensor(state["optimizer_steps"][name]),
+                "exp_avg": tensors[f"exp_avg/{name}"].to(device),
+                "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(device),
+            }
+    scheduler.last_epoch = state["scheduler_step"]
+    for group, lr in zip(optimizer.param_groups, _lrs(scheduler)):
+        group["lr"] = lr
+    scheduler._last_lr = _lrs(scheduler)
+    torch.set_rng_state(tensors["rng/cpu"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    return state
+
+
+def _lrs(scheduler) -> list[float]:
+    return [base * lam(scheduler.last_epoch) for base, lam in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+
+
+def make_optimizer(model: RMT, cfg: TrainConfig):
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "memory" != n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "memory" != n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, foreach=False,
+    )
+    warmup, total = max(cfg.warmup_steps, 1), max(cfg.max_steps, cfg.warmup_steps + 1)
+
+    def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero at the stage's step budget
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+# ----- the loop --------------------------------------------------------------------------------------------
+class Log:
+    """training_log.jsonl, appended as training goes (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool, resume_at: tuple[int, int] | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_at is not None and path.exists():
+            # Drop what was logged after the resume point, so a resumed log reads as one uninterrupted run.
+            def before(line: str) -> bool:
+                entry = json.loads(line)
+                key = (entry.get("stage", -1), entry.get("step", -1))
+                return key < resume_at or (key == resume_at and resume_at[1] > 0)
+
+            kept = [line for line in path.read_text().splitlines() if line.strip() and before(line)]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif enabled and resume_at is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def write(self, **entry) -> None:
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None, progress: bool = True) -> Path:
+    """Run the curriculum; returns the run folder. `stop_after` (tests) raises after that many optimizer steps."""
+    out = Path(cfg.out)
+    resume_dir = out / "resume"
+    if resume and not (resume_dir / "state.json").is_file():
+        raise TrainError(f"nothing to resume in {out}: {resume_dir / 'state.json'} is missing; run without --resume")
+    if not resume and (out / "resume").exists():
+        raise TrainError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    procs = Processes(cfg.device)
+    if cfg.batch_size % procs.world:
+        raise TrainError(f"--batch-size {cfg.batch_size} does not split across {procs.world} processes")
+    device = procs.device
+    use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg)
+    model = build_model(cfg, tokenizer).to(device)
+    if max(s.segment_size for s in cfg.stages) + cfg.num_mem_tokens + 3 > model.backbone.config.max_position_embeddings:
+        raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
+    data = Data(cfg, tokenizer)
+    state = {"stage": 0, "step": 0, "best": -1.0, "good": 0, "stale": 0, "elapsed": 0.0, "total_steps": 0}
+    first_stage, first_step = 0, 0
+    resume_at = None
+    if resume:
+        state_json = json.loads((resume_dir / "state.json").read_text())
+        first_stage = state_json["stage"]
+        resume_at = (state_json["stage"], state_json["step"])
+    log = Log(out / "training_log.jsonl", procs.main, resume_at)
+    if procs.main and not resume:
+        log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
+    started = time.time()
+    rank_slice = slice(procs.rank * cfg.batch_size // procs.world, (procs.rank + 1) * cfg.batch_size // procs.world)
+
+    for stage_index in range(first_stage, len(cfg.stages)):
+        stage = cfg.stages[stage_index]
+        model.config.segment_size = stage.segment_size
+        model.config.trained_segments = stage.segments
+        stage_dir = out / "stages" / f"{stage_index + 1:02d}-{stage.name}"
+        model.train()
+        optimizer, scheduler = make_optimizer(model, cfg)
+        val = data.validation(stage)
+        if resume and stage_index == first_stage:
+            state = load_resume(resume_dir, model, optimizer, scheduler)
+            started -= state["elapsed"]
+        if not (resume and stage_index == first_stage and state["step"] > 0):
+            # A fresh stage (or one resumed at its start): score the starting model, keep it as the first best.
+            state.update(stage=stage_index, step=0, best=-1.0, good=0, stale=0)
+            state["best"] = accuracy(model, val, device, autocast)
+            log.write(event="eval", stage=stage_index, step=0, segments=stage.segments,
+                      segment_size=stage.segment_size, val_accuracy=state["best"], best=state["best"])
+            if procs.main:
+                _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], procs)
+        first_step = state["step"]
+        bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
+        losses = []
+        step = first_step
+        for step in range(first_step + 1, cfg.max_steps + 1):
+            ids, labels = data.batch(stage, stage_index, step)
+            ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
+            with autocast():
+                loss = model(ids, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            procs.average_gradients(model)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["total_steps"] += 1
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{state['best']:.3f}")
+            if step % cfg.log_every == 0:
+                log.write(event="step", stage=stage_index, step=step, loss=sum(losses) / len(losses),
+                          lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm))
+                losses = []
+            if stop_after is not None and state["total_steps"] >= stop_after:
+                raise KeyboardInterrupt(f"stopped after {stop_after} steps (test)")
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                acc = accuracy(model, val, device, autocast)
+                improved = acc > state["best"]
+                if improved:
+                    state["best"] = acc
+                    if procs.main:
+                        _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc, procs)
+                state["good"] = state["good"] + 1 if acc >= cfg.target_accuracy else 0
+                state["stale"] = 0 if improved else state["stale"] + 1
+                state["step"] = step
+                state["elapsed"] = time.time() - started
+                log.write(event="eval", stage=stage_index, step=step, segments=stage.segments,
+                          segment_size=stage.segment_size, val_accuracy=acc, best=state["best"],
+                          elapsed_s=round(state["elapsed"], 1))
+                if procs.main:
+                    save_resume(resume_dir, model, optimizer, scheduler, state)
+                procs.barrier()
+                if step >= cfg.min_steps and (state["good"] >= cfg.patience or state["stale"] >= cfg.plateau):
+                    break
+        if bar is not None:
+            bar.close()
+        # The next stage starts from this stage's best checkpoint.
+        procs.barrier()
+        best_weights = read_weights(stage_dir)
+        model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in best_weights.items()})
+        log.write(event="stage_end", stage=stage_index, step=step, segments=stage.segments,
+                  segment_size=stage.segment_size, best_val_accuracy=state["best"],
+                  elapsed_s=round(time.time() - started, 1))
+        resume = False
+        if procs.main and stage_index + 1 < len(cfg.stages):
+            nxt = dict(state, stage=stage_index + 1, step=0, best=-1.0, good=0, stale=0,
+                       elapsed=time.time() - started)
+            # A stage boundary is a resume point too: the next stage starts fresh from this best model.
+            save_resume(resume_dir, model, *make_optimizer(model, cfg), nxt)
+
+    wall = time.time() - started
+    if procs.main:
+        last = cfg.stages[-1]
+        model.config.segment_size, model.config.trained_segments = last.segment_size, last.segments
+        provenance = _provenance(cfg, procs, wall, state)
+        save_checkpoint(model, out / "final.tmp", tokenizer=tokenizer, provenance=provenance,
+                        dtype=cfg.save_dtype, max_shard_mib=cfg.max_shard_mib)
+        for item in (out / "final.tmp").iterdir():
+            os.replace(item, out / item.name)
+        (out / "final.tmp").rmdir()
+        log.write(event="end", wall_s=round(wall, 1), date=_now())
+        from rmt_core.model_card import write_model_card
+
+        write_model_card(out)
+    procs.close()
+    return out
+
+
+def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float, procs) -> None:
+    provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command}
+    save_checkpoint(model, stage_dir, tokenizer=tokenizer, provenance=provenance, dtype="float32")
+
+
+def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict) -> dict:
+    device = procs.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "command": cfg.command,
+        "task": cfg.task,
+        "data": {
+            "babi": cfg.babi_file or cfg.babi_dir or "built-in generator",
+            "noise": cfg.noise_file or "built-in noise",
+        },
+        "curriculum": ",".join(s.name for s in cfg.stages),
+        "device": f"{device.type}: {name}" + (f" x{procs.world}" if procs.world > 1 else ""),
+        "cpu_threads": torch.get_num_threads(),
+        "steps": state["total_steps"],
+        "wall_s": round(wall, 1),
+        "date": _now(),
+        "torch": torch.__version__,
+        "train_config": cfg.to_json(),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _bar(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)

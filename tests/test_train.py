@@ -1,0 +1,99 @@
+"""Curriculum training: resume after a kill, several processes equal one, best checkpoint per stage."""
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rmt_core.checkpoint import read_config, read_weights
+from rmt_core.errors import TrainError
+from rmt_core.train import Stage, TrainConfig, parse_stages, train
+
+
+def tiny_config(out, **overrides) -> TrainConfig:
+    values = dict(
+        task="memorize", out=str(out), stages=[Stage(1, 16), Stage(2, 16)], hidden_size=32, num_layers=2,
+        num_heads=2, max_positions=64, num_mem_tokens=4, batch_size=8, lr=1e-3, warmup_steps=2, max_steps=6,
+        eval_every=2, val_samples=16, target_accuracy=1.01, plateau=100, log_every=1, save_dtype="float32",
+        threads=1, seed=3,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def log_entries(folder, event):
+    lines = (folder / "training_log.jsonl").read_text().splitlines()
+    return [json.loads(l) for l in lines if json.loads(l).get("event") == event]
+
+
+def strip(entries, keys=("stage", "step", "loss", "val_accuracy", "lr")):
+    return [{k: e.get(k) for k in keys} for e in entries]
+
+
+def test_resume_after_kill_continues_with_the_same_losses(tmp_path):
+    whole = train(tiny_config(tmp_path / "whole"), progress=False)
+    cut = tiny_config(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, stop_after=9, progress=False)  # killed inside stage 2, after its resume point at step 2
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    train(cut, resume=True, progress=False)
+    assert strip(log_entries(whole, "step")) == strip(log_entries(tmp_path / "cut", "step"))
+    assert strip(log_entries(whole, "eval")) == strip(log_entries(tmp_path / "cut", "eval"))
+    a, b = read_weights(whole), read_weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_missing_or_existing_runs(tmp_path):
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(tiny_config(tmp_path / "none"), resume=True, progress=False)
+    train(tiny_config(tmp_path / "done", stages=[Stage(1, 16)], max_steps=2), progress=False)
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(tiny_config(tmp_path / "done"), progress=False)
+
+
+def test_best_checkpoint_of_a_stage_is_its_best_validation_accuracy(tmp_path):
+    out = train(tiny_config(tmp_path / "run", max_steps=12, lr=3e-3), progress=False)
+    evals = log_entries(out, "eval")
+    for index, stage in enumerate(["1x16", "2x16"]):
+        scores = [(e["val_accuracy"], -e["step"]) for e in evals if e["stage"] == index]
+        best_acc, neg_step = max(scores)
+        prov = read_config(out / "stages" / f"{index + 1:02d}-{stage}")["provenance"]
+        assert prov["val_accuracy"] == best_acc and prov["step"] == -neg_step
+    # The final checkpoint is the last stage's best, not its last step.
+    final, best = read_weights(out), read_weights(out / "stages" / "02-2x16")
+    assert all(torch.equal(final[k], best[k]) for k in best)
+    assert read_config(out)["rmt"]["trained_segments"] == 2
+    assert (out / "README.md").read_text().count("2x16") >= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    train(tiny_config(out, stages=[Stage(2, 16)], max_steps=4, device="cpu"), progress=False)
+
+
+def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
+    single = train(tiny_config(tmp_path / "one", stages=[Stage(2, 16)], max_steps=4, device="cpu"), progress=False)
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, join=True, start_method="spawn")
+    a = read_weights(single / "resume")
+    b = read_weights(tmp_path / "two" / "resume")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+    assert "x2" in read_config(tmp_path / "two")["provenance"]["device"]
+
+
+def test_curriculum_parsing():
+    assert [s.name for s in parse_stages("1x16, 2x32")] == ["1x16", "2x32"]
+    assert [s.name for s in parse_stages(None, "1,2,3", 64)] == ["1x64", "2x64", "3x64"]
+    with pytest.raises(TrainError):
+        parse_stages("2by16")
+    with pytest.raises(TrainError):
+        parse_stages(None, "0,1", 64)
