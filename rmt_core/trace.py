@@ -118,11 +118,11 @@ class TraceView:
     # tokens
     def token_ids(self, t: int) -> np.ndarray:
         """[T] int ids fed at each position of segment t; -1 at the memory positions."""
-        return np.asarray(self._array("token_ids")[self.segment_index(t)])
+        return np.array(self._array("token_ids")[self.segment_index(t)])
 
     def roles(self, t: int) -> np.ndarray:
         """[T] int8 role of each position of segment t (indexes into model.ROLE_NAMES)."""
-        return np.asarray(self._array("roles")[self.segment_index(t)])
+        return np.array(self._array("roles")[self.segment_index(t)])
 
     def tokens(self, t: int) -> list[str]:
         """[T] token strings of segment t; memory positions are "[mem0]" .. "[mem{m-1}]"."""
@@ -144,11 +144,11 @@ class TraceView:
 
     def memory_in(self, t: int) -> np.ndarray:
         """[m, d] memory that segment t read."""
-        return np.asarray(self._array("memory")[self.segment_index(t)])
+        return np.array(self._array("memory")[self.segment_index(t)])
 
     def memory_out(self, t: int) -> np.ndarray:
         """[m, d] memory that segment t wrote (= memory_in(t + 1))."""
-        return np.asarray(self._array("memory")[self.segment_index(t) + 1])
+        return np.array(self._array("memory")[self.segment_index(t) + 1])
 
     # attention
     def has_attention(self, t: int) -> bool:
@@ -186,7 +186,7 @@ class TraceView:
     @property
     def final_logits(self) -> np.ndarray:
         """[C] the answer head's logits at the last segment."""
-        return np.asarray(self._array("final_logits"))
+        return np.array(self._array("final_logits"))
 
     @property
     def segment_logits(self) -> np.ndarray | None:
