@@ -1,0 +1,60 @@
+"""Export buttons under every figure (PNG, SVG, PDF, HTML) and a CSV download under every table.
+
+Files are made by `rmt_core.export`, the same code as `rmt export`; images only when the button is clicked.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+
+import streamlit as st
+
+from rmt_core import export
+
+
+@functools.lru_cache(maxsize=1)
+def images_available() -> bool:
+    """Whether a Chromium for kaleido is installed (PNG, SVG and PDF need one; HTML and CSV do not)."""
+    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "figure"
+
+
+def _bytes_later(fig, fmt: str):
+    """A no-argument callable for a deferred download; an export failure becomes a text file saying why."""
+
+    def make() -> bytes:
+        try:
+            return export.figure_bytes(fig, fmt)
+        except export.ExportError as error:
+            return f"export failed: {error}\n".encode("utf-8")
+
+    return make
+
+
+def show_figure(fig, name: str, key: str | None = None) -> None:
+    """Draw a plotly figure with a row of export buttons under it."""
+    key = key or _slug(name)
+    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    columns = st.columns([1, 1, 1, 1, 6])
+    for column, fmt in zip(columns, export.FIGURE_FORMATS):
+        image = fmt != "html"
+        column.download_button(
+            fmt.upper(), data=_bytes_later(fig, fmt), file_name=f"{_slug(name)}.{fmt}",
+            mime=export.MIME_TYPES[fmt], key=f"dl_{key}_{fmt}", on_click="ignore",
+            disabled=image and not images_available(),
+            help=f"Download as {fmt.upper()}" if not image or images_available()
+            else "PNG, SVG and PDF need Chromium (apt-get install chromium); HTML works without it",
+        )
+
+
+def show_table(rows: list[dict], name: str, key: str | None = None, **dataframe_args) -> None:
+    """Draw a table with a CSV download under it."""
+    key = key or _slug(name)
+    st.dataframe(rows, key=f"table_{key}", **dataframe_args)
+    st.download_button("CSV", data=export.table_csv(rows), file_name=f"{_slug(name)}.csv", mime="text/csv",
+                       key=f"dl_{key}_csv", on_click="ignore")

@@ -1,0 +1,436 @@
+"""Pure plotly figure builders: arrays and token lists in, a `plotly.graph_objects.Figure` out.
+
+Nothing here loads a model or a trace; the dashboard and `rmt export` call the same functions. Shapes follow
+a trace (SPEC section 5): T positions of a segment, m memory slots, d hidden size, L layers, H heads,
+N segments, C classes.
+
+    token_strip_figure      tokens and their roles                          tokens [T], roles [T]
+    read_attention_figure   token queries onto memory keys                  [L, H, T, m]
+    write_attention_figure  memory queries onto every key                   [L, H, m, T]
+    answer_figure           the answer's class probabilities                logits [C]
+    segment_answer_figure   the head's probabilities after every segment    [N, C]
+    memory_norms_figure     norm of every slot across segments              states [N+1, m, d]
+    memory_similarity_figure cosine similarity of memory between segments   states [N+1, m, d]
+    memory_projection_figure 2-D (PCA) paths of the slots across segments   states [N+1, m, d]
+    memory_change_figure    how far each slot moved in each segment         states [N+1, m, d]
+    slot_change_figure      how far each slot moved in one segment (the fact's) states [N+1, m, d]
+    probe_accuracy_figure, selectivity_figure, ablation_figure, patching_figure: rows of a probe results.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NAMES, ROLE_NOISE, ROLE_PAD, ROLE_QUESTION, ROLE_SPECIAL
+
+ROLE_COLOURS = {
+    ROLE_NOISE: "#d9d9d9",
+    ROLE_FACT: "#d62728",
+    ROLE_QUESTION: "#1f77b4",
+    ROLE_SPECIAL: "#555555",
+    ROLE_MEMORY: "#9467bd",
+    ROLE_PAD: "#ffffff",
+}
+ATTENTION_SCALE = "Viridis"
+MAX_TICK_LABELS = 80  # beyond this many positions an axis shows position numbers, tokens stay in the hover
+
+
+# ----- small helpers ---------------------------------------------------------------------------------------
+def head_slice(attention: np.ndarray, layer: int | None = None, head: int | None = None) -> np.ndarray:
+    """[L, H, A, B] attention -> [A, B]: one layer (None: mean over layers), one head (None: mean over heads)."""
+    attention = np.asarray(attention, dtype=np.float32)
+    if attention.ndim != 4:
+        raise ValueError(f"attention must have shape [L, H, A, B], got {attention.shape}")
+    layers = attention if layer is None else attention[layer : layer + 1]
+    chosen = layers if head is None else layers[:, head : head + 1]
+    return chosen.mean(axis=(0, 1))
+
+
+def head_label(layer: int | None, head: int | None) -> str:
+    """'layer 2, head 5', 'layer 2, mean of heads', 'mean of layers, head 0', 'mean of all layers and heads'."""
+    if layer is None and head is None:
+        return "mean of all layers and heads"
+    left = "mean of layers" if layer is None else f"layer {layer}"
+    right = "mean of heads" if head is None else f"head {head}"
+    return f"{left}, {right}"
+
+
+def visible_positions(roles: Sequence[int], keep_pad: bool = False) -> np.ndarray:
+    """Indices of the positions a figure shows: every position but padding unless keep_pad."""
+    roles = np.asarray(roles)
+    return np.arange(len(roles)) if keep_pad else np.flatnonzero(roles != ROLE_PAD)
+
+
+def _role_colourscale() -> list:
+    """A stepwise colour scale over role codes 0..5 (a heatmap with zmin=-0.5, zmax=5.5)."""
+    n = len(ROLE_NAMES)
+    scale = []
+    for code in range(n):
+        scale.append([code / n, ROLE_COLOURS[code]])
+        scale.append([(code + 1) / n, ROLE_COLOURS[code]])
+    return scale
+
+
+def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, row: int | None = None, col=None):
+    """Label the x axis with tokens when there are few enough positions, else with position numbers."""
+    kwargs = {"row": row, "col": col} if row is not None else {}
+    if len(positions) <= MAX_TICK_LABELS:
+        fig.update_xaxes(tickmode="array", tickvals=list(range(len(positions))),
+                         ticktext=[str(tokens[p]) for p in positions], tickangle=-60, **kwargs)
+    else:
+        step = max(1, len(positions) // 16)
+        fig.update_xaxes(tickmode="array", tickvals=list(range(0, len(positions), step)),
+                         ticktext=[str(int(positions[i])) for i in range(0, len(positions), step)], **kwargs)
+
+
+def _hover_tokens(tokens: Sequence[str], roles: Sequence[int], positions: np.ndarray) -> list[str]:
+    return [f"pos {int(p)} · {tokens[p]} · {ROLE_NAMES[int(roles[p])]}" for p in positions]
+
+
+def _role_legend(fig: go.Figure, roles_shown: np.ndarray) -> None:
+    """Legend entries for the roles present (invisible points carrying the colours)."""
+    for code in sorted(set(int(r) for r in roles_shown)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=ROLE_NAMES[code], showlegend=True,
+                                 marker=dict(size=10, symbol="square", color=ROLE_COLOURS[code]), hoverinfo="skip"))
+
+
+def _check_tokens(tokens: Sequence[str], roles: Sequence[int], T: int, what: str) -> None:
+    if len(tokens) != T or len(roles) != T:
+        raise ValueError(f"{what}: {len(tokens)} tokens and {len(roles)} roles for {T} attention positions")
+
+
+# ----- one segment -----------------------------------------------------------------------------------------
+def token_strip_figure(tokens: Sequence[str], roles: Sequence[int], title: str = "Tokens and roles",
+                       keep_pad: bool = False) -> go.Figure:
+    """One row of coloured cells, one per position, coloured by role; the token and role in the hover."""
+    _check_tokens(tokens, roles, len(tokens), "token strip")
+    positions = visible_positions(roles, keep_pad)
+    codes = np.asarray(roles)[positions]
+    fig = go.Figure(go.Heatmap(
+        z=[codes.tolist()], x=list(range(len(positions))), y=["role"],
+        text=[_hover_tokens(tokens, roles, positions)], hovertemplate="%{text}<extra></extra>",
+        colorscale=_role_colourscale(), zmin=-0.5, zmax=len(ROLE_NAMES) - 0.5, showscale=False, xgap=1,
+        name="roles",
+    ))
+    _role_legend(fig, codes)
+    _token_axis(fig, tokens, positions)
+    fig.update_layout(title=title, height=230, margin=dict(l=40, r=20, t=50, b=90),
+                      legend=dict(orientation="h", y=1.15, x=1, xanchor="right"),
+                      xaxis=dict(showgrid=False, zeroline=False), yaxis=dict(showticklabels=False))
+    return fig
+
+
+def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: int, title: str,
+                      hover_token_is: str) -> go.Figure:
+    """z: [m, len(positions)] attention of memory slots (rows) against token positions (columns)."""
+    hover = _hover_tokens(tokens, roles, positions)
+    text = [[f"slot {k} · {h}" for h in hover] for k in range(m)]
+    codes = np.asarray(roles)[positions]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.86, 0.14], vertical_spacing=0.02)
+    fig.add_trace(go.Heatmap(
+        z=z, x=list(range(len(positions))), y=[f"mem {k}" for k in range(m)], text=text,
+        hovertemplate=f"%{{text}}<br>{hover_token_is}<br>weight %{{z:.4f}}<extra></extra>",
+        colorscale=ATTENTION_SCALE, zmin=0, colorbar=dict(title="weight", len=0.8, y=0.57), name="attention",
+    ), row=1, col=1)
+    fig.add_trace(go.Heatmap(
+        z=[codes.tolist()], x=list(range(len(positions))), y=["role"], text=[hover],
+        hovertemplate="%{text}<extra></extra>", colorscale=_role_colourscale(), zmin=-0.5,
+        zmax=len(ROLE_NAMES) - 0.5, showscale=False, xgap=1, name="roles",
+    ), row=2, col=1)
+    _role_legend(fig, codes)
+    _token_axis(fig, tokens, positions, row=2, col=1)
+    fig.update_yaxes(showticklabels=False, row=2, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_layout(title=title, height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.01, x=1, xanchor="right"))
+    return fig
+
+
+def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
+                          layer: int | None = None, head: int | None = None, segment: int | None = None,
+                          keep_pad: bool = False) -> go.Figure:
+    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens."""
+    read = np.asarray(read_attention)
+    L, H, T, m = read.shape
+    _check_tokens(tokens, roles, T, "read attention")
+    positions = visible_positions(roles, keep_pad)
+    z = head_slice(read, layer, head)[positions].T  # (m, T') slot k: how much each token reads from slot k
+    where = "" if segment is None else f"segment {segment} · "
+    return _attention_figure(z, tokens, roles, positions, m,
+                             f"Read: tokens attending to memory ({where}{head_label(layer, head)})",
+                             "the token (query) reads this slot (key)")
+
+
+def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
+                           layer: int | None = None, head: int | None = None, segment: int | None = None,
+                           keep_pad: bool = False) -> go.Figure:
+    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens."""
+    write = np.asarray(write_attention)
+    L, H, m, T = write.shape
+    _check_tokens(tokens, roles, T, "write attention")
+    positions = visible_positions(roles, keep_pad)
+    z = head_slice(write, layer, head)[:, positions]  # (m, T')
+    where = "" if segment is None else f"segment {segment} · "
+    return _attention_figure(z, tokens, roles, positions, m,
+                             f"Write: memory attending to tokens ({where}{head_label(layer, head)})",
+                             "the slot (query) writes from this token (key)")
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def answer_figure(logits: np.ndarray, labels: Sequence[str], answer: int | None = None,
+                  title: str = "Answer probabilities") -> go.Figure:
+    """Bars of softmax(logits) [C]; the correct answer (when known) in green, the prediction outlined."""
+    probs = softmax(np.asarray(logits).reshape(-1))
+    predicted = int(np.argmax(probs))
+    colours = ["#2ca02c" if answer is not None and k == answer else "#8c8c8c" for k in range(len(labels))]
+    widths = [3 if k == predicted else 0 for k in range(len(labels))]
+    fig = go.Figure(go.Bar(x=list(labels), y=probs.tolist(), marker=dict(color=colours, line=dict(width=widths,
+                    color="#000000")), hovertemplate="%{x}: %{y:.3f}<extra></extra>", name="probability"))
+    note = f"prediction: {labels[predicted]}"
+    if answer is not None:
+        note += f" · answer: {labels[answer]}"
+    fig.update_layout(title=f"{title} ({note})", yaxis=dict(range=[0, 1], title="probability"), height=320,
+                      margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def segment_answer_figure(segment_logits: np.ndarray, labels: Sequence[str], answer: int | None = None,
+                          current: int | None = None) -> go.Figure:
+    """Probability of each class from the head at every segment, segment_logits [N, C]."""
+    probs = softmax(np.asarray(segment_logits), axis=-1)  # (N, C)
+    N = probs.shape[0]
+    fig = go.Figure()
+    for k, label in enumerate(labels):
+        is_answer = answer is not None and k == answer
+        fig.add_trace(go.Scatter(x=list(range(N)), y=probs[:, k].tolist(), mode="lines+markers", name=label,
+                                 line=dict(width=4 if is_answer else 1.5)))
+    if current is not None:
+        fig.add_vline(x=current, line_dash="dot", line_color="#444444")
+    fig.update_layout(title="The head's answer after each segment", xaxis_title="segment",
+                      yaxis=dict(range=[0, 1], title="probability"), height=320, margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+# ----- memory across segments ------------------------------------------------------------------------------
+def _states(states: np.ndarray) -> np.ndarray:
+    states = np.asarray(states, dtype=np.float64)
+    if states.ndim != 3:
+        raise ValueError(f"memory states must have shape [N+1, m, d], got {states.shape}")
+    return states
+
+
+def _mark_segments(fig: go.Figure, segments: Sequence[int] | None, label: str = "fact") -> None:
+    for s in segments or ():
+        fig.add_vline(x=s, line_dash="dash", line_color=ROLE_COLOURS[ROLE_FACT], annotation_text=label,
+                      annotation_position="top")
+
+
+def memory_norms_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None) -> go.Figure:
+    """L2 norm of every slot: x = 0 (initial memory) .. N (memory after the last segment); states [N+1, m, d]."""
+    states = _states(states)
+    norms = np.linalg.norm(states, axis=-1)  # (N+1, m)
+    fig = go.Figure()
+    for k in range(norms.shape[1]):
+        fig.add_trace(go.Scatter(x=list(range(norms.shape[0])), y=norms[:, k].tolist(), mode="lines+markers",
+                                 name=f"mem {k}"))
+    _mark_segments(fig, [s + 1 for s in fact_segments or ()], "after fact")
+    fig.update_layout(title="Memory norms (0 = initial memory, t = after segment t-1)", xaxis_title="memory state",
+                      yaxis_title="L2 norm", height=360, margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def cosine_matrix(states: np.ndarray) -> np.ndarray:
+    """[N+1, N+1] cosine similarity between whole memory states (all slots flattened)."""
+    flat = _states(states).reshape(len(states), -1)
+    unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
+def memory_similarity_figure(states: np.ndarray) -> go.Figure:
+    """Cosine similarity between the memory states (all slots flattened) of every pair of segments."""
+    sim = cosine_matrix(states)
+    n = sim.shape[0]
+    fig = go.Figure(go.Heatmap(z=sim.tolist(), x=list(range(n)), y=list(range(n)), colorscale="RdBu", zmid=0,
+                               zmin=-1, zmax=1, hovertemplate="state %{y} vs %{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title="cosine")))
+    fig.update_layout(title="Cosine similarity of memory states", xaxis_title="memory state",
+                      yaxis=dict(title="memory state", autorange="reversed"), height=420,
+                      margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project points [P, d] on their first two principal components: (coords [P, 2], explained ratio [2])."""
+    centred = points - points.mean(axis=0, keepdims=True)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    total = float((singular**2).sum()) or 1.0
+    ratio = np.zeros(2)
+    ratio[: min(2, len(singular))] = (singular[:2] ** 2) / total
+    return coords, ratio
+
+
+def memory_projection_figure(states: np.ndarray) -> go.Figure:
+    """Each slot's path through a 2-D PCA of all slot vectors of all states [N+1, m, d]."""
+    states = _states(states)
+    n, m, d = states.shape
+    coords, ratio = pca_2d(states.reshape(n * m, d))
+    coords = coords.reshape(n, m, 2)
+    fig = go.Figure()
+    for k in range(m):
+        fig.add_trace(go.Scatter(x=coords[:, k, 0].tolist(), y=coords[:, k, 1].tolist(), mode="lines+markers",
+                                 name=f"mem {k}", text=[f"mem {k} · state {t}" for t in range(n)],
+                                 hovertemplate="%{text}<extra></extra>",
+                                 marker=dict(size=[10] + [6] * (n - 1), symbol=["diamond"] + ["circle"] * (n - 1))))
+    fig.update_layout(title=f"Memory slots in 2-D (PCA, {100 * ratio.sum():.0f}% of variance; diamond = initial)",
+                      xaxis_title=f"PC1 ({100 * ratio[0]:.0f}%)", yaxis_title=f"PC2 ({100 * ratio[1]:.0f}%)",
+                      height=420, margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def memory_change(states: np.ndarray) -> np.ndarray:
+    """[N, m] relative change of each slot in each segment: |M_out - M_in| / |M_in|."""
+    states = _states(states)
+    before, after = states[:-1], states[1:]
+    return np.linalg.norm(after - before, axis=-1) / np.maximum(np.linalg.norm(before, axis=-1), 1e-12)
+
+
+def memory_change_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None) -> go.Figure:
+    """Heatmap of how far each slot moved in each segment (segments x slots), fact segments marked."""
+    change = memory_change(states)  # (N, m)
+    N, m = change.shape
+    fig = go.Figure(go.Heatmap(z=change.T.tolist(), x=list(range(N)), y=[f"mem {k}" for k in range(m)],
+                               colorscale="Magma", colorbar=dict(title="|Δ|/|M|"),
+                               hovertemplate="segment %{x} · %{y}: %{z:.3f}<extra></extra>"))
+    _mark_segments(fig, fact_segments)
+    fig.update_layout(title="Which slots moved: relative change of each slot in each segment", xaxis_title="segment",
+                      yaxis=dict(autorange="reversed"), height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def slot_change_figure(states: np.ndarray, segment: int, label: str = "the fact's segment") -> go.Figure:
+    """Bars: how far each slot moved in `segment`, beside its mean move over the other segments; states [N+1, m, d]."""
+    change = memory_change(states)  # (N, m)
+    N, m = change.shape
+    if not 0 <= segment < N:
+        raise ValueError(f"segment {segment} is out of range 0..{N - 1}")
+    others = np.delete(change, segment, axis=0)
+    slots = [f"mem {k}" for k in range(m)]
+    fig = go.Figure(go.Bar(x=slots, y=change[segment].tolist(), name=f"segment {segment} ({label})",
+                           marker_color=ROLE_COLOURS[ROLE_FACT]))
+    if len(others):
+        fig.add_trace(go.Bar(x=slots, y=others.mean(axis=0).tolist(), name="mean of the other segments",
+                             marker_color="#8c8c8c"))
+    fig.update_layout(title=f"Which slots moved in segment {segment} ({label})", barmode="group",
+                      yaxis_title="|Δ|/|M|", height=340, margin=dict(l=60, r=20, t=60, b=40),
+                      legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    return fig
+
+
+# ----- probe results (rows of results.json, SPEC section 7) -------------------------------------------------
+def _slot_name(slot) -> str:
+    return "all slots" if slot == "all" else f"mem {slot}"
+
+
+def probe_accuracy_figure(rows: Sequence[dict], target: str | None = None) -> go.Figure:
+    """Probe accuracy by segment, one line per slot ('all' drawn bold), CI error bars, majority baseline dashed.
+
+    rows: results.json `probes` entries {target, segment, slot, accuracy, ci_low, ci_high, majority, ...}.
+    """
+    rows = [r for r in rows if target is None or r.get("target") == target]
+    if not rows:
+        raise ValueError(f"no probe rows{'' if target is None else f' for target {target!r}'}")
+    target = target or rows[0].get("target")
+    rows = [r for r in rows if r.get("target") == target]
+    fig = go.Figure()
+    slots = sorted({r["slot"] for r in rows}, key=lambda s: (s != "all", s if s != "all" else -1))
+    for slot in slots:
+        part = sorted((r for r in rows if r["slot"] == slot), key=lambda r: r["segment"])
+        acc = np.array([r["accuracy"] for r in part])
+        low = np.array([r.get("ci_low", a) for r, a in zip(part, acc)])
+        high = np.array([r.get("ci_high", a) for r, a in zip(part, acc)])
+        fig.add_trace(go.Scatter(
+            x=[r["segment"] for r in part], y=acc.tolist(), mode="lines+markers", name=_slot_name(slot),
+            error_y=dict(type="data", symmetric=False, array=(high - acc).tolist(), arrayminus=(acc - low).tolist()),
+            line=dict(width=4 if slot == "all" else 1.2), visible=True if slot == "all" or len(slots) <= 6 else "legendonly",
+        ))
+    majority = sorted({(r["segment"], r.get("majority")) for r in rows if r.get("majority") is not None})
+    if majority:
+        fig.add_trace(go.Scatter(x=[s for s, _ in majority], y=[v for _, v in majority], mode="lines",
+                                 name="majority baseline", line=dict(dash="dash", color="#000000")))
+    fig.update_layout(title=f"Probe accuracy by segment: {target}", xaxis_title="segment",
+                      yaxis=dict(range=[0, 1.02], title="held-out accuracy"), height=400,
+                      margin=dict(l=60, r=20, t=60, b=40))
+    return fig
+
+
+def _segment_slot_grid(rows: Sequence[dict], value: str, slot_key: str = "slot"):
+    segments = sorted({r["segment"] for r in rows})
+    slots = sorted({r[slot_key] for r in rows}, key=lambda s: (s != "all", s if s != "all" else -1))
+    grid = np.full((len(slots), len(segments)), np.nan)
+    for r in rows:
+        if r.get(value) is not None:
+            grid[slots.index(r[slot_key]), segments.index(r["segment"])] = r[value]
+    return segments, slots, grid
+
+
+def selectivity_figure(rows: Sequence[dict], target: str | None = None) -> go.Figure:
+    """Selectivity (accuracy minus control-task accuracy) as slots x segments."""
+    rows = [r for r in rows if target is None or r.get("target") == target]
+    if not rows:
+        raise ValueError("no probe rows with selectivity")
+    target = target or rows[0].get("target")
+    rows = [r for r in rows if r.get("target") == target]
+    segments, slots, grid = _segment_slot_grid(rows, "selectivity")
+    fig = go.Figure(go.Heatmap(z=np.where(np.isnan(grid), None, grid).tolist(), x=segments,
+                               y=[_slot_name(s) for s in slots], colorscale="RdBu", zmid=0,
+                               colorbar=dict(title="selectivity"),
+                               hovertemplate="segment %{x} · %{y}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Probe selectivity (accuracy - control accuracy): {target}", xaxis_title="segment",
+                      yaxis=dict(autorange="reversed"), height=260 + 18 * len(slots), margin=dict(l=80, r=20, t=60, b=40))
+    return fig
+
+
+def ablation_figure(rows: Sequence[dict], mode: str | None = None) -> go.Figure:
+    """Accuracy drop when slot k is replaced at segment t (results.json `ablation` rows) as slots x segments."""
+    rows = [r for r in rows if mode is None or r.get("mode") == mode]
+    if not rows:
+        raise ValueError("no ablation rows")
+    mode = mode or rows[0].get("mode")
+    rows = [r for r in rows if r.get("mode") == mode]
+    segments, slots, grid = _segment_slot_grid(rows, "accuracy_drop")
+    fig = go.Figure(go.Heatmap(z=np.where(np.isnan(grid), None, grid).tolist(), x=segments,
+                               y=[_slot_name(s) for s in slots], colorscale="Reds",
+                               colorbar=dict(title="accuracy drop"),
+                               hovertemplate="segment %{x} · %{y}: drop %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Ablation ({mode}): answer accuracy drop", xaxis_title="segment",
+                      yaxis=dict(autorange="reversed"), height=260 + 18 * len(slots), margin=dict(l=80, r=20, t=60, b=40))
+    return fig
+
+
+def patching_figure(rows: Sequence[dict]) -> go.Figure:
+    """Interchange-intervention accuracy (how often the answer becomes B's) by segment, per patched slots."""
+    if not rows:
+        raise ValueError("no patching rows")
+    fig = go.Figure()
+    groups = sorted({str(r["slots"]) for r in rows}, key=lambda s: (s != "all", s))
+    for name in groups:
+        part = sorted((r for r in rows if str(r["slots"]) == name), key=lambda r: r["segment"])
+        fig.add_trace(go.Scatter(x=[r["segment"] for r in part], y=[r["iia"] for r in part], mode="lines+markers",
+                                 name="all slots" if name == "all" else f"slots {name}",
+                                 line=dict(width=4 if name == "all" else 1.2)))
+    fig.update_layout(title="Patching: how often the answer becomes B's", xaxis_title="segment patched",
+                      yaxis=dict(range=[0, 1.02], title="interchange accuracy"), height=380,
+                      margin=dict(l=60, r=20, t=60, b=40))
+    return fig
