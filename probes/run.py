@@ -146,10 +146,10 @@ class _Progress:
         if self.callback is not None:
             self.callback(stage, self.done, self.total)
 
-    def step(self) -> None:
-        self.done += 1
+    def step(self, count: int = 1) -> None:
+        self.done += count
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(count)
         if self.callback is not None:
             self.callback(self.stage, self.done, self.total)
 
@@ -298,7 +298,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     try:
         for stage in todo:
             bar.set_stage(stage)
-            started = time.perf_counter()
+            started, first_step = time.perf_counter(), bar.done
             if stage == "collect":
                 collected = collect(model, input_ids, roles if attention else None, batch_size=batch_size,
                                     on_step=bar.step)
@@ -323,6 +323,8 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
             elif stage == "patching":
                 results["patching"] = _patching(model, input_ids[:n_int], answers[:n_int], collected, n_int,
                                                 N, m, int(seed), batch_size, bar.step)
+            if bar.done - first_step < steps_of[stage]:  # aligned offsets with too few samples are skipped
+                bar.step(steps_of[stage] - (bar.done - first_step))
             checkpoint_stage(stage, started)
     finally:
         bar.close()
@@ -414,13 +416,17 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
             path = out / "figures" / f"{name}.html"
             _write_atomic(path, _figure_bytes(fig, "html"))
         written["figures"][name] = str(path.relative_to(out))
+    if fmt == "html" and built:  # the pages share one local copy of plotly.js: offline, and 4 MB once, not per page
+        from plotly.offline import get_plotlyjs
+
+        _write_atomic(out / "figures" / "plotly.min.js", get_plotlyjs().encode("utf-8"))
     return written
 
 
 def _figure_bytes(fig, fmt: str) -> bytes:
-    """PNG through rmt_core.export (kaleido, local Chromium) or a self-contained HTML page."""
+    """PNG through rmt_core.export (kaleido, local Chromium) or an HTML page reading plotly.min.js beside it."""
     if fmt == "html":
-        return fig.to_html(full_html=True, include_plotlyjs=True).encode("utf-8")
+        return fig.to_html(full_html=True, include_plotlyjs="directory").encode("utf-8")
     try:
         from rmt_core.export import figure_bytes
     except ImportError:
