@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NAMES, ROLE_NOISE, ROLE_PAD, ROLE_SPECIAL
+from rmt_core.model import ROLE_MEMORY, ROLE_NAMES, ROLE_PAD, ROLE_SPECIAL
 
 N_ROLES = len(ROLE_NAMES)
 
@@ -131,5 +131,4 @@ def summary(write: ReadoutSum, read: ReadoutSum) -> dict:
             "read_cls_memory_per_token": mean_of(read_rows, "memory_per_token"),
             "read_cls_noise_per_token": mean_of(read_rows, "noise_per_token"),
         },
-        "roles": {"fact": ROLE_FACT, "noise": ROLE_NOISE, "memory": ROLE_MEMORY},
     }

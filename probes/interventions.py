@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probes.states import as_segments, auto_batch_size, model_device, run_segments
+from probes.states import as_segments, auto_batch_size, model_device, run_segments, small_model_threaded
 from rmt_core.errors import ProbeError
 
 MODES = ("mean", "zeros", "initial")
@@ -97,6 +97,7 @@ def _clean(model, segments, segment, states, logits, batch_size):
     return written, clean
 
 
+@small_model_threaded
 def ablate(model, input_ids, answers, segment: int, slot, mode: str, *, states=None, clean_logits=None,
            batch_size: int | None = None) -> dict:
     """Replace slot(s) of the memory written by `segment` and measure the change in the answer.
@@ -133,6 +134,7 @@ def ablate(model, input_ids, answers, segment: int, slot, mode: str, *, states=N
     }
 
 
+@small_model_threaded
 def patch(model, input_a, input_b, answers_a, answers_b, segment: int, slot="all", *, states_a=None,
           states_b=None, logits_a=None, logits_b=None, batch_size: int | None = None) -> dict:
     """Interchange intervention: copy memory (slot k, or all) written by `segment` on input B into the run on A.

@@ -29,7 +29,7 @@ import torch
 
 from probes import interventions, linear, targets as targets_module
 from probes.attention import summary as attention_summary
-from probes.states import Collected, collect
+from probes.states import Collected, collect, small_model_threaded
 from rmt_core.errors import ProbeError
 
 FORMAT = "rmt-lens-probes"
@@ -177,6 +177,7 @@ def _check_args(task, segments, samples, test_fraction, intervention_samples, mo
         raise ProbeError(f"unknown ablation mode {bad[0]!r}; choose from {', '.join(interventions.MODES)}")
 
 
+@small_model_threaded
 def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, out=None, progress=True,
                babi_file=None, noise_file=None, babi_dir=None, split: str = "test", batch_size: int | None = None,
                test_fraction: float = 0.5, max_iter: int = 200, per_slot: bool = True, attention: bool = True,

@@ -8,6 +8,7 @@ output_attentions=False)` returning `.memory_out (B, m, d)`, `.logits (B, C)` an
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,33 @@ def auto_attention_batch(model, byte_budget: int = 256 * 2**20) -> int:
     return max(1, byte_budget // (4 * layers * heads * T * T))
 
 
+@contextlib.contextmanager
+def small_model_threads(model, max_hidden: int = 128):
+    """One torch thread for small models: their ops are too small for threads to pay, and on shared cores
+    spinning threads make each op cost milliseconds. Larger models keep the current setting."""
+    hidden = getattr(model, "hidden_size", None)
+    if not isinstance(hidden, int) or hidden > max_hidden or torch.get_num_threads() == 1:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def small_model_threaded(function):
+    """Decorator: run `function(model, ...)` inside small_model_threads(model)."""
+
+    @functools.wraps(function)
+    def wrapper(model, *args, **kwargs):
+        with small_model_threads(model):
+            return function(model, *args, **kwargs)
+
+    return wrapper
+
+
 def recording(model):
     """The model's eager-attention context when it has one (RMT), else nothing."""
     return model.recording() if hasattr(model, "recording") else contextlib.nullcontext()
@@ -86,6 +114,7 @@ def run_segments(model, memory: torch.Tensor, segments: torch.Tensor, start: int
     return logits, memory
 
 
+@small_model_threaded
 @torch.no_grad()
 def collect(model, input_ids, roles=None, batch_size: int | None = None, attention_batch: int | None = None,
             on_step=None) -> Collected:

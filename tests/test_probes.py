@@ -411,3 +411,21 @@ def test_figure_builders():
     with pytest.raises(ProbeError):
         figures.ablation_bars({"ablation": []})
     assert figures.all_figures({}) == {}
+
+
+def test_markdown_summary_quotes_the_results():
+    from probes.findings import markdown_summary
+
+    results = _results()
+    results.update(settings={"task": "detect", "segments": 3, "samples": 40, "seed": 0, "segment_size": 24,
+                             "num_mem_tokens": 2, "test_fraction": 0.5},
+                   checkpoint={"name": "tiny", "sha256": "ab" * 32},
+                   clean={"accuracy": 0.75, "ci_low": 0.6, "ci_high": 0.86},
+                   attention={"headline": {"write_fact_mass": 0.3, "write_noise_mass": 0.5, "write_enrichment": 2.0,
+                                           "read_cls_memory_mass": 0.25}},
+                   notes=["figures written as HTML"])
+    text = markdown_summary(results)
+    assert text.startswith("### tiny: detect, 3 segments")
+    assert "| answer | 0 | 50.0 | 40.0-70.0 | 20.0 | 30.0 | +20.0 |" in text
+    assert "75.0% (95% CI 60.0-86.0)" in text and "fact / noise = 2.00" in text
+    assert "segment 1: IIA 30.0, logit effect 0.40" in text and "Note: figures written as HTML" in text
