@@ -178,8 +178,9 @@ def attention_heatmaps(results: dict) -> go.Figure:
         for r in rows:
             if r.get(key) is not None:
                 grid[layers.index(r["layer"]), heads.index(r["head"])] = r[key]
+        scale = dict(colorscale="RdBu_r", zmid=1.0) if key == "enrichment" else dict(colorscale="Viridis")
         fig.add_trace(go.Heatmap(z=np.where(np.isnan(grid), None, grid).tolist(), x=heads, y=layers,
-                                 colorscale="Viridis", colorbar=dict(x=0.42 if i == 0 and len(panels) > 1 else 1.0,
+                                 **scale, colorbar=dict(x=0.42 if i == 0 and len(panels) > 1 else 1.0,
                                                                      title=key.replace("_", " ")),
                                  hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"), row=1, col=i + 1)
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=i + 1)

@@ -69,7 +69,7 @@ def auto_attention_batch(model, byte_budget: int = 256 * 2**20) -> int:
 
 
 @contextlib.contextmanager
-def small_model_threads(model, max_hidden: int = 128):
+def small_model_threads(model, max_hidden: int = 64):
     """One torch thread for small models: their ops are too small for threads to pay, and on shared cores
     spinning threads make each op cost milliseconds. Larger models keep the current setting."""
     hidden = getattr(model, "hidden_size", None)

@@ -93,9 +93,9 @@ def run(args) -> int:
     from probes.run import run_probes
     from rmt_core.checkpoint import default_checkpoint, load_checkpoint
 
-    for value, name in ((args.samples, "--samples"), (args.intervention_samples, "--intervention-samples")):
-        if value < 4 and name == "--samples" or value < 2:
-            raise ProbeError(f"{name} is too small ({value}); give {name} 4 or more")
+    for value, name, minimum in ((args.samples, "--samples", 4), (args.intervention_samples, "--intervention-samples", 2)):
+        if value < minimum:
+            raise ProbeError(f"{name} is too small ({value}); give {name} {minimum} or more")
     if args.batch_size is not None and args.batch_size < 1:
         raise ProbeError(f"--batch-size must be 1 or more, got {args.batch_size}")
     device = _device(args.device)
