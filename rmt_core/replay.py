@@ -12,6 +12,7 @@ only for chosen segments (listed ones, the first and last few, the fact segments
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import sys
@@ -39,12 +40,11 @@ from rmt_core.trace import (
     MemorySink,
     Trace,
     TraceWriter,
-    attention_file,
 )
 
 __all__ = ["RecordingPolicy", "replay", "replay_in_memory", "Trace", "InMemoryTrace", "ReplayError"]
 
-_ATTENTION_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_ATTENTION_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # what .npy files hold
 _MEMORY_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _INPUT_ROLES = (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)
 
@@ -148,7 +148,8 @@ def _prepare(model: RMT, sample, segments, roles, metadata) -> _Input:
         roles = [sample.roles[t * size:(t + 1) * size] for t in range(sample.n_segments)]
         answer = int(sample.answer)
         facts = [int(f.segment) for f in sample.facts]
-        meta = {"kind": "task", **{k: v for k, v in sample.to_json().items() if k not in ("input_ids", "roles")}}
+        light = dataclasses.replace(sample, input_ids=[], roles=[])  # to_json without copying every token id
+        meta = {"kind": "task", **{k: v for k, v in light.to_json().items() if k not in ("input_ids", "roles")}}
     elif segments is None:
         raise ReplayError("nothing to replay: give a sample or segments")
     else:
@@ -199,11 +200,18 @@ def _identity(model: RMT, checkpoint_dir) -> dict:
         if key not in _IDENTITY_CACHE:
             _IDENTITY_CACHE[key] = checkpoint_identity(folder)
         return dict(_IDENTITY_CACHE[key])
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return {"name": None, "path": None, "sha256": None, "weights_sha256": digest.hexdigest()}
+    state = sorted(model.state_dict().items())
+    # Tensor versions change on every in-place update, so the cached hash is of these very weights.
+    key = ("memory", id(model), tuple((name, t.data_ptr(), t._version) for name, t in state))
+    if key not in _IDENTITY_CACHE:
+        if len(_IDENTITY_CACHE) > 64:
+            _IDENTITY_CACHE.clear()
+        digest = hashlib.sha256()
+        for name, tensor in state:
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        _IDENTITY_CACHE[key] = {"name": None, "path": None, "sha256": None, "weights_sha256": digest.hexdigest()}
+    return dict(_IDENTITY_CACHE[key])
 
 
 # ----- the recorder --------------------------------------------------------------------------------------------
@@ -219,9 +227,7 @@ def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list
     def spec(file, shape, dtype):
         return {"file": file, "shape": list(shape), "dtype": dtype}
 
-    def pattern(kind, shape):
-        return {"file": attention_file(kind, 0).replace("000000", "{segment:06d}"), "shape": list(shape), "dtype": adt}
-
+    K, F = len(attention), len(full)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -254,9 +260,9 @@ def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list
             "memory": spec("memory.npy", (n + 1, m, d), policy.memory_dtype),
             "segment_logits": spec("segment_logits.npy", (n, C), "float32") if policy.segment_logits else None,
             "final_logits": spec("final_logits.npy", (C,), "float32"),
-            "read_attention": pattern("read", (L, H, T, m)),
-            "write_attention": pattern("write", (L, H, m, T)),
-            "full_attention": pattern("full", (L, H, T, T)),
+            "read_attention": spec("read_attention.npy", (K, L, H, T, m), adt),
+            "write_attention": spec("write_attention.npy", (K, L, H, m, T), adt),
+            "full_attention": spec("full_attention.npy", (F, L, H, T, T), adt),
         },
         "replayed_on": {"device": str(model.device.type), "torch": torch.__version__, "python": platform.python_version()},
     }

@@ -1,30 +1,36 @@
 """Traces: what a replay recorded, segment by segment, on disk (`Trace`) or in memory (`InMemoryTrace`).
 
-A trace folder (format described for readers without this code in docs/trace-format.md):
+A trace folder (described for readers without this code in docs/trace-format.md). N segments, T positions
+a segment, m memory slots, d hidden size, L layers, H heads, C classes, K / F segments with attention:
 
-    manifest.json                    format, version, checkpoint identity, model shapes, sample metadata,
-                                     recording policy, what was recorded, array files with shapes and dtypes
-    tokens.json                      {token id: token string} for every id that occurs in token_ids.npy
-    token_ids.npy   [N, T] int32     ids fed to the backbone at each position; -1 at the memory positions
-    roles.npy       [N, T] int8      role of each position (model.ROLE_NAMES)
-    memory.npy      [N+1, m, d]      memory before segment 0, then after each segment
-    segment_logits.npy [N, C] f32    the answer head at every segment (when recorded)
-    final_logits.npy   [C] f32       the answer head at the last segment
-    attention/read_000123.npy   [L, H, T, m]   every query position onto the memory keys
-    attention/write_000123.npy  [L, H, m, T]   the memory queries onto every key
-    attention/full_000123.npy   [L, H, T, T]   the whole attention of chosen segments
+    manifest.json                                 format, version, checkpoint identity, model shapes, sample
+                                                  metadata, recording policy, what was recorded, array files
+    tokens.json                                   {token id: token string} for every id in token_ids.npy
+    token_ids.npy       [N, T] int32              ids at each position; -1 at the memory positions
+    roles.npy           [N, T] int8               role of each position (model.ROLE_NAMES)
+    memory.npy          [N+1, m, d] float32       memory before segment 0, then after each segment
+    segment_logits.npy  [N, C] float32            the answer head at every segment (when recorded)
+    final_logits.npy    [C] float32               the answer head at the last segment
+    read_attention.npy  [K, L, H, T, m] float16   row k: segment recorded.attention_segments[k], every
+                                                  query position onto the memory keys
+    write_attention.npy [K, L, H, m, T] float16   row k: the memory queries onto every key
+    full_attention.npy  [F, L, H, T, T] float16   row f: segment recorded.full_attention_segments[f]
 
-Arrays are plain NumPy .npy files. The per-segment arrays are preallocated and memory-mapped, so a reader
-touches only the rows of the segments it asks for; attention lives in one file per segment and array.
+Every array is a plain NumPy .npy file (C order, version 1.0 header) whose first axis is the segment (or
+the recorded segment). Files are preallocated at their final size and written row by row as the replay
+goes, with positioned writes (no memory map, so a long replay's resident memory stays flat); a reader
+reads one row from its byte offset (header + row * row bytes) and never touches the other segments.
 
-Writing (`TraceWriter`) goes into `<out>.partial-<pid>` beside the final path and renames it when complete;
-any exception deletes the partial folder, so nothing ever appears under the final name half written.
+Writing (`TraceWriter`) goes into `<out>.partial-<pid>` beside the final path, renamed when complete; any
+exception deletes the partial folder, so nothing ever appears under the final name half written.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -37,27 +43,109 @@ FORMAT = "rmt-lens-trace"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TOKENS = "tokens.json"
-ATTENTION_DIR = "attention"
-ATTENTION_KINDS = ("read", "write", "full")
 PARTIAL = ".partial-"
-_DTYPES = ("float16", "bfloat16", "float32")
+ATTENTION_KINDS = ("read", "write", "full")
+SEGMENT_ARRAYS = ("token_ids", "roles", "memory", "segment_logits", "read_attention", "write_attention",
+                  "full_attention")  # arrays written row by row during the replay
 
 
-def attention_file(kind: str, t: int) -> str:
-    """Path of segment t's attention array of kind read/write/full, relative to the trace folder."""
-    return f"{ATTENTION_DIR}/{kind}_{t:06d}.npy"
+# ----- .npy files written and read by rows (module functions, so tests can watch or fail them) ----------------
+def write_block(fd: int, offset: int, data) -> None:
+    """Write the bytes `data` at `offset` of the open file `fd` (the one place a trace's arrays are written)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
-# ----- the array writers (one place, so a test can make them fail) ---------------------------------------
+def read_block(path: str | Path, offset: int, nbytes: int) -> np.ndarray:
+    """`nbytes` bytes of `path` from `offset`, as a uint8 array (the one place a trace's rows are read)."""
+    buffer = np.empty(nbytes, dtype=np.uint8)
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        got = handle.readinto(memoryview(buffer))
+    if got != nbytes:
+        raise EOFError(f"{Path(path).name} ends early: {got} of {nbytes} bytes at offset {offset}")
+    return buffer
+
+
+class NpyFile:
+    """A .npy file of fixed `shape` and `dtype`, preallocated on disk and written row by row (first axis)."""
+
+    def __init__(self, path: str | Path, shape, dtype):
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            header = _npy_header(self.shape, self.dtype)
+            write_block(self.fd, 0, header)
+            self.offset = len(header)
+            size = self.offset + self.shape[0] * self.row_bytes
+            if size > self.offset:
+                try:  # reserve the blocks now: a full disk fails here, before the replay computes anything
+                    os.posix_fallocate(self.fd, self.offset, size - self.offset)
+                except OSError as error:
+                    if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+            os.ftruncate(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def write(self, row: int, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype=self.dtype)
+        if array.nbytes != self.row_bytes:
+            raise ValueError(f"{self.path.name}: row of {array.nbytes} bytes, expected {self.row_bytes}")
+        write_block(self.fd, self.offset + row * self.row_bytes, array)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def create_array(path: str | Path, shape, dtype) -> NpyFile:
+    """A new preallocated .npy file to write row by row."""
+    return NpyFile(path, shape, dtype)
+
+
 def write_array(path: str | Path, array: np.ndarray) -> None:
-    """Write `array` to `path` as a .npy file (no pickles)."""
-    with open(path, "wb") as handle:
-        np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+    """Write a whole (small) array as a new .npy file."""
+    array = np.ascontiguousarray(array)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        header = _npy_header(array.shape, array.dtype)
+        write_block(fd, 0, header)
+        if array.size:
+            write_block(fd, len(header), array)
+    finally:
+        os.close(fd)
 
 
-def open_array(path: str | Path, shape: tuple[int, ...], dtype) -> np.memmap:
-    """A preallocated .npy file of `shape` and `dtype`, memory-mapped for writing row by row."""
-    return np.lib.format.open_memmap(str(path), mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _read_npy_header(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(data offset, shape, dtype) of a C-order .npy file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f".npy format version {version} is not one a trace uses")
+        if fortran:
+            raise ValueError("Fortran-ordered arrays are not trace arrays")
+        return handle.tell(), tuple(shape), dtype
 
 
 def _write_json(path: Path, value) -> None:
@@ -74,10 +162,10 @@ class TraceView:
     manifest: dict
 
     # primitives a subclass provides
-    def _array(self, name: str):  # token_ids, roles, memory, segment_logits, final_logits; None if absent
+    def _row(self, name: str, row: int) -> np.ndarray:  # one row (first axis) of an array, as a fresh array
         raise NotImplementedError
 
-    def _segment_array(self, kind: str, t: int):  # kind in ATTENTION_KINDS; only called when recorded
+    def _whole(self, name: str):  # a whole array (memory-mapped on disk); None when not recorded
         raise NotImplementedError
 
     def _vocab(self) -> dict[int, str]:
@@ -99,11 +187,12 @@ class TraceView:
 
     @property
     def attention_segments(self) -> list[int]:
-        """Segments whose read and write attention were recorded."""
+        """Segments whose read and write attention were recorded (sorted)."""
         return list(self.manifest["recorded"]["attention_segments"])
 
     @property
     def full_attention_segments(self) -> list[int]:
+        """Segments whose full attention was recorded (sorted)."""
         return list(self.manifest["recorded"]["full_attention_segments"])
 
     def segment_index(self, t: int) -> int:
@@ -117,19 +206,19 @@ class TraceView:
 
     # tokens
     def token_ids(self, t: int) -> np.ndarray:
-        """[T] int ids fed at each position of segment t; -1 at the memory positions."""
-        return np.array(self._array("token_ids")[self.segment_index(t)])
+        """[T] int32 ids fed at each position of segment t; -1 at the memory positions."""
+        return self._row("token_ids", self.segment_index(t))
 
     def roles(self, t: int) -> np.ndarray:
         """[T] int8 role of each position of segment t (indexes into model.ROLE_NAMES)."""
-        return np.array(self._array("roles")[self.segment_index(t)])
+        return self._row("roles", self.segment_index(t))
 
     def tokens(self, t: int) -> list[str]:
         """[T] token strings of segment t; memory positions are "[mem0]" .. "[mem{m-1}]"."""
         vocab = self._vocab()
-        ids = self.token_ids(t)
         m = self.num_mem_tokens
-        return [f"[mem{i - 1}]" if 1 <= i <= m else vocab.get(int(v), f"[id{int(v)}]") for i, v in enumerate(ids)]
+        return [f"[mem{i - 1}]" if 1 <= i <= m else vocab.get(int(v), f"[id{int(v)}]")
+                for i, v in enumerate(self.token_ids(t))]
 
     def segment_length(self, t: int) -> int:
         """Number of input tokens (text, facts, question) in segment t, special tokens and padding excluded."""
@@ -140,58 +229,61 @@ class TraceView:
     # memory
     def memory_states(self) -> np.ndarray:
         """[N+1, m, d]: the memory before segment 0, then after each segment (memory-mapped on disk)."""
-        return self._array("memory")
+        return self._whole("memory")
 
     def memory_in(self, t: int) -> np.ndarray:
         """[m, d] memory that segment t read."""
-        return np.array(self._array("memory")[self.segment_index(t)])
+        return self._row("memory", self.segment_index(t))
 
     def memory_out(self, t: int) -> np.ndarray:
         """[m, d] memory that segment t wrote (= memory_in(t + 1))."""
-        return np.array(self._array("memory")[self.segment_index(t) + 1])
+        return self._row("memory", self.segment_index(t) + 1)
 
     # attention
     def has_attention(self, t: int) -> bool:
-        return self.segment_index(t) in self._attention_set()
+        return self._attention_row(self.attention_segments_cached, self.segment_index(t)) is not None
 
     def has_full_attention(self, t: int) -> bool:
-        return self.segment_index(t) in self._full_set()
+        return self._attention_row(self.full_segments_cached, self.segment_index(t)) is not None
 
     def read_attention(self, t: int) -> np.ndarray | None:
         """[L, H, T, m]: every query position of segment t onto the memory keys; None when not recorded."""
-        t = self.segment_index(t)
-        return self._segment_array("read", t) if t in self._attention_set() else None
+        row = self._attention_row(self.attention_segments_cached, self.segment_index(t))
+        return None if row is None else self._row("read_attention", row)
 
     def write_attention(self, t: int) -> np.ndarray | None:
         """[L, H, m, T]: the memory queries of segment t onto every key; None when not recorded."""
-        t = self.segment_index(t)
-        return self._segment_array("write", t) if t in self._attention_set() else None
+        row = self._attention_row(self.attention_segments_cached, self.segment_index(t))
+        return None if row is None else self._row("write_attention", row)
 
     def full_attention(self, t: int) -> np.ndarray | None:
         """[L, H, T, T]: the whole attention of segment t; None when not recorded."""
-        t = self.segment_index(t)
-        return self._segment_array("full", t) if t in self._full_set() else None
+        row = self._attention_row(self.full_segments_cached, self.segment_index(t))
+        return None if row is None else self._row("full_attention", row)
 
-    def _attention_set(self) -> set[int]:
-        if getattr(self, "_attention_cache", None) is None:
-            self._attention_cache = set(self.attention_segments)
-        return self._attention_cache
+    @property
+    def attention_segments_cached(self) -> list[int]:
+        return self.manifest["recorded"]["attention_segments"]
 
-    def _full_set(self) -> set[int]:
-        if getattr(self, "_full_cache", None) is None:
-            self._full_cache = set(self.full_attention_segments)
-        return self._full_cache
+    @property
+    def full_segments_cached(self) -> list[int]:
+        return self.manifest["recorded"]["full_attention_segments"]
+
+    @staticmethod
+    def _attention_row(segments: list[int], t: int) -> int | None:
+        row = bisect.bisect_left(segments, t)
+        return row if row < len(segments) and segments[row] == t else None
 
     # the answer
     @property
     def final_logits(self) -> np.ndarray:
         """[C] the answer head's logits at the last segment."""
-        return np.array(self._array("final_logits"))
+        return np.array(self._whole("final_logits"))
 
     @property
     def segment_logits(self) -> np.ndarray | None:
         """[N, C] the answer head's logits at every segment, or None when not recorded."""
-        return self._array("segment_logits")
+        return self._whole("segment_logits")
 
     @property
     def labels(self) -> list[str]:
@@ -214,37 +306,33 @@ class TraceView:
         return e / e.sum()
 
     def sample(self):
-        """The replayed task `Sample` rebuilt from the metadata and the stored tokens (None for free text)."""
+        """The replayed task `Sample`, rebuilt from the metadata and the stored tokens (None for free text)."""
         from rmt_core.model import ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
         from rmt_core.tasks import Sample
 
         meta = self.metadata
         if meta.get("kind") != "task":
             return None
-        keep = (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)
-        ids, roles = [], []
-        all_ids, all_roles = self._array("token_ids"), self._array("roles")
-        for t in range(self.n_segments):
-            where = np.isin(all_roles[t], keep)
-            ids.extend(int(v) for v in all_ids[t][where])
-            roles.extend(int(v) for v in all_roles[t][where])
+        all_ids, all_roles = np.asarray(self._whole("token_ids")), np.asarray(self._whole("roles"))
+        keep = np.isin(all_roles, (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION))  # row-major: segment order
         fields = {k: v for k, v in meta.items() if k != "kind"}
-        return Sample.from_json({**fields, "input_ids": ids, "roles": roles})
+        return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
 
     def __repr__(self) -> str:
         where = getattr(self, "path", None)
         return (f"{type(self).__name__}({str(where) + ', ' if where else ''}{self.n_segments} segments, "
-                f"attention for {len(self.attention_segments)})")
+                f"attention for {len(self.attention_segments_cached)})")
 
 
 class Trace(TraceView):
-    """A trace folder opened lazily: `Trace.open(path)` reads only manifest.json; each array is opened when
-    first asked for, memory-mapped, and attention is read from the asked segment's own files only."""
+    """A trace folder opened lazily: `Trace.open(path)` reads only manifest.json; a segment's values are read
+    from their byte offsets in the array files, and whole arrays are memory-mapped when asked for."""
 
     def __init__(self, path: Path, manifest: dict):
         self.path = Path(path)
         self.manifest = manifest
-        self._arrays: dict[str, np.ndarray | None] = {}
+        self._headers: dict[str, tuple[int, tuple[int, ...], np.dtype]] = {}
+        self._maps: dict[str, np.ndarray | None] = {}
         self._tokens: dict[int, str] | None = None
 
     @classmethod
@@ -272,23 +360,42 @@ class Trace(TraceView):
                 raise TraceError(f"{file} lacks '{key}'; the trace is damaged, replay again")
         return cls(path, manifest)
 
-    def _load(self, relative: str, mmap: bool) -> np.ndarray:
-        file = self.path / relative
+    def _file(self, name: str) -> Path:
+        spec = self.manifest["arrays"].get(name)
+        if spec is None:
+            raise TraceError(f"trace {self.path} did not record {name}; replay with a policy that keeps it")
+        return self.path / spec["file"]
+
+    def _damaged(self, file: Path, error: Exception) -> TraceError:
+        if isinstance(error, FileNotFoundError):
+            return TraceError(f"trace {self.path} is missing {file.name}; the trace is incomplete, replay again")
+        return TraceError(f"{file} is not a readable .npy file ({error}); the trace is damaged, replay again")
+
+    def _row(self, name: str, row: int) -> np.ndarray:
+        file = self._file(name)
         try:
-            return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except FileNotFoundError:
-            raise TraceError(f"trace {self.path} is missing {relative}; the trace is incomplete, replay again") from None
-        except (ValueError, OSError) as error:
-            raise TraceError(f"{file} is not a readable .npy file ({error}); the trace is damaged, replay again") from None
+            if name not in self._headers:
+                self._headers[name] = _read_npy_header(file)
+            offset, shape, dtype = self._headers[name]
+            if not 0 <= row < shape[0]:
+                raise ValueError(f"row {row} of an array of {shape[0]} rows")
+            row_bytes = math.prod(shape[1:]) * dtype.itemsize
+            data = read_block(file, offset + row * row_bytes, row_bytes)
+        except (OSError, ValueError, EOFError) as error:
+            raise self._damaged(file, error) from None
+        return data.view(dtype).reshape(shape[1:])
 
-    def _array(self, name: str):
-        if name not in self._arrays:
-            spec = self.manifest["arrays"].get(name)
-            self._arrays[name] = None if spec is None else self._load(spec["file"], mmap=True)
-        return self._arrays[name]
-
-    def _segment_array(self, kind: str, t: int) -> np.ndarray:
-        return self._load(attention_file(kind, t), mmap=kind == "full")
+    def _whole(self, name: str):
+        if name not in self._maps:
+            if self.manifest["arrays"].get(name) is None:
+                self._maps[name] = None
+            else:
+                file = self._file(name)
+                try:
+                    self._maps[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+                except (OSError, ValueError) as error:
+                    raise self._damaged(file, error) from None
+        return self._maps[name]
 
     def _vocab(self) -> dict[int, str]:
         if self._tokens is None:
@@ -305,18 +412,16 @@ class Trace(TraceView):
 class InMemoryTrace(TraceView):
     """A replay kept in memory (short inputs, the dashboard), with the reading API of `Trace`."""
 
-    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray | None], attention: dict[str, dict[int, np.ndarray]],
-                 vocab: dict[int, str]):
+    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray | None], vocab: dict[int, str]):
         self.manifest = manifest
-        self.arrays = arrays
-        self.attention = attention  # kind -> {segment: array}
+        self.arrays = arrays  # name -> the whole array, as the file of that name would hold it
         self.vocab = vocab
 
-    def _array(self, name: str):
-        return self.arrays.get(name)
+    def _row(self, name: str, row: int) -> np.ndarray:
+        return np.array(self.arrays[name][row])
 
-    def _segment_array(self, kind: str, t: int) -> np.ndarray:
-        return self.attention[kind][t]
+    def _whole(self, name: str):
+        return self.arrays.get(name)
 
     def _vocab(self) -> dict[int, str]:
         return self.vocab
@@ -326,11 +431,16 @@ class InMemoryTrace(TraceView):
         writer = TraceWriter(out)
         try:
             writer.begin(self.manifest, self.arrays["memory"][0])
+            attention, full = self.attention_segments_cached, self.full_segments_cached
             for t in range(self.n_segments):
+                row = self._attention_row(attention, t)
+                frow = self._attention_row(full, t)
                 writer.segment(
                     t, self.arrays["token_ids"][t], self.arrays["roles"][t], self.arrays["memory"][t + 1],
                     None if self.arrays.get("segment_logits") is None else self.arrays["segment_logits"][t],
-                    {kind: self.attention[kind].get(t) for kind in ATTENTION_KINDS},
+                    {"read": None if row is None else self.arrays["read_attention"][row],
+                     "write": None if row is None else self.arrays["write_attention"][row],
+                     "full": None if frow is None else self.arrays["full_attention"][frow]},
                 )
             return writer.finish(self.manifest, self.arrays["final_logits"], self.vocab)
         except BaseException:
@@ -339,39 +449,55 @@ class InMemoryTrace(TraceView):
 
 
 # ----- sinks: where a replay puts what it records ----------------------------------------------------------
-class MemorySink:
-    """Collects a replay into numpy arrays and returns an `InMemoryTrace`."""
+class _RowSink:
+    """What both sinks share: where each segment's values go, row by row, in the arrays of the manifest."""
 
     def begin(self, manifest: dict, initial_memory: np.ndarray) -> None:
-        arrays = manifest["arrays"]
-        self.arrays = {name: np.zeros(spec["shape"], dtype=spec["dtype"]) for name, spec in arrays.items()
-                       if spec is not None and name in ("token_ids", "roles", "memory", "segment_logits")}
-        self.arrays.setdefault("segment_logits", None)
-        self.arrays["memory"][0] = initial_memory
-        self.attention: dict[str, dict[int, np.ndarray]] = {kind: {} for kind in ATTENTION_KINDS}
+        recorded = manifest["recorded"]
+        self.attention_rows = {t: k for k, t in enumerate(recorded["attention_segments"])}
+        self.full_rows = {t: k for k, t in enumerate(recorded["full_attention_segments"])}
+        self.out = {name: self._create(name, spec) for name, spec in manifest["arrays"].items()
+                    if spec is not None and name in SEGMENT_ARRAYS}
+        self._put("memory", 0, initial_memory)
 
     def segment(self, t, token_ids, roles, memory_out, logits, attention) -> None:
-        self.arrays["token_ids"][t] = token_ids
-        self.arrays["roles"][t] = roles
-        self.arrays["memory"][t + 1] = memory_out
-        if logits is not None and self.arrays["segment_logits"] is not None:
-            self.arrays["segment_logits"][t] = logits
-        for kind, array in attention.items():
-            if array is not None:
-                self.attention[kind][t] = array
+        """Segment t's values: token_ids [T], roles [T], memory_out [m, d], logits [C] or None, and
+        attention {"read": [L,H,T,m], "write": [L,H,m,T], "full": [L,H,T,T]} (None where not recorded)."""
+        self._put("token_ids", t, token_ids)
+        self._put("roles", t, roles)
+        self._put("memory", t + 1, memory_out)
+        if logits is not None and "segment_logits" in self.out:
+            self._put("segment_logits", t, logits)
+        if attention.get("read") is not None:
+            self._put("read_attention", self.attention_rows[t], attention["read"])
+            self._put("write_attention", self.attention_rows[t], attention["write"])
+        if attention.get("full") is not None:
+            self._put("full_attention", self.full_rows[t], attention["full"])
+
+
+class MemorySink(_RowSink):
+    """Collects a replay into numpy arrays and returns an `InMemoryTrace`."""
+
+    def _create(self, name, spec):
+        return np.zeros(spec["shape"], dtype=spec["dtype"])
+
+    def _put(self, name, row, array):
+        self.out[name][row] = array
 
     def finish(self, manifest: dict, final_logits: np.ndarray, vocab: dict[int, str]) -> InMemoryTrace:
-        self.arrays["final_logits"] = np.asarray(final_logits, dtype=np.float32)
-        return InMemoryTrace(manifest, self.arrays, self.attention, vocab)
+        arrays = dict(self.out)
+        arrays.setdefault("segment_logits", None)
+        arrays["final_logits"] = np.asarray(final_logits, dtype=np.float32)
+        return InMemoryTrace(manifest, arrays, vocab)
 
     def abort(self) -> None:
-        self.arrays, self.attention = {}, {}
+        self.out = {}
 
 
-class TraceWriter:
+class TraceWriter(_RowSink):
     """Writes a trace folder as a replay goes: into `<out>.partial-<pid>`, renamed to `out` by `finish`.
 
-    begin(manifest, initial_memory) preallocates the per-segment arrays; segment(...) writes one segment;
+    begin(manifest, initial_memory) preallocates every array file; segment(...) writes one segment's rows;
     finish(manifest, final_logits, vocab) completes the folder and returns it opened as a `Trace`;
     abort() deletes the partial folder. Disk errors become TraceError; an existing `out` is refused.
     """
@@ -381,54 +507,43 @@ class TraceWriter:
         if self.final.exists() or self.final.is_symlink():
             raise TraceError(f"{self.final} already exists; choose another --out or delete it")
         self.partial = self.final.with_name(f"{self.final.name}{PARTIAL}{os.getpid()}")
-        self._maps: dict[str, np.memmap] = {}
-        with self._writing(self.final.parent):
+        self.out: dict[str, NpyFile] = {}
+        with _DiskErrors(self.final, self.final.parent):
             self.final.parent.mkdir(parents=True, exist_ok=True)
             _remove_stale_partials(self.final)
             if self.partial.exists():  # left by an earlier failure of this very process
                 shutil.rmtree(self.partial, ignore_errors=True)
             self.partial.mkdir()
 
-    def _writing(self, path: Path):
-        return _DiskErrors(self.final, path)
+    def _create(self, name, spec):
+        with _DiskErrors(self.final, self.partial / spec["file"]):
+            return create_array(self.partial / spec["file"], spec["shape"], spec["dtype"])
 
-    def begin(self, manifest: dict, initial_memory: np.ndarray) -> None:
-        for name, spec in manifest["arrays"].items():
-            if spec is not None and name in ("token_ids", "roles", "memory", "segment_logits"):
-                with self._writing(self.partial / spec["file"]):
-                    self._maps[name] = open_array(self.partial / spec["file"], spec["shape"], spec["dtype"])
-        with self._writing(self.partial / ATTENTION_DIR):
-            (self.partial / ATTENTION_DIR).mkdir()
-        self._maps["memory"][0] = initial_memory
-
-    def segment(self, t, token_ids, roles, memory_out, logits, attention) -> None:
-        self._maps["token_ids"][t] = token_ids
-        self._maps["roles"][t] = roles
-        self._maps["memory"][t + 1] = memory_out
-        if logits is not None and "segment_logits" in self._maps:
-            self._maps["segment_logits"][t] = logits
-        for kind, array in attention.items():
-            if array is not None:
-                path = self.partial / attention_file(kind, t)
-                with self._writing(path):
-                    write_array(path, array)
+    def _put(self, name, row, array):
+        with _DiskErrors(self.final, self.out[name].path):
+            self.out[name].write(row, array)
 
     def finish(self, manifest: dict, final_logits: np.ndarray, vocab: dict[int, str]) -> Trace:
-        with self._writing(self.partial):
-            for array in self._maps.values():
-                array.flush()
-            self._maps.clear()
+        self._close()
+        with _DiskErrors(self.final, self.partial / manifest["arrays"]["final_logits"]["file"]):
             write_array(self.partial / manifest["arrays"]["final_logits"]["file"], np.asarray(final_logits, np.float32))
+        with _DiskErrors(self.final, self.partial / TOKENS):
             _write_json(self.partial / TOKENS, {str(k): vocab[k] for k in sorted(vocab)})
+        with _DiskErrors(self.final, self.partial / MANIFEST):
             _write_json(self.partial / MANIFEST, manifest)  # last: a folder with a manifest is complete
         if self.final.exists() or self.final.is_symlink():
             raise TraceError(f"{self.final} appeared while replaying; choose another --out or delete it")
-        with self._writing(self.final):
+        with _DiskErrors(self.final, self.final):
             os.rename(self.partial, self.final)
         return Trace.open(self.final)
 
+    def _close(self) -> None:
+        for array in self.out.values():
+            array.close()
+        self.out = {}
+
     def abort(self) -> None:
-        self._maps.clear()
+        self._close()
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
@@ -436,7 +551,7 @@ class _DiskErrors:
     """Turns an OSError while writing `path` into a one-line TraceError about the trace `final`."""
 
     def __init__(self, final: Path, path: Path):
-        self.final, self.path = final, path
+        self.final, self.path = final, Path(path)
 
     def __enter__(self):
         return self

@@ -161,7 +161,7 @@ def test_in_memory_replay_equals_the_on_disk_one(model, sample, tmp_path):
         np.testing.assert_array_equal(memory.full_attention(t), disk.full_attention(t))
     saved = memory.save(tmp_path / "saved")
     for name in ("memory.npy", "token_ids.npy", "roles.npy", "segment_logits.npy", "final_logits.npy",
-                 "manifest.json", "tokens.json", "attention/read_000003.npy", "attention/full_000005.npy"):
+                 "manifest.json", "tokens.json", "read_attention.npy", "write_attention.npy", "full_attention.npy"):
         assert filecmp.cmp(saved.path / name, disk.path / name, shallow=False), name
 
 
@@ -175,7 +175,7 @@ def test_same_seed_gives_a_bit_identical_trace_on_cpu(tokenizer, tmp_path):
         policy = RecordingPolicy(full_attention_segments=[1])
         paths.append(replay(model, sample, out=tmp_path / f"run{run}", policy=policy, progress=False).path)
     files = tree(paths[0])
-    assert files == tree(paths[1]) and "attention/full_000001.npy" in files
+    assert files == tree(paths[1]) and "full_attention.npy" in files
     for name in files:
         if (paths[0] / name).is_file():
             assert (paths[0] / name).read_bytes() == (paths[1] / name).read_bytes(), name
@@ -222,9 +222,9 @@ def test_long_input_keeps_memory_for_every_segment_and_attention_within_budget(m
     assert trace.memory_states().shape[0] == 41
     fact = sample.facts[0].segment
     assert {0, 39, fact} <= set(trace.attention_segments) and len(trace.attention_segments) == 10
-    stored = sum(f.stat().st_size for f in (trace.path / "attention").iterdir())
-    assert len(list((trace.path / "attention").iterdir())) == 20
-    assert stored < 10 * per_segment + 20 * 256  # the arrays plus their .npy headers
+    stored = sum((trace.path / f"{kind}_attention.npy").stat().st_size for kind in ("read", "write", "full"))
+    assert stored <= 10 * per_segment + 3 * 256  # the rows plus their .npy headers
+    assert trace.read_attention(fact).shape == (2, 2, T, m) and trace.read_attention(20 if fact != 20 else 21) is None
 
 
 # ----- atomic traces -----------------------------------------------------------------------------------------------
@@ -255,37 +255,44 @@ def test_partial_folder_is_written_beside_the_final_path_while_replaying(model, 
     import rmt_core.trace as trace_module
 
     seen = []
-    original = trace_module.write_array
+    original = trace_module.create_array
 
-    def spy(path, array):
+    def spy(path, shape, dtype):
         seen.append(Path(path))
-        return original(path, array)
+        return original(path, shape, dtype)
 
-    monkeypatch.setattr(trace_module, "write_array", spy)
+    monkeypatch.setattr(trace_module, "create_array", spy)
     replay(model, sample, out=tmp_path / "t", progress=False)
-    partial = seen[0].parent.parent
-    assert partial.parent == tmp_path and partial.name == f"t.partial-{os.getpid()}"
+    assert {p.parent for p in seen} == {tmp_path / f"t.partial-{os.getpid()}"}
     assert leftovers(tmp_path / "t") == ["t"]
 
 
-def test_full_disk_is_a_one_line_trace_error_and_earlier_traces_stay(model, sample, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where, after", [("create_array", 4), ("write_block", 40)])
+def test_full_disk_is_a_one_line_trace_error_and_earlier_traces_stay(model, sample, tmp_path, monkeypatch, where,
+                                                                     after):
     import rmt_core.trace as trace_module
 
     earlier = replay(model, sample, out=tmp_path / "earlier", progress=False)
-    before = {name: (earlier.path / name).read_bytes() for name in tree(earlier.path) if (earlier.path / name).is_file()}
+    before = {name: (earlier.path / name).read_bytes() for name in tree(earlier.path)}
+    calls = []
+    original = getattr(trace_module, where)
 
-    def full_disk(path, array):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def full_disk(*args):
+        calls.append(1)
+        if len(calls) > after:  # the disk fills up part-way: a file preallocated, or a row written
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(*args)
 
-    monkeypatch.setattr(trace_module, "write_array", full_disk)
+    monkeypatch.setattr(trace_module, where, full_disk)
     with pytest.raises(TraceError) as caught:
-        replay(model, sample, out=tmp_path / "t", progress=False)
+        replay(model, sample, out=tmp_path / "t", policy=everything(), progress=False)
+    assert len(calls) == after + 1
     message = str(caught.value)
     assert "\n" not in message and "No space left on device" in message and "free disk space" in message
     assert leftovers(tmp_path / "t") == []
-    after = {name: (earlier.path / name).read_bytes() for name in tree(earlier.path) if (earlier.path / name).is_file()}
-    assert after == before
-    Trace.open(earlier.path).read_attention(0)
+    monkeypatch.undo()
+    assert {name: (earlier.path / name).read_bytes() for name in tree(earlier.path)} == before
+    np.testing.assert_array_equal(Trace.open(earlier.path).memory_states(), earlier.memory_states())
 
 
 def test_existing_trace_is_refused_and_left_intact(model, sample, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,67 +38,83 @@ def trace_copy(recorded, tmp_path):
     return out
 
 
+def watch_reads(monkeypatch):
+    """Record every (file name, offset, bytes) a trace reads by rows, and fail any whole-array load."""
+    import rmt_core.trace as trace_module
+
+    reads = []
+    real = trace_module.read_block
+
+    def counting(path, offset, nbytes):
+        reads.append((Path(path).name, offset, nbytes))
+        return real(path, offset, nbytes)
+
+    monkeypatch.setattr(trace_module, "read_block", counting)
+    monkeypatch.setattr(trace_module.np, "load", lambda *a, **k: pytest.fail(f"whole array loaded: {a}"))
+    return reads
+
+
+def row_offset(path, row):
+    """Byte offset and size of `row` of a .npy file, computed with numpy's own header reader."""
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        start = handle.tell()
+    size = int(np.prod(shape[1:])) * dtype.itemsize
+    return start + row * size, size
+
+
 def test_open_reads_only_the_manifest(recorded, monkeypatch):
-    import rmt_core.trace as trace_module
-
-    loads = []
-    monkeypatch.setattr(trace_module.np, "load", lambda *a, **k: loads.append(a) or pytest.fail("np.load called"))
+    reads = watch_reads(monkeypatch)
     trace = Trace.open(recorded[0])
-    assert trace.n_segments == N and trace.attention_segments == list(range(N)) and loads == []
+    assert trace.n_segments == N and trace.attention_segments == list(range(N)) and reads == []
 
 
-def test_reading_segment_t_opens_only_its_own_files(recorded, monkeypatch):
-    import rmt_core.trace as trace_module
-
-    opened = []
-    real_load = np.load
-
-    def counting_load(file, *args, **kwargs):
-        opened.append(str(file).split("/trace/")[-1])
-        return real_load(file, *args, **kwargs)
-
-    monkeypatch.setattr(trace_module.np, "load", counting_load)
-    trace = Trace.open(recorded[0])
+def test_reading_segment_t_reads_only_its_own_rows(recorded, monkeypatch):
+    out = recorded[0]
+    reads = watch_reads(monkeypatch)
+    trace = Trace.open(out)
     trace.read_attention(3)
     trace.write_attention(3)
-    trace.full_attention(5)
-    assert trace.full_attention(3) is None  # not recorded: no file opened
-    assert opened == ["attention/read_000003.npy", "attention/write_000003.npy", "attention/full_000005.npy"]
+    trace.full_attention(5)  # row 1 of full_attention.npy (segments 2 and 5 recorded)
+    assert trace.full_attention(3) is None  # not recorded: nothing read
     trace.memory_in(3)
-    trace.memory_out(4)
     trace.roles(3)
-    assert opened[3:] == ["memory.npy", "roles.npy"]  # one memory-mapped file each, opened once
+    expected = [
+        ("read_attention.npy", *row_offset(out / "read_attention.npy", 3)),
+        ("write_attention.npy", *row_offset(out / "write_attention.npy", 3)),
+        ("full_attention.npy", *row_offset(out / "full_attention.npy", 1)),
+        ("memory.npy", *row_offset(out / "memory.npy", 3)),
+        ("roles.npy", *row_offset(out / "roles.npy", 3)),
+    ]
+    assert reads == expected
+    file_size = (out / "read_attention.npy").stat().st_size
+    assert reads[0][2] * N < file_size  # one row of eight
 
 
-def test_reading_segment_t_works_with_every_other_segments_files_deleted(recorded, trace_copy):
+def test_reading_segment_t_ignores_every_other_segments_bytes(recorded, trace_copy):
     original = Trace.open(recorded[0])
-    for file in (trace_copy / "attention").iterdir():
-        if not file.name.endswith("_000004.npy"):
-            file.unlink()
+    for name, keep in (("read_attention.npy", 4), ("write_attention.npy", 4), ("memory.npy", 4), ("roles.npy", 4)):
+        rows = np.load(trace_copy / name, mmap_mode="r").shape[0]
+        with open(trace_copy / name, "r+b") as handle:
+            for row in range(rows):
+                if row != keep:
+                    offset, size = row_offset(trace_copy / name, row)
+                    handle.seek(offset)
+                    handle.write(b"\xff" * size)
     trace = Trace.open(trace_copy)
     np.testing.assert_array_equal(trace.read_attention(4), original.read_attention(4))
     np.testing.assert_array_equal(trace.write_attention(4), original.write_attention(4))
-    with pytest.raises(TraceError, match="missing attention/read_000003.npy"):
-        trace.read_attention(3)
+    np.testing.assert_array_equal(trace.memory_in(4), original.memory_in(4))
+    np.testing.assert_array_equal(trace.roles(4), original.roles(4))
+    assert np.isnan(trace.read_attention(3)).all() and np.isnan(trace.memory_in(0)).all()
 
 
-def test_memory_is_memory_mapped_and_reads_touch_only_the_asked_rows(recorded, trace_copy):
-    trace = Trace.open(trace_copy)
+def test_memory_states_are_memory_mapped(recorded):
+    trace = Trace.open(recorded[0])
     states = trace.memory_states()
-    assert isinstance(states, np.memmap) and states.shape[0] == N + 1
-    # Overwrite the bytes of every row but segment 3's in/out on disk; reading segment 3 is unaffected.
-    header = int(states.offset)
-    row = states[0].nbytes
-    expected_in, expected_out = trace.memory_in(3), trace.memory_out(3)
-    del states, trace
-    with open(trace_copy / "memory.npy", "r+b") as handle:
-        for t in list(range(0, 3)) + list(range(5, N + 1)):
-            handle.seek(header + t * row)
-            handle.write(b"\xff" * row)
-    trace = Trace.open(trace_copy)
-    np.testing.assert_array_equal(trace.memory_in(3), expected_in)
-    np.testing.assert_array_equal(trace.memory_out(3), expected_out)
-    assert np.isnan(trace.memory_in(0)).all()
+    assert isinstance(states, np.memmap) and states.shape == (N + 1, 4, 32)
+    np.testing.assert_array_equal(states[3], trace.memory_in(3))
 
 
 def test_the_documented_format_reads_with_numpy_and_json_alone(recorded):
@@ -107,9 +124,11 @@ def test_the_documented_format_reads_with_numpy_and_json_alone(recorded):
     arrays = manifest["arrays"]
     memory = np.load(out / arrays["memory"]["file"], mmap_mode="r")
     assert list(memory.shape) == arrays["memory"]["shape"] and str(memory.dtype) == arrays["memory"]["dtype"]
-    t = manifest["recorded"]["attention_segments"][4]
-    read = np.load(out / arrays["read_attention"]["file"].format(segment=t))
+    row = 4
+    t = manifest["recorded"]["attention_segments"][row]
+    read = np.load(out / arrays["read_attention"]["file"], mmap_mode="r")
     assert list(read.shape) == arrays["read_attention"]["shape"] and str(read.dtype) == "float16"
+    np.testing.assert_array_equal(read[row], Trace.open(out).read_attention(t))
     ids = np.load(out / "token_ids.npy")[t]
     vocab = json.loads((out / "tokens.json").read_text())
     m = manifest["model"]["num_mem_tokens"]
