@@ -271,7 +271,6 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
                                 "use --segments 2 or more")
 
     split_fit, split_test = linear.split_samples(K, test_fraction, int(seed))
-    probe_targets = targets
     aligned_targets = {name: t for name, t in targets.items() if name != "seen"}
     steps_of = {
         "collect": math.ceil(K / batch_size) * N,
@@ -312,7 +311,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
                 if out is not None and cacheable:
                     _save_states(out / "states.npz", keys["collect"], collected)
             elif stage == "probes":
-                results["probes"] = linear.probe_grid(collected.states, probe_targets, split_fit, split_test,
+                results["probes"] = linear.probe_grid(collected.states, targets, split_fit, split_test,
                                                       slots=per_slot, max_iter=max_iter, on_fit=bar.step)
             elif stage == "aligned":
                 results["aligned"] = linear.probe_aligned(collected.states, aligned_targets, fact_segments,
@@ -322,8 +321,12 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
                 results["ablation"] = _ablation(model, input_ids[:n_int], answers[:n_int], collected, n_int,
                                                 N, m, modes, batch_size, bar.step)
             elif stage == "patching":
-                results["patching"] = _patching(model, input_ids[:n_int], answers[:n_int], collected, n_int,
-                                                N, m, int(seed), batch_size, bar.step)
+                if len(set(answers[:n_int].tolist())) < 2:  # no pair with different answers to patch between
+                    results["notes"].append("patching skipped: the intervention samples all share one answer; "
+                                            "give more --intervention-samples")
+                else:
+                    results["patching"] = _patching(model, input_ids[:n_int], answers[:n_int], collected, n_int,
+                                                    N, m, int(seed), batch_size, bar.step)
             if bar.done - first_step < steps_of[stage]:  # aligned offsets with too few samples are skipped
                 bar.step(steps_of[stage] - (bar.done - first_step))
             checkpoint_stage(stage, started)
