@@ -12,7 +12,8 @@ split's facts are used (split="test").
 
 Results format (SPEC section 7), plus extra keys:
     {"results": [{"segments": n, "tokens": n * segment_size, "accuracy": a (0..1), "samples": s,
-                  "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds"}, ...],
+                  "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds",
+                  "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
      "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
      "seconds", "peak_memory_bytes"}
@@ -118,14 +119,14 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     was_training = model.training
     model.eval()
     device = model.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     started = time.perf_counter()
     bar = _progress_bar(progress, total=sum(n * samples for n in lengths), task=task)
     rows = []
     try:
         for n in lengths:
             length_started = time.perf_counter()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             correct, wrong = 0, []
             done = 0
             for size in batch_plan(samples, n, segment_size, batch_size, max_batch_tokens):
@@ -149,13 +150,14 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
             rows.append({"segments": n, "tokens": n * segment_size, "accuracy": correct / samples,
                          "samples": samples, "correct": correct, "ci_low": low, "ci_high": high,
                          "seconds": round(time.perf_counter() - length_started, 3),
-                         "wrong_seeds": wrong[:MAX_WRONG_SEEDS]})
+                         "wrong_seeds": wrong[:MAX_WRONG_SEEDS],
+                         "peak_memory_bytes": _cuda_peak(device)})
     finally:
         if bar is not None:
             bar.close()
         if was_training:
             model.train()
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peaks = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     return {
         "results": rows,
         "format": FORMAT,
@@ -175,8 +177,12 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 3),
-        "peak_memory_bytes": peak,
+        "peak_memory_bytes": max(peaks) if peaks else None,
     }
+
+
+def _cuda_peak(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
 def _identity(model) -> dict | None:

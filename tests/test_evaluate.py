@@ -125,7 +125,8 @@ def test_wilson_interval():
 def test_length_matrix_over_stage_checkpoints(tokenizer, tmp_path):
     for index, trained in enumerate((1, 2)):
         stage = make_tiny_rmt(tokenizer, segment_size=SEGMENT, seed=index, trained_segments=trained)
-        save_checkpoint(stage, tmp_path / "run" / "stages" / f"{index + 1:02d}-{trained}x{SEGMENT}", tokenizer=tokenizer)
+        folder = tmp_path / "run" / "stages" / f"{index + 1:02d}-{trained}x{SEGMENT}"
+        save_checkpoint(stage, folder, tokenizer=tokenizer)
     stages = ev.find_stage_checkpoints(tmp_path / "run")
     assert list(stages) == [1, 2]
     matrix = ev.length_matrix(stages, "memorize", [1, 3], 4, device="cpu", progress=False)

@@ -1,6 +1,7 @@
 """`rmt eval`: accuracy of a checkpoint against the number of segments (SPEC section 7).
 
-    rmt eval --checkpoint checkpoints/memorize --segments 1,2,4,8,...,4096 --samples 100 --json checkpoints/memorize/eval.json
+    rmt eval --checkpoint checkpoints/memorize --segments 1,2,4,8,16,32,64,128,256,512,1024,2048,4096 \
+             --samples 100 --json checkpoints/memorize/eval.json
 
 Memory stays flat however many segments: only the memory is kept between segment steps.
 """
@@ -20,7 +21,8 @@ def _segments(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}") \
+            from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"every number of segments must be 1 or more, got {text!r}")
     return values
