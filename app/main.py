@@ -13,17 +13,17 @@ import streamlit as st
 from app import state
 from rmt_core.errors import RMTError
 
-PAGES = Path(__file__).resolve().parent / "pages"
+SECTIONS = Path(__file__).resolve().parent / "sections"  # not "pages/": that name turns on Streamlit's older multipage mode
 
 st.set_page_config(page_title="RMT Lens", layout="wide")
-navigation = st.navigation([
-    st.Page(PAGES / "replay.py", title="Replay", default=True),
-    st.Page(PAGES / "memory.py", title="Memory"),
-    st.Page(PAGES / "probes.py", title="Probes"),
-    st.Page(PAGES / "length.py", title="Length"),
-    st.Page(PAGES / "efficiency.py", title="Efficiency"),
-])
 state.sidebar()
+navigation = st.navigation([
+    st.Page(SECTIONS / "replay.py", title="Replay", default=True),
+    st.Page(SECTIONS / "memory.py", title="Memory"),
+    st.Page(SECTIONS / "probes.py", title="Probes"),
+    st.Page(SECTIONS / "length.py", title="Length"),
+    st.Page(SECTIONS / "efficiency.py", title="Efficiency"),
+])
 try:
     navigation.run()
 except RMTError as error:

@@ -2,7 +2,7 @@
 `rmt_core`. Models are cached with `st.cache_resource`, traces and results with `st.cache_data`.
 
 The entry script (`app/main.py`) draws the sidebar on every run and stores a `Selection` in
-`st.session_state["selection"]`; pages read it with `selection()`.
+`st.session_state["selection"]`; the pages (app/sections/) read it with `selection()`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,19 @@ EXAMPLE_TEXT = (
     "in the courtyard. Later the rain began, and most visitors stayed inside until the afternoon."
 )
 EXAMPLE_QUESTION = "Where is Sandra?"
+SEED = 0
+VIEW_CENTRE, VIEW_WIDTH, VIEW_HEADS = "fact", 24, 4  # bertviz defaults: window around the fact, first heads
+
+
+def default_task(config: dict | None) -> str:
+    task = ((config or {}).get("rmt") or {}).get("task")
+    return task if task in TASKS else TASKS[0]
+
+
+def default_segments(config: dict | None) -> int:
+    """The checkpoint's trained length (at least 2, at most 8): a sample the model knows, replayed quickly."""
+    trained = int(((config or {}).get("rmt") or {}).get("trained_segments") or 0)
+    return min(max(trained, 2), 8)
 
 
 @dataclass(frozen=True)
@@ -84,16 +97,14 @@ def sidebar() -> Selection:
             config = read_config(folder)
         except CheckpointError as error:
             problem = str(error)
-    rmt = (config or {}).get("rmt", {})
-    model_task = rmt.get("task") if rmt.get("task") in TASKS else TASKS[0]
+    model_task = default_task(config)
 
     kind = bar.radio("Input", ["Task sample", "Paste text"], horizontal=True, key="input_kind")
     if kind == "Task sample":
         task = bar.selectbox("Task", TASKS, index=TASKS.index(model_task), key=f"task_{folder}")
-        trained = int(rmt.get("trained_segments") or 0)
         n_segments = bar.number_input("Segments", min_value=1, max_value=MAX_SEGMENTS,
-                                      value=min(max(trained, 2), 8), step=1, key=f"segments_{folder}")
-        seed = bar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
+                                      value=default_segments(config), step=1, key=f"segments_{folder}")
+        seed = bar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=SEED, step=1, key="seed")
         chosen = Selection(folder or None, "task", task, int(n_segments), int(seed), problem=problem)
     else:
         text = bar.text_area("Text", value=EXAMPLE_TEXT, height=160, key="text")
@@ -187,12 +198,13 @@ def trace(chosen: Selection):
 
 @st.cache_data(show_spinner="Recording the segment's full attention…", max_entries=4)
 def _full_attention(folder: str, stamp: tuple, input_key: tuple, segment: int):
-    recorded = _replay(folder, stamp, input_key, _policy(segment))
-    return recorded.full_attention(segment)
+    from rmt_core import bertviz_offline
+
+    return bertviz_offline.segment_attention(_model(folder, stamp), _trace(folder, stamp, input_key), segment)
 
 
 def full_attention(chosen: Selection, segment: int):
-    """[L, H, T, T] attention of one segment of the selected input (a second replay, cached)."""
+    """[L, H, T, T] attention of one segment of the selected input (one segment step from its memory, cached)."""
     folder = require_checkpoint(chosen)
     return _full_attention(folder, checkpoint_stamp(folder), chosen.input_key, int(segment))
 
@@ -214,3 +226,38 @@ def bertviz_html(view: str, chosen: Selection, segment: int, positions, layers, 
     folder = require_checkpoint(chosen)
     return _bertviz_html(view, folder, checkpoint_stamp(folder), chosen.input_key, int(segment),
                          tuple(int(p) for p in positions), tuple(layers), tuple(heads))
+
+
+def default_view_positions(recorded, segment: int) -> list[int]:
+    from rmt_core import bertviz_offline
+
+    return bertviz_offline.window_positions(recorded.roles(segment), VIEW_CENTRE, VIEW_WIDTH)
+
+
+def default_segment(recorded) -> int:
+    """The segment the Replay slider starts on: where the (first) fact landed, else 0."""
+    from rmt_core.export import fact_segments
+
+    found = fact_segments(recorded)
+    return found[0] if found else 0
+
+
+def warm_up() -> None:
+    """Fill the caches for the default checkpoint and its ready sample, as the first page will ask for them
+    (`rmt app` runs this in the server at launch, so the first page opens without waiting)."""
+    folder = default_checkpoint()
+    try:
+        config = read_config(folder)
+    except CheckpointError:
+        import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers load in seconds)
+        return
+    folder = str(folder)
+    stamp = checkpoint_stamp(folder)
+    key = Selection(folder, "task", default_task(config), default_segments(config), SEED).input_key
+    recorded = _trace(folder, stamp, key)
+    L = recorded.manifest["model"]["num_layers"]
+    H = recorded.manifest["model"]["num_heads"]
+    t = default_segment(recorded)
+    for view in ("head", "model"):
+        _bertviz_html(view, folder, stamp, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
+                      tuple(range(min(H, VIEW_HEADS))))

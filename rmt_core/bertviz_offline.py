@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rmt_core.errors import RMTError
-from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_PAD, ROLE_QUESTION, ROLE_SPECIAL
+from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NOISE, ROLE_PAD, ROLE_QUESTION
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 LIBRARIES = {"jquery": "jquery/dist/jquery.min.js", "d3": "d3/dist/d3.min.js"}  # inside node_modules
@@ -119,6 +119,24 @@ def window_positions(roles: Sequence[int], centre: str | int = "fact", width: in
     index = min(range(len(body)), key=lambda i: abs(body[i] - at))
     start = max(0, min(index - width // 3, len(body) - width))
     return head + body[start:start + width]
+
+
+def segment_attention(model, trace, t: int) -> np.ndarray:
+    """[L, H, T, T] attention of segment t of a trace, recomputed in one segment step from the trace's
+    memory_in(t) and tokens: the replay's own numbers without replaying segments 0..t-1 (float32)."""
+    import torch
+
+    t = trace.segment_index(t)
+    roles, ids = np.asarray(trace.roles(t)), np.asarray(trace.token_ids(t))
+    if len(roles) != model.config.input_size or trace.num_mem_tokens != model.num_mem_tokens:
+        raise ViewerError("the trace was not recorded with this checkpoint (other segment layout); "
+                          "open the checkpoint the trace names")
+    tokens = ids[np.isin(roles, (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION))].astype(np.int64)
+    memory = torch.as_tensor(np.asarray(trace.memory_in(t)), dtype=model.memory.dtype, device=model.device)
+    with torch.no_grad(), model.recording():
+        step = model.segment_step(memory.unsqueeze(0), torch.as_tensor(tokens, device=model.device).unsqueeze(0),
+                                  output_attentions=True)
+    return torch.stack([a[0] for a in step.attentions]).float().cpu().numpy()  # (L, H, T, T)
 
 
 def _window_attention(attention: np.ndarray, positions: Sequence[int]) -> np.ndarray:

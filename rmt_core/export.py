@@ -58,9 +58,9 @@ def _segment(trace, segment: int | None) -> int:
     n = int(trace.n_segments)
     if segment is None:
         return n - 1
-    if not isinstance(segment, (int, np.integer)) or not 0 <= int(segment) < n:
+    if isinstance(segment, bool) or not isinstance(segment, (int, np.integer)) or not -n <= int(segment) < n:
         raise ExportError(f"segment {segment!r} is out of range; this trace has segments 0..{n - 1}")
-    return int(segment)
+    return int(segment) % n  # negative counts from the end
 
 
 def _attention(array, name: str, segment: int):

@@ -42,10 +42,8 @@ st.markdown(f"Question: “{meta.get('question') or chosen.question}” · predi
             f"({probs[prediction]:.0%}){verdict}")
 
 # ----- the segment -------------------------------------------------------------------------------------------
-fact_segments = export.fact_segments(trace)
 if N > 1:
-    t = st.slider("Segment", 0, N - 1, value=fact_segments[0] if fact_segments else 0,
-                  key=f"segment_{chosen.input_key}")
+    t = st.slider("Segment", 0, N - 1, value=state.default_segment(trace), key=f"segment_{chosen.input_key}")
 else:
     t = 0
     st.caption("The input is one segment long.")
@@ -85,10 +83,12 @@ st.subheader("bertviz views of the segment")
 st.caption("Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
            "memory tokens ([mem k]), [SEP] and a window of tokens; weights are the model's, not renormalised.")
 options = st.columns(4)
-centre = options[0].selectbox("Window around", ["fact", "question", "start"], key="bv_centre")
-width = options[1].slider("Tokens in the window", 4, 96, 24, step=4, key="bv_width")
+centres = ["fact", "question", "start"]
+centre = options[0].selectbox("Window around", centres, index=centres.index(state.VIEW_CENTRE), key="bv_centre")
+width = options[1].slider("Tokens in the window", 4, 96, state.VIEW_WIDTH, step=4, key="bv_width")
 layers = options[2].multiselect("Layers", list(range(L)), default=[L - 1], key="bv_layers")
-heads = options[3].multiselect("Heads", list(range(H)), default=list(range(min(H, 4))), key="bv_heads")
+heads = options[3].multiselect("Heads", list(range(H)), default=list(range(min(H, state.VIEW_HEADS))),
+                               key="bv_heads")
 try:
     positions = bertviz_offline.window_positions(roles, centre, width)
     bertviz_offline.js_library_paths()

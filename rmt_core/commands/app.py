@@ -1,11 +1,16 @@
-"""`rmt app`: start the Streamlit dashboard (app/main.py), on localhost unless --host says otherwise."""
+"""`rmt app`: serve the Streamlit dashboard (app/main.py), on localhost unless --host says otherwise.
+
+It runs `streamlit run` in this process and, meanwhile, loads the default checkpoint and replays its ready
+sample into the dashboard's caches, so the first page a browser opens draws without waiting for them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from rmt_core.errors import CheckpointError, RMTError
@@ -24,12 +29,12 @@ def app_script() -> Path:
     raise RMTError("the dashboard (app/main.py) is not installed; reinstall rmt-lens (pip install -e .)")
 
 
-def streamlit_command(host: str = "127.0.0.1", port: int = 8501, browser: bool = False) -> list[str]:
-    """The `streamlit run` command line of the dashboard."""
+def streamlit_arguments(host: str = "127.0.0.1", port: int = 8501, browser: bool = False) -> list[str]:
+    """Arguments of `streamlit` that serve the dashboard."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(app_script()),
+        "run", str(app_script()),
         "--server.address", host, "--server.port", str(port), "--server.headless", "false" if browser else "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
     ]
 
 
@@ -40,20 +45,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "only; 0.0.0.0 serves every network interface)")
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     parser.add_argument("--browser", action="store_true", help="also open a browser tab")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="do not load the default checkpoint and sample before the first page asks for them")
+
+
+def _warm_up() -> None:
+    """Fill the dashboard's caches once the Streamlit runtime exists (caches live in it)."""
+    import logging
+
+    quiet = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+    level = quiet.level
+    try:
+        from streamlit.runtime import Runtime
+
+        deadline = time.monotonic() + 60
+        while not Runtime.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        level = quiet.level  # Streamlit sets its loggers' levels as it starts
+        quiet.setLevel(logging.ERROR)  # "missing ScriptRunContext": expected outside a page run
+        started = time.perf_counter()
+        from app import state
+
+        state.warm_up()
+        print(f"rmt app: default checkpoint and sample ready ({time.perf_counter() - started:.1f} s)",
+              file=sys.stderr, flush=True)
+    except Exception as error:  # the page shows the same problem, in one line, when it asks
+        print(f"rmt app: warm-up skipped ({error})", file=sys.stderr, flush=True)
+    finally:
+        quiet.setLevel(level)
 
 
 def run(args) -> int:
-    env = dict(os.environ)
     if args.checkpoint:
         folder = Path(args.checkpoint)
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder} is not a checkpoint folder (no config.json); pass --checkpoint with one")
-        env["RMT_CHECKPOINT"] = str(folder.resolve())
+        os.environ["RMT_CHECKPOINT"] = str(folder.resolve())
     if not 0 < args.port < 65536:
         raise RMTError(f"port {args.port} is out of range; pass --port between 1 and 65535")
-    command = streamlit_command(args.host, args.port, args.browser)
+    arguments = streamlit_arguments(args.host, args.port, args.browser)
     print(f"rmt app: serving on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr, flush=True)
+    if not args.no_warm_up:
+        threading.Thread(target=_warm_up, name="rmt-app-warm-up", daemon=True).start()
+    from streamlit.web import cli as streamlit_cli
+
     try:
-        return subprocess.call(command, env=env)
+        streamlit_cli.main(arguments, prog_name="streamlit", standalone_mode=False)
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 1
+    return 0

@@ -1,0 +1,185 @@
+"""End to end in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium) against
+`rmt app` on a free localhost port: the Replay page draws its plotly charts, the segment slider redraws them,
+the bertviz view renders with every non-local host blocked, and a screenshot is saved.
+
+Skips, saying why, only when no Chromium/ChromeDriver or no Selenium is installed (.ci/run installs them).
+RMT_SCREENSHOT_DIR=docs/screenshots also saves a small screenshot of every page there (for the README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tiny_rmt
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+PAGES = ("replay", "memory", "probes", "length", "efficiency")
+
+
+def _skip_reason() -> str | None:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "no headless browser: install Debian's chromium and chromium-driver (apt-get install chromium " \
+               "chromium-driver); .ci/run does"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install selenium; it drives the system chromedriver, no download)"
+    return None
+
+
+if _skip_reason():
+    pytest.skip(_skip_reason(), allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tokenizer):
+    from rmt_core.checkpoint import save_checkpoint
+
+    model = make_tiny_rmt(tokenizer, segment_size=24, num_mem_tokens=4, task="memorize", trained_segments=3)
+    return save_checkpoint(model, tmp_path_factory.mktemp("browser") / "tiny", tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    """`rmt app --port P` in its own process group; yields (url, seconds the launch took, log file)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "RMT_CHECKPOINT": str(checkpoint), "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "rmt_core.cli", "app", "--port", str(port)], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"rmt app did not serve {url}: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+        yield url, started, log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", "--hide-scrollbars",
+                     # offline: every host but this machine fails to resolve (a CDN script would not load)
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def chart_titles(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg .gtitle")]
+
+
+def wait_for(driver, condition, seconds: float, what: str):
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: condition(d))
+    except Exception:
+        pytest.fail(f"timed out after {seconds} s waiting for {what}; chart titles: {chart_titles(driver)}")
+
+
+def test_replay_page_in_a_real_browser(server, browser, tmp_path):
+    url, launched, _ = server
+    browser.get(url)
+    wait_for(browser, lambda d: any(t.startswith("Read:") for t in chart_titles(d)), 120, "the Replay charts")
+    first_chart = time.perf_counter() - launched
+    titles = chart_titles(browser)
+    assert any(t.startswith("Segment 0") for t in titles), titles
+    assert any(t.startswith("Write:") for t in titles), titles
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg")) >= 4
+
+    # the segment slider: focus its range input and step right, as a keyboard user would
+    thumb = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"][aria-label="Segment"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", thumb)
+    moved = time.perf_counter()
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    wait_for(browser, lambda d: any(t.startswith("Segment 1") for t in chart_titles(d))
+             and any("segment 1" in t for t in chart_titles(d) if t.startswith("Read:")), 60, "segment 1")
+    segment_change = time.perf_counter() - moved
+
+    # bertviz's head view: offline (non-local hosts blocked), its SVG has text nodes with the memory labels
+    frames = [f for f in browser.find_elements(By.TAG_NAME, "iframe")
+              if "bertviz head view" in (f.get_attribute("srcdoc") or "")]
+    assert frames, "no bertviz head view iframe"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", frames[0])
+    browser.switch_to.frame(frames[0])
+    try:
+        texts = wait_for(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "svg text")] or None,
+                         30, "text nodes in the bertviz SVG")
+        assert "[mem 0]" in texts and "[CLS]" in texts
+        assert not browser.find_elements(By.CSS_SELECTOR, "script[src^='http']")
+    finally:
+        browser.switch_to.default_content()
+
+    browser.execute_script("window.scrollTo(0, 0);")
+    shot = tmp_path / "replay.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    print(f"\nrmt app -> first chart: {first_chart:.1f} s; segment change -> redrawn: {segment_change:.1f} s")
+
+
+@pytest.mark.skipif(not os.environ.get("RMT_SCREENSHOT_DIR"), reason="set RMT_SCREENSHOT_DIR to save page screenshots")
+def test_page_screenshots(server, browser):
+    """Small PNG of every page for the README (docs/screenshots/)."""
+    from PIL import Image
+
+    url, _, _ = server
+    folder = Path(os.environ["RMT_SCREENSHOT_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for page in PAGES:
+        browser.get(url if page == "replay" else f"{url}/{page}")
+        if page != "probes":
+            wait_for(browser, lambda d: chart_titles(d), 120, f"a chart on {page}")
+        time.sleep(1.5)  # let the last charts finish drawing
+        path = folder / f"{page}.png"
+        browser.save_screenshot(str(path))
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((900, 900))
+            image.save(path, optimize=True)
