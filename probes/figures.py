@@ -52,7 +52,8 @@ def _curve(fig, rows: list[dict], x_key: str, colour: str, name: str, row: int |
     rows = sorted(rows, key=lambda r: r[x_key])
     x = [r[x_key] for r in rows]
     fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["ci_high"] for r in rows] + [r["ci_low"] for r in rows][::-1],
-                             mode="lines", fill="toself", fillcolor=_rgba(colour, 0.18), line=dict(width=0), hoverinfo="skip",
+                             mode="lines", fill="toself", fillcolor=_rgba(colour, 0.18), line=dict(width=0),
+                             hoverinfo="skip",
                              showlegend=False), row=row, col=col)
     fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rows], mode="lines+markers", name=f"{name} probe",
                              line=dict(color=colour, width=3), legendgroup=name, showlegend=legend,

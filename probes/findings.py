@@ -28,7 +28,8 @@ def markdown_summary(results: dict, figures_prefix: str = "figures") -> str:
              "",
              f"Checkpoint sha256 `{(identity.get('sha256') or '')[:16]}`; {settings.get('samples')} samples "
              f"(seed {settings.get('seed')}), {settings.get('segment_size')}-token segments, "
-             f"{settings.get('num_mem_tokens')} memory slots; probes fit on {100 * (1 - settings.get('test_fraction', 0.5)):.0f}% "
+             f"{settings.get('num_mem_tokens')} memory slots; probes fit on "
+             f"{100 * (1 - settings.get('test_fraction', 0.5)):.0f}% "
              "of the samples and scored on the rest.", ""]
     clean = results.get("clean") or {}
     if clean:

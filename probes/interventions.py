@@ -28,7 +28,8 @@ def slot_indices(slot, num_mem_tokens: int) -> list[int]:
     chosen = [int(slot)] if np.isscalar(slot) else [int(k) for k in slot]
     bad = [k for k in chosen if not 0 <= k < num_mem_tokens]
     if bad or not chosen:
-        raise ProbeError(f"memory slot {bad[0] if bad else slot!r} does not exist; the model has slots 0..{num_mem_tokens - 1}")
+        raise ProbeError(f"memory slot {bad[0] if bad else slot!r} does not exist; "
+                         f"the model has slots 0..{num_mem_tokens - 1}")
     return chosen
 
 
@@ -74,7 +75,8 @@ def final_logits(model, segments: torch.Tensor, batch_size: int | None = None) -
 
 
 @torch.no_grad()
-def continue_from(model, memory: torch.Tensor, segments: torch.Tensor, segment: int, batch_size: int | None = None) -> torch.Tensor:
+def continue_from(model, memory: torch.Tensor, segments: torch.Tensor, segment: int,
+                  batch_size: int | None = None) -> torch.Tensor:
     """(K, C) final logits when segments segment+1.. run from the given memory (K, m, d) written by `segment`."""
     batch_size = batch_size or auto_batch_size(model)
     device = model_device(model)
@@ -93,7 +95,10 @@ def _clean(model, segments, segment, states, logits, batch_size):
         written = torch.as_tensor(np.asarray(states)[:, segment + 1], dtype=torch.float32)  # (K, m, d)
     else:
         written = memory_after(model, segments, segment, batch_size)
-    clean = torch.as_tensor(np.asarray(logits), dtype=torch.float32) if logits is not None else final_logits(model, segments, batch_size)
+    if logits is not None:
+        clean = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    else:
+        clean = final_logits(model, segments, batch_size)
     return written, clean
 
 
