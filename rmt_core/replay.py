@@ -281,6 +281,19 @@ def _layout(model: RMT, tokens: list[int], roles: list[int]) -> tuple[np.ndarray
     return ids, role
 
 
+def _fast_kernel(model: RMT) -> str:
+    """'sdpa' when the backbone supports it, else the kernel it already uses."""
+    current = model.attention_kernel
+    if current == "sdpa":
+        return current
+    try:
+        model.set_attention_kernel("sdpa")
+    except (ValueError, ImportError, NotImplementedError):
+        return current
+    model.set_attention_kernel(current)
+    return "sdpa"
+
+
 def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_dir, progress: bool):
     """Run the replay into `sink` (TraceWriter or MemorySink) and return what its finish() returns."""
     from tqdm.auto import tqdm
@@ -297,6 +310,7 @@ def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_
     manifest = _manifest(model, item, policy, attention, full, _identity(model, checkpoint_dir))
 
     was_training, kernel = model.training, model.attention_kernel
+    fast = _fast_kernel(model)
     used_ids: set[int] = {model.cls_id, model.sep_id, model.pad_id}
     model.eval()
     try:
@@ -311,7 +325,7 @@ def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_
                     tokens = item.segments[t]
                     used_ids.update(tokens)
                     record = t in attention_set
-                    wanted = "eager" if record else "sdpa"  # eager returns probabilities; sdpa is fast
+                    wanted = "eager" if record else fast  # eager returns probabilities; sdpa is fast
                     if model.attention_kernel != wanted:
                         model.set_attention_kernel(wanted)
                     ids = torch.tensor([tokens], dtype=torch.long, device=model.device)  # (1, n)

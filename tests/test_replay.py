@@ -181,6 +181,20 @@ def test_same_seed_gives_a_bit_identical_trace_on_cpu(tokenizer, tmp_path):
             assert (paths[0] / name).read_bytes() == (paths[1] / name).read_bytes(), name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_replay_on_cuda_agrees_with_the_forward_pass_and_with_cpu(model, sample, tokenizer, tmp_path):
+    gpu = make_tiny_rmt(tokenizer, segment_size=SEGMENT, num_mem_tokens=4).cuda()
+    on_gpu = replay(gpu, sample, out=tmp_path / "gpu", policy=everything(), progress=False)
+    on_cpu = replay(model, sample, out=tmp_path / "cpu", policy=everything(), progress=False)
+    assert on_gpu.manifest["replayed_on"]["device"] == "cuda"
+    with torch.no_grad():
+        expected = gpu(torch.tensor([sample.input_ids], device="cuda")).logits[0].cpu().numpy()
+    np.testing.assert_allclose(on_gpu.final_logits, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(on_gpu.memory_states(), on_cpu.memory_states(), atol=1e-3)
+    np.testing.assert_allclose(on_gpu.full_attention(2).astype(np.float32),
+                               on_cpu.full_attention(2).astype(np.float32), atol=2e-3)
+
+
 # ----- the recording policy --------------------------------------------------------------------------------------
 def test_policy_keeps_everything_under_the_budget_and_chosen_segments_beyond_it():
     policy = RecordingPolicy(attention_budget_mib=1, attention_segments=[50, -10], edge_segments=2)
