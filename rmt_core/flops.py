@@ -131,7 +131,7 @@ def forward_flops(model: str | ModelShape, seq_len: int, *, embeddings: bool = T
     return parts
 
 
-def _counting(counting: Counting | str | None, overrides: dict) -> Counting:
+def resolve_counting(counting: Counting | str | None, overrides: dict) -> Counting:
     if counting is None:
         counting = PAPER_COUNTING
     elif isinstance(counting, str):
@@ -139,7 +139,7 @@ def _counting(counting: Counting | str | None, overrides: dict) -> Counting:
             raise ValueError(f"unknown counting {counting!r}; choose one of {', '.join(COUNTINGS)}")
         counting = COUNTINGS[counting]
     values = counting.to_dict()
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if values["memory"] not in MEMORY_LAYOUTS:
         raise ValueError(f"unknown memory layout {values['memory']!r}; choose one of {', '.join(MEMORY_LAYOUTS)}")
     return Counting(**values)
@@ -150,7 +150,7 @@ def full_flops(model: str | ModelShape, tokens: int, counting: Counting | str | 
     """Forward FLOPs of a full-attention model over all `tokens` at once (+ `special` positions such as
     [CLS]/[SEP]). `counting`: a Counting, "paper" (default) or "chinchilla"; keyword overrides
     (embeddings=, logits=, softmax=) change single choices."""
-    c = _counting(counting, overrides)
+    c = resolve_counting(counting, overrides)
     return forward_flops(model, int(tokens) + special, embeddings=c.embeddings, logits=c.logits,
                          softmax=c.softmax)["total"]
 
@@ -175,7 +175,7 @@ def rmt_flops(model: str | ModelShape, tokens: int, segment: int = 512, mem: int
     `counting` as for `full_flops`, plus memory= "inside" | "read" | "read_write"; `special`: extra positions
     a step adds ([CLS], [SEP], [SEP] in the encoder RMT).
     """
-    c = _counting(counting, overrides)
+    c = resolve_counting(counting, overrides)
     positions = segment_positions(segment, mem, c.memory, special)
     step = forward_flops(model, positions, embeddings=c.embeddings, logits=c.logits, softmax=c.softmax)["total"]
     return rmt_segments(tokens, segment) * step
@@ -187,7 +187,7 @@ def flops_table(models=None, tokens=DEFAULT_TOKENS, segment: int = 512, mem: int
 
     models: OPT names or ModelShapes (default: all nine OPT configurations); ratio = full / RMT.
     """
-    c = _counting(counting, overrides)
+    c = resolve_counting(counting, overrides)
     rows = []
     for model in (models or list(OPT_CONFIGS)):
         shape = shape_of(model)

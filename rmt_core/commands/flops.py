@@ -54,13 +54,13 @@ def _table(rows: list[dict]) -> str:
 
 def run(args) -> int:
     from rmt_core.evaluate import write_json_atomic
-    from rmt_core.flops import _counting, flops_figure, flops_table, shape_of
+    from rmt_core.flops import resolve_counting, flops_figure, flops_table, shape_of
 
     if args.segment < 1 or args.mem < 0:
         raise RMTError(f"--segment must be >= 1 and --mem >= 0, got {args.segment} and {args.mem}")
     try:
         models = [shape_of(m).name for m in args.models.split(",")] if args.models else None
-        counting = _counting(args.counting, {"memory": args.memory, "embeddings": args.embeddings,
+        counting = resolve_counting(args.counting, {"memory": args.memory, "embeddings": args.embeddings,
                                              "logits": args.logits})
     except ValueError as error:
         raise RMTError(f"{error} (--models / --memory)") from None
