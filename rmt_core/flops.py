@@ -131,7 +131,9 @@ def forward_flops(model: str | ModelShape, seq_len: int, *, embeddings: bool = T
     return parts
 
 
-def resolve_counting(counting: Counting | str | None, overrides: dict) -> Counting:
+def resolve_counting(counting: Counting | str | None = None, overrides: dict | None = None) -> Counting:
+    """A Counting from a preset name ("paper", the default, or "chinchilla") or a Counting, with single
+    choices overridden by `overrides` (None values ignored)."""
     if counting is None:
         counting = PAPER_COUNTING
     elif isinstance(counting, str):

@@ -54,7 +54,7 @@ def _table(rows: list[dict]) -> str:
 
 def run(args) -> int:
     from rmt_core.evaluate import write_json_atomic
-    from rmt_core.flops import resolve_counting, flops_figure, flops_table, shape_of
+    from rmt_core.flops import flops_figure, flops_table, resolve_counting, shape_of
 
     if args.segment < 1 or args.mem < 0:
         raise RMTError(f"--segment must be >= 1 and --mem >= 0, got {args.segment} and {args.mem}")
