@@ -40,10 +40,10 @@ def show_figure(fig, name: str, key: str | None = None) -> None:
     """Draw a plotly figure with a row of export buttons under it."""
     key = key or _slug(name)
     st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
-    columns = st.columns([1, 1, 1, 1, 6])
-    for column, fmt in zip(columns, export.FIGURE_FORMATS):
+    row = st.container(horizontal=True, gap="small")
+    for fmt in export.FIGURE_FORMATS:
         image = fmt != "html"
-        column.download_button(
+        row.download_button(
             fmt.upper(), data=_bytes_later(fig, fmt), file_name=f"{_slug(name)}.{fmt}",
             mime=export.MIME_TYPES[fmt], key=f"dl_{key}_{fmt}", on_click="ignore",
             disabled=image and not images_available(),

@@ -87,6 +87,12 @@ def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, ro
                          ticktext=[str(int(positions[i])) for i in range(0, len(positions), step)], **kwargs)
 
 
+def _whole_numbers(fig: go.Figure, count: int, axis: str = "xaxis") -> None:
+    """Ticks on whole numbers only (segments, memory states) while there are few of them."""
+    if count <= 24:
+        fig.update_layout({axis: dict(dtick=1, tick0=0)})
+
+
 def _hover_tokens(tokens: Sequence[str], roles: Sequence[int], positions: np.ndarray) -> list[str]:
     return [f"pos {int(p)} · {tokens[p]} · {ROLE_NAMES[int(roles[p])]}" for p in positions]
 
@@ -118,8 +124,8 @@ def token_strip_figure(tokens: Sequence[str], roles: Sequence[int], title: str =
     ))
     _role_legend(fig, codes)
     _token_axis(fig, tokens, positions)
-    fig.update_layout(title=title, height=230, margin=dict(l=40, r=20, t=50, b=90),
-                      legend=dict(orientation="h", y=1.15, x=1, xanchor="right"),
+    fig.update_layout(title=title, height=230, margin=dict(l=40, r=20, t=60, b=90),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),
                       xaxis=dict(showgrid=False, zeroline=False), yaxis=dict(showticklabels=False))
     return fig
 
@@ -215,6 +221,7 @@ def segment_answer_figure(segment_logits: np.ndarray, labels: Sequence[str], ans
                                  line=dict(width=4 if is_answer else 1.5)))
     if current is not None:
         fig.add_vline(x=current, line_dash="dot", line_color="#444444")
+    _whole_numbers(fig, N)
     fig.update_layout(title="The head's answer after each segment", xaxis_title="segment",
                       yaxis=dict(range=[0, 1], title="probability"), height=320, margin=dict(l=60, r=20, t=60, b=40))
     return fig
@@ -243,6 +250,7 @@ def memory_norms_figure(states: np.ndarray, fact_segments: Sequence[int] | None 
         fig.add_trace(go.Scatter(x=list(range(norms.shape[0])), y=norms[:, k].tolist(), mode="lines+markers",
                                  name=f"mem {k}"))
     _mark_segments(fig, [s + 1 for s in fact_segments or ()], "after fact")
+    _whole_numbers(fig, norms.shape[0])
     fig.update_layout(title="Memory norms (0 = initial memory, t = after segment t-1)", xaxis_title="memory state",
                       yaxis_title="L2 norm", height=360, margin=dict(l=60, r=20, t=60, b=40))
     return fig
@@ -262,6 +270,8 @@ def memory_similarity_figure(states: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=sim.tolist(), x=list(range(n)), y=list(range(n)), colorscale="RdBu", zmid=0,
                                zmin=-1, zmax=1, hovertemplate="state %{y} vs %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="cosine")))
+    _whole_numbers(fig, n)
+    _whole_numbers(fig, n, "yaxis")
     fig.update_layout(title="Cosine similarity of memory states", xaxis_title="memory state",
                       yaxis=dict(title="memory state", autorange="reversed"), height=420,
                       margin=dict(l=60, r=20, t=60, b=40))
@@ -314,6 +324,7 @@ def memory_change_figure(states: np.ndarray, fact_segments: Sequence[int] | None
                                colorscale="Magma", colorbar=dict(title="|Δ|/|M|"),
                                hovertemplate="segment %{x} · %{y}: %{z:.3f}<extra></extra>"))
     _mark_segments(fig, fact_segments)
+    _whole_numbers(fig, N)
     fig.update_layout(title="Which slots moved: relative change of each slot in each segment", xaxis_title="segment",
                       yaxis=dict(autorange="reversed"), height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=40))
     return fig
@@ -369,6 +380,7 @@ def probe_accuracy_figure(rows: Sequence[dict], target: str | None = None) -> go
     if majority:
         fig.add_trace(go.Scatter(x=[s for s, _ in majority], y=[v for _, v in majority], mode="lines",
                                  name="majority baseline", line=dict(dash="dash", color="#000000")))
+    _whole_numbers(fig, len({r["segment"] for r in rows}))
     fig.update_layout(title=f"Probe accuracy by segment: {target}", xaxis_title="segment",
                       yaxis=dict(range=[0, 1.02], title="held-out accuracy"), height=400,
                       margin=dict(l=60, r=20, t=60, b=40))
@@ -430,6 +442,7 @@ def patching_figure(rows: Sequence[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[r["segment"] for r in part], y=[r["iia"] for r in part], mode="lines+markers",
                                  name="all slots" if name == "all" else f"slots {name}",
                                  line=dict(width=4 if name == "all" else 1.2)))
+    _whole_numbers(fig, len({r["segment"] for r in rows}))
     fig.update_layout(title="Patching: how often the answer becomes B's", xaxis_title="segment patched",
                       yaxis=dict(range=[0, 1.02], title="interchange accuracy"), height=380,
                       margin=dict(l=60, r=20, t=60, b=40))

@@ -172,3 +172,17 @@ def test_missing_default_checkpoint_is_explained(monkeypatch, tmp_path):
     at.switch_page("sections/efficiency.py").run()  # pages that need no checkpoint still work
     assert_clean(at)
     assert charts(at)
+
+
+def test_rmt_app_serves_localhost_unless_told(tmp_path, capsys):
+    from rmt_core.cli import main
+    from rmt_core.commands import app as command
+
+    arguments = command.streamlit_arguments()
+    assert arguments[:2] == ["run", MAIN]
+    assert arguments[arguments.index("--server.address") + 1] == "127.0.0.1"
+    assert arguments[arguments.index("--server.headless") + 1] == "true"
+    wide = command.streamlit_arguments(host="0.0.0.0", port=9000)
+    assert wide[wide.index("--server.address") + 1] == "0.0.0.0" and "9000" in wide
+    assert main(["app", "--checkpoint", str(tmp_path / "none")]) == 1
+    assert "not a checkpoint folder" in capsys.readouterr().err

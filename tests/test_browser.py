@@ -44,6 +44,7 @@ if _skip_reason():
     pytest.skip(_skip_reason(), allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -59,7 +60,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tokenizer):
+    """A tiny random checkpoint (RMT_SCREENSHOT_CHECKPOINT names a real one for the README's screenshots)."""
     from rmt_core.checkpoint import save_checkpoint
+
+    if os.environ.get("RMT_SCREENSHOT_CHECKPOINT"):
+        return Path(os.environ["RMT_SCREENSHOT_CHECKPOINT"])
 
     model = make_tiny_rmt(tokenizer, segment_size=24, num_mem_tokens=4, task="memorize", trained_segments=3)
     return save_checkpoint(model, tmp_path_factory.mktemp("browser") / "tiny", tokenizer=tokenizer)
@@ -113,13 +118,20 @@ def browser():
     driver.quit()
 
 
+def texts(driver, selector: str) -> list[str]:
+    """Text of every element matching selector, read in one script call (charts redraw while we look)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);", selector)
+
+
 def chart_titles(driver) -> list[str]:
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg .gtitle")]
+    return texts(driver, ".js-plotly-plot svg.main-svg .gtitle")
 
 
 def wait_for(driver, condition, seconds: float, what: str):
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(lambda d: condition(d))
+        return WebDriverWait(driver, seconds, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
     except Exception:
         pytest.fail(f"timed out after {seconds} s waiting for {what}; chart titles: {chart_titles(driver)}")
 
@@ -132,7 +144,7 @@ def test_replay_page_in_a_real_browser(server, browser, tmp_path):
     titles = chart_titles(browser)
     assert any(t.startswith("Segment 0") for t in titles), titles
     assert any(t.startswith("Write:") for t in titles), titles
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot svg.main-svg")) >= 4
+    assert len(texts(browser, ".js-plotly-plot svg.main-svg")) >= 4
 
     # the segment slider: focus its range input and step right, as a keyboard user would
     thumb = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"][aria-label="Segment"]')
@@ -144,15 +156,19 @@ def test_replay_page_in_a_real_browser(server, browser, tmp_path):
     segment_change = time.perf_counter() - moved
 
     # bertviz's head view: offline (non-local hosts blocked), its SVG has text nodes with the memory labels
-    frames = [f for f in browser.find_elements(By.TAG_NAME, "iframe")
-              if "bertviz head view" in (f.get_attribute("srcdoc") or "")]
-    assert frames, "no bertviz head view iframe"
-    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", frames[0])
-    browser.switch_to.frame(frames[0])
+    def head_view_frame(driver):
+        frames = [f for f in driver.find_elements(By.TAG_NAME, "iframe")
+                  if "bertviz head view" in (f.get_attribute("srcdoc") or "")]
+        if frames:
+            driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", frames[0])
+            driver.switch_to.frame(frames[0])
+            return True
+        return False
+
+    wait_for(browser, head_view_frame, 60, "the bertviz head view iframe")
     try:
-        texts = wait_for(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "svg text")] or None,
-                         30, "text nodes in the bertviz SVG")
-        assert "[mem 0]" in texts and "[CLS]" in texts
+        labels = wait_for(browser, lambda d: texts(d, "svg text") or None, 30, "text nodes in the bertviz SVG")
+        assert "[mem 0]" in labels and "[CLS]" in labels
         assert not browser.find_elements(By.CSS_SELECTOR, "script[src^='http']")
     finally:
         browser.switch_to.default_content()
@@ -172,14 +188,26 @@ def test_page_screenshots(server, browser):
     url, _, _ = server
     folder = Path(os.environ["RMT_SCREENSHOT_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
-    for page in PAGES:
-        browser.get(url if page == "replay" else f"{url}/{page}")
-        if page != "probes":
-            wait_for(browser, lambda d: chart_titles(d), 120, f"a chart on {page}")
-        time.sleep(1.5)  # let the last charts finish drawing
-        path = folder / f"{page}.png"
+    def save(name: str) -> None:
+        path = folder / f"{name}.png"
         browser.save_screenshot(str(path))
         with Image.open(path) as image:
             image = image.convert("RGB")
             image.thumbnail((900, 900))
             image.save(path, optimize=True)
+
+    for page in PAGES:
+        browser.get(url if page == "replay" else f"{url}/{page}")
+        if page != "probes":
+            wait_for(browser, lambda d: chart_titles(d), 180, f"a chart on {page}")
+        time.sleep(1.0)
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'), 180,
+                 f"{page} to finish running")
+        time.sleep(1.5)  # let the last charts finish drawing
+        save(page)
+        if page == "replay":  # and the bertviz views further down the page
+            heading = wait_for(browser, lambda d: d.find_elements(By.XPATH, "//h3[contains(., 'bertviz')]"), 60,
+                               "the bertviz heading")
+            browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading[0])
+            time.sleep(1.5)
+            save("replay_bertviz")
