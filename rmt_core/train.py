@@ -103,6 +103,11 @@ class TrainConfig:
     max_shard_mib: float | None = None
     threads: int | None = None
     log_every: int = 10
+    time_budget_s: float | None = None  # end after the stage running when this much time has passed
+    stage_eval_segments: list[int] = field(default_factory=list)  # evaluate each stage's best at these lengths
+    stage_eval_samples: int = 200
+    stage_eval_babi_dir: str | None = None
+    stage_eval_noise_file: str | None = None
     command: str = ""
 
     def to_json(self) -> dict:
@@ -371,6 +376,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if procs.main and not resume:
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
     started = time.time()
+    out_of_time = False
+    trained = converged = None  # the last stage trained, the last stage that reached target_accuracy
     rank_slice = slice(procs.rank * cfg.batch_size // procs.world, (procs.rank + 1) * cfg.batch_size // procs.world)
 
     for stage_index in range(first_stage, len(cfg.stages)):
@@ -435,6 +442,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 if procs.main:
                     save_resume(resume_dir, model, optimizer, scheduler, state)
                 procs.barrier()
+                if cfg.time_budget_s and time.time() - started > cfg.time_budget_s:
+                    out_of_time = True
+                    break
                 if step >= cfg.min_steps and (state["good"] >= cfg.patience or state["stale"] >= cfg.plateau):
                     break
         if bar is not None:
@@ -445,8 +455,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in best_weights.items()})
         log.write(event="stage_end", stage=stage_index, step=step, segments=stage.segments,
                   segment_size=stage.segment_size, best_val_accuracy=state["best"],
-                  elapsed_s=round(time.time() - started, 1))
+                  elapsed_s=round(time.time() - started, 1), out_of_time=out_of_time)
+        trained = stage
+        if state["best"] >= cfg.target_accuracy:
+            converged = stage
+        if procs.main and cfg.stage_eval_segments:
+            _stage_eval(model, cfg, stage_index, stage, log, progress)
         resume = False
+        if out_of_time:
+            break
         if procs.main and stage_index + 1 < len(cfg.stages):
             nxt = dict(state, stage=stage_index + 1, step=0, best=-1.0, good=0, stale=0,
                        elapsed=time.time() - started)
@@ -455,9 +472,16 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
 
     wall = time.time() - started
     if procs.main:
-        last = cfg.stages[-1]
-        model.config.segment_size, model.config.trained_segments = last.segment_size, last.segments
+        if out_of_time and converged is not None and converged is not trained:
+            # Cut short before the last stage converged: ship the last stage that did, and say so.
+            trained = converged
+            index = cfg.stages.index(trained)
+            weights = read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}")
+            model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in weights.items()})
+        model.config.segment_size, model.config.trained_segments = trained.segment_size, trained.segments
         provenance = _provenance(cfg, procs, wall, state)
+        provenance["trained_curriculum"] = ",".join(s.name for s in cfg.stages[: cfg.stages.index(trained) + 1])
+        provenance["stopped_by_time_budget"] = out_of_time
         save_checkpoint(model, out / "final.tmp", tokenizer=tokenizer, provenance=provenance,
                         dtype=cfg.save_dtype, max_shard_mib=cfg.max_shard_mib)
         for item in (out / "final.tmp").iterdir():
@@ -469,6 +493,22 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         write_model_card(out)
     procs.close()
     return out
+
+
+def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, log: Log, progress: bool) -> None:
+    """Accuracy of a stage's best model at several lengths: one row of the paper's Figure 5."""
+    from rmt_core.evaluate import evaluate
+
+    model.eval()
+    result = evaluate(
+        model, cfg.task, cfg.stage_eval_segments, cfg.stage_eval_samples, batch_size=256,
+        babi_dir=cfg.stage_eval_babi_dir, noise_file=cfg.stage_eval_noise_file,
+        split="test" if cfg.stage_eval_babi_dir else "train", progress=False,
+    )
+    model.train()
+    log.write(event="stage_eval", stage=stage_index, segments=stage.segments, segment_size=stage.segment_size,
+              sources=result["sources"],
+              results=[{k: r[k] for k in ("segments", "tokens", "accuracy", "samples")} for r in result["results"]])
 
 
 def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float, procs) -> None:

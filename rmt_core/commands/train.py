@@ -44,6 +44,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float16")
     parser.add_argument("--max-shard-mib", type=float, default=None, help="split weights into shards of this size")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="stop after the stage running when this many seconds have passed")
+    parser.add_argument("--stage-eval-segments", default="", help="evaluate each stage's best at these lengths (Figure 5)")
+    parser.add_argument("--stage-eval-samples", type=int, default=200)
+    parser.add_argument("--stage-eval-babi-dir", default=None, help="bAbI folder whose test split the stage evaluation uses")
+    parser.add_argument("--stage-eval-noise-file", default=None)
     parser.add_argument("--resume", action="store_true", help="continue a stopped run in --out where it left off")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -65,7 +71,10 @@ def run(args) -> int:
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
-        max_shard_mib=args.max_shard_mib, threads=args.threads,
+        max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s,
+        stage_eval_segments=[int(n) for n in args.stage_eval_segments.split(",") if n.strip()],
+        stage_eval_samples=args.stage_eval_samples, stage_eval_babi_dir=args.stage_eval_babi_dir,
+        stage_eval_noise_file=args.stage_eval_noise_file,
         command="rmt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     out = train(cfg, resume=args.resume, progress=not args.quiet)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Train the shipped checkpoints on one GPU: several runs side by side (a small learning-rate sweep per task),
+# then evaluate every run on held-out data (bAbI en-10k test facts, QuALITY question noise) and pick one per task.
+#
+#   DATA=runs/gpu_data WORK=/tmp/rmt-gpu BUDGET=330 bash scripts/gpu_train.sh
+#
+# DATA holds babi/en-10k/, quality/questions.dev.txt and minilm/ (the tokenizer files of all-MiniLM-L6-v2).
+# Training reads the en-10k *train* facts and the built-in noise; evaluation the *test* facts and QuALITY noise.
+set -u
+PY=${PY:-python3}
+DATA=${DATA:-runs/gpu_data}
+WORK=${WORK:-/tmp/rmt-gpu}
+BUDGET=${BUDGET:-330}          # seconds of training per run (the stage running then is finished)
+EVAL_SAMPLES=${EVAL_SAMPLES:-1000}
+LONG=${LONG:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096}
+LONG499=${LONG499:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096}
+EVAL499_SAMPLES=${EVAL499_SAMPLES:-200}
+export RMT_MINILM_DIR=$DATA/minilm PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+BABI=$DATA/babi/en-10k
+NOISE=$DATA/quality/questions.dev.txt
+mkdir -p "$WORK"
+START=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - START ))s] $*"; }
+
+COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 100 --max-steps 3000 --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-512}"
+        --babi-dir "$BABI" --time-budget-s "$BUDGET" --threads 2 --quiet
+        --stage-eval-segments 1,2,4,8,16,32 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-200}"
+        --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE")
+MEM64=1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64,8x64,9x64,10x64
+REASON64=1x32,2x32,2x64,3x64,4x64,5x64,6x64
+MEM499=1x16,2x16,2x64,2x128,2x256,2x499,3x499,4x499,5x499,6x499,7x499
+
+train() {  # name, then rmt train arguments
+  local name=$1; shift
+  $PY -m rmt_core.cli train --out "$WORK/$name" "$@" > "$WORK/$name.log" 2>&1
+  stamp "trained $name (exit $?)"
+}
+stamp "start on $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
+train memorize_a --task memorize --stages $MEM64 --lr 3e-4 "${COMMON[@]}" &
+train memorize_b --task memorize --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
+train detect_a --task detect --stages $MEM64 --lr 3e-4 "${COMMON[@]}" &
+train detect_b --task detect --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
+train reason_a --task reason --stages $REASON64 --lr 3e-4 --target-accuracy 0.95 "${COMMON[@]}" &
+train reason_b --task reason --stages $REASON64 --lr 1e-3 --target-accuracy 0.95 "${COMMON[@]}" &
+train memorize499 --task memorize --stages $MEM499 --lr 3e-4 --batch-size "${BATCH499:-64}" --warmup-steps 100 --max-steps 3000 \
+  --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-256}" --babi-dir "$BABI" --time-budget-s "$BUDGET" --threads 2 --quiet \
+  --stage-eval-segments 1,2,4,8 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-100}" --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE" &
+wait
+
+evaluate() {  # name, segments, samples
+  $PY scripts/eval_checkpoint.py "$WORK/$1" --segments "$2" --samples "$3" --batch-size 1000 \
+    --babi-dir "$BABI" --noise-file "$NOISE" --max-batch-tokens 600000000 > "$WORK/$1.eval.log" 2>&1
+  stamp "evaluated $1 (exit $?): $(tail -c 400 "$WORK/$1.eval.log")"
+}
+for name in memorize_a memorize_b detect_a detect_b reason_a reason_b; do
+  [ -f "$WORK/$name/config.json" ] && evaluate $name "$LONG" "$EVAL_SAMPLES" &
+done
+[ -f "$WORK/memorize499/config.json" ] && evaluate memorize499 "$LONG499" "$EVAL499_SAMPLES" &
+wait
+$PY scripts/pick_checkpoints.py "$WORK" "$WORK/ship" memorize=memorize_a,memorize_b detect=detect_a,detect_b \
+  reason=reason_a,reason_b memorize-499=memorize499
+stamp "done"
