@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Retrain the three shipped checkpoints from scratch on this machine's CPU, evaluate them on held-out data and
+# copy them into checkpoints/. `make checkpoints` runs this. These are the commands the model cards quote.
+#
+# Facts: bAbI v1.2 en-10k (train split for training, test split for evaluation), from BABI_DIR;
+# noise: the built-in generator for training, QuALITY question text (NOISE_FILE) for evaluation.
+# Without those files, training falls back to the built-in fact generator and evaluation to built-in noise.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RMT=${RMT:-.venv/bin/rmt}
+PY=${PY:-.venv/bin/python}
+BABI_DIR=${BABI_DIR:-../shared/data/babi/en-10k}
+NOISE_FILE=${NOISE_FILE:-../shared/data/quality/questions.dev.txt}
+RUNS=${RUNS:-runs}
+EVAL_SEGMENTS=${EVAL_SEGMENTS:-1,2,4,8,16,32}
+EVAL_SAMPLES=${EVAL_SAMPLES:-1000}
+
+babi=(); stage_eval=(--stage-eval-segments 1,2,4,8 --stage-eval-samples 100)
+if [[ -d "$BABI_DIR" ]]; then babi=(--babi-dir "$BABI_DIR"); stage_eval+=(--stage-eval-babi-dir "$BABI_DIR"); fi
+noise=(); if [[ -f "$NOISE_FILE" ]]; then noise=(--noise-file "$NOISE_FILE"); stage_eval+=(--stage-eval-noise-file "$NOISE_FILE"); fi
+common=(--lr 3e-4 --batch-size 32 --warmup-steps 50 --eval-every 50 --val-samples 256 --plateau 20 --threads 1 --quiet)
+
+train() {  # task, stages, max steps per stage, extra arguments
+  local task=$1 stages=$2 steps=$3; shift 3
+  local resume=(); [[ -d "$RUNS/cpu_$task/resume" ]] && resume=(--resume)
+  "$RMT" train --task "$task" --out "$RUNS/cpu_$task" --stages "$stages" --max-steps "$steps" \
+    "${common[@]}" "${babi[@]}" "${stage_eval[@]}" "${resume[@]}" "$@"
+}
+# The three runs share the machine's cores, one thread each.
+train memorize 1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64 1500 &
+train detect 1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64 1500 &
+train reason 1x32,2x32,2x64,3x64,4x64 2000 --target-accuracy 0.95 &
+wait
+
+for task in memorize detect reason; do
+  rm -rf "checkpoints/$task.new"
+  mkdir -p "checkpoints/$task.new"
+  for f in config.json model.safetensors training_log.jsonl tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt; do
+    [[ -f "$RUNS/cpu_$task/$f" ]] && cp "$RUNS/cpu_$task/$f" "checkpoints/$task.new/"
+  done
+  "$RMT" eval --checkpoint "checkpoints/$task.new" --segments "$EVAL_SEGMENTS" --samples "$EVAL_SAMPLES" \
+    --batch-size 250 "${babi[@]}" "${noise[@]}" --json "checkpoints/$task.new/eval.json" --device cpu
+  "$PY" -m rmt_core.model_card "checkpoints/$task.new"
+  rm -rf "checkpoints/$task"; mv "checkpoints/$task.new" "checkpoints/$task"
+done
