@@ -218,6 +218,7 @@ def results_table(results: dict, name: str) -> list[dict]:
 
 # ----- bytes of a figure -----------------------------------------------------------------------------------
 _server_lock = threading.Lock()
+_render_lock = threading.Lock()  # one image at a time: the shared kaleido server mixes up concurrent replies
 _server_started = False
 
 
@@ -247,7 +248,7 @@ def figure_bytes(fig, fmt: str, width: int | None = None, height: int | None = N
     height = height or fig.layout.height or DEFAULT_SIZE[1]
     try:
         _start_image_server()
-        with warnings.catch_warnings():
+        with _render_lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # plotly warns that per-call browser options are unused with a server
             return fig.to_image(format=fmt, width=width, height=height, scale=scale)
     except ExportError:

@@ -104,9 +104,18 @@ def server(checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.add_experimental_option("prefs", {
+        "download.default_directory": str(downloads), "download.prompt_for_download": False,
+        "profile.default_content_setting_values.automatic_downloads": 1,  # several files from one page
+    })
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1400,1000", "--hide-scrollbars",
                      # offline: every host but this machine fails to resolve (a CDN script would not load)
@@ -136,7 +145,7 @@ def wait_for(driver, condition, seconds: float, what: str):
         pytest.fail(f"timed out after {seconds} s waiting for {what}; chart titles: {chart_titles(driver)}")
 
 
-def test_replay_page_in_a_real_browser(server, browser, tmp_path):
+def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     url, launched, _ = server
     browser.get(url)
     wait_for(browser, lambda d: any(t.startswith("Read:") for t in chart_titles(d)), 120, "the Replay charts")
@@ -172,6 +181,21 @@ def test_replay_page_in_a_real_browser(server, browser, tmp_path):
         assert not browser.find_elements(By.CSS_SELECTOR, "script[src^='http']")
     finally:
         browser.switch_to.default_content()
+
+    # the export buttons under the first chart: each file is what its button says
+    for button in [b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"] button')
+                   if b.text in ("PNG", "SVG", "PDF", "HTML")][:4]:
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
+    def finished(_):
+        names = sorted(p.name for p in downloads.iterdir())
+        return names if len(names) >= 4 and not any(n.endswith(".crdownload") for n in names) else None
+
+    files = wait_for(browser, finished, 90, "four finished downloads")
+    assert files == ["tokens.html", "tokens.pdf", "tokens.png", "tokens.svg"], files
+    assert (downloads / "tokens.png").read_bytes().startswith(b"\x89PNG")
+    assert (downloads / "tokens.pdf").read_bytes().startswith(b"%PDF-")
+    assert b"<svg" in (downloads / "tokens.svg").read_bytes()[:200]
+    assert b"Segment 1: tokens and roles" in (downloads / "tokens.html").read_bytes()
 
     browser.execute_script("window.scrollTo(0, 0);")
     shot = tmp_path / "replay.png"

@@ -62,6 +62,19 @@ def test_image_formats_open_as_what_they_claim(tmp_path):
     assert not [p for p in written.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@needs_chromium
+def test_concurrent_image_exports_stay_apart():
+    """The dashboard renders downloads on several threads at once; each must get its own format back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fig = small_figure()
+    formats = ["png", "svg", "pdf"] * 2
+    with ThreadPoolExecutor(max_workers=len(formats)) as pool:
+        outputs = list(pool.map(lambda fmt: export.figure_bytes(fig, fmt), formats))
+    signatures = {"png": b"\x89PNG", "svg": b"<svg", "pdf": b"%PDF-"}
+    assert [out[:len(signatures[fmt])] for fmt, out in zip(formats, outputs)] == [signatures[f] for f in formats]
+
+
 def test_html_holds_the_figure_and_plotly_inline():
     html = export.figure_bytes(small_figure(), "HTML").decode("utf-8")
     assert html.lstrip().lower().startswith("<html") or html.lstrip().lower().startswith("<!doctype html")
