@@ -147,7 +147,8 @@ def main() -> None:
         rows.append(f"  {rep['segments']:>5} segments x {rep['segment_size']} tokens: replay {rep['seconds']:.2f} s "
                     f"({1000 * rep['seconds'] / rep['segments']:.2f} ms/segment, CPU {rep['cpu_seconds']:.2f} s, "
                     f"attention for {rep['attention_segments']}, trace {rep['trace_mib']:.1f} MiB, "
-                    f"peak RSS {rep['peak_rss_mib']:.0f} MiB); forward {fwd['seconds']:.2f} s (CPU {fwd['cpu_seconds']:.2f} s)")
+                    f"peak RSS {rep['peak_rss_mib']:.0f} MiB); "
+                    f"forward {fwd['seconds']:.2f} s (CPU {fwd['cpu_seconds']:.2f} s)")
     print("\n".join(rows))
 
     def ratios(key):
@@ -165,7 +166,8 @@ def main() -> None:
           f"{cpu_overhead_short:.2f}x)  target <= 1.5  {verdict(overhead <= 1.5)}")
     print(f"time per segment, {args.length} / {args.short} segments: {per_segment:.3f} wall; CPU time "
           f"{cpu_per_segment:.3f}  target <= 1.15  {verdict(per_segment <= 1.15)}")
-    print(f"peak memory, {args.length} / {args.short} segments: {memory:.3f}  target <= 1.15  {verdict(memory <= 1.15)}")
+    print(f"peak memory, {args.length} / {args.short} segments: {memory:.3f}  target <= 1.15  "
+          f"{verdict(memory <= 1.15)}")
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"note: load average {load:.1f} on {os.cpu_count()} cores while measuring; wall-clock ratios are "
@@ -177,7 +179,8 @@ def main() -> None:
         result = measure("long", 4096, args.threads, segment_size=499, long=True, out=args.keep)
         print(f"model: {result['model']}")
         print(f"long replay: {result['tokens']:,} tokens in {result['seconds']:.1f} s "
-              f"({1000 * result['seconds'] / result['segments']:.1f} ms/segment), peak RSS {result['peak_rss_mib']:.0f} MiB "
+              f"({1000 * result['seconds'] / result['segments']:.1f} ms/segment, CPU {result['cpu_seconds']:.1f} s), "
+              f"peak RSS {result['peak_rss_mib']:.0f} MiB "
               f"(before the replay {result['rss_before_mib']:.0f} MiB), memory states {result['memory_states']}, "
               f"attention for {result['attention_segments']} segments, trace {result['trace_mib']:.0f} MiB on disk")
 

@@ -163,7 +163,7 @@ def _prepare(model: RMT, sample, segments, roles, metadata) -> _Input:
     if len(roles) != len(segments):
         raise ReplayError(f"roles cover {len(roles)} segments but the input has {len(segments)}")
     vocab = model.backbone.get_input_embeddings().num_embeddings
-    for t, (seg, role) in enumerate(zip(segments, roles)):
+    for t, (seg, role) in enumerate(zip(segments, roles, strict=True)):
         if not seg:
             raise ReplayError(f"segment {t} is empty; every segment needs at least one token")
         if len(seg) > size:
@@ -193,7 +193,8 @@ def _identity(model: RMT, checkpoint_dir) -> dict:
     if folder is not None:
         folder = Path(folder)
         try:
-            stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.safetensors")))
+            files = sorted(folder.glob("*.safetensors"))
+            stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         except OSError:
             stamp = ()
         key = (str(folder.resolve()), stamp)
@@ -264,7 +265,8 @@ def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list
             "write_attention": spec("write_attention.npy", (K, L, H, m, T), adt),
             "full_attention": spec("full_attention.npy", (F, L, H, T, T), adt),
         },
-        "replayed_on": {"device": str(model.device.type), "torch": torch.__version__, "python": platform.python_version()},
+        "replayed_on": {"device": model.device.type, "torch": torch.__version__,
+                        "python": platform.python_version()},
     }
 
 
@@ -357,12 +359,13 @@ def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_
     tokenizer = model.tokenizer
     ids = sorted(used_ids)
     strings = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [f"[id{i}]" for i in ids]
-    return sink.finish(manifest, final_logits, dict(zip(ids, strings)))
+    return sink.finish(manifest, final_logits, dict(zip(ids, strings, strict=True)))
 
 
 # ----- public entry points ------------------------------------------------------------------------------------
-def replay(model: RMT, sample=None, *, segments=None, roles=None, out: str | Path, policy: RecordingPolicy | None = None,
-           metadata: dict | None = None, progress: bool = True, checkpoint_dir=None) -> Trace:
+def replay(model: RMT, sample=None, *, segments=None, roles=None, out: str | Path,
+           policy: RecordingPolicy | None = None, metadata: dict | None = None, progress: bool = True,
+           checkpoint_dir=None) -> Trace:
     """Replay `sample` (a tasks.Sample) or `segments` (lists of token ids, or a segmenting.Segmented, with
     per-token `roles`) through `model` on its device, writing a trace folder at `out` as it goes.
 

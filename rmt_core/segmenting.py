@@ -38,7 +38,7 @@ def read_text_file(path: str | Path) -> str:
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except FileNotFoundError:
-        raise ReplayError(f"text file {path} does not exist; pass --text-file with an existing UTF-8 text file") from None
+        raise ReplayError(f"text file {path} does not exist; pass --text-file with an existing UTF-8 file") from None
     except IsADirectoryError:
         raise ReplayError(f"{path} is a folder; pass --text-file with a UTF-8 text file") from None
     except OSError as error:

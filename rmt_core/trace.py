@@ -403,7 +403,8 @@ class Trace(TraceView):
             try:
                 self._tokens = {int(k): v for k, v in json.loads(file.read_text(encoding="utf-8")).items()}
             except FileNotFoundError:
-                raise TraceError(f"trace {self.path} is missing {TOKENS}; the trace is incomplete, replay again") from None
+                raise TraceError(f"trace {self.path} is missing {TOKENS}; the trace is incomplete, replay again") \
+                    from None
             except (UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as error:
                 raise TraceError(f"{file} is damaged ({error}); replay again") from None
         return self._tokens

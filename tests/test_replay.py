@@ -90,7 +90,7 @@ def test_final_and_segment_logits_equal_the_forward_pass(model, sample, tmp_path
     with torch.no_grad():
         out = model(torch.tensor([sample.input_ids]), return_segment_logits=True)
     np.testing.assert_allclose(trace.final_logits, out.logits[0].numpy(), rtol=1e-5, atol=1e-6)
-    expected = torch.stack([l[0] for l in out.segment_logits]).numpy()
+    expected = torch.stack([logits[0] for logits in out.segment_logits]).numpy()
     np.testing.assert_allclose(trace.segment_logits, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(trace.memory_out(-1), out.memory_out[0].numpy(), atol=1e-5)
     assert trace.prediction == int(out.logits.argmax())

@@ -13,7 +13,8 @@ HELP = "replay one input segment by segment into an on-disk trace"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the shipped default checkpoint)")
-    source = parser.add_argument_group("input: a task sample (--task, --segments, --seed) or --text-file and --question")
+    source = parser.add_argument_group(
+        "input: a task sample (--task, --segments, --seed) or --text-file and --question")
     source.add_argument("--task", choices=("memorize", "detect", "reason"),
                         help="task of the sample (default: the checkpoint's task)")
     source.add_argument("--segments", type=int, help="number of segments of the sample")
