@@ -162,6 +162,16 @@ def test_empty_text_shows_an_error(app):
     assert any("the question is empty" in e.value for e in at.error)
 
 
+def test_pasted_text_replays_on_every_page(app):
+    at = app.run()
+    at.sidebar.radio(key="input_kind").set_value("Paste text").run()
+    assert_clean(at)
+    assert chart_titled(at, "Segment ")  # the example text and question, no fact marked
+    at.switch_page("sections/memory.py").run()
+    assert_clean(at)
+    assert any("chosen segment" in c["layout"]["title"]["text"] for c in charts(at))
+
+
 def test_missing_default_checkpoint_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("RMT_CHECKPOINT", str(tmp_path / "not-trained-yet"))
     monkeypatch.setattr("rmt_core.checkpoint.CHECKPOINTS_DIR", tmp_path / "no-shipped")
