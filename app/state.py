@@ -242,15 +242,16 @@ def default_segment(recorded) -> int:
     return found[0] if found else 0
 
 
-def warm_up() -> None:
+def warm_up() -> bool:
     """Fill the caches for the default checkpoint and its ready sample, as the first page will ask for them
-    (`rmt app` runs this in the server at launch, so the first page opens without waiting)."""
+    (`rmt app` runs this in the server at launch, so the first page opens without waiting). False when there
+    is no default checkpoint (only the libraries are loaded then)."""
     folder = default_checkpoint()
     try:
         config = read_config(folder)
     except CheckpointError:
-        import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers load in seconds)
-        return
+        import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
+        return False
     folder = str(folder)
     stamp = checkpoint_stamp(folder)
     key = Selection(folder, "task", default_task(config), default_segments(config), SEED).input_key
@@ -261,3 +262,4 @@ def warm_up() -> None:
     for view in ("head", "model"):
         _bertviz_html(view, folder, stamp, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
                       tuple(range(min(H, VIEW_HEADS))))
+    return True

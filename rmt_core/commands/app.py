@@ -66,9 +66,12 @@ def _warm_up() -> None:
         started = time.perf_counter()
         from app import state
 
-        state.warm_up()
-        print(f"rmt app: default checkpoint and sample ready ({time.perf_counter() - started:.1f} s)",
-              file=sys.stderr, flush=True)
+        if state.warm_up():
+            print(f"rmt app: default checkpoint and sample ready ({time.perf_counter() - started:.1f} s)",
+                  file=sys.stderr, flush=True)
+        else:
+            print("rmt app: no default checkpoint yet (checkpoints/memorize or $RMT_CHECKPOINT); the dashboard "
+                  "asks for a checkpoint folder", file=sys.stderr, flush=True)
     except Exception as error:  # the page shows the same problem, in one line, when it asks
         print(f"rmt app: warm-up skipped ({error})", file=sys.stderr, flush=True)
     finally:
