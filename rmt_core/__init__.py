@@ -3,9 +3,12 @@
 from rmt_core.checkpoint import checkpoint_identity, default_checkpoint, load_checkpoint, save_checkpoint
 from rmt_core.errors import CheckpointError, ReplayError, RMTError, TaskError, TraceError
 from rmt_core.model import RMT, PLACES, RMTConfig, RMTOutput, SegmentOutput, from_backbone, small_bert_config
+from rmt_core.replay import RecordingPolicy, replay, replay_in_memory
+from rmt_core.trace import InMemoryTrace, Trace
 
 __all__ = [
     "RMT", "RMTConfig", "RMTOutput", "SegmentOutput", "PLACES", "from_backbone", "small_bert_config",
     "load_checkpoint", "save_checkpoint", "default_checkpoint", "checkpoint_identity",
     "RMTError", "CheckpointError", "TaskError", "TraceError", "ReplayError",
+    "RecordingPolicy", "replay", "replay_in_memory", "Trace", "InMemoryTrace",
 ]
