@@ -121,6 +121,8 @@ def measure(kind: str, segments: int, threads: int, segment_size: int | None = N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long", action="store_true", help="also replay 4,096 segments x 499 tokens")
+    parser.add_argument("--long-shipped", action="store_true",
+                        help="replay 2,043,904 tokens with the shipped default checkpoint at its own segment size")
     parser.add_argument("--short", type=int, default=64, help="the short input, in segments (default 64)")
     parser.add_argument("--length", type=int, default=1024, help="the long input, in segments (default 1024)")
     parser.add_argument("--keep", help="with --long: keep the long trace in this folder (must not exist)")
@@ -184,6 +186,23 @@ def main() -> None:
               f"(before the replay {result['rss_before_mib']:.0f} MiB), memory states {result['memory_states']}, "
               f"attention for {result['attention_segments']} segments, trace {result['trace_mib']:.0f} MiB on disk")
 
+    if args.long_shipped:
+        from rmt_core.checkpoint import default_checkpoint, read_config
+
+        size = read_config(default_checkpoint())["rmt"]["segment_size"]
+        n = -(-PAPER_TOKENS // size)
+        print(f"long replay with the shipped default: {n:,} segments x {size} tokens >= {PAPER_TOKENS:,} tokens, "
+              "memory states for every segment ...", flush=True)
+        result = measure("long", n, args.threads, out=args.keep)
+        print(f"model: {result['model']}")
+        print(f"long replay: {result['tokens']:,} tokens in {result['seconds']:.1f} s "
+              f"({1000 * result['seconds'] / result['segments']:.2f} ms/segment, CPU {result['cpu_seconds']:.1f} s), "
+              f"peak RSS {result['peak_rss_mib']:.0f} MiB "
+              f"(before the replay {result['rss_before_mib']:.0f} MiB), memory states {result['memory_states']}, "
+              f"attention for {result['attention_segments']} segments, trace {result['trace_mib']:.0f} MiB on disk")
+
+
+PAPER_TOKENS = 2_043_904  # the paper's longest input: 4,096 segments x 499 tokens
 
 if __name__ == "__main__":
     main()

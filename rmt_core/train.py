@@ -226,16 +226,19 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 @torch.no_grad()
-def accuracy(model: RMT, batches, device, autocast) -> float:
+def validate(model: RMT, batches, device, autocast) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on the validation batches."""
     model.eval()
     correct = total = 0
+    loss = 0.0
     for ids, labels in batches:
         with autocast():
-            logits = model(ids.to(device)).logits
-        correct += (logits.argmax(-1).cpu() == labels).sum().item()
+            logits = model(ids.to(device)).logits.float().cpu()
+        correct += (logits.argmax(-1) == labels).sum().item()
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
         total += len(labels)
     model.train()
-    return correct / max(total, 1)
+    return correct / max(total, 1), loss / max(total, 1)
 
 
 # ----- resume state (safetensors + JSON, never pickle) -----------------------------------------------------------
@@ -365,7 +368,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if max(s.segment_size for s in cfg.stages) + cfg.num_mem_tokens + 3 > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
     data = Data(cfg, tokenizer)
-    state = {"stage": 0, "step": 0, "best": -1.0, "good": 0, "stale": 0, "elapsed": 0.0, "total_steps": 0}
+    state = {"stage": 0, "step": 0, "best": -1.0, "best_loss": math.inf, "good": 0, "stale": 0, "elapsed": 0.0,
+             "total_steps": 0}
     first_stage, first_step = 0, 0
     resume_at = None
     if resume:
@@ -393,10 +397,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             started -= state["elapsed"]
         if not (resume and stage_index == first_stage and state["step"] > 0):
             # A fresh stage (or one resumed at its start): score the starting model, keep it as the first best.
-            state.update(stage=stage_index, step=0, best=-1.0, good=0, stale=0)
-            state["best"] = accuracy(model, val, device, autocast)
+            state.update(stage=stage_index, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0)
+            state["best"], state["best_loss"] = validate(model, val, device, autocast)
             log.write(event="eval", stage=stage_index, step=0, segments=stage.segments,
-                      segment_size=stage.segment_size, val_accuracy=state["best"], best=state["best"])
+                      segment_size=stage.segment_size, val_accuracy=state["best"], val_loss=state["best_loss"],
+                      best=state["best"])
             if procs.main:
                 _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], procs)
         first_step = state["step"]
@@ -426,10 +431,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             if stop_after is not None and state["total_steps"] >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (test)")
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                acc = accuracy(model, val, device, autocast)
-                improved = acc > state["best"]
+                acc, val_loss = validate(model, val, device, autocast)
+                # Ties in accuracy (a stage that starts at 100%) go to the lower validation loss, so a stage
+                # whose starting model is already perfect still keeps what it learns.
+                improved = (acc, -val_loss) > (state["best"], -state.get("best_loss", math.inf))
                 if improved:
-                    state["best"] = acc
+                    state["best"], state["best_loss"] = acc, val_loss
                     if procs.main:
                         _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc, procs)
                 state["good"] = state["good"] + 1 if acc >= cfg.target_accuracy else 0
@@ -437,7 +444,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 state["step"] = step
                 state["elapsed"] = time.time() - started
                 log.write(event="eval", stage=stage_index, step=step, segments=stage.segments,
-                          segment_size=stage.segment_size, val_accuracy=acc, best=state["best"],
+                          segment_size=stage.segment_size, val_accuracy=acc, val_loss=val_loss, best=state["best"],
                           elapsed_s=round(state["elapsed"], 1))
                 if procs.main:
                     save_resume(resume_dir, model, optimizer, scheduler, state)
@@ -465,7 +472,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         if out_of_time:
             break
         if procs.main and stage_index + 1 < len(cfg.stages):
-            nxt = dict(state, stage=stage_index + 1, step=0, best=-1.0, good=0, stale=0,
+            nxt = dict(state, stage=stage_index + 1, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0,
                        elapsed=time.time() - started)
             # A stage boundary is a resume point too: the next stage starts fresh from this best model.
             save_resume(resume_dir, model, *make_optimizer(model, cfg), nxt)

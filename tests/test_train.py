@@ -58,8 +58,9 @@ def test_best_checkpoint_of_a_stage_is_its_best_validation_accuracy(tmp_path):
     out = train(tiny_config(tmp_path / "run", max_steps=12, lr=3e-3), progress=False)
     evals = log_entries(out, "eval")
     for index, stage in enumerate(["1x16", "2x16"]):
-        scores = [(e["val_accuracy"], -e["step"]) for e in evals if e["stage"] == index]
-        best_acc, neg_step = max(scores)
+        # Best: highest accuracy, ties to the lower validation loss, further ties to the earlier step.
+        scores = [(e["val_accuracy"], -e["val_loss"], -e["step"]) for e in evals if e["stage"] == index]
+        best_acc, _, neg_step = max(scores)
         prov = read_config(out / "stages" / f"{index + 1:02d}-{stage}")["provenance"]
         assert prov["val_accuracy"] == best_acc and prov["step"] == -neg_step
     # The final checkpoint is the last stage's best, not its last step.
