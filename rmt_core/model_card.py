@@ -16,6 +16,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _best_step(log: list[dict], stage_end: dict):
+    """The step whose model a stage kept: the first evaluation with the stage's best accuracy (and loss)."""
+    evals = [e for e in log if e.get("event") == "eval" and e.get("stage") == stage_end["stage"]]
+    if not evals:
+        return "?"
+    best = max(evals, key=lambda e: (e["val_accuracy"], -e.get("val_loss", 0.0), -e["step"]))
+    return best["step"]
+
+
 def model_card(folder: str | Path) -> str:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -46,12 +55,26 @@ def model_card(folder: str | Path) -> str:
         f"- hardware: {prov.get('device', '?')}; wall time {prov.get('wall_s', '?')} s; "
         f"{prov.get('steps', '?')} optimizer steps; finished {prov.get('date', '?')}",
         "",
-        "| stage | segments x size | steps | best validation accuracy |",
-        "| --- | --- | --- | --- |",
+        "| stage | segments x size | steps | best validation accuracy | kept model from step |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for e in stages:
-        lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | {e['best_val_accuracy']:.3f} |")
-    lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches.", ""]
+        lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | "
+                     f"{e['best_val_accuracy']:.3f} | {_best_step(log, e)} |")
+    lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches. A stage "
+              "keeps its best model; step 0 means the model it started from was already the best on that "
+              "stage's validation set.", ""]
+    stage_evals = [e for e in log if e.get("event") == "stage_eval"]
+    if stage_evals:
+        lengths = [r["segments"] for r in stage_evals[0]["results"]]
+        lines += ["Accuracy of each stage's best model on held-out data at several lengths "
+                  f"({stage_evals[0]['results'][0]['samples']} samples each; the paper's Figure 5):", "",
+                  "| trained on | " + " | ".join(f"{n} seg" for n in lengths) + " |",
+                  "| --- |" + " --- |" * len(lengths)]
+        for e in stage_evals:
+            cells = " | ".join(f"{100 * r['accuracy']:.0f}%" for r in e["results"])
+            lines.append(f"| {e['segments']}x{e['segment_size']} | {cells} |")
+        lines.append("")
     lines.append("## Evaluation (`rmt eval`, written to eval.json)")
     if evaluation:
         sources = {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
