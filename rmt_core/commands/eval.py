@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from rmt_core.errors import TaskError
@@ -71,6 +72,7 @@ def run(args) -> int:
     result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,
                       babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file,
                       split=args.split, progress=not args.no_progress)
+    result["command"] = "rmt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"{result['checkpoint']['name'] if result['checkpoint'] else folder}: task {result['task']}, "
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
           f"{result['device']}, {result['seconds']:.1f} s")
