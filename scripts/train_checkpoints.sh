@@ -35,14 +35,23 @@ train detect 1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64 1500 --lr 3e-4 --batch
 train reason 1x32,2x32,2x64,3x64,4x64 3000 --lr 1e-3 --batch-size 64 --target-accuracy 0.9 --patience 1 --plateau 6 &
 wait
 
+# Evaluation: 1,000 samples up to 32 segments (4x the trained length), fewer samples at the long lengths
+# (CPU time grows with samples x segments), merged into one eval.json.
+evaluate() {  # folder, output, segments, samples
+  "$RMT" eval --checkpoint "$1" --segments "$3" --samples "$4" --batch-size "$(( $4 < 250 ? $4 : 250 ))" \
+    "${babi[@]}" "${noise[@]}" --json "$2" --device cpu --no-progress
+}
 for task in memorize detect reason; do
-  rm -rf "checkpoints/$task.new"
-  mkdir -p "checkpoints/$task.new"
-  for f in config.json model.safetensors training_log.jsonl tokenizer.json tokenizer_config.json special_tokens_map.json vocab.txt; do
-    [[ -f "$RUNS/cpu_$task/$f" ]] && cp "$RUNS/cpu_$task/$f" "checkpoints/$task.new/"
+  new="checkpoints/$task.new"
+  rm -rf "$new"; mkdir -p "$new"
+  for f in config.json model.safetensors training_log.jsonl tokenizer.json tokenizer_config.json; do
+    cp "$RUNS/cpu_$task/$f" "$new/"
   done
-  "$RMT" eval --checkpoint "checkpoints/$task.new" --segments "$EVAL_SEGMENTS" --samples "$EVAL_SAMPLES" \
-    --batch-size 250 "${babi[@]}" "${noise[@]}" --json "checkpoints/$task.new/eval.json" --device cpu
-  "$PY" -m rmt_core.model_card "checkpoints/$task.new"
-  rm -rf "checkpoints/$task"; mv "checkpoints/$task.new" "checkpoints/$task"
+  evaluate "$new" "$RUNS/${task}_eval_short.json" "$EVAL_SEGMENTS" "$EVAL_SAMPLES"
+  evaluate "$new" "$RUNS/${task}_eval_64.json" 64,128 100
+  evaluate "$new" "$RUNS/${task}_eval_256.json" 256,512,1024 20
+  evaluate "$new" "$RUNS/${task}_eval_4096.json" 2048,4096 5
+  "$PY" scripts/merge_eval.py "$new" "$RUNS/${task}_eval_short.json" "$RUNS/${task}_eval_64.json" \
+    "$RUNS/${task}_eval_256.json" "$RUNS/${task}_eval_4096.json"
+  rm -rf "checkpoints/$task"; mv "$new" "checkpoints/$task"
 done
