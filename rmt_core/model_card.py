@@ -47,6 +47,9 @@ def model_card(folder: str | Path) -> str:
         f"- source: {prov.get('train_config', {}).get('backbone', '?')} "
         "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)",
         f"- weights stored as {config.get('dtype')}",
+        *([f"- training started from checkpoint `{prov['init_from']['name']}` (weights sha256 "
+           f"`{prov['init_from']['sha256'][:16]}`), itself trained by `{prov['init_from'].get('provenance_command')}`; "
+           "its training log is `training_log.init.jsonl` where shipped"] if prov.get("init_from") else []),
         "",
         "## Training",
         f"- command: `{prov.get('command', '?')}`",

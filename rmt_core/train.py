@@ -73,6 +73,7 @@ class TrainConfig:
     out: str = "runs/memorize"
     stages: list[Stage] = field(default_factory=lambda: [Stage(1, 64), Stage(2, 64)])
     backbone: str = "small"  # "small" (from scratch), "minilm" (the installed all-MiniLM-L6-v2) or a folder
+    init_from: str | None = None  # start from this RMT checkpoint's weights (its backbone config and tokenizer)
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -363,8 +364,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg)
-    model = build_model(cfg, tokenizer).to(device)
+    if cfg.init_from:
+        model = load_checkpoint(cfg.init_from, device="cpu")
+        model.config.task, model.config.bptt_depth, model.config.loss_on = cfg.task, cfg.bptt_depth, cfg.loss_on
+        model.dropout.p = cfg.dropout
+        tokenizer = model.tokenizer
+        model = model.to(device)
+    else:
+        tokenizer = load_tokenizer(cfg)
+        model = build_model(cfg, tokenizer).to(device)
     if max(s.segment_size for s in cfg.stages) + cfg.num_mem_tokens + 3 > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
     data = Data(cfg, tokenizer)
@@ -541,7 +549,14 @@ def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict) ->
         "date": _now(),
         "torch": torch.__version__,
         "train_config": cfg.to_json(),
+        "init_from": _identity(cfg.init_from) if cfg.init_from else None,
     }
+
+
+def _identity(path: str) -> dict:
+    from rmt_core.checkpoint import checkpoint_identity, read_config
+
+    return dict(checkpoint_identity(path), provenance_command=read_config(path).get("provenance", {}).get("command"))
 
 
 def _now() -> str:

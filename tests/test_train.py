@@ -98,3 +98,18 @@ def test_curriculum_parsing():
         parse_stages("2by16")
     with pytest.raises(TrainError):
         parse_stages(None, "0,1", 64)
+
+
+def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
+    from rmt_core.checkpoint import checkpoint_identity
+
+    source = train(tiny_config(tmp_path / "source", stages=[Stage(1, 16)], max_steps=4), progress=False)
+    # A learning rate of ~0 keeps the weights where they started: the continuation's final model is the source's.
+    out = train(tiny_config(tmp_path / "more", stages=[Stage(2, 16)], max_steps=2, lr=1e-12, init_from=str(source)),
+                progress=False)
+    a, b = read_weights(source), read_weights(out)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    provenance = read_config(out)["provenance"]
+    assert provenance["init_from"]["sha256"] == checkpoint_identity(source)["sha256"]
+    assert "training started from checkpoint" in (out / "README.md").read_text()

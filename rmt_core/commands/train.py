@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--segment-size", type=int, default=64, help="tokens per segment (paper: 499)")
     parser.add_argument("--stages", default=None, help="full curriculum as NxS pairs, e.g. 1x16,2x32,2x64,3x64")
     parser.add_argument("--backbone", default="small", help="'small' (from scratch), 'minilm', or a local model folder")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (continue or fine-tune a trained model)")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
@@ -64,7 +66,7 @@ def run(args) -> int:
         raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
-        task=args.task, out=args.out, stages=stages, backbone=args.backbone, hidden_size=args.hidden_size,
+        task=args.task, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
