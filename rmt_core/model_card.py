@@ -32,7 +32,6 @@ def model_card(folder: str | Path) -> str:
     log = _read_jsonl(folder / "training_log.jsonl")
     stages = [e for e in log if e.get("event") == "stage_end"]
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else None
-    params = None
     lines = [
         f"# RMT Lens checkpoint: {folder.name}",
         "",

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import shutil
 import sys
 import time
