@@ -31,8 +31,16 @@ train() {  # task, stages, max steps per stage, extra arguments
 # than QuALITY's, so detect and reason move on below 99%.
 train memorize 1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64 1500 --lr 3e-4 --batch-size 32 --plateau 20 &
 train detect 1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64 1500 --lr 3e-4 --batch-size 32 \
-  --target-accuracy 0.95 --patience 1 --plateau 6 &
-train reason 1x32,2x32,2x64,3x64,4x64 3000 --lr 1e-3 --batch-size 64 --target-accuracy 0.9 --patience 1 --plateau 6 &
+  --target-accuracy 0.9 --patience 1 --plateau 4 &
+train reason 1x32,2x32,2x64,3x64,4x64 3000 --lr 1e-3 --batch-size 64 --target-accuracy 0.9 --patience 1 --plateau 3 &
+wait
+# detect and reason then train on at their longest stage for 20 minutes more (--init-from); the shipped ones did.
+"$RMT" train --task detect --init-from "$RUNS/cpu_detect" --out "$RUNS/cpu_detect2" --stages 7x64 --lr 2e-4 \
+  --batch-size 32 --warmup-steps 20 --max-steps 600 --eval-every 50 --val-samples 256 --target-accuracy 0.99 \
+  --plateau 8 --time-budget-s 1200 --threads 1 --quiet "${babi[@]}" "${stage_eval[@]}" &
+"$RMT" train --task reason --init-from "$RUNS/cpu_reason" --out "$RUNS/cpu_reason2" --stages 4x64 --lr 5e-4 \
+  --batch-size 64 --warmup-steps 20 --max-steps 600 --eval-every 50 --val-samples 256 --target-accuracy 0.99 \
+  --plateau 8 --time-budget-s 1200 --threads 1 --quiet "${babi[@]}" "${stage_eval[@]}" &
 wait
 
 # Evaluation: 1,000 samples up to 32 segments (4x the trained length), fewer samples at the long lengths
@@ -42,10 +50,11 @@ evaluate() {  # folder, output, segments, samples
     "${babi[@]}" "${noise[@]}" --json "$2" --device cpu --no-progress
 }
 for task in memorize detect reason; do
-  new="checkpoints/$task.new"
+  new="checkpoints/$task.new" run="$RUNS/cpu_$task"
   rm -rf "$new"; mkdir -p "$new"
+  if [[ -d "$RUNS/cpu_${task}2" ]]; then run="$RUNS/cpu_${task}2"; cp "$RUNS/cpu_$task/training_log.jsonl" "$new/training_log.init.jsonl"; fi
   for f in config.json model.safetensors training_log.jsonl tokenizer.json tokenizer_config.json; do
-    cp "$RUNS/cpu_$task/$f" "$new/"
+    cp "$run/$f" "$new/"
   done
   evaluate "$new" "$RUNS/${task}_eval_short.json" "$EVAL_SEGMENTS" "$EVAL_SAMPLES"
   evaluate "$new" "$RUNS/${task}_eval_64.json" 64,128 100
