@@ -13,6 +13,7 @@ import json
 import shlex
 import sys
 
+from rmt_core.commands import parse_device
 from rmt_core.errors import TaskError
 
 HELP = "accuracy of a checkpoint against the number of segments (writes the results format with --json)"
@@ -50,7 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import torch
 
     from rmt_core.checkpoint import default_checkpoint, load_checkpoint
     from rmt_core.evaluate import evaluate, results_table, write_json_atomic
@@ -59,14 +59,7 @@ def run(args) -> int:
         raise TaskError(f"--samples must be 1 or more, got {args.samples}")
     if args.batch_size < 1:
         raise TaskError(f"--batch-size must be 1 or more, got {args.batch_size}")
-    device = None
-    if args.device:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise TaskError(f"unknown device {args.device!r}; give cpu or cuda") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise TaskError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    device = parse_device(args.device, TaskError)
     folder = args.checkpoint or default_checkpoint()
     model = load_checkpoint(folder, device=device)
     result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,

@@ -43,18 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _device(name):
-    import torch
+def _device(name: str | None):
+    from rmt_core.commands import parse_device
 
-    if not name:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ProbeError(f"unknown device {name!r}; give cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ProbeError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
+    return parse_device(name, ProbeError)
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -46,17 +46,9 @@ def _indexes(text: str, flag: str) -> list[int]:
 
 
 def _device(name: str | None):
-    import torch
+    from rmt_core.commands import parse_device
 
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ReplayError(f"unknown --device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReplayError(f"--device {name} asked for CUDA but none is available here; use --device cpu")
-    return device
+    return parse_device(name, ReplayError)
 
 
 def run(args) -> int:
