@@ -172,7 +172,7 @@ MEMORY_PROBE = textwrap.dedent("""
         ev.evaluate(model, "memorize", [n], 16, batch_size=16, progress=False)
         peaks[n] = peak_kib()
     # A control that keeps the autograd graph of every segment: its memory grows with the length.
-    ids, labels = TaskBuilder("memorize", model.tokenizer, 16).batch(256, 8, seed=0)
+    ids, labels = TaskBuilder("memorize", model.tokenizer, 16).batch(512, 16, seed=0)
     model(ids, labels=labels).loss
     peaks["graph"] = peak_kib()
     print(json.dumps(peaks))
