@@ -133,8 +133,7 @@ class RMT(nn.Module):
             mask = torch.ones_like(tokens)
         lengths = mask.sum(dim=1)  # (B,)
         ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=tokens.device)
-        ids[:, 0] = self.cls_id
-        ids[:, 1 : m + 1] = self.pad_id  # replaced by memory vectors in inputs_embeds
+        ids[:, 0] = self.cls_id  # positions 1..m keep [PAD]: segment_step puts the memory vectors there
         ids[:, m + 1] = self.sep_id
         ids[:, m + 2 : m + 2 + n] = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_id))
         rows = torch.arange(B, device=tokens.device)

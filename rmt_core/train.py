@@ -171,15 +171,14 @@ VAL_SEED_OFFSET = 500_000_000  # validation samples never share seeds with train
 
 class Data:
     def __init__(self, cfg: TrainConfig, tokenizer):
-        from rmt_core.tasks import TaskBuilder
-
         self.cfg, self.tokenizer, self.builders = cfg, tokenizer, {}
-        self._builder = TaskBuilder
 
     def builder(self, segment_size: int):
+        from rmt_core.tasks import TaskBuilder
+
         if segment_size not in self.builders:
             c = self.cfg
-            self.builders[segment_size] = self._builder(
+            self.builders[segment_size] = TaskBuilder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
                 noise_file=c.noise_file, split="train",
             )
@@ -410,7 +409,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                       segment_size=stage.segment_size, val_accuracy=state["best"], val_loss=state["best_loss"],
                       best=state["best"])
             if procs.main:
-                _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], procs)
+                _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"])
         first_step = state["step"]
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
         losses = []
@@ -445,7 +444,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 if improved:
                     state["best"], state["best_loss"] = acc, val_loss
                     if procs.main:
-                        _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc, procs)
+                        _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc)
                 state["good"] = state["good"] + 1 if acc >= cfg.target_accuracy else 0
                 state["stale"] = 0 if improved else state["stale"] + 1
                 state["step"] = step
@@ -525,7 +524,7 @@ def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, lo
               results=[{k: r[k] for k in ("segments", "tokens", "accuracy", "samples")} for r in result["results"]])
 
 
-def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float, procs) -> None:
+def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float) -> None:
     provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command}
     save_checkpoint(model, stage_dir, tokenizer=tokenizer, provenance=provenance, dtype="float32")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 
@@ -38,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--loss-on", choices=("last", "all"), default="last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
-    parser.add_argument("--bf16", action=__import__("argparse").BooleanOptionalAction, default=None,
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast (default: on CUDA)")
     parser.add_argument("--babi-file", default=None)
     parser.add_argument("--babi-dir", default=None)
