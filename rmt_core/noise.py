@@ -3,7 +3,9 @@
 Two sources: a text file (one passage a line, split into sentences) or a built-in generator of varied
 English sentences written by this project (no download, no corpus in the repository, identical on every
 machine). Optionally Python's own documentation prose (`pydoc_data.topics`) can be mixed in
-("builtin:pydoc"); that text differs between Python versions, so it is not the default.
+("builtin:pydoc"); that text differs between Python versions, so it is not the default. "builtin:vocab"
+mixes in sentences whose words are drawn from the tokenizer's own vocabulary, so that a model trained on it
+has seen (nearly) every token as noise and meets real text without out-of-vocabulary surprises.
 
 No noise sentence may state where a bAbI person is or how two bAbI places relate (see `is_fact_like`).
 Each sentence is tokenised once; samples draw token-id lists from the cached pool.
@@ -21,6 +23,9 @@ from rmt_core.errors import TaskError
 
 BUILTIN = "builtin"
 BUILTIN_PYDOC = "builtin:pydoc"
+BUILTIN_VOCAB = "builtin:vocab"
+BUILTIN_NAMES = (BUILTIN, BUILTIN_PYDOC, BUILTIN_VOCAB)
+VOCAB_POOL_SIZE = 12000
 BUILTIN_POOL_SIZE = 6000
 MIN_SENTENCES = 20
 
@@ -176,6 +181,55 @@ def pydoc_sentences() -> list[str]:
     return clean_sentences(sentences, min_words=5, max_words=40)
 
 
+# Glue words keep vocabulary sentences roughly English-shaped; the content words are drawn at random.
+_GLUE = ("the", "of", "and", "to", "a", "in", "was", "that", "he", "she", "it", "for", "with", "his", "her",
+         "they", "on", "as", "had", "not", "but", "at", "by", "from", "were", "this", "is", "would", "which",
+         "how", "does", "what", "why", "who", "did", "so", "do", "can", "most", "about", "-")
+_OPENERS = ("How does", "What does", "Why does", "Why did", "What is", "Which of the following", "How did",
+            "Who is", "What was", "According to the passage,", "Where was", "Where did", "Where does", "Where is the")
+_POSSESSIVE = ("'s", "’s", "n't", "'")
+_EXCLUDED = {w.lower() for w in PEOPLE + PLACES + DIRECTIONS}
+
+
+def vocab_words(tokenizer) -> tuple[list[str], list[str]]:
+    """The tokenizer's whole lower-case words and its '##' continuation pieces, bAbI words left out, sorted."""
+    vocab = sorted(tokenizer.get_vocab())
+    words = [t for t in vocab if re.fullmatch(r"[a-z]{2,}", t) and t not in _EXCLUDED
+             and not _PLACE_WORD.fullmatch(t) and not _DIRECTION_WORD.fullmatch(t)]
+    pieces = [t[2:] for t in vocab if re.fullmatch(r"##[a-z]{1,}", t)]
+    if not words:
+        raise TaskError("the tokenizer has no plain lower-case words; builtin:vocab needs a WordPiece-style "
+                        "vocabulary, use builtin or --noise-file")
+    return words, pieces
+
+
+def vocab_sentences(tokenizer, count: int = VOCAB_POOL_SIZE, seed: int = 0) -> list[str]:
+    """`count` sentences of random vocabulary words between glue words (the same for the same tokenizer)."""
+    words, pieces = vocab_words(tokenizer)
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        question = rng.random() < 0.2  # QA-style noise: a question that is not a bAbI question
+        out = [rng.choice(_OPENERS)] if question else []
+        for _ in range(rng.randint(5, 18)):
+            if rng.random() < 0.35:
+                out.append(rng.choice(_GLUE))
+                continue
+            word = rng.choice(words)
+            if pieces and rng.random() < 0.15:  # a rarer word, split into several pieces
+                word += rng.choice(pieces)
+            if rng.random() < 0.05:
+                word += rng.choice(_POSSESSIVE)
+            if rng.random() < 0.03:
+                word = f'"{word}"'
+            out.append(word)
+            if rng.random() < 0.08:
+                out[-1] += ","
+        text = " ".join(out).rstrip(",")
+        sentences.append(_capital(text) + ("?" if question else "."))
+    return clean_sentences(sentences)
+
+
 def file_sentences(path: str | Path) -> list[str]:
     """Sentences of a noise file (one passage a line), fact-like sentences dropped."""
     lines = _open_text(path, "noise file")
@@ -194,7 +248,7 @@ def file_sentences(path: str | Path) -> list[str]:
 class NoiseSource:
     """A pool of noise sentences and their token ids (no special tokens), drawn from by samples."""
 
-    name: str  # file path, "builtin" or "builtin:pydoc"
+    name: str  # file path, "builtin", "builtin:pydoc" or "builtin:vocab"
     sentences: list[str]
     token_ids: list[list[int]]
     by_length: dict[int, list[int]] = field(init=False, repr=False)  # token count -> sentence indices
@@ -206,7 +260,7 @@ class NoiseSource:
 
     @classmethod
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
-        """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc"; cached."""
+        """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc" / "builtin:vocab"; cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
         key = (name, _file_stamp(name), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
@@ -214,6 +268,8 @@ class NoiseSource:
                 sentences = builtin_sentences()
             elif name == BUILTIN_PYDOC:
                 sentences = builtin_sentences() + pydoc_sentences()
+            elif name == BUILTIN_VOCAB:
+                sentences = builtin_sentences() + vocab_sentences(tokenizer)
             else:
                 sentences = file_sentences(name)
             token_ids = tokenize_all(tokenizer, sentences)
@@ -280,7 +336,7 @@ def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
 
 def _file_stamp(name: str) -> tuple:
     """Size and modification time of a noise file, so an edited file is read again; () for built-ins."""
-    if name in (BUILTIN, BUILTIN_PYDOC):
+    if name in BUILTIN_NAMES:
         return ()
     try:
         stat = Path(name).stat()

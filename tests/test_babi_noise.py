@@ -164,6 +164,33 @@ def test_pydoc_noise(tok):
     assert sample.sources["noise"] == noise.BUILTIN_PYDOC and len(sample.input_ids) == 96
 
 
+def test_vocab_noise_covers_the_vocabulary_without_babi_words(tok):
+    sentences = noise.vocab_sentences(tok, count=3000)
+    assert sentences == noise.vocab_sentences(tok, count=3000)  # deterministic for one tokenizer
+    assert len(sentences) > 2900 and not any(noise.is_fact_like(s) for s in sentences)
+    banned = {w.lower() for w in babi.PEOPLE + babi.PLACES + babi.DIRECTIONS}
+    words = {w.lower().strip('.,?"\'') for s in sentences for w in s.split()}
+    assert not banned & words
+    assert any(s.endswith("?") for s in sentences) and any(s.endswith(".") for s in sentences)
+    # The grammar alone uses a few hundred token types; the vocabulary pool reaches most of the tokenizer.
+    builtin = noise.NoiseSource.load(noise.BUILTIN, tok)
+    pooled = noise.NoiseSource.load(noise.BUILTIN_VOCAB, tok)
+    types = lambda source: {i for ids in source.token_ids for i in ids}  # noqa: E731
+    assert len(types(builtin)) < 1000 < 15000 < len(types(pooled))
+    assert set(builtin.sentences) <= set(pooled.sentences)
+    sample = TaskBuilder("detect", tok, 64, noise_file=noise.BUILTIN_VOCAB).sample(4, 3)
+    assert sample.sources["noise"] == noise.BUILTIN_VOCAB and len(sample.input_ids) == 256
+
+
+def test_vocab_noise_needs_a_wordpiece_vocabulary():
+    class Letters:
+        def get_vocab(self):
+            return {"[PAD]": 0, "a": 1, "b": 2}
+
+    with pytest.raises(TaskError, match="builtin:vocab"):
+        noise.vocab_sentences(Letters())
+
+
 def test_quality_noise(tok, shared_data):
     path = shared_data / "quality" / "questions.dev.txt"
     source = noise.NoiseSource.load(path, tok)

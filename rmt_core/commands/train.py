@@ -43,7 +43,9 @@ def add_arguments(parser) -> None:
                         help="bf16 autocast (default: on CUDA)")
     parser.add_argument("--babi-file", default=None)
     parser.add_argument("--babi-dir", default=None)
-    parser.add_argument("--noise-file", default=None)
+    parser.add_argument("--noise-file", default=None,
+                        help="noise text, one passage a line; or builtin (default), builtin:pydoc, builtin:vocab "
+                             "(built-in sentences plus words from the whole tokenizer vocabulary)")
     parser.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float16")
     parser.add_argument("--max-shard-mib", type=float, default=None, help="split weights into shards of this size")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
