@@ -25,6 +25,19 @@ def _best_step(log: list[dict], stage_end: dict):
     return best["step"]
 
 
+def _lineage(init_from: dict | None) -> list[str]:
+    """One line per ancestor run: the checkpoint this run started from, the one that started from, ..."""
+    lines, depth = [], 0
+    while init_from:
+        depth += 1
+        log = "training_log.init.jsonl" if depth == 1 else f"training_log.init{depth}.jsonl"
+        lines.append(f"- {'training' if depth == 1 else 'that run'} started from checkpoint `{init_from['name']}` "
+                     f"(weights sha256 `{init_from['sha256'][:16]}`), itself trained by "
+                     f"`{init_from.get('provenance_command')}`; its training log is `{log}` where shipped")
+        init_from = init_from.get("init_from")
+    return lines
+
+
 def model_card(folder: str | Path) -> str:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -46,9 +59,7 @@ def model_card(folder: str | Path) -> str:
         f"- source: {prov.get('train_config', {}).get('backbone', '?')} "
         "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)",
         f"- weights stored as {config.get('dtype')}",
-        *([f"- training started from checkpoint `{prov['init_from']['name']}` (weights sha256 "
-           f"`{prov['init_from']['sha256'][:16]}`), itself trained by `{prov['init_from'].get('provenance_command')}`; "
-           "its training log is `training_log.init.jsonl` where shipped"] if prov.get("init_from") else []),
+        *_lineage(prov.get("init_from")),
         "",
         "## Training",
         f"- command: `{prov.get('command', '?')}`",

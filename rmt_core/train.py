@@ -552,9 +552,12 @@ def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict) ->
 
 
 def _identity(path: str) -> dict:
+    """Name, path and weights hash of the checkpoint a run starts from, with its own command and lineage."""
     from rmt_core.checkpoint import checkpoint_identity, read_config
 
-    return dict(checkpoint_identity(path), provenance_command=read_config(path).get("provenance", {}).get("command"))
+    parent = read_config(path).get("provenance", {})
+    return dict(checkpoint_identity(path), provenance_command=parent.get("command"),
+                init_from=parent.get("init_from"))
 
 
 def _now() -> str:

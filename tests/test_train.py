@@ -113,3 +113,20 @@ def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
     provenance = read_config(out)["provenance"]
     assert provenance["init_from"]["sha256"] == checkpoint_identity(source)["sha256"]
     assert "training started from checkpoint" in (out / "README.md").read_text()
+
+
+def test_init_from_chain_keeps_the_whole_lineage(tmp_path):
+    from rmt_core.checkpoint import checkpoint_identity
+
+    first = train(tiny_config(tmp_path / "first", stages=[Stage(1, 16)], max_steps=2), progress=False)
+    second = train(tiny_config(tmp_path / "second", stages=[Stage(1, 16)], max_steps=2, init_from=str(first)),
+                   progress=False)
+    third = train(tiny_config(tmp_path / "third", stages=[Stage(1, 16)], max_steps=2, init_from=str(second)),
+                  progress=False)
+    parent = read_config(third)["provenance"]["init_from"]
+    assert parent["sha256"] == checkpoint_identity(second)["sha256"]
+    assert parent["init_from"]["sha256"] == checkpoint_identity(first)["sha256"]
+    assert parent["init_from"]["init_from"] is None
+    card = (third / "README.md").read_text()
+    assert "training started from checkpoint `second`" in card
+    assert "that run started from checkpoint `first`" in card and "training_log.init2.jsonl" in card
