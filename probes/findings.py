@@ -2,6 +2,7 @@
 
     python -m probes.findings                         # every checkpoint in checkpoints/, into docs/probes/<name>/
     python -m probes.findings --checkpoint checkpoints/detect --samples 200
+    python -m probes.findings --babi-dir ../shared/data/babi/en-10k --noise-file questions.dev.txt  # held-out data
 
 Each run writes what `rmt probe` writes (results.json, CSV tables, figures/) plus summary.md, the section that
 docs/findings.md quotes. The numbers in summary.md come from results.json only.
@@ -21,6 +22,15 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _source(settings: dict, kind: str, default: str) -> str:
+    """The facts a run used: a bAbI file, a folder with its split, or the built-in generator."""
+    if settings.get(f"{kind}_file"):
+        return settings[f"{kind}_file"]
+    if settings.get(f"{kind}_dir"):
+        return f"{settings[f'{kind}_dir']} ({settings.get('split')} split)"
+    return default
+
+
 def markdown_summary(results: dict, figures_prefix: str = "figures") -> str:
     """A Markdown section from a results dict: settings, clean accuracy, probe, ablation, patching, attention."""
     settings, identity = results.get("settings", {}), results.get("checkpoint", {})
@@ -30,7 +40,9 @@ def markdown_summary(results: dict, figures_prefix: str = "figures") -> str:
              f"(seed {settings.get('seed')}), {settings.get('segment_size')}-token segments, "
              f"{settings.get('num_mem_tokens')} memory slots; probes fit on "
              f"{100 * (1 - settings.get('test_fraction', 0.5)):.0f}% "
-             "of the samples and scored on the rest.", ""]
+             "of the samples and scored on the rest.",
+             f"Facts: {_source(settings, 'babi', 'the built-in generator')}; "
+             f"noise: {settings.get('noise_file') or 'built-in sentences'}.", ""]
     clean = results.get("clean") or {}
     if clean:
         lines += [f"Answer accuracy of the model on these samples: {_pct(clean['accuracy'])}% "
@@ -105,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervention-samples", type=int, default=100)
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder; each checkpoint gets <out>/<name>/")
     parser.add_argument("--figures", choices=("auto", "png", "html"), default="auto")
+    parser.add_argument("--babi-dir", help="bAbI folder (such as en-10k/); its test split gives the facts "
+                        "(default: the built-in fact generator)")
+    parser.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")
     args = parser.parse_args(argv)
     folders = [Path(p) for p in args.checkpoint] if args.checkpoint else list(shipped_checkpoints().values())
     if not folders:
@@ -116,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             segments = args.segments or max(2, int(model.config.trained_segments or 0))
             out = Path(args.out) / folder.name
             results = run_probes(model, model.config.task, segments, args.samples, out=out,
-                                 intervention_samples=args.intervention_samples, figures=args.figures)
+                                 intervention_samples=args.intervention_samples, figures=args.figures,
+                                 babi_dir=args.babi_dir, noise_file=args.noise_file)
             text = markdown_summary(results, figures_prefix=f"probes/{folder.name}/figures")
             _write_atomic(out / "summary.md", text.encode("utf-8"))
             print(text)

@@ -429,3 +429,6 @@ def test_markdown_summary_quotes_the_results():
     assert "| answer | 0 | 50.0 | 40.0-70.0 | 20.0 | 30.0 | +20.0 |" in text
     assert "75.0% (95% CI 60.0-86.0)" in text and "fact / noise = 2.00" in text
     assert "segment 1: IIA 30.0, logit effect 0.40" in text and "Note: figures written as HTML" in text
+    assert "Facts: the built-in generator; noise: built-in sentences." in text
+    results["settings"].update(babi_dir="/data/en-10k", split="test", noise_file="/data/questions.dev.txt")
+    assert "Facts: /data/en-10k (test split); noise: /data/questions.dev.txt." in markdown_summary(results)
