@@ -87,6 +87,9 @@ class TrainConfig:
     min_steps: int = 0  # per stage, before convergence may end it
     eval_every: int = 50
     val_samples: int = 256
+    # Validate at these multiples of the stage's segment count, pooled: (1, 2) picks the model that also holds
+    # at twice the length it trains on.
+    val_multiples: tuple = (1,)
     target_accuracy: float = 0.99
     patience: int = 2
     plateau: int = 8
@@ -190,10 +193,13 @@ class Data:
         )
 
     def validation(self, stage: Stage, batch_size: int = 64):
+        """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
         n, out = self.cfg.val_samples, []
-        for start in range(0, n, batch_size):
-            size = min(batch_size, n - start)
-            out.append(self.builder(stage.segment_size).batch(stage.segments, size, seed=VAL_SEED_OFFSET + start))
+        for multiple in self.cfg.val_multiples:
+            for start in range(0, n, batch_size):
+                size = min(batch_size, n - start)
+                out.append(self.builder(stage.segment_size).batch(stage.segments * multiple, size,
+                                                                  seed=VAL_SEED_OFFSET + start))
         return out
 
 

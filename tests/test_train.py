@@ -130,3 +130,15 @@ def test_init_from_chain_keeps_the_whole_lineage(tmp_path):
     card = (third / "README.md").read_text()
     assert "training started from checkpoint `second`" in card
     assert "that run started from checkpoint `first`" in card and "training_log.init2.jsonl" in card
+
+
+def test_validation_pools_multiples_of_the_stage_length(tmp_path):
+    from rmt_core.tasks import default_tokenizer
+    from rmt_core.train import Data
+
+    cfg = tiny_config(tmp_path / "v", val_samples=6, val_multiples=(1, 2))
+    batches = Data(cfg, default_tokenizer()).validation(Stage(3, 16), batch_size=4)
+    assert [ids.shape for ids, _ in batches] == [(4, 48), (2, 48), (4, 96), (2, 96)]
+    out = train(tiny_config(tmp_path / "run", stages=[Stage(2, 16)], max_steps=2, val_multiples=(1, 2)),
+                progress=False)
+    assert read_config(out)["provenance"]["train_config"]["val_multiples"] == [1, 2]

@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-steps", type=int, default=0, help="steps of each stage before it may end")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--val-samples", type=int, default=256)
+    parser.add_argument("--val-multiples", default="1",
+                        help="validate at these multiples of each stage's segment count, pooled (such as 1,2: "
+                             "keep the model that also holds at twice its length; default 1)")
     parser.add_argument("--target-accuracy", type=float, default=0.99, help="a stage ends after --patience evaluations at this accuracy")
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--plateau", type=int, default=8, help="... or after this many evaluations without improvement")
@@ -68,11 +71,18 @@ def run(args) -> int:
     if args.hidden_size % args.heads:
         raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
+    try:
+        val_multiples = tuple(int(x) for x in args.val_multiples.split(",") if x.strip())
+    except ValueError:
+        val_multiples = ()
+    if not val_multiples or min(val_multiples) < 1:
+        raise TrainError(f"cannot read --val-multiples {args.val_multiples!r}; give whole numbers such as 1,2")
     cfg = TrainConfig(
         task=args.task, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
+        val_multiples=val_multiples,
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
