@@ -47,11 +47,14 @@ wait
 # tokenizer vocabulary): the built-in grammar alone uses a few hundred token types, so real text was out of
 # distribution. reason first sharpens its single-segment reasoning on 1x32, then goes back to 4x64.
 vocab=(--noise-file builtin:vocab --threads 1 --quiet --val-samples 256 --eval-every 100 --warmup-steps 30
-       --max-steps 3000 --patience 2 --target-accuracy 0.995 --time-budget-s 4800 --stage-eval-samples 200)
-"$RMT" train --task detect --init-from "$RUNS/cpu_detect2" --out "$RUNS/cpu_detect3" --stages 7x64 --lr 3e-4 \
-  --batch-size 32 --plateau 12 --stage-eval-segments 1,4,7,14 "${vocab[@]}" "${babi[@]}" "${stage_data[@]}" &
+       --max-steps 3000 --patience 2 --target-accuracy 0.995 --stage-eval-samples 200)
+# detect validates at 7 and 14 segments pooled (--val-multiples 1,2), so it keeps the model that holds at 2x.
+"$RMT" train --task detect --init-from "$RUNS/cpu_detect2" --out "$RUNS/cpu_detect3" --stages 7x64 --lr 2e-4 \
+  --batch-size 32 --plateau 12 --val-multiples 1,2 --time-budget-s 3600 --stage-eval-segments 1,4,7,14 \
+  "${vocab[@]}" "${babi[@]}" "${stage_data[@]}" &
 "$RMT" train --task reason --init-from "$RUNS/cpu_reason2" --out "$RUNS/cpu_reason3" --stages 1x32,4x64 --lr 5e-4 \
-  --batch-size 64 --plateau 10 --stage-eval-segments 1,2,4,8 "${vocab[@]}" "${babi[@]}" "${stage_data[@]}" &
+  --batch-size 64 --plateau 10 --time-budget-s 4800 --stage-eval-segments 1,2,4,8 \
+  "${vocab[@]}" "${babi[@]}" "${stage_data[@]}" &
 wait
 
 # Evaluation: 1,000 samples up to 32 segments (4x the trained length), fewer samples at the long lengths
