@@ -1,0 +1,50 @@
+"""How much of a text's tokens each built-in noise source has ever shown a model.
+
+    .venv/bin/python scripts/noise_coverage.py ../shared/data/quality/questions.dev.txt
+
+For each built-in source (builtin, builtin:pydoc, builtin:vocab) prints its sentence count, its distinct token
+types, and the share of the text's token occurrences whose token type occurs anywhere in the source. A token
+type never seen in training keeps its random initial embedding in a model trained from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from rmt_core.errors import RMTError
+from rmt_core.noise import BUILTIN_NAMES, NoiseSource
+from rmt_core.tasks import default_tokenizer
+
+
+def coverage(source: NoiseSource, counts: Counter) -> float:
+    """Share of the occurrences in `counts` (token id -> count) whose token id occurs in `source`."""
+    seen = {i for ids in source.token_ids for i in ids}
+    total = sum(counts.values())
+    return sum(c for i, c in counts.items() if i in seen) / max(total, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("text", help="a noise text file, one passage a line (such as QuALITY question text)")
+    args = parser.parse_args(argv)
+    tokenizer = default_tokenizer()
+    try:
+        target = NoiseSource.load(args.text, tokenizer)
+    except RMTError as error:
+        print(f"noise_coverage: error: {error}", file=sys.stderr)
+        return 1
+    counts = Counter(i for ids in target.token_ids for i in ids)
+    print(f"{args.text}: {len(target)} sentences, {sum(counts.values())} tokens, {len(counts)} token types")
+    print("| source | sentences | token types | share of the text's tokens seen |")
+    print("| --- | --- | --- | --- |")
+    for name in BUILTIN_NAMES:
+        source = NoiseSource.load(name, tokenizer)
+        types = len({i for ids in source.token_ids for i in ids})
+        print(f"| {name} | {len(source)} | {types} | {100 * coverage(source, counts):.1f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
