@@ -456,7 +456,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 state["step"] = step
                 state["elapsed"] = time.time() - started
                 log.write(event="eval", stage=stage_index, step=step, segments=stage.segments,
-                          segment_size=stage.segment_size, val_accuracy=acc, val_loss=val_loss, best=state["best"],
+                          segment_size=stage.segment_size, val_segments=[stage.segments * k for k in cfg.val_multiples],
+                          val_accuracy=acc, val_loss=val_loss, best=state["best"],
                           elapsed_s=round(state["elapsed"], 1))
                 if procs.main:
                     save_resume(resume_dir, model, optimizer, scheduler, state)
@@ -531,7 +532,8 @@ def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, lo
 
 
 def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float) -> None:
-    provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command}
+    provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command,
+                  "init_from": _identity(cfg.init_from) if cfg.init_from else None}
     save_checkpoint(model, stage_dir, tokenizer=tokenizer, provenance=provenance, dtype="float32")
 
 

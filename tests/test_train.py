@@ -127,6 +127,8 @@ def test_init_from_chain_keeps_the_whole_lineage(tmp_path):
     assert parent["sha256"] == checkpoint_identity(second)["sha256"]
     assert parent["init_from"]["sha256"] == checkpoint_identity(first)["sha256"]
     assert parent["init_from"]["init_from"] is None
+    stage = read_config(third / "stages" / "01-1x16")["provenance"]  # a stage's best can start a chain too
+    assert stage["init_from"]["sha256"] == parent["sha256"] and stage["init_from"]["init_from"]["name"] == "first"
     card = (third / "README.md").read_text()
     assert "training started from checkpoint `second`" in card
     assert "that run started from checkpoint `first`" in card and "training_log.init2.jsonl" in card
