@@ -174,6 +174,20 @@ def solve_relations(facts: list[str], question: str) -> set[str]:
     return {b for a, rd, b in relations if a == p and rd == d}
 
 
+def needs_direction(facts: list[str], question: str) -> bool:
+    """True when place names alone leave two answers: both facts relate the asked place to another place."""
+    form = parse_relation_question(question)
+    if form is None:
+        return False
+    asked = form[2] if form[0] == "of" else form[1]
+    others = set()
+    for fact in facts:
+        parsed = parse_relation(fact)
+        if parsed and asked in (parsed[0], parsed[2]):
+            others.add(parsed[2] if parsed[0] == asked else parsed[0])
+    return len(others) >= 2
+
+
 def qa1_items(questions: list[BabiQuestion]) -> list[BabiItem]:
     """qa1 items: the one supporting fact states where the asked person is; the answer is its place."""
     items = []

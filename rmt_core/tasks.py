@@ -146,14 +146,18 @@ class TaskBuilder:
     """
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
-                 babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
+                 babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
+                 hard_fraction: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         if split not in SPLITS:
             raise TaskError(f"unknown split {split!r}; choose train or test")
         if babi_file is not None and babi_dir is not None:
             raise TaskError("give a bAbI file or a bAbI folder, not both")
+        if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
+            raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
         self.task = task
+        self.hard_fraction = hard_fraction
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         self.split = split
@@ -199,9 +203,16 @@ class TaskBuilder:
     # --- samples ----------------------------------------------------------------------------------
 
     def _item(self, rng: random.Random) -> babi.BabiItem:
-        if self.items is not None:
-            return self.items[rng.randrange(len(self.items))]
-        return babi.generate_qa1(rng) if self.kind == "qa1" else babi.generate_qa4(rng)
+        # With hard_fraction, that share of reason samples is redrawn until place names alone cannot answer it.
+        hard = self.hard_fraction > 0 and rng.random() < self.hard_fraction
+        for _ in range(1000):
+            if self.items is not None:
+                item = self.items[rng.randrange(len(self.items))]
+            else:
+                item = babi.generate_qa1(rng) if self.kind == "qa1" else babi.generate_qa4(rng)
+            if not hard or babi.needs_direction(item.facts, item.question):
+                return item
+        raise TaskError("the bAbI file holds no question that needs directions; use --hard-fraction 0")
 
     def sample(self, n_segments: int, seed: int) -> Sample:
         """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""

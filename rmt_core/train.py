@@ -90,6 +90,9 @@ class TrainConfig:
     # Validate at these multiples of the stage's segment count, pooled: (1, 2) picks the model that also holds
     # at twice the length it trains on.
     val_multiples: tuple = (1,)
+    # reason only: this share of training samples needs the directions (place names alone leave two answers);
+    # validation keeps the natural mix.
+    hard_fraction: float = 0.0
     target_accuracy: float = 0.99
     patience: int = 2
     plateau: int = 8
@@ -176,19 +179,21 @@ class Data:
     def __init__(self, cfg: TrainConfig, tokenizer):
         self.cfg, self.tokenizer, self.builders = cfg, tokenizer, {}
 
-    def builder(self, segment_size: int):
+    def builder(self, segment_size: int, training: bool = False):
+        """Samples of the training sources; training batches oversample hard reason questions (hard_fraction)."""
         from rmt_core.tasks import TaskBuilder
 
-        if segment_size not in self.builders:
+        hard = self.cfg.hard_fraction if training else 0.0
+        if (segment_size, hard) not in self.builders:
             c = self.cfg
-            self.builders[segment_size] = TaskBuilder(
+            self.builders[segment_size, hard] = TaskBuilder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
-                noise_file=c.noise_file, split="train",
+                noise_file=c.noise_file, split="train", hard_fraction=hard,
             )
-        return self.builders[segment_size]
+        return self.builders[segment_size, hard]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        return self.builder(stage.segment_size).batch(
+        return self.builder(stage.segment_size, training=True).batch(
             stage.segments, self.cfg.batch_size, seed=_batch_seed(self.cfg.seed, stage_index, step)
         )
 

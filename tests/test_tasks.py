@@ -264,3 +264,24 @@ def test_numpy_integers_accepted(tok):
     assert builder.sample(np.int64(2), np.int64(9)) == builder.sample(2, 9)
     with pytest.raises(TaskError, match="seed"):
         builder.sample(2, 1.5)
+
+
+def test_hard_fraction_oversamples_questions_that_need_the_directions():
+    from rmt_core import babi
+    from rmt_core.tasks import TaskBuilder, default_tokenizer
+
+    assert babi.needs_direction(["The office is north of the kitchen.", "The garden is south of the kitchen."],
+                                "What is north of the kitchen?")
+    assert not babi.needs_direction(["The office is north of the kitchen.", "The garden is south of the kitchen."],
+                                    "What is the office south of?")
+    tok = default_tokenizer()
+    plain = TaskBuilder("reason", tok, 32)
+    assert [plain.sample(2, i).input_ids for i in range(5)] == \
+        [TaskBuilder("reason", tok, 32, hard_fraction=0.0).sample(2, i).input_ids for i in range(5)]
+    natural = sum(babi.needs_direction([f.text for f in s.facts], s.question) for s in plain.samples(1, 300, 0))
+    hard = TaskBuilder("reason", tok, 32, hard_fraction=1.0).samples(1, 300, 0)
+    assert all(babi.needs_direction([f.text for f in s.facts], s.question) for s in hard)
+    assert 0.3 * 300 < natural < 0.9 * 300  # the natural mix holds both kinds
+    for bad, task in ((1.5, "reason"), (-0.1, "reason"), (0.5, "detect")):
+        with pytest.raises(TaskError, match="hard fraction"):
+            TaskBuilder(task, tok, 64, hard_fraction=bad)
