@@ -48,6 +48,8 @@ wait
 # distribution. reason first sharpens its single-segment reasoning on 1x32, then goes back to 4x64.
 vocab=(--noise-file builtin:vocab --threads 1 --quiet --val-samples 256 --eval-every 100 --warmup-steps 30
        --max-steps 3000 --patience 2 --target-accuracy 0.995 --stage-eval-samples 200)
+# The shipped reason run was ended early, at step 1200 of its 4x64 stage, by resuming it with --time-budget-s 1
+# (its model card quotes that command); this script lets it run to its plateau or its time budget.
 # detect validates at 7 and 14 segments pooled (--val-multiples 1,2), so it keeps the model that holds at 2x.
 "$RMT" train --task detect --init-from "$RUNS/cpu_detect2" --out "$RUNS/cpu_detect3" --stages 7x64 --lr 2e-4 \
   --batch-size 32 --plateau 12 --val-multiples 1,2 --time-budget-s 3600 --stage-eval-segments 1,4,7,14 \
