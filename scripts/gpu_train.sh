@@ -5,7 +5,8 @@
 #   DATA=runs/gpu_data WORK=/tmp/rmt-gpu BUDGET=330 bash scripts/gpu_train.sh
 #
 # DATA holds babi/en-10k/, quality/questions.dev.txt and minilm/ (the tokenizer files of all-MiniLM-L6-v2).
-# Training reads the en-10k *train* facts and the built-in noise; evaluation the *test* facts and QuALITY noise.
+# Training reads the en-10k *train* facts and builtin:vocab noise (built-in sentences plus words from the whole
+# tokenizer vocabulary, so real text holds no unseen tokens); evaluation the *test* facts and QuALITY noise.
 set -u
 PY=${PY:-python3}
 DATA=${DATA:-runs/gpu_data}
@@ -23,7 +24,7 @@ START=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - START ))s] $*"; }
 
 COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 100 --max-steps 3000 --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-512}"
-        --babi-dir "$BABI" --time-budget-s "$BUDGET" --threads 2 --quiet
+        --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet
         --stage-eval-segments 1,2,4,8,16,32 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-200}"
         --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE")
 MEM64=1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64,8x64,9x64,10x64
@@ -38,12 +39,12 @@ train() {  # name, then rmt train arguments
 stamp "start on $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
 train memorize_a --task memorize --stages $MEM64 --lr 3e-4 "${COMMON[@]}" &
 train memorize_b --task memorize --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
-train detect_a --task detect --stages $MEM64 --lr 3e-4 "${COMMON[@]}" &
-train detect_b --task detect --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
+train detect_a --task detect --stages $MEM64 --lr 3e-4 --val-multiples 1,2 "${COMMON[@]}" &
+train detect_b --task detect --stages $MEM64 --lr 1e-3 --val-multiples 1,2 "${COMMON[@]}" &
 train reason_a --task reason --stages $REASON64 --lr 3e-4 --target-accuracy 0.95 "${COMMON[@]}" &
 train reason_b --task reason --stages $REASON64 --lr 1e-3 --target-accuracy 0.95 "${COMMON[@]}" &
 train memorize499 --task memorize --stages $MEM499 --lr 3e-4 --batch-size "${BATCH499:-64}" --warmup-steps 100 --max-steps 3000 \
-  --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-256}" --babi-dir "$BABI" --time-budget-s "$BUDGET" --threads 2 --quiet \
+  --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-256}" --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet \
   --stage-eval-segments 1,2,4,8 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-100}" --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE" &
 wait
 
