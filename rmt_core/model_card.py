@@ -74,9 +74,12 @@ def model_card(folder: str | Path) -> str:
     for e in stages:
         lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | "
                      f"{e['best_val_accuracy']:.3f} | {_best_step(log, e)} |")
-    lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches. A stage "
-              "keeps its best model; step 0 means the model it started from was already the best on that "
-              "stage's validation set.", ""]
+    multiples = [int(k) for k in prov.get("train_config", {}).get("val_multiples") or [1]]
+    pooled = (f" Each stage validates at {' and '.join(f'{k}x' for k in multiples)} its number of segments, pooled."
+              if multiples != [1] else "")
+    lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches."
+              f"{pooled} A stage keeps its best model; step 0 means the model it started from was already the best "
+              "on that stage's validation set.", ""]
     stage_evals = [e for e in log if e.get("event") == "stage_eval"]
     if stage_evals:
         lengths = [r["segments"] for r in stage_evals[0]["results"]]

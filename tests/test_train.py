@@ -144,3 +144,4 @@ def test_validation_pools_multiples_of_the_stage_length(tmp_path):
     out = train(tiny_config(tmp_path / "run", stages=[Stage(2, 16)], max_steps=2, val_multiples=(1, 2)),
                 progress=False)
     assert read_config(out)["provenance"]["train_config"]["val_multiples"] == [1, 2]
+    assert "validates at 1x and 2x its number of segments, pooled" in (out / "README.md").read_text()
