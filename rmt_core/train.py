@@ -373,8 +373,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     torch.manual_seed(cfg.seed)
+    origin = None  # the checkpoint this run starts from, hashed once; every stage checkpoint and the final one record it
     if cfg.init_from:
         model = load_checkpoint(cfg.init_from, device="cpu")
+        origin = _identity(cfg.init_from)
         model.config.task, model.config.bptt_depth, model.config.loss_on = cfg.task, cfg.bptt_depth, cfg.loss_on
         model.dropout.p = cfg.dropout
         tokenizer = model.tokenizer
@@ -420,7 +422,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                       segment_size=stage.segment_size, val_accuracy=state["best"], val_loss=state["best_loss"],
                       best=state["best"])
             if procs.main:
-                _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"])
+                _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], origin)
         first_step = state["step"]
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
         losses = []
@@ -455,7 +457,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 if improved:
                     state["best"], state["best_loss"] = acc, val_loss
                     if procs.main:
-                        _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc)
+                        _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc, origin)
                 state["good"] = state["good"] + 1 if acc >= cfg.target_accuracy else 0
                 state["stale"] = 0 if improved else state["stale"] + 1
                 state["step"] = step
@@ -504,7 +506,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             weights = read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}")
             model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in weights.items()})
         model.config.segment_size, model.config.trained_segments = trained.segment_size, trained.segments
-        provenance = _provenance(cfg, procs, wall, state)
+        provenance = _provenance(cfg, procs, wall, state, origin)
         provenance["trained_curriculum"] = ",".join(s.name for s in cfg.stages[: cfg.stages.index(trained) + 1])
         provenance["stopped_by_time_budget"] = out_of_time
         save_checkpoint(model, out / "final.tmp", tokenizer=tokenizer, provenance=provenance,
@@ -536,13 +538,13 @@ def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, lo
               results=[{k: r[k] for k in ("segments", "tokens", "accuracy", "samples")} for r in result["results"]])
 
 
-def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float) -> None:
-    provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command,
-                  "init_from": _identity(cfg.init_from) if cfg.init_from else None}
+def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float,
+                origin: dict | None) -> None:
+    provenance = {"stage": stage.name, "step": step, "val_accuracy": acc, "command": cfg.command, "init_from": origin}
     save_checkpoint(model, stage_dir, tokenizer=tokenizer, provenance=provenance, dtype="float32")
 
 
-def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict) -> dict:
+def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict, origin: dict | None) -> dict:
     device = procs.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {
@@ -560,7 +562,7 @@ def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict) ->
         "date": _now(),
         "torch": torch.__version__,
         "train_config": cfg.to_json(),
-        "init_from": _identity(cfg.init_from) if cfg.init_from else None,
+        "init_from": origin,
     }
 
 

@@ -18,11 +18,9 @@ from rmt_core.noise import BUILTIN_NAMES, NoiseSource
 from rmt_core.tasks import default_tokenizer
 
 
-def coverage(source: NoiseSource, counts: Counter) -> float:
-    """Share of the occurrences in `counts` (token id -> count) whose token id occurs in `source`."""
-    seen = {i for ids in source.token_ids for i in ids}
-    total = sum(counts.values())
-    return sum(c for i, c in counts.items() if i in seen) / max(total, 1)
+def coverage(seen: set[int], counts: Counter) -> float:
+    """Share of the occurrences in `counts` (token id -> count) whose token id is in `seen`."""
+    return sum(c for i, c in counts.items() if i in seen) / max(sum(counts.values()), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- |")
     for name in BUILTIN_NAMES:
         source = NoiseSource.load(name, tokenizer)
-        types = len({i for ids in source.token_ids for i in ids})
-        print(f"| {name} | {len(source)} | {types} | {100 * coverage(source, counts):.1f}% |")
+        seen = {i for ids in source.token_ids for i in ids}
+        print(f"| {name} | {len(source)} | {len(seen)} | {100 * coverage(seen, counts):.1f}% |")
     return 0
 
 
