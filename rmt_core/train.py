@@ -419,8 +419,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             state.update(stage=stage_index, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0)
             state["best"], state["best_loss"] = validate(model, val, device, autocast)
             log.write(event="eval", stage=stage_index, step=0, segments=stage.segments,
-                      segment_size=stage.segment_size, val_accuracy=state["best"], val_loss=state["best_loss"],
-                      best=state["best"])
+                      segment_size=stage.segment_size, val_segments=[stage.segments * k for k in cfg.val_multiples],
+                      val_accuracy=state["best"], val_loss=state["best_loss"], best=state["best"])
             if procs.main:
                 _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], origin)
         first_step = state["step"]

@@ -144,4 +144,6 @@ def test_validation_pools_multiples_of_the_stage_length(tmp_path):
     out = train(tiny_config(tmp_path / "run", stages=[Stage(2, 16)], max_steps=2, val_multiples=(1, 2)),
                 progress=False)
     assert read_config(out)["provenance"]["train_config"]["val_multiples"] == [1, 2]
+    evals = log_entries(out, "eval")
+    assert evals and all(e["val_segments"] == [2, 4] for e in evals)  # the starting model's score included
     assert "validates at 1x and 2x its number of segments, pooled" in (out / "README.md").read_text()
