@@ -77,6 +77,10 @@ def model_card(folder: str | Path) -> str:
     multiples = [int(k) for k in prov.get("train_config", {}).get("val_multiples") or [1]]
     pooled = (f" Each stage validates at {' and '.join(f'{k}x' for k in multiples)} its number of segments, pooled."
               if multiples != [1] else "")
+    form = prov.get("train_config", {}).get("question_form")
+    if form:
+        pooled += (f" This run trains and validates on '{form}' questions only "
+                   f"({'What is D of the P?' if form == 'of' else 'What is the P D of?'}), a curriculum step.")
     lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches."
               f"{pooled} A stage keeps its best model; step 0 means the model it started from was already the best "
               "on that stage's validation set.", ""]

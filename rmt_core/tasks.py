@@ -147,7 +147,7 @@ class TaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
-                 hard_fraction: float = 0.0):
+                 hard_fraction: float = 0.0, question_form: str | None = None):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         if split not in SPLITS:
@@ -156,8 +156,12 @@ class TaskBuilder:
             raise TaskError("give a bAbI file or a bAbI folder, not both")
         if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
+        if question_form not in (None, "of", "is") or (question_form and task != "reason"):
+            raise TaskError(f"question form {question_form!r} must be 'of' ('What is D of the P?') or 'is' "
+                            "('What is the P D of?') and is for the reason task only")
         self.task = task
         self.hard_fraction = hard_fraction
+        self.question_form = question_form
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         self.split = split
@@ -203,16 +207,21 @@ class TaskBuilder:
     # --- samples ----------------------------------------------------------------------------------
 
     def _item(self, rng: random.Random) -> babi.BabiItem:
-        # With hard_fraction, that share of reason samples is redrawn until place names alone cannot answer it.
+        # With hard_fraction, that share of reason samples is redrawn until place names alone cannot answer it;
+        # with question_form, every reason sample is redrawn until its question has that form.
         hard = self.hard_fraction > 0 and rng.random() < self.hard_fraction
         for _ in range(1000):
             if self.items is not None:
                 item = self.items[rng.randrange(len(self.items))]
             else:
                 item = babi.generate_qa1(rng) if self.kind == "qa1" else babi.generate_qa4(rng)
-            if not hard or babi.needs_direction(item.facts, item.question):
-                return item
-        raise TaskError("the bAbI file holds no question that needs directions; use --hard-fraction 0")
+            if hard and not babi.needs_direction(item.facts, item.question):
+                continue
+            if self.question_form and (babi.parse_relation_question(item.question) or ("",))[0] != self.question_form:
+                continue
+            return item
+        raise TaskError("the bAbI file holds no question of the kind asked for; use --hard-fraction 0 and "
+                        "--question-form any")
 
     def sample(self, n_segments: int, seed: int) -> Sample:
         """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""

@@ -93,6 +93,7 @@ class TrainConfig:
     # reason only: this share of training samples needs the directions (place names alone leave two answers);
     # validation keeps the natural mix.
     hard_fraction: float = 0.0
+    question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
     plateau: int = 8
@@ -180,7 +181,8 @@ class Data:
         self.cfg, self.tokenizer, self.builders = cfg, tokenizer, {}
 
     def builder(self, segment_size: int, training: bool = False):
-        """Samples of the training sources; training batches oversample hard reason questions (hard_fraction)."""
+        """Samples of the training sources; training batches oversample hard reason questions (hard_fraction).
+        A question_form restricts training and validation alike: the stage's best is its best on that form."""
         from rmt_core.tasks import TaskBuilder
 
         hard = self.cfg.hard_fraction if training else 0.0
@@ -188,7 +190,7 @@ class Data:
             c = self.cfg
             self.builders[segment_size, hard] = TaskBuilder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
-                noise_file=c.noise_file, split="train", hard_fraction=hard,
+                noise_file=c.noise_file, split="train", hard_fraction=hard, question_form=c.question_form,
             )
         return self.builders[segment_size, hard]
 

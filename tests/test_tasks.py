@@ -285,3 +285,20 @@ def test_hard_fraction_oversamples_questions_that_need_the_directions():
     for bad, task in ((1.5, "reason"), (-0.1, "reason"), (0.5, "detect")):
         with pytest.raises(TaskError, match="hard fraction"):
             TaskBuilder(task, tok, 64, hard_fraction=bad)
+
+
+def test_question_form_keeps_reason_questions_of_one_form():
+    from rmt_core import babi
+    from rmt_core.tasks import TaskBuilder, default_tokenizer
+
+    tok = default_tokenizer()
+    forms = {form: [babi.parse_relation_question(s.question)[0]
+                    for s in TaskBuilder("reason", tok, 32, question_form=form).samples(1, 200, 0)]
+             for form in (None, "of", "is")}
+    assert set(forms["of"]) == {"of"} and set(forms["is"]) == {"is"}
+    assert 0.3 * 200 < forms[None].count("of") < 0.7 * 200  # the natural mix holds both forms
+    both = TaskBuilder("reason", tok, 32, question_form="is", hard_fraction=1.0).samples(1, 100, 1)
+    assert all(babi.needs_direction([f.text for f in s.facts], s.question) for s in both)
+    for bad, task in (("what", "reason"), ("of", "detect")):
+        with pytest.raises(TaskError, match="question form"):
+            TaskBuilder(task, tok, 64, question_form=bad)

@@ -147,3 +147,17 @@ def test_validation_pools_multiples_of_the_stage_length(tmp_path):
     evals = log_entries(out, "eval")
     assert evals and all(e["val_segments"] == [2, 4] for e in evals)  # the starting model's score included
     assert "validates at 1x and 2x its number of segments, pooled" in (out / "README.md").read_text()
+
+
+def test_question_form_restricts_training_and_validation(tmp_path):
+    from rmt_core import babi
+    from rmt_core.tasks import default_tokenizer
+    from rmt_core.train import Data
+
+    cfg = tiny_config(tmp_path / "q", task="reason", stages=[Stage(1, 32)], max_steps=2, question_form="is")
+    data = Data(cfg, default_tokenizer())
+    for builder in (data.builder(32, training=True), data.builder(32)):
+        assert {babi.parse_relation_question(s.question)[0] for s in builder.samples(1, 40, 0)} == {"is"}
+    out = train(cfg, progress=False)
+    assert read_config(out)["provenance"]["train_config"]["question_form"] == "is"
+    assert "trains and validates on 'is' questions only" in (out / "README.md").read_text()

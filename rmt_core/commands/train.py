@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hard-fraction", type=float, default=0.0,
                         help="reason: this share of training samples is drawn from questions that place names "
                              "alone cannot answer (validation keeps the natural mix; default 0)")
+    parser.add_argument("--question-form", choices=("any", "of", "is"), default="any",
+                        help="reason: train and validate on questions of one form only, 'of' (What is D of the P?) "
+                             "or 'is' (What is the P D of?), a curriculum step before the full mix (default any)")
     parser.add_argument("--val-multiples", default="1",
                         help="validate at these multiples of each stage's segment count, pooled (such as 1,2: "
                              "keep the model that also holds at twice its length; default 1)")
@@ -86,6 +89,7 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=val_multiples, hard_fraction=args.hard_fraction,
+        question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
