@@ -174,6 +174,28 @@ def solve_relations(facts: list[str], question: str) -> set[str]:
     return {b for a, rd, b in relations if a == p and rd == d}
 
 
+RELATION_KINDS = {
+    "one": "one fact names the asked place",
+    "subject+reference": "the asked place is a subject in one fact, a reference in the other",
+    "both reference": "the asked place is the reference of both facts",
+    "both subject": "the asked place is the subject of both facts",
+}
+
+
+def relation_kind(facts: list[str], question: str) -> str | None:
+    """Which key of RELATION_KINDS a qa4 question is: how the asked place sits in the two facts. Only
+    "both reference" and "both subject" leave two candidates that place roles alone cannot tell apart."""
+    form = parse_relation_question(question)
+    if form is None:
+        return None
+    asked = form[2] if form[0] == "of" else form[1]
+    roles = sorted("reference" if r == asked else "subject"
+                   for a, _, r in filter(None, map(parse_relation, facts)) if asked in (a, r))
+    if len(roles) < 2:
+        return "one"
+    return "subject+reference" if roles[0] != roles[1] else f"both {roles[0]}"
+
+
 def needs_direction(facts: list[str], question: str) -> bool:
     """True when place names alone leave two answers: both facts relate the asked place to another place."""
     form = parse_relation_question(question)

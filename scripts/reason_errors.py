@@ -5,6 +5,10 @@
 
 A question "needs the directions" when both facts mention the asked place, so place names alone leave two
 candidate answers (`rmt_core.babi.needs_direction`); a model that only matches places scores 50% on those.
+A second table splits by where the asked place sits in the facts (`rmt_core.babi.relation_kind`) and by the
+question's form: when the place is the reference of both facts, only the direction words tell the two
+candidates apart, and "What is D of the P?" wants the fact with direction D while "What is the P D of?"
+wants the opposite one.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                               noise_file=args.noise_file, split="test")
         print("| segments | questions that need the directions | the other questions |")
         print("| --- | --- | --- |")
+        kinds = {}  # segments -> (kind, form) -> [right, total]
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
             right = np.zeros(len(samples), dtype=bool)
@@ -49,6 +54,22 @@ def main(argv: list[str] | None = None) -> int:
             hard = np.array([babi.needs_direction([f.text for f in s.facts], s.question) for s in samples])
             print(f"| {n} | {100 * right[hard].mean():.1f}% (n={hard.sum()}) | "
                   f"{100 * right[~hard].mean():.1f}% (n={(~hard).sum()}) |")
+            split = kinds.setdefault(n, {})
+            for sample, ok in zip(samples, right):
+                key = (babi.relation_kind([f.text for f in sample.facts], sample.question),
+                       babi.parse_relation_question(sample.question)[0])
+                split.setdefault(key, [0, 0])
+                split[key][0] += int(ok)
+                split[key][1] += 1
+        keys = sorted({key for split in kinds.values() for key in split})
+        print()
+        print("| where the asked place sits | question form | " + " | ".join(f"{n} seg" for n in kinds) + " |")
+        print("| --- | --- |" + " --- |" * len(kinds))
+        for kind, form in keys:
+            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
+                     (kinds[n].get((kind, form), [0, 0]) for n in kinds)]
+            question = "What is D of the P?" if form == "of" else "What is the P D of?"
+            print(f"| {babi.RELATION_KINDS[kind]} | {question} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1

@@ -302,3 +302,19 @@ def test_question_form_keeps_reason_questions_of_one_form():
     for bad, task in (("what", "reason"), ("of", "detect")):
         with pytest.raises(TaskError, match="question form"):
             TaskBuilder(task, tok, 64, question_form=bad)
+
+
+def test_relation_kind_says_where_the_asked_place_sits():
+    from rmt_core import babi
+
+    two = ["The office is north of the kitchen.", "The garden is south of the kitchen."]
+    assert babi.relation_kind(two, "What is north of the kitchen?") == "both reference"
+    assert babi.relation_kind(two, "What is the office south of?") == "one"
+    chain = ["The garden is north of the office.", "The bedroom is north of the garden."]
+    assert babi.relation_kind(chain, "What is north of the garden?") == "subject+reference"
+    assert babi.relation_kind(["The hallway is east of the office.", "The hallway is west of the garden."],
+                              "What is the hallway east of?") == "both subject"
+    assert babi.relation_kind(two, "Where is Mary?") is None
+    # Only the "both" kinds need the directions; every kind with two mentions needs_direction.
+    for question in ("What is north of the kitchen?", "What is the office south of?"):
+        assert babi.needs_direction(two, question) == (babi.relation_kind(two, question) != "one")
