@@ -42,7 +42,12 @@ train memorize_b --task memorize --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
 train detect_a --task detect --stages $MEM64 --lr 3e-4 --val-multiples 1,2 "${COMMON[@]}" &
 train detect_b --task detect --stages $MEM64 --lr 1e-3 --val-multiples 1,2 "${COMMON[@]}" &
 train reason_a --task reason --stages $REASON64 --lr 3e-4 --target-accuracy 0.95 "${COMMON[@]}" &
-train reason_b --task reason --stages $REASON64 --lr 1e-3 --target-accuracy 0.95 "${COMMON[@]}" &
+# reason_b first learns the direction words on one question form (--question-form of: with both forms mixed,
+# matching directions alone gains nothing), on short noise-free segments, then the full mix, noise and length.
+( train reason_of --task reason --stages 1x24 --question-form of --lr 1e-3 --target-accuracy 0.99 \
+    "${COMMON[@]}" --time-budget-s "$(( BUDGET / 3 ))"
+  train reason_b --task reason --init-from "$WORK/reason_of" --stages 1x24,1x64,2x64,3x64,4x64,5x64,6x64 --lr 5e-4 \
+    --target-accuracy 0.95 "${COMMON[@]}" ) &
 train memorize499 --task memorize --stages $MEM499 --lr 3e-4 --batch-size "${BATCH499:-64}" --warmup-steps 100 --max-steps 3000 \
   --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-256}" --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet \
   --stage-eval-segments 1,2,4,8 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-100}" --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE" &
