@@ -143,6 +143,9 @@ def parse_relation(sentence: str) -> tuple[str, str, str] | None:
     return (match.group(1), match.group(2), match.group(3)) if match else None
 
 
+QUESTION_FORMS = {"of": "What is D of the P?", "is": "What is the P D of?"}  # parse_relation_question's forms
+
+
 def parse_relation_question(question: str) -> tuple[str, str, str] | None:
     """A qa4 question as ('of', direction, place) for 'What is D of the P?' or ('is', place, direction)
     for 'What is the P D of?'; None when it is neither."""

@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from rmt_core.babi import QUESTION_FORMS
+
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
@@ -80,7 +82,7 @@ def model_card(folder: str | Path) -> str:
     form = prov.get("train_config", {}).get("question_form")
     if form:
         pooled += (f" This run trains and validates on '{form}' questions only "
-                   f"({'What is D of the P?' if form == 'of' else 'What is the P D of?'}), a curriculum step.")
+                   f"({QUESTION_FORMS[form]}), a curriculum step.")
     lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches."
               f"{pooled} A stage keeps its best model; step 0 means the model it started from was already the best "
               "on that stage's validation set.", ""]

@@ -156,9 +156,10 @@ class TaskBuilder:
             raise TaskError("give a bAbI file or a bAbI folder, not both")
         if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
-        if question_form not in (None, "of", "is") or (question_form and task != "reason"):
-            raise TaskError(f"question form {question_form!r} must be 'of' ('What is D of the P?') or 'is' "
-                            "('What is the P D of?') and is for the reason task only")
+        if question_form not in (None, *babi.QUESTION_FORMS) or (question_form and task != "reason"):
+            raise TaskError(f"question form {question_form!r} must be "
+                            + " or ".join(f"'{k}' ('{v}')" for k, v in babi.QUESTION_FORMS.items())
+                            + " and is for the reason task only")
         self.task = task
         self.hard_fraction = hard_fraction
         self.question_form = question_form

@@ -413,6 +413,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         model.train()
         optimizer, scheduler = make_optimizer(model, cfg)
         val = data.validation(stage)
+        val_segments = [stage.segments * k for k in cfg.val_multiples]
         if resume and stage_index == first_stage:
             state = load_resume(resume_dir, model, optimizer, scheduler)
             started -= state["elapsed"]
@@ -421,7 +422,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             state.update(stage=stage_index, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0)
             state["best"], state["best_loss"] = validate(model, val, device, autocast)
             log.write(event="eval", stage=stage_index, step=0, segments=stage.segments,
-                      segment_size=stage.segment_size, val_segments=[stage.segments * k for k in cfg.val_multiples],
+                      segment_size=stage.segment_size, val_segments=val_segments,
                       val_accuracy=state["best"], val_loss=state["best_loss"], best=state["best"])
             if procs.main:
                 _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], origin)
@@ -465,7 +466,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 state["step"] = step
                 state["elapsed"] = time.time() - started
                 log.write(event="eval", stage=stage_index, step=step, segments=stage.segments,
-                          segment_size=stage.segment_size, val_segments=[stage.segments * k for k in cfg.val_multiples],
+                          segment_size=stage.segment_size, val_segments=val_segments,
                           val_accuracy=acc, val_loss=val_loss, best=state["best"],
                           elapsed_s=round(state["elapsed"], 1))
                 if procs.main:

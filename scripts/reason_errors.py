@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, form in keys:
             cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
                      (kinds[n].get((kind, form), [0, 0]) for n in kinds)]
-            question = "What is D of the P?" if form == "of" else "What is the P D of?"
-            print(f"| {babi.RELATION_KINDS[kind]} | {question} | " + " | ".join(cells) + " |")
+            print(f"| {babi.RELATION_KINDS[kind]} | {babi.QUESTION_FORMS[form]} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1
