@@ -236,12 +236,6 @@ class RMT(nn.Module):
         """Context manager: the eager kernel inside (attention probabilities available), the previous one after."""
         return _AttentionKernel(self, "eager")
 
-    # ----- checkpoint conveniences -----------------------------------------------------------------------
-    def save(self, path: str | Path, **kwargs) -> Path:
-        from rmt_core.checkpoint import save_checkpoint
-
-        return save_checkpoint(self, path, **kwargs)
-
 
 class _AttentionKernel:
     def __init__(self, model: RMT, name: str):

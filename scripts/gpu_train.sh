@@ -33,7 +33,7 @@ MEM499=1x16,2x16,2x64,2x128,2x256,2x499,3x499,4x499,5x499,6x499,7x499
 
 train() {  # name, then rmt train arguments
   local name=$1; shift
-  $PY -m rmt_core.cli train --out "$WORK/$name" "$@" > "$WORK/$name.log" 2>&1
+  $PY -m rmt_cli.main train --out "$WORK/$name" "$@" > "$WORK/$name.log" 2>&1
   stamp "trained $name (exit $?)"
 }
 stamp "start on $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"

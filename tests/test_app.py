@@ -185,8 +185,8 @@ def test_missing_default_checkpoint_is_explained(monkeypatch, tmp_path):
 
 
 def test_rmt_app_serves_localhost_unless_told(tmp_path, capsys):
-    from rmt_core.cli import main
-    from rmt_core.commands import app as command
+    from rmt_cli.main import main
+    from rmt_cli.commands import app as command
 
     arguments = command.streamlit_arguments()
     assert arguments[:2] == ["run", MAIN]

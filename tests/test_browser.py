@@ -78,7 +78,7 @@ def server(checkpoint, tmp_path_factory):
     env = {**os.environ, "RMT_CHECKPOINT": str(checkpoint), "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "rmt_core.cli", "app", "--port", str(port)], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port)], env=env,
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

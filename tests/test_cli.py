@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def rmt_command() -> list[str]:
     """The installed console script beside this interpreter, else the module (same code path)."""
     script = Path(sys.executable).parent / "rmt"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "rmt_core.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rmt_cli.main"]
 
 
 def run_rmt(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
@@ -94,8 +94,8 @@ def test_unbuilt_subcommand_in_a_real_process():
     code = textwrap.dedent(
         """
         import sys
-        sys.modules["rmt_core.commands.export"] = None
-        from rmt_core.cli import main
+        sys.modules["rmt_cli.commands.export"] = None
+        from rmt_cli.main import main
         sys.exit(main(sys.argv[1:]))
         """
     )
@@ -126,10 +126,10 @@ def test_rmt_error_in_a_real_process_exits_1_with_one_line():
         def run(args):
             raise CheckpointError("checkpoints/x/config.json is missing;\\nrun rmt train")
 
-        fake = types.ModuleType("rmt_core.commands.replay")
+        fake = types.ModuleType("rmt_cli.commands.replay")
         fake.HELP, fake.add_arguments, fake.run = "fake", lambda parser: None, run
-        sys.modules["rmt_core.commands.replay"] = fake
-        from rmt_core.cli import main
+        sys.modules["rmt_cli.commands.replay"] = fake
+        from rmt_cli.main import main
         sys.exit(main(sys.argv[1:]))
         """
     )

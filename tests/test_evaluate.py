@@ -46,7 +46,7 @@ def test_three_segments_give_the_forward_pass_predictions(model):
 
 
 def test_rmt_eval_command_matches_the_forward_pass(model, tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=model.tokenizer)
     out = folder / "eval.json"
@@ -109,7 +109,7 @@ def test_bad_input_raises_task_errors(model, tmp_path):
 
 
 def test_rmt_eval_bad_checkpoint_is_one_line(tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     assert main(["eval", "--checkpoint", str(tmp_path / "nope"), "--segments", "1"]) == 1
     err = capsys.readouterr().err.strip()

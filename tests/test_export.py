@@ -143,7 +143,7 @@ def test_results_figures_and_tables(tmp_path):
 
 
 def test_rmt_export_command(trace, tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     folder = tmp_path / "trace"
     trace.save(folder)
@@ -171,7 +171,7 @@ def test_rmt_export_command(trace, tmp_path, capsys):
 
 @needs_chromium
 def test_rmt_export_command_images(trace, tmp_path):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     folder = tmp_path / "trace"
     trace.save(folder)

@@ -83,7 +83,7 @@ def test_table_and_figure():
 
 
 def test_flops_command_writes_json(tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     out = tmp_path / "flops.json"
     assert main(["flops", "--models", "125M,175B", "--out", str(out)]) == 0

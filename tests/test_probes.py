@@ -363,7 +363,7 @@ def test_run_probes_rejects_bad_arguments(tiny_checkpoint):
 
 
 def test_rmt_probe_command(tiny_checkpoint, tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     out = tmp_path / "cli"
     code = main(["probe", "--checkpoint", str(tiny_checkpoint.checkpoint_dir), "--segments", "2", "--samples", "16",

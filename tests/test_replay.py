@@ -405,7 +405,7 @@ def checkpoint(tokenizer, tmp_path_factory):
 
 def test_cli_replays_a_task_sample(checkpoint, tmp_path, capsys):
     from rmt_core.checkpoint import checkpoint_identity
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     code = main(["replay", "--checkpoint", str(checkpoint), "--task", "detect", "--segments", "5", "--seed", "2",
                  "--out", str(tmp_path / "t"), "--full-attention", "0,-1", "--quiet", "--device", "cpu"])
@@ -419,7 +419,7 @@ def test_cli_replays_a_task_sample(checkpoint, tmp_path, capsys):
 
 
 def test_cli_replays_a_text_file(checkpoint, tmp_path, capsys):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     text = tmp_path / "story.txt"
     text.write_text("Daniel went back to the hallway. " + "Rain fell on the old roof all night. " * 8)
@@ -443,7 +443,7 @@ def test_cli_replays_a_text_file(checkpoint, tmp_path, capsys):
     (["--segments", "2", "--out", "{existing}"], "already exists"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_1(checkpoint, tmp_path, capsys, args, words):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     files = {"bad": b"\xff\xfe\x00", "empty": b"", "short": b"Mary went home."}
     for name, content in files.items():

@@ -202,7 +202,7 @@ def test_bad_arguments(tok, tmp_path):
 
 
 def rmt(capsys, *argv):
-    from rmt_core.cli import main
+    from rmt_cli.main import main
 
     code = main(["sample", *argv])
     out, err = capsys.readouterr()

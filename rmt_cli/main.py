@@ -1,4 +1,4 @@
-"""The `rmt` command line: one entry point, one module per subcommand in `rmt_core.commands`.
+"""The `rmt` command line: one entry point, one module per subcommand in `rmt_cli.commands`.
 
 A subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
 Subcommands whose module does not exist yet are listed and answer "not built yet" (exit 2).
@@ -27,9 +27,9 @@ COMMANDS: dict[str, str] = {
 
 def _load(name: str):
     try:
-        return importlib.import_module(f"rmt_core.commands.{name}")
+        return importlib.import_module(f"rmt_cli.commands.{name}")
     except ModuleNotFoundError as error:
-        if error.name == f"rmt_core.commands.{name}":
+        if error.name == f"rmt_cli.commands.{name}":
             return None
         raise
 

@@ -1,4 +1,4 @@
-"""Subcommands of `rmt`, one module each (see rmt_core/cli.py), and what several of them share."""
+"""Subcommands of `rmt`, one module each (see rmt_cli/main.py), and what several of them share."""
 
 from __future__ import annotations
 

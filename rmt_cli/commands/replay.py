@@ -46,7 +46,7 @@ def _indexes(text: str, flag: str) -> list[int]:
 
 
 def _device(name: str | None):
-    from rmt_core.commands import parse_device
+    from rmt_cli.commands import parse_device
 
     return parse_device(name, ReplayError)
 

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str | None):
-    from rmt_core.commands import parse_device
+    from rmt_cli.commands import parse_device
 
     return parse_device(name, ProbeError)
 

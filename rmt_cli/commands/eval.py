@@ -13,7 +13,7 @@ import json
 import shlex
 import sys
 
-from rmt_core.commands import parse_device
+from rmt_cli.commands import parse_device
 from rmt_core.errors import TaskError
 
 HELP = "accuracy of a checkpoint against the number of segments (writes the results format with --json)"
