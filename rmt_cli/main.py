@@ -1,7 +1,6 @@
 """The `rmt` command line: one entry point, one module per subcommand in `rmt_cli.commands`.
 
 A subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
-Subcommands whose module does not exist yet are listed and answer "not built yet" (exit 2).
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ COMMANDS: dict[str, str] = {
 
 
 def _load(name: str):
-    try:
-        return importlib.import_module(f"rmt_cli.commands.{name}")
-    except ModuleNotFoundError as error:
-        if error.name == f"rmt_cli.commands.{name}":
-            return None
-        raise
+    return importlib.import_module(f"rmt_cli.commands.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
         module = _load(name)
-        if module is None:
-            sub.add_parser(name, help=f"{summary} (not built yet)", description=f"{summary} (not built yet)")
-            continue
         command = sub.add_parser(name, help=getattr(module, "HELP", summary), description=getattr(module, "HELP", summary))
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
@@ -57,12 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    run = getattr(args, "_run", None)
-    if run is None:
-        print(f"rmt {args.command}: not built yet", file=sys.stderr)
-        return 2
     try:
-        return int(run(args) or 0)
+        return int(args._run(args) or 0)
     except RMTError as error:
         print(f"rmt {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The `rmt` entry point: help lists the subcommands of SPEC section 7, unbuilt ones say so (exit 2), and an
+"""The `rmt` entry point: help lists the subcommands of SPEC section 7, and an
 RMTError inside a command becomes one line on stderr with exit 1."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rmt_core import cli
+from rmt_cli import main as cli
 from rmt_core.errors import CheckpointError, ProbeError, ReplayError, RMTError, TaskError, TraceError, TrainError
 
 # SPEC section 7, in its order.
@@ -35,7 +35,7 @@ def fake_command(run, arguments=lambda parser: None) -> SimpleNamespace:
 
 
 def use_fake(monkeypatch, name: str, module) -> None:
-    """Make cli find `module` (or nothing, for None) for subcommand `name`; every other name loads as usual."""
+    """Make cli find `module` for subcommand `name`; every other name loads as usual."""
     real = cli._load
     monkeypatch.setattr(cli, "_load", lambda n: module if n == name else real(n))
 
@@ -74,34 +74,6 @@ def test_unknown_subcommand_is_a_usage_error(capsys):
         cli.main(["no-such-command"])
     assert caught.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
-
-
-# ----- unbuilt subcommands ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", SPEC_COMMANDS)
-def test_an_unbuilt_subcommand_exits_2_saying_so(name, monkeypatch, capsys):
-    # Each subcommand as if its module did not exist yet, whichever are built by now.
-    use_fake(monkeypatch, name, None)
-    assert cli.main([name]) == 2
-    assert capsys.readouterr().err == f"rmt {name}: not built yet\n"
-    with pytest.raises(SystemExit) as caught:
-        cli.main([name, "--help"])
-    assert caught.value.code == 0
-    assert "not built yet" in " ".join(capsys.readouterr().out.split())
-
-
-def test_unbuilt_subcommand_in_a_real_process():
-    # A None entry in sys.modules makes the import fail as if the module did not exist.
-    code = textwrap.dedent(
-        """
-        import sys
-        sys.modules["rmt_cli.commands.export"] = None
-        from rmt_cli.main import main
-        sys.exit(main(sys.argv[1:]))
-        """
-    )
-    result = run_rmt("export", code=code)
-    assert result.returncode == 2
-    assert result.stderr == "rmt export: not built yet\n"
 
 
 # ----- errors inside a command -----------------------------------------------------------------------------

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-import importlib.util
-
 from app.downloads import show_figure, show_table
-
-if importlib.util.find_spec("rmt_core.flops") is None or importlib.util.find_spec("rmt_core.paper") is None:
-    st.title("Efficiency")
-    st.info("The FLOPs estimates are not built in this checkout yet (rmt_core/flops.py).")
-    st.stop()
-
-from rmt_core import flops, paper  # noqa: E402
+from rmt_core import flops, paper
 
 
 @st.cache_data(show_spinner=False)

@@ -6,19 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-import importlib.util
-
 from app import state
 from app.downloads import show_figure, show_table
+from rmt_core import evaluate, paper
 from rmt_core.errors import RMTError
 from rmt_core.tasks import TASKS
-
-if importlib.util.find_spec("rmt_core.evaluate") is None or importlib.util.find_spec("rmt_core.paper") is None:
-    st.title("Length")
-    st.info("Evaluation against length is not built in this checkout yet (rmt_core/evaluate.py).")
-    st.stop()
-
-from rmt_core import evaluate, paper  # noqa: E402
 
 
 @st.cache_data(show_spinner=False)

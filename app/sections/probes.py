@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import streamlit as st
 
 from app import state
@@ -12,13 +10,10 @@ from rmt_core import export
 from rmt_core.errors import RMTError
 from rmt_core.tasks import TASKS
 
-st.title("Probes")
-if importlib.util.find_spec("probes.run") is None:
-    st.info("The probes are not built in this checkout yet (probes/run.py). This page will run them here once "
-            "they land; `rmt probe` will write the same results.")
-    st.stop()
+from probes.figures import all_figures
+from probes.run import run_probes
 
-from probes.run import run_probes  # noqa: E402  (only once the module is known to exist)
+st.title("Probes")
 
 
 @st.cache_data(show_spinner="Running the probes (collect states, fit probes, ablate, patch)…", max_entries=4)
@@ -35,18 +30,8 @@ def _read(path: str, stamp: float) -> dict:
 
 
 def _figures(results: dict) -> dict:
-    """Figures of the results: the probes package's own builders when present, else the shared ones."""
-    if importlib.util.find_spec("probes.figures") is not None:
-        from probes.figures import all_figures
-
-        return all_figures(results)
-    built = {}
-    for name in export.RESULTS_FIGURES:
-        try:
-            built[name] = export.results_figure(results, name)
-        except export.ExportError:
-            continue  # a stage that was not run has no rows
-    return built
+    """Figures of the results, drawn by the one renderer of probe results (probes.figures)."""
+    return all_figures(results)
 
 
 chosen = state.selection()
