@@ -115,23 +115,20 @@ def worker(kind: str, tokens: int, arch: dict, device_name: str, threads: int, r
     ids = torch.randint(1000, min(vocab, 20000), (1, tokens), generator=torch.Generator().manual_seed(1))
     if kind == "rmt":
         model = RMT(backbone, rmt_config, cls_id=101, sep_id=102, pad_id=0).to(device).eval()
-        n_segments = math.ceil(tokens / S)
-        padded = torch.zeros(1, n_segments * S, dtype=torch.long)
-        padded[:, :tokens] = ids
-        mask = torch.zeros_like(padded)
-        mask[:, :tokens] = 1
-        padded, mask = padded.to(device), mask.to(device)
+        from rmt_core.inputs import ModelInput, SegmentBatch
+        from rmt_core.recurrence import run as recurrence
 
-        def run():
-            memory = model.initial_memory(1)  # (1, m, d): all that lives between segments
-            for t in range(n_segments):
-                step = model.segment_step(memory, padded[:, t * S:(t + 1) * S], mask[:, t * S:(t + 1) * S])
-                memory = step.memory_out
-            return step.logits
+        flat = ids[0].tolist()
+        item = ModelInput.from_segments([flat[i:i + S] for i in range(0, tokens, S)])  # ragged last segment
+        batch = SegmentBatch.from_inputs([item], pad_id=0)
+        last = SegmentBatch.from_inputs([ModelInput.from_segments([item.segments[-1]])], pad_id=0)
+
+        def run():  # the one recurrence: only the memory (1, m, d) lives between segments
+            return recurrence(model, batch).logits
 
         def warm():  # a full segment and the partly filled last one take different attention-mask paths
-            for t in sorted({0, n_segments - 1}):
-                model.segment_step(model.initial_memory(1), padded[:, t * S:(t + 1) * S], mask[:, t * S:(t + 1) * S])
+            recurrence(model, batch, stop=1)
+            recurrence(model, last)
     else:
         model = backbone.to(device).eval()
         full = torch.cat([torch.tensor([[101]]), ids, torch.tensor([[102]])], dim=1).to(device)  # (1, T + 2)

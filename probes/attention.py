@@ -18,26 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rmt_core.model import ROLE_MEMORY, ROLE_NAMES, ROLE_PAD, ROLE_SPECIAL
+from rmt_core.layout import ROLE_NAMES
 
 N_ROLES = len(ROLE_NAMES)
-
-
-def position_roles(token_roles: torch.Tensor, num_mem_tokens: int, input_size: int) -> torch.Tensor:
-    """Roles of every position of a segment's input. token_roles: (B, n) roles of the segment's tokens.
-
-    Layout [CLS] [mem]*m [SEP] tokens [SEP] [PAD]...; returns (B, T) with T = input_size.
-    """
-    B, n = token_roles.shape
-    m = num_mem_tokens
-    roles = torch.full((B, input_size), ROLE_PAD, dtype=torch.long, device=token_roles.device)
-    roles[:, 0] = ROLE_SPECIAL
-    roles[:, 1 : m + 1] = ROLE_MEMORY
-    roles[:, m + 1] = ROLE_SPECIAL
-    roles[:, m + 2 : m + 2 + n] = token_roles
-    if m + 2 + n < input_size:
-        roles[:, m + 2 + n] = ROLE_SPECIAL
-    return roles
 
 
 def role_masses(attention: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
@@ -94,16 +77,16 @@ class ReadoutSum:
         return out
 
 
-def segment_readouts(attentions, token_roles: torch.Tensor, num_mem_tokens: int):
-    """Write and read read-outs of one segment step. attentions: L x (B, H, T, T); token_roles: (B, n).
+def segment_readouts(attentions, token_roles: torch.Tensor, layout):
+    """Write and read read-outs of one segment step. attentions: L x (B, H, T, T); token_roles: (B, n);
+    layout: the model's segment layout (rmt_core.layout), which says where memory is written and read.
 
     Returns (write (B, L, H, R), read (B, L, H, R), counts (B, R)) as numpy arrays.
     """
-    m = num_mem_tokens
-    T = attentions[0].shape[-1]
-    roles = position_roles(token_roles.to(attentions[0].device), m, T)  # (B, T)
-    write = torch.stack([role_masses(a[:, :, 1 : m + 1].float(), roles) for a in attentions], dim=1)
-    read = torch.stack([role_masses(a[:, :, :1].float(), roles) for a in attentions], dim=1)
+    roles = layout.position_roles(token_roles.to(attentions[0].device))  # (B, T)
+    write_rows, answer = layout.write_positions, layout.answer_position
+    write = torch.stack([role_masses(a[:, :, write_rows].float(), roles) for a in attentions], dim=1)
+    read = torch.stack([role_masses(a[:, :, answer:answer + 1].float(), roles) for a in attentions], dim=1)
     counts = torch.nn.functional.one_hot(roles, N_ROLES).sum(dim=1)  # (B, R)
     return write.cpu().numpy(), read.cpu().numpy(), counts.cpu().numpy()
 

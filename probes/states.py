@@ -1,4 +1,4 @@
-"""Memory states of many samples, collected batched with `segment_step` (no traces on disk).
+"""Memory states of many samples, collected batched through the one recurrence (no traces on disk).
 
 The model may be an `rmt_core.model.RMT` or any object with `segment_step(memory, tokens, mask=None,
 output_attentions=False)` returning `.memory_out (B, m, d)`, `.logits (B, C)` and `.attentions`,
@@ -16,7 +16,9 @@ import torch
 
 from probes.attention import ReadoutSum, segment_readouts
 from rmt_core.errors import ProbeError
-from rmt_core.model import ROLE_FACT
+from rmt_core.inputs import SegmentBatch, batch_of
+from rmt_core.layout import ROLE_FACT
+from rmt_core.recurrence import run
 
 
 @dataclass
@@ -32,20 +34,6 @@ class Collected:
 def model_device(model) -> torch.device:
     device = getattr(model, "device", None)
     return device if isinstance(device, torch.device) else torch.device("cpu")
-
-
-def as_segments(model, input_ids) -> torch.Tensor:
-    """(K, N, S) token ids from (K, N*S) flat ids (S = model.config.segment_size) or (K, N, S)."""
-    input_ids = torch.as_tensor(input_ids, dtype=torch.long)
-    if input_ids.dim() == 3:
-        return input_ids
-    if input_ids.dim() != 2:
-        raise ProbeError(f"token ids must be (samples, tokens) or (samples, segments, size), got {tuple(input_ids.shape)}")
-    size = model.config.segment_size
-    if input_ids.shape[1] % size:
-        raise ProbeError(f"{input_ids.shape[1]} tokens per sample is not a multiple of the segment size {size}; "
-                         "build samples with the model's segment size")
-    return input_ids.view(input_ids.shape[0], -1, size)
 
 
 def input_size(model) -> int:
@@ -95,92 +83,55 @@ def small_model_threaded(function):
     return wrapper
 
 
-def recording(model):
-    """The model's eager-attention context when it has one (RMT), else nothing."""
-    return model.recording() if hasattr(model, "recording") else contextlib.nullcontext()
-
-
-@torch.no_grad()
-def run_segments(model, memory: torch.Tensor, segments: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Continue a replay: segments[:, start:] from `memory` (B, m, d). segments: (B, N, S) on the model's device.
-
-    Returns (logits (B, C) of the last segment, memory (B, m, d) after it). With start == N nothing runs and
-    logits is None.
-    """
-    logits = None
-    for t in range(start, segments.shape[1]):
-        step = model.segment_step(memory, segments[:, t])
-        memory, logits = step.memory_out, step.logits
-    return logits, memory
-
-
 @small_model_threaded
 @torch.no_grad()
 def collect(model, input_ids, roles=None, batch_size: int | None = None, attention_batch: int | None = None,
             on_step=None) -> Collected:
     """Memory states of every sample after every segment, final logits, and attention read-outs.
 
-    input_ids: (K, N*S) or (K, N, S). roles: same shape, token roles (rmt_core.tasks ROLE_*), or None for no
-    attention read-outs; with roles, attention is computed only for the rows of a step that need it (a fact
-    lands in that segment, or it is the last one), `attention_batch` rows at a time, under `model.recording()`.
+    input_ids: (K, N*S) or (K, N, S) ids, or K ModelInputs of one number of segments (free text too).
+    roles: same shape as ids, token roles (rmt_core.layout ROLE_*), or None for no attention read-outs (with
+    ModelInputs, their own roles are used when roles is True). With roles, attention is computed at the
+    segments where a fact lands in some row and at the last one, for batches of at most `attention_batch` rows.
     batch_size, attention_batch: None picks them from the model's size. on_step(): called after each batch x segment.
     """
-    batch_size = batch_size or auto_batch_size(model)
-    attention_batch = attention_batch or auto_attention_batch(model)
-    segments = as_segments(model, input_ids)  # (K, N, S)
-    K, N, S = segments.shape
-    role_segments = as_segments(model, roles) if roles is not None else None
-    device = model_device(model)
-    m = model.num_mem_tokens
+    batch = batch_of(model, input_ids)
+    if roles is not None and roles is not True:
+        batch = SegmentBatch.from_ids(torch.as_tensor(input_ids), model.config.segment_size,
+                                      roles=torch.as_tensor(roles))
+    with_roles = roles is not None
+    size = batch_size or auto_batch_size(model)
+    if with_roles:
+        size = min(size, attention_batch or auto_attention_batch(model))
+    K, N, m = batch.batch_size, batch.n_segments, model.num_mem_tokens
     states, logits = None, None
     out = Collected(states=np.zeros(0), logits=np.zeros(0))
-    for first in range(0, K, batch_size):
-        rows = slice(first, min(K, first + batch_size))
-        batch = segments[rows].to(device)  # (B, N, S)
-        B = batch.shape[0]
-        memory = model.initial_memory(B)  # (B, m, d)
+    for first in range(0, K, size):
+        rows = batch.rows(slice(first, first + size))
+        fact_rows = [(rows.roles(t) == ROLE_FACT).any(dim=1).numpy() for t in range(N)] if with_roles else None
+        initial = model.initial_memory(rows.batch_size)  # (B, m, d)
         if states is None:
-            states = np.zeros((K, N + 1, m, memory.shape[-1]), dtype=np.float32)
-        states[rows, 0] = memory.float().cpu().numpy()
-        for t in range(N):
-            want = np.zeros(B, dtype=bool)
-            if role_segments is not None:
-                token_roles = role_segments[rows, t]  # (B, S)
-                has_fact = (token_roles == ROLE_FACT).any(dim=1).numpy()
-                want = has_fact | (t == N - 1)
-            step_memory = torch.empty_like(memory)
-            step_logits = None
-            plain = np.flatnonzero(~want)
-            if plain.size:
-                index = torch.as_tensor(plain, device=device)
-                step = model.segment_step(memory[index], batch[index, t])
-                step_memory[index] = step.memory_out.to(step_memory.dtype)
-                step_logits = torch.empty((B, step.logits.shape[-1]), dtype=step.logits.dtype, device=device)
-                step_logits[index] = step.logits
-            for start in range(0, int(want.sum()), attention_batch):
-                chosen = np.flatnonzero(want)[start:start + attention_batch]
-                index = torch.as_tensor(chosen, device=device)
-                with recording(model):
-                    step = model.segment_step(memory[index], batch[index, t], output_attentions=True)
-                step_memory[index] = step.memory_out.to(step_memory.dtype)
-                if step_logits is None:
-                    step_logits = torch.empty((B, step.logits.shape[-1]), dtype=step.logits.dtype, device=device)
-                step_logits[index] = step.logits
+            states = np.zeros((K, N + 1, m, initial.shape[-1]), dtype=np.float32)
+        states[first:first + rows.batch_size, 0] = initial.float().cpu().numpy()
+
+        def segment_done(step, first=first, rows=rows, fact_rows=fact_rows):
+            t = step.t
+            states[first:first + rows.batch_size, t + 1] = step.memory_out.float().cpu().numpy()
+            if with_roles and wants(t):
                 if step.attentions is None:
                     raise ProbeError("the model returned no attention; attention read-outs need output_attentions support")
-                write, read, counts = segment_readouts(step.attentions, role_segments[rows, t][chosen], m)
-                facts_here = has_fact[chosen]
-                out.write.add(write[facts_here], counts[facts_here])
+                write, read, counts = segment_readouts(step.attentions, rows.roles(t), model.layout)
+                out.write.add(write[fact_rows[t]], counts[fact_rows[t]])
                 if t == N - 1:
                     out.read.add(read, counts)
-            memory = step_memory
-            states[rows, t + 1] = memory.float().cpu().numpy()
-            if t == N - 1:
-                batch_logits = step_logits.float().cpu().numpy()
-                if logits is None:
-                    logits = np.zeros((K, batch_logits.shape[-1]), dtype=np.float32)
-                logits[rows] = batch_logits
             if on_step is not None:
                 on_step()
+
+        wants = (lambda t: bool(fact_rows[t].any()) or t == N - 1) if with_roles else None
+        result = run(model, rows, attention=wants, on_segment=segment_done)
+        batch_logits = result.logits.float().cpu().numpy()
+        if logits is None:
+            logits = np.zeros((K, batch_logits.shape[-1]), dtype=np.float32)
+        logits[first:first + rows.batch_size] = batch_logits
     out.states, out.logits = states, logits
     return out

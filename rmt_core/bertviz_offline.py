@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rmt_core.errors import RMTError
-from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NOISE, ROLE_PAD, ROLE_QUESTION
+from rmt_core.layout import ROLE_FACT, ROLE_MEMORY, ROLE_PAD, ROLE_QUESTION
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 LIBRARIES = {"jquery": "jquery/dist/jquery.min.js", "d3": "d3/dist/d3.min.js"}  # inside node_modules
@@ -122,21 +122,27 @@ def window_positions(roles: Sequence[int], centre: str | int = "fact", width: in
 
 
 def segment_attention(model, trace, t: int) -> np.ndarray:
-    """[L, H, T, T] attention of segment t of a trace, recomputed in one segment step from the trace's
-    memory_in(t) and tokens: the replay's own numbers without replaying segments 0..t-1 (float32)."""
+    """[L, H, T, T] attention of segment t of a trace: the recorded full attention when the trace kept it,
+    else one segment step of the recurrence from the trace's memory_in(t) and tokens (the replay's own numbers
+    without replaying segments 0..t-1), float32."""
     import torch
+
+    from rmt_core.inputs import ModelInput
+    from rmt_core.recurrence import run_with_cache
 
     t = trace.segment_index(t)
     roles, ids = np.asarray(trace.roles(t)), np.asarray(trace.token_ids(t))
     if len(roles) != model.config.input_size or trace.num_mem_tokens != model.num_mem_tokens:
         raise ViewerError("the trace was not recorded with this checkpoint (other segment layout); "
                           "open the checkpoint the trace names")
-    tokens = ids[np.isin(roles, (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION))].astype(np.int64)
+    if trace.has_full_attention(t):
+        return np.asarray(trace.full_attention(t), dtype=np.float32)
+    tokens = model.layout.tokens_of(ids, roles).astype(np.int64).tolist()
     memory = torch.as_tensor(np.asarray(trace.memory_in(t)), dtype=model.memory.dtype, device=model.device)
-    with torch.no_grad(), model.recording():
-        step = model.segment_step(memory.unsqueeze(0), torch.as_tensor(tokens, device=model.device).unsqueeze(0),
-                                  output_attentions=True)
-    return torch.stack([a[0] for a in step.attentions]).float().cpu().numpy()  # (L, H, T, T)
+    out = run_with_cache(model, ModelInput.from_segments([tokens]), memory=memory.unsqueeze(0),
+                         names=["seg.0.blocks.*.attn.pattern"])
+    L = model.backbone.config.num_hidden_layers
+    return torch.stack([out.cache[f"seg.0.blocks.{l}.attn.pattern"][0] for l in range(L)]).float().numpy()
 
 
 def _window_attention(attention: np.ndarray, positions: Sequence[int]) -> np.ndarray:

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmt_core import recurrence
 from rmt_core.errors import CheckpointError, TaskError
+from rmt_core.inputs import SegmentBatch
 
 FORMAT = "rmt-lens-eval"
 FORMAT_VERSION = 1
@@ -79,19 +81,12 @@ def _check_lengths(segments) -> list[int]:
 
 @torch.inference_mode()
 def predict_batch(model, input_ids: np.ndarray, n_segments: int, segment_size: int) -> torch.Tensor:
-    """Final-segment logits (B, C) for int ids (B, n_segments * segment_size), stepping segment by segment.
+    """Final-segment logits (B, C) for int ids (B, n_segments * segment_size), through the one recurrence.
 
     Only the memory (B, m, d) lives between steps; each segment's ids go to the device as they are needed.
     """
-    device = model.device
-    memory = model.initial_memory(input_ids.shape[0])  # (B, m, d)
-    logits = None
-    for t in range(n_segments):
-        chunk = torch.from_numpy(np.ascontiguousarray(input_ids[:, t * segment_size:(t + 1) * segment_size]))
-        step = model.segment_step(memory, chunk.to(device=device, dtype=torch.long))  # tokens (B, S)
-        memory = step.memory_out  # (B, m, d)
-        logits = step.logits  # (B, C)
-    return logits
+    batch = SegmentBatch.from_ids(input_ids[:, :n_segments * segment_size], segment_size)
+    return recurrence.run(model, batch).logits
 
 
 def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,

@@ -1,15 +1,12 @@
 """The encoder Recurrent Memory Transformer (Bulatov, Kuratov, Burtsev 2022/2023), wrapping an unchanged backbone.
 
 Reading order: `RMTConfig` (settings, paper defaults), `SegmentOutput` / `RMTOutput` (what a pass returns),
-`RMT` (memory, one segment step, the recurrence over segments, the answer head), then constructors.
+`RMT` (memory, one segment step, the answer head), then constructors. The loop over segments is
+`rmt_core.recurrence.run`, which `RMT.forward` calls like every other user of the model.
 
-Segment layout fed to the backbone through `inputs_embeds` (T = segment_size + m + 3 positions):
-
-    position  0      1 .. m        m+1    m+2 .. m+1+n      m+2+n    ...
-              [CLS]  [mem] * m     [SEP]  segment tokens    [SEP]    [PAD] ...
-
-The backbone adds its own position and token-type embeddings. The last layer's hidden states at positions
-1..m are the memory of the next segment, with no projection.
+Segment layout fed to the backbone through `inputs_embeds`: `rmt_core.layout.EncoderLayout`,
+`[CLS] [mem]*m [SEP] tokens [SEP] [PAD]...`. The backbone adds its own position and token-type embeddings.
+The last layer's hidden states at the memory positions are the memory of the next segment, with no projection.
 """
 
 from __future__ import annotations
@@ -21,11 +18,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-PLACES = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
+from rmt_core import recurrence
+from rmt_core.inputs import SegmentBatch
+from rmt_core.layout import (  # noqa: F401  (the roles are part of this module's public names)
+    ROLE_FACT,
+    ROLE_MEMORY,
+    ROLE_NAMES,
+    ROLE_NOISE,
+    ROLE_PAD,
+    ROLE_QUESTION,
+    ROLE_SPECIAL,
+    EncoderLayout,
+)
 
-# Roles of the positions of one segment's input, shared with replay and the figures.
-ROLE_NOISE, ROLE_FACT, ROLE_QUESTION, ROLE_SPECIAL, ROLE_MEMORY, ROLE_PAD = 0, 1, 2, 3, 4, 5
-ROLE_NAMES = ("noise", "fact", "question", "special", "memory", "pad")
+PLACES = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
 
 
 @dataclass
@@ -93,6 +99,7 @@ class RMT(nn.Module):
         self.backbone = backbone
         self.config = config
         self.cls_id, self.sep_id, self.pad_id = int(cls_id), int(sep_id), int(pad_id)
+        self.layout = EncoderLayout(config.num_mem_tokens, config.segment_size, self.cls_id, self.sep_id, self.pad_id)
         d = backbone.config.hidden_size
         std = getattr(backbone.config, "initializer_range", 0.02)
         self.memory = nn.Parameter(torch.randn(config.num_mem_tokens, d) * std)  # (m, d) trainable initial memory
@@ -119,28 +126,8 @@ class RMT(nn.Module):
         return self.memory.unsqueeze(0).expand(batch_size, -1, -1)  # (B, m, d)
 
     def segment_inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
-        """Lay out one segment's token ids around the memory slots.
-
-        tokens: (B, n) ids without special tokens, n <= segment_size; mask: (B, n) 1 for real tokens (a row's
-        real tokens come first). Returns input_ids (B, T) with a placeholder at the memory positions, and the
-        attention mask (B, T). T = input_size; rows are padded after their closing [SEP].
-        """
-        B, n = tokens.shape
-        m, T = self.num_mem_tokens, self.config.input_size
-        if n > self.config.segment_size:
-            raise ValueError(f"a segment holds at most {self.config.segment_size} tokens, got {n}")
-        if mask is None:
-            mask = torch.ones_like(tokens)
-        lengths = mask.sum(dim=1)  # (B,)
-        ids = torch.full((B, T), self.pad_id, dtype=torch.long, device=tokens.device)
-        ids[:, 0] = self.cls_id  # positions 1..m keep [PAD]: segment_step puts the memory vectors there
-        ids[:, m + 1] = self.sep_id
-        ids[:, m + 2 : m + 2 + n] = torch.where(mask.bool(), tokens, torch.full_like(tokens, self.pad_id))
-        rows = torch.arange(B, device=tokens.device)
-        ids[rows, m + 2 + lengths] = self.sep_id
-        positions = torch.arange(T, device=tokens.device).unsqueeze(0)  # (1, T)
-        attention_mask = (positions <= (m + 2 + lengths).unsqueeze(1)).long()  # (B, T)
-        return ids, attention_mask
+        """Input ids (B, T) and attention mask (B, T) of one segment: `layout.build`."""
+        return self.layout.build(tokens, mask)
 
     # ----- one segment -----------------------------------------------------------------------------------
     def segment_step(
@@ -157,10 +144,8 @@ class RMT(nn.Module):
         if output_attentions and self.attention_kernel != "eager":
             with self.recording():
                 return self.segment_step(memory, tokens, mask, output_attentions=True)
-        m = self.num_mem_tokens
-        ids, attention_mask = self.segment_inputs(tokens, mask)  # (B, T), (B, T)
-        embeds = self.backbone.get_input_embeddings()(ids)  # (B, T, d)
-        embeds = torch.cat([embeds[:, :1], memory.to(embeds.dtype), embeds[:, m + 1 :]], dim=1)  # memory at 1..m
+        ids, attention_mask = self.layout.build(tokens, mask)  # (B, T), (B, T)
+        embeds = self.layout.insert_memory(self.backbone.get_input_embeddings()(ids), memory)  # (B, T, d)
         out = self.backbone(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -170,7 +155,8 @@ class RMT(nn.Module):
         hidden = out.last_hidden_state  # (B, T, d)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, C) pooler reads [CLS] at position 0
         attentions = tuple(out.attentions) if output_attentions else None  # L x (B, H, T, T)
-        return SegmentOutput(memory_out=hidden[:, 1 : m + 1], hidden=hidden, logits=logits, attentions=attentions)
+        return SegmentOutput(memory_out=hidden[:, self.layout.write_positions], hidden=hidden, logits=logits,
+                             attentions=attentions)
 
     # ----- the recurrence ----------------------------------------------------------------------------------
     def forward(
@@ -185,17 +171,11 @@ class RMT(nn.Module):
 
         attention_mask: same shape, 1 for real tokens. labels: (B,) answer indices.
         """
-        segments, masks = self.split(input_ids, attention_mask)  # N x (B, S)
-        B, N = segments[0].shape[0], len(segments)
-        memory = self.initial_memory(B) if memory is None else memory  # (B, m, d)
-        cut = N - self.config.bptt_depth if self.config.bptt_depth else 0
-        segment_logits = []
-        for t in range(N):
-            if t == cut and t > 0:
-                memory = memory.detach()  # truncated backpropagation: no gradient before the last k segments
-            step = self.segment_step(memory, segments[t], masks[t])
-            memory = step.memory_out  # (B, m, d) memory out of t is memory in of t+1
-            segment_logits.append(step.logits)
+        batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
+        N = batch.n_segments
+        cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
+        run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True)
+        memory, segment_logits = run.memory, run.segment_logits
         logits = segment_logits[-1]
         loss = None
         if labels is not None:
@@ -209,19 +189,6 @@ class RMT(nn.Module):
             memory_out=memory,
             segment_logits=segment_logits if return_segment_logits else None,
         )
-
-    def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """(B, N*S) or (B, N, S) ids -> N x (B, S) segments and masks (None when all tokens are real)."""
-        S = self.config.segment_size
-        if input_ids.dim() == 2:
-            if input_ids.shape[1] % S:
-                raise ValueError(f"a flat input must hold a multiple of segment_size={S} tokens, got {input_ids.shape[1]}")
-            input_ids = input_ids.view(input_ids.shape[0], -1, S)  # (B, N, S)
-            if attention_mask is not None:
-                attention_mask = attention_mask.view(input_ids.shape)
-        segments = list(input_ids.unbind(dim=1))
-        masks = list(attention_mask.unbind(dim=1)) if attention_mask is not None else [None] * len(segments)
-        return segments, masks
 
     # ----- attention kernels -----------------------------------------------------------------------------
     def set_attention_kernel(self, name: str) -> None:

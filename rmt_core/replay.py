@@ -1,4 +1,4 @@
-"""Replay: run one input through an RMT segment by segment, with the model's own `segment_step`, and record
+"""Replay: run one input through an RMT segment by segment, with the one recurrence (rmt_core.recurrence), and record
 what each segment read, wrote and attended to (SPEC section 5).
 
     replay(model, sample, out="traces/x")      -> Trace           written to disk as it goes, atomically
@@ -23,16 +23,9 @@ import numpy as np
 import torch
 
 from rmt_core.errors import ReplayError
-from rmt_core.model import (
-    RMT,
-    ROLE_FACT,
-    ROLE_MEMORY,
-    ROLE_NAMES,
-    ROLE_NOISE,
-    ROLE_PAD,
-    ROLE_QUESTION,
-    ROLE_SPECIAL,
-)
+from rmt_core.inputs import ModelInput, SegmentBatch, as_input
+from rmt_core.model import RMT
+from rmt_core.recurrence import run
 from rmt_core.trace import (
     FORMAT,
     FORMAT_VERSION,
@@ -46,7 +39,6 @@ __all__ = ["RecordingPolicy", "replay", "replay_in_memory", "Trace", "InMemoryTr
 
 _ATTENTION_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # what .npy files hold
 _MEMORY_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-_INPUT_ROLES = (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)
 
 
 @dataclass
@@ -125,60 +117,23 @@ def _resolve(segments, n: int, what: str) -> list[int]:
 
 
 # ----- inputs ------------------------------------------------------------------------------------------------
-@dataclass
-class _Input:
-    segments: list[list[int]]
-    roles: list[list[int]]
-    metadata: dict
-    answer: int | None
-    fact_segments: list[int]
-
-
-def _prepare(model: RMT, sample, segments, roles, metadata) -> _Input:
-    """Check the input against the model and gather its metadata."""
+def _prepare(model: RMT, sample, segments, roles, metadata) -> ModelInput:
+    """The input as a ModelInput, checked against the model."""
     size = model.config.segment_size
-    answer, facts, meta = None, [], {}
     if sample is not None:
         if segments is not None:
             raise ReplayError("give a sample or segments, not both")
-        if sample.segment_size != size:
+        if not isinstance(sample, ModelInput) and sample.segment_size != size:
             raise ReplayError(f"the sample has segments of {sample.segment_size} tokens but the checkpoint was built "
                               f"for {size}; build the sample with segment_size={size}")
-        segments = sample.segments()
-        roles = [sample.roles[t * size:(t + 1) * size] for t in range(sample.n_segments)]
-        answer = int(sample.answer)
-        facts = [int(f.segment) for f in sample.facts]
-        light = dataclasses.replace(sample, input_ids=[], roles=[])  # to_json without copying every token id
-        meta = {"kind": "task", **{k: v for k, v in light.to_json().items() if k not in ("input_ids", "roles")}}
+        item = as_input(sample)
     elif segments is None:
         raise ReplayError("nothing to replay: give a sample or segments")
     else:
-        meta = {"kind": "segments"}
-    if hasattr(segments, "segments") and hasattr(segments, "roles"):  # a segmenting.Segmented
-        segments, roles = segments.segments, (segments.roles if roles is None else roles)
-    segments = [list(map(int, s)) for s in segments]
-    if not segments:
-        raise ReplayError("the input has no segments; give some text or a sample with 1 or more segments")
-    roles = [[ROLE_NOISE] * len(s) for s in segments] if roles is None else [list(map(int, r)) for r in roles]
-    if len(roles) != len(segments):
-        raise ReplayError(f"roles cover {len(roles)} segments but the input has {len(segments)}")
-    vocab = model.backbone.get_input_embeddings().num_embeddings
-    for t, (seg, role) in enumerate(zip(segments, roles, strict=True)):
-        if not seg:
-            raise ReplayError(f"segment {t} is empty; every segment needs at least one token")
-        if len(seg) > size:
-            raise ReplayError(f"segment {t} has {len(seg)} tokens, more than the checkpoint's segment size {size}; "
-                              "cut the input with rmt_core.segmenting.segments_from_text")
-        if len(role) != len(seg):
-            raise ReplayError(f"segment {t} has {len(seg)} tokens but {len(role)} roles")
-        if min(seg) < 0 or max(seg) >= vocab:
-            raise ReplayError(f"segment {t} holds token id {min(seg) if min(seg) < 0 else max(seg)}, outside the "
-                              f"model's vocabulary of {vocab}; tokenize with the checkpoint's tokenizer")
-        if any(r not in _INPUT_ROLES for r in role):
-            raise ReplayError(f"segment {t} has a role outside noise/fact/question (0, 1, 2)")
+        item = as_input(segments, roles)
     if metadata:
-        meta.update(metadata)
-    return _Input(segments, roles, meta, answer, facts)
+        item = dataclasses.replace(item, metadata={**item.metadata, **metadata})
+    return item.check(size, model.backbone.get_input_embeddings().num_embeddings)
 
 
 # ----- identity of the model ---------------------------------------------------------------------------------
@@ -216,7 +171,7 @@ def _identity(model: RMT, checkpoint_dir) -> dict:
 
 
 # ----- the recorder --------------------------------------------------------------------------------------------
-def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list[int], full: list[int],
+def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: list[int], full: list[int],
               identity: dict) -> dict:
     n, m = len(item.segments), model.num_mem_tokens
     T, d = model.config.input_size, model.hidden_size
@@ -240,12 +195,7 @@ def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list
         },
         "n_segments": n,
         "n_tokens": sum(len(s) for s in item.segments),
-        "layout": {
-            "positions": "0 [CLS], 1..m memory, m+1 [SEP], m+2.. segment tokens, [SEP], then [PAD]",
-            "memory_positions": [1, m],
-            "role_names": list(ROLE_NAMES),
-            "memory_token_id": -1,
-        },
+        "layout": model.layout.describe(),
         "metadata": item.metadata,
         "answer": item.answer,
         "policy": asdict(policy),
@@ -270,37 +220,9 @@ def _manifest(model: RMT, item: _Input, policy: RecordingPolicy, attention: list
     }
 
 
-def _layout(model: RMT, tokens: list[int], roles: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Ids [T] (-1 at memory positions) and roles [T] of one segment as the backbone sees it."""
-    m, T, n = model.num_mem_tokens, model.config.input_size, len(tokens)
-    ids = np.full(T, model.pad_id, dtype=np.int32)
-    role = np.full(T, ROLE_PAD, dtype=np.int8)
-    ids[0], role[0] = model.cls_id, ROLE_SPECIAL
-    ids[1:m + 1], role[1:m + 1] = -1, ROLE_MEMORY
-    ids[m + 1], role[m + 1] = model.sep_id, ROLE_SPECIAL
-    ids[m + 2:m + 2 + n], role[m + 2:m + 2 + n] = tokens, roles
-    ids[m + 2 + n], role[m + 2 + n] = model.sep_id, ROLE_SPECIAL
-    return ids, role
-
-
-def _fast_kernel(model: RMT) -> str:
-    """'sdpa' when the backbone supports it, else the kernel it already uses."""
-    current = model.attention_kernel
-    if current == "sdpa":
-        return current
-    try:
-        model.set_attention_kernel("sdpa")
-    except (ValueError, ImportError, NotImplementedError):
-        return current
-    model.set_attention_kernel(current)
-    return "sdpa"
-
-
-def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_dir, progress: bool):
+def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpoint_dir, progress: bool):
     """Run the replay into `sink` (TraceWriter or MemorySink) and return what its finish() returns."""
-    from tqdm.auto import tqdm
-
-    n, m = len(item.segments), model.num_mem_tokens
+    n, m = item.n_segments, model.num_mem_tokens
     T = model.config.input_size
     L = model.backbone.config.num_hidden_layers
     H = model.backbone.config.num_attention_heads
@@ -308,51 +230,36 @@ def _record(model: RMT, item: _Input, sink, policy: RecordingPolicy, checkpoint_
     mdt = _MEMORY_DTYPES[policy.memory_dtype]
     itemsize = torch.tensor([], dtype=adt).element_size()
     attention, full = policy.plan(n, 2 * L * H * T * m * itemsize, item.fact_segments)
-    attention_set, full_set = set(attention), set(full)
+    full_set = set(full)
     manifest = _manifest(model, item, policy, attention, full, _identity(model, checkpoint_dir))
-
-    was_training, kernel = model.training, model.attention_kernel
-    fast = _fast_kernel(model)
+    layout = model.layout
+    read, write = layout.read_positions, layout.write_positions
     used_ids: set[int] = {model.cls_id, model.sep_id, model.pad_id}
+
+    def record(step) -> None:  # one segment into the sink
+        t = step.t
+        tokens = item.segments[t]
+        used_ids.update(tokens)
+        arrays = {"read": None, "write": None, "full": None}
+        if step.attentions is not None:
+            att = torch.stack([a[0] for a in step.attentions]).to(adt)  # (L, H, T, T)
+            arrays["read"] = att[:, :, :, read].to("cpu").numpy()  # (L, H, T, m)
+            arrays["write"] = att[:, :, write, :].to("cpu").numpy()  # (L, H, m, T)
+            if t in full_set:
+                arrays["full"] = att.to("cpu").numpy()  # (L, H, T, T)
+        token_row, role_row = layout.build_numpy(tokens, item.roles[t])
+        logits = step.logits[0].float().to("cpu").numpy() if policy.segment_logits else None
+        sink.segment(t, token_row, role_row, step.memory_out[0].to("cpu", mdt).numpy(), logits, arrays)
+
+    was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            memory = model.initial_memory(1)  # (1, m, d)
-            sink.begin(manifest, memory[0].to("cpu", mdt).numpy())
-            logits = None
-            bar = tqdm(total=n, desc="replay", unit="seg", disable=None if progress else True, file=sys.stderr,
-                       dynamic_ncols=True)
-            try:
-                for t in range(n):
-                    tokens = item.segments[t]
-                    used_ids.update(tokens)
-                    record = t in attention_set
-                    wanted = "eager" if record else fast  # eager returns probabilities; sdpa is fast
-                    if model.attention_kernel != wanted:
-                        model.set_attention_kernel(wanted)
-                    ids = torch.tensor([tokens], dtype=torch.long, device=model.device)  # (1, n)
-                    step = model.segment_step(memory, ids, output_attentions=record)
-                    memory = step.memory_out  # (1, m, d) memory out of t is memory in of t+1
-                    logits = step.logits[0]  # (C,)
-                    arrays = {"read": None, "write": None, "full": None}
-                    if record:
-                        att = torch.stack([a[0] for a in step.attentions]).to(adt)  # (L, H, T, T)
-                        arrays["read"] = att[:, :, :, 1:m + 1].to("cpu").numpy()  # (L, H, T, m)
-                        arrays["write"] = att[:, :, 1:m + 1, :].to("cpu").numpy()  # (L, H, m, T)
-                        if t in full_set:
-                            arrays["full"] = att.to("cpu").numpy()  # (L, H, T, T)
-                    token_row, role_row = _layout(model, tokens, item.roles[t])
-                    sink.segment(
-                        t, token_row, role_row, memory[0].to("cpu", mdt).numpy(),
-                        logits.float().to("cpu").numpy() if policy.segment_logits else None, arrays,
-                    )
-                    bar.update(1)
-            finally:
-                bar.close()
-            final_logits = logits.float().to("cpu").numpy()
+            sink.begin(manifest, model.initial_memory(1)[0].to("cpu", mdt).numpy())
+            batch = SegmentBatch.from_inputs([item], model.pad_id)
+            out = run(model, batch, attention=set(attention), on_segment=record, progress=progress)
+            final_logits = out.logits[0].float().to("cpu").numpy()
     finally:
-        if model.attention_kernel != kernel:
-            model.set_attention_kernel(kernel)
         model.train(was_training)
     manifest["prediction"] = int(np.argmax(final_logits))
     manifest["final_logits"] = [float(v) for v in final_logits]  # readable copy of final_logits.npy
@@ -376,7 +283,7 @@ def replay(model: RMT, sample=None, *, segments=None, roles=None, out: str | Pat
     if sample is not None and not hasattr(sample, "n_segments"):  # segments given positionally
         sample, segments = None, sample
     item = _prepare(model, sample, segments, roles, metadata)
-    policy.plan(len(item.segments), 0, item.fact_segments)  # bad policy fails before any file is made
+    policy.plan(item.n_segments, 0, item.fact_segments)  # bad policy fails before any file is made
     writer = TraceWriter(out)
     try:
         return _record(model, item, writer, policy, checkpoint_dir, progress)
@@ -390,7 +297,7 @@ def replay_in_memory(model: RMT, sample_or_segments, policy: RecordingPolicy | N
     """The same replay as `replay`, kept in memory: for short inputs (the dashboard). `sample_or_segments` is a
     tasks.Sample, a segmenting.Segmented, or a list of token-id lists (with `roles`, else all noise)."""
     policy = policy or RecordingPolicy()
-    if hasattr(sample_or_segments, "n_segments") and hasattr(sample_or_segments, "segments"):
+    if isinstance(sample_or_segments, ModelInput) or hasattr(sample_or_segments, "facts"):
         item = _prepare(model, sample_or_segments, None, None, metadata)
     else:
         item = _prepare(model, None, sample_or_segments, roles, metadata)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rmt_core.errors import TraceError
+from rmt_core.layout import INPUT_ROLES, position_labels
 
 FORMAT = "rmt-lens-trace"
 FORMAT_VERSION = 1
@@ -215,16 +216,12 @@ class TraceView:
 
     def tokens(self, t: int) -> list[str]:
         """[T] token strings of segment t; memory positions are "[mem0]" .. "[mem{m-1}]"."""
-        vocab = self._vocab()
-        m = self.num_mem_tokens
-        return [f"[mem{i - 1}]" if 1 <= i <= m else vocab.get(int(v), f"[id{int(v)}]")
-                for i, v in enumerate(self.token_ids(t))]
+        t = self.segment_index(t)
+        return position_labels(self._vocab(), self.token_ids(t), self.roles(t))
 
     def segment_length(self, t: int) -> int:
         """Number of input tokens (text, facts, question) in segment t, special tokens and padding excluded."""
-        from rmt_core.model import ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
-
-        return int(np.isin(self.roles(t), (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)).sum())
+        return int(np.isin(self.roles(t), INPUT_ROLES).sum())
 
     # memory
     def memory_states(self) -> np.ndarray:
@@ -307,14 +304,13 @@ class TraceView:
 
     def sample(self):
         """The replayed task `Sample`, rebuilt from the metadata and the stored tokens (None for free text)."""
-        from rmt_core.model import ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
         from rmt_core.tasks import Sample
 
         meta = self.metadata
         if meta.get("kind") != "task":
             return None
         all_ids, all_roles = np.asarray(self._whole("token_ids")), np.asarray(self._whole("roles"))
-        keep = np.isin(all_roles, (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION))  # row-major: segment order
+        keep = np.isin(all_roles, INPUT_ROLES)  # row-major: segment order
         fields = {k: v for k, v in meta.items() if k != "kind"}
         return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
 

@@ -12,9 +12,10 @@ import torch
 from conftest import make_tiny_rmt
 
 from probes import figures, interventions, linear, targets
-from probes.attention import ReadoutSum, position_roles, role_masses
+from probes.attention import ReadoutSum, role_masses
 from probes.states import collect
 from rmt_core.errors import ProbeError
+from rmt_core.layout import EncoderLayout
 from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NOISE, ROLE_QUESTION, ROLE_SPECIAL
 from rmt_core.tasks import TaskBuilder
 
@@ -270,7 +271,7 @@ def test_collect_matches_forward_and_attention_masses(tokenizer):
 
 def test_position_roles_and_role_masses():
     token_roles = torch.tensor([[ROLE_NOISE, ROLE_FACT, ROLE_QUESTION]])
-    roles = position_roles(token_roles, num_mem_tokens=2, input_size=8)
+    roles = EncoderLayout(num_mem_tokens=2, segment_size=3, cls_id=101, sep_id=102, pad_id=0).position_roles(token_roles)
     assert roles[0, :7].tolist() == [ROLE_SPECIAL, ROLE_MEMORY, ROLE_MEMORY, ROLE_SPECIAL, ROLE_NOISE, ROLE_FACT,
                                       ROLE_QUESTION]
     uniform = torch.full((1, 1, 2, 8), 1 / 8)
