@@ -269,7 +269,7 @@ def main(argv=None) -> int:
         if not ok or full["seconds"] > args.max_seconds:
             break
     if args.json:
-        from rmt_core.evaluate import write_json_atomic
+        from rmt_core.files import write_json_atomic
 
         write_json_atomic(args.json, {"architecture": arch, "device": args.device, "rows": rows,
                                       "command": " ".join([Path(sys.executable).name] + sys.argv)})

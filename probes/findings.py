@@ -106,7 +106,8 @@ def markdown_summary(results: dict, figures_prefix: str = "figures") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from probes.run import run_probes, _write_atomic
+    from probes.run import run_probes
+    from rmt_core.files import write_atomic
     from rmt_core.checkpoint import load_checkpoint, shipped_checkpoints
     from rmt_core.errors import RMTError
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                                  intervention_samples=args.intervention_samples, figures=args.figures,
                                  babi_dir=args.babi_dir, noise_file=args.noise_file)
             text = markdown_summary(results, figures_prefix=f"probes/{folder.name}/figures")
-            _write_atomic(out / "summary.md", text.encode("utf-8"))
+            write_atomic(out / "summary.md", text.encode("utf-8"))
             print(text)
     except RMTError as error:
         print(f"probes.findings: error: {error}", file=sys.stderr)

@@ -13,26 +13,12 @@ control task).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
 from rmt_core.errors import ProbeError
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion correct / total; (0, 1) when total is 0."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = correct / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
+from rmt_core.stats import Z95, wilson_interval  # noqa: F401  (re-exported)
 
 def split_samples(count: int, test_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (fit, held_out) of a seeded split of `count` samples; each side gets at least one."""

@@ -19,8 +19,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +28,9 @@ import torch
 from probes import interventions, linear, targets as targets_module
 from probes.attention import summary as attention_summary
 from probes.states import Collected, collect, small_model_threaded
+from rmt_core.checkpoint import model_identity
 from rmt_core.errors import ProbeError
+from rmt_core.files import write_atomic
 
 FORMAT = "rmt-lens-probes"
 FORMAT_VERSION = 1
@@ -46,41 +46,11 @@ TABLES = {  # CSV file -> rows of results
 
 
 # ----- identity and keys -----------------------------------------------------------------------------------
-def model_identity(model) -> dict:
-    """{name, path, sha256} of the model's checkpoint, or a digest of its weights when it has none."""
-    folder = getattr(model, "checkpoint_dir", None)
-    if folder is not None:
-        from rmt_core.checkpoint import checkpoint_identity
-
-        try:
-            return checkpoint_identity(folder)
-        except Exception:  # the folder moved since loading: fall back to the weights in memory
-            pass
-    digest = hashlib.sha256()
-    state = model.state_dict() if hasattr(model, "state_dict") else {}
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().float().cpu().numpy().tobytes())
-    return {"name": None, "path": None, "sha256": digest.hexdigest() if state else None}
-
-
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ----- files -----------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plain(value):
     """JSON-safe copy: numpy scalars to Python, NaN and infinities to None."""
     if isinstance(value, dict):
@@ -97,13 +67,13 @@ def _plain(value):
 
 
 def write_json(path: Path, results: dict) -> None:
-    _write_atomic(Path(path), json.dumps(_plain(results), indent=1, allow_nan=False).encode("utf-8"))
+    write_atomic(Path(path), json.dumps(_plain(results), indent=1, allow_nan=False).encode("utf-8"))
 
 
 def _save_states(path: Path, key: str, collected: Collected) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, key=np.array(key), states=collected.states, logits=collected.logits)
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def _load_states(path: Path, key: str) -> Collected | None:
@@ -400,7 +370,7 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
     for name, path in TABLES.items():
         rows = _rows(results, path)
         if rows:
-            _write_atomic(out / name, _csv(rows))
+            write_atomic(out / name, _csv(rows))
             written["tables"].append(name)
     if not figures:
         return written
@@ -411,19 +381,19 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
     for name, fig in built.items():
         path = out / "figures" / f"{name}.{fmt}"
         try:
-            _write_atomic(path, _figure_bytes(fig, fmt))
+            write_atomic(path, _figure_bytes(fig, fmt))
         except ProbeError as error:
             if figures == "png":
                 raise
             results["notes"].append(f"figures written as HTML: {error}")
             fmt = "html"
             path = out / "figures" / f"{name}.html"
-            _write_atomic(path, _figure_bytes(fig, "html"))
+            write_atomic(path, _figure_bytes(fig, "html"))
         written["figures"][name] = str(path.relative_to(out))
     if fmt == "html" and built:  # the pages share one local copy of plotly.js: offline, and 4 MB once, not per page
         from plotly.offline import get_plotlyjs
 
-        _write_atomic(out / "figures" / "plotly.min.js", get_plotlyjs().encode("utf-8"))
+        write_atomic(out / "figures" / "plotly.min.js", get_plotlyjs().encode("utf-8"))
     return written
 
 

@@ -2,7 +2,10 @@
 
 from rmt_core.checkpoint import checkpoint_identity, default_checkpoint, load_checkpoint, save_checkpoint
 from rmt_core.errors import CheckpointError, ReplayError, RMTError, TaskError, TraceError
+from rmt_core.inputs import ModelInput, SegmentBatch, make_input
+from rmt_core.layout import EncoderLayout
 from rmt_core.model import RMT, PLACES, RMTConfig, RMTOutput, SegmentOutput, from_backbone, small_bert_config
+from rmt_core.recurrence import activation_names, run, run_with_cache, run_with_hooks
 from rmt_core.replay import RecordingPolicy, replay, replay_in_memory
 from rmt_core.trace import InMemoryTrace, Trace
 
@@ -11,4 +14,6 @@ __all__ = [
     "load_checkpoint", "save_checkpoint", "default_checkpoint", "checkpoint_identity",
     "RMTError", "CheckpointError", "TaskError", "TraceError", "ReplayError",
     "RecordingPolicy", "replay", "replay_in_memory", "Trace", "InMemoryTrace",
+    "ModelInput", "SegmentBatch", "make_input", "EncoderLayout",
+    "run", "run_with_cache", "run_with_hooks", "activation_names",
 ]

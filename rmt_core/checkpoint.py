@@ -304,3 +304,38 @@ def checkpoint_identity(path: str | Path) -> dict:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return {"name": path.name, "path": str(path.resolve()), "sha256": digest.hexdigest()}
+
+
+_IDENTITY_CACHE: dict[tuple, dict] = {}
+
+
+def model_identity(model, checkpoint_dir: str | Path | None = None) -> dict:
+    """The one identity of a model that traces, evaluation and probe results record: {name, path, sha256}.
+
+    A model loaded from (or given) a checkpoint folder is that checkpoint (`checkpoint_identity`, cached by its
+    weight files' sizes and times); a model only in memory is the sha256 of its weights (names, dtypes and
+    bytes, cached by the tensors' versions), with name and path None.
+    """
+    folder = checkpoint_dir if checkpoint_dir is not None else getattr(model, "checkpoint_dir", None)
+    if folder is not None:
+        folder = Path(folder)
+        try:
+            stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weight_files(folder))
+        except (OSError, CheckpointError):
+            stamp = None
+        if stamp is not None:
+            key = ("folder", str(folder.resolve()), stamp)
+            if key not in _IDENTITY_CACHE:
+                _IDENTITY_CACHE[key] = checkpoint_identity(folder)
+            return dict(_IDENTITY_CACHE[key])
+    state = sorted(model.state_dict().items()) if hasattr(model, "state_dict") else []
+    key = ("memory", id(model), tuple((name, t.data_ptr(), t._version) for name, t in state))
+    if key not in _IDENTITY_CACHE:
+        if len(_IDENTITY_CACHE) > 64:
+            _IDENTITY_CACHE.clear()
+        digest = hashlib.sha256()
+        for name, tensor in state:
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        _IDENTITY_CACHE[key] = {"name": None, "path": None, "sha256": digest.hexdigest() if state else None}
+    return dict(_IDENTITY_CACHE[key])

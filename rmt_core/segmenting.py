@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rmt_core.errors import ReplayError
-from rmt_core.model import ROLE_NOISE, ROLE_QUESTION
+from rmt_core.layout import ROLE_NOISE, ROLE_QUESTION
 
 
 class Segmented(NamedTuple):

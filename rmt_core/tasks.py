@@ -16,11 +16,11 @@ from pathlib import Path
 
 from rmt_core import babi
 from rmt_core.errors import TaskError
+from rmt_core.layout import ROLE_FACT, ROLE_NOISE, ROLE_QUESTION  # noqa: F401  (re-exported)
 from rmt_core.noise import NoiseSource, NoiseStream
 
 TASKS = ("memorize", "detect", "reason")
 PLACES = babi.PLACES  # label index = position
-ROLE_NOISE, ROLE_FACT, ROLE_QUESTION = 0, 1, 2
 DEFAULT_SEGMENT_SIZE = 499  # 512 input positions - [CLS], [SEP], [SEP] - 10 memory tokens, as in the paper
 SPLITS = ("train", "test")
 _BABI_TASK = {"memorize": "qa1", "detect": "qa1", "reason": "qa4"}
@@ -86,7 +86,7 @@ def default_tokenizer():
     try:
         from transformers import AutoTokenizer
 
-        from rmt_core.model import minilm_dir
+        from rmt_core.pretrained import minilm_dir
 
         folder = minilm_dir()
     except ImportError as error:

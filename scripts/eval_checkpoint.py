@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from rmt_core.checkpoint import load_checkpoint
-from rmt_core.evaluate import MAX_BATCH_TOKENS, evaluate, write_json_atomic
+from rmt_core.evaluate import MAX_BATCH_TOKENS, evaluate
+from rmt_core.files import write_json_atomic
 from rmt_core.model_card import write_model_card
 
 

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from rmt_core.evaluate import write_json_atomic
+from rmt_core.files import write_json_atomic
 from rmt_core.model_card import write_model_card
 
 

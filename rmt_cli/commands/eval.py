@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
 
     from rmt_core.checkpoint import default_checkpoint, load_checkpoint
-    from rmt_core.evaluate import evaluate, results_table, write_json_atomic
+    from rmt_core.evaluate import evaluate, results_table
+    from rmt_core.files import write_json_atomic
 
     if args.samples < 1:
         raise TaskError(f"--samples must be 1 or more, got {args.samples}")

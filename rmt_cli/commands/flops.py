@@ -53,7 +53,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from rmt_core.evaluate import write_json_atomic
+    from rmt_core.files import write_json_atomic
     from rmt_core.flops import flops_figure, flops_table, resolve_counting, shape_of
 
     if args.segment < 1 or args.mem < 0:

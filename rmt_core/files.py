@@ -1,0 +1,36 @@
+"""Writing files so that nothing is ever half-written: a temporary name in the same folder, then a rename.
+
+    write_atomic(path, data)         bytes or str
+    write_json_atomic(path, value)   JSON (NaN refused), indented, with a final newline
+
+A reader sees the old file or the new one, never a part; an error or interruption leaves the old file as it was
+and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write `data` to `path` under a temporary name in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, value, allow_nan: bool = False) -> Path:
+    """`value` as indented JSON at `path`, atomically."""
+    return write_atomic(path, json.dumps(value, indent=1, allow_nan=allow_nan) + "\n")
