@@ -129,6 +129,19 @@ class _Progress:
 
 
 # ----- the run -----------------------------------------------------------------------------------------------
+def _check_recorded(model, recorded) -> None:
+    """The traces were recorded with this model's segment layout and weights."""
+    samples, _, identities = recorded
+    if samples[0].segment_size != model.config.segment_size:
+        raise ProbeError(f"the traces have segments of {samples[0].segment_size} tokens but the checkpoint uses "
+                         f"{model.config.segment_size}; pass the --checkpoint that recorded them")
+    mine = model_identity(model).get("sha256")
+    theirs = {i.get("sha256") for i in identities if isinstance(i, dict)}
+    if mine is not None and theirs != {mine}:
+        raise ProbeError("the traces were recorded with other weights than this checkpoint; pass the --checkpoint "
+                         "that recorded them (their manifest.json names it)")
+
+
 def _check_args(task, segments, samples, test_fraction, intervention_samples, modes):
     from rmt_core.tasks import TASKS
 
@@ -152,7 +165,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
                babi_file=None, noise_file=None, babi_dir=None, split: str = "test", batch_size: int | None = None,
                test_fraction: float = 0.5, max_iter: int = 200, per_slot: bool = True, attention: bool = True,
                ablation: bool = True, patching: bool = True, intervention_samples: int | None = 100,
-               modes=interventions.MODES, figures: str | None = "auto") -> dict:
+               modes=interventions.MODES, figures: str | None = "auto", traces=None) -> dict:
     """Probe the memory of `model` on `samples` samples of `task` with `segments` segments; return results.
 
     model: an RMT (rmt_core.model) in eval mode, with `.tokenizer`; its segment size is used.
@@ -161,6 +174,9 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     split: the bAbI split when babi_dir is given. per_slot: probes for each slot too (not only all slots).
     intervention_samples: how many of the samples ablation and patching use (None: all).
     figures: 'auto' (PNG when Chromium works, else HTML), 'png', 'html' or None; only with `out`.
+    traces: a trace folder of `rmt replay` or a folder of them: probe the memory states recorded there (task,
+    segments and samples come from the traces; `model` must be the checkpoint that recorded them and is used
+    by ablation and patching) instead of running fresh samples.
     Returns the results dict (SPEC section 7): settings, checkpoint, targets, clean, probes, aligned,
     ablation, patching, attention, timings, notes, files.
     """
@@ -171,6 +187,14 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
 
     modes = tuple(modes)
     batch_size = int(batch_size) if batch_size else auto_batch_size(model)
+    recorded = None
+    if traces is not None:
+        from probes.states import from_traces
+
+        recorded = from_traces(traces)
+        task, segments, samples = recorded[0][0].task, recorded[0][0].n_segments, len(recorded[0])
+        _check_recorded(model, recorded)
+        attention = False  # read-outs need attention of every fact segment; traces keep only some
     _check_args(task, segments, samples, test_fraction, intervention_samples, modes)
     out = Path(out) if out is not None else None
     tokenizer = getattr(model, "tokenizer", None) or default_tokenizer()
@@ -178,7 +202,11 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     builder = TaskBuilder(task, tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
                           noise_file=noise_file, split=split)
     # The samples of `rmt eval` with this seed: held out from training batches by construction.
-    sample_list = [builder.sample(int(segments), eval_sample_seed(int(seed), int(segments), i)) for i in range(int(samples))]
+    if recorded is not None:
+        sample_list = recorded[0]
+    else:
+        sample_list = [builder.sample(int(segments), eval_sample_seed(int(seed), int(segments), i))
+                       for i in range(int(samples))]
     input_ids = torch.tensor([s.input_ids for s in sample_list], dtype=torch.long)  # (K, N*S)
     roles = torch.tensor([s.roles for s in sample_list], dtype=torch.long)  # (K, N*S)
     answers = np.array([s.answer for s in sample_list])
@@ -200,8 +228,11 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
         "probe": "standardised features, multinomial logistic regression (lbfgs, L2 C=1)",
         "ci": "95% Wilson score interval over held-out samples",
     }
+    if recorded is not None:
+        settings["traces"] = str(traces)
     data_key = [identity.get("sha256"), task, N, K, int(seed), segment_size, settings["babi_file"],
-                settings["babi_dir"], settings["noise_file"], split, sample_list[0].sources.get("noise")]
+                settings["babi_dir"], settings["noise_file"], split, sample_list[0].sources.get("noise"),
+                [s.seed for s in sample_list] if recorded is not None else None]
     keys = {"collect": _key(data_key, attention)}
     keys["probes"] = _key(keys["collect"], test_fraction, max_iter, per_slot)
     keys["aligned"] = _key(keys["collect"], test_fraction, max_iter, "aligned")
@@ -269,9 +300,13 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
         for stage in todo:
             bar.set_stage(stage)
             started, first_step = time.perf_counter(), bar.done
-            if stage == "collect":
+            if stage == "collect" and recorded is not None:
+                collected = recorded[1]  # the traces' own memory states and final logits
+                results["notes"].append(f"memory states read from {K} traces in {traces}; no attention read-outs")
+            elif stage == "collect":
                 collected = collect(model, input_ids, roles if attention else None, batch_size=batch_size,
                                     on_step=bar.step)
+            if stage == "collect":
                 predictions = collected.logits.argmax(-1)
                 correct = int((predictions == answers).sum())
                 low, high = linear.wilson_interval(correct, K)

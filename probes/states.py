@@ -135,3 +135,43 @@ def collect(model, input_ids, roles=None, batch_size: int | None = None, attenti
         logits[first:first + rows.batch_size] = batch_logits
     out.states, out.logits = states, logits
     return out
+
+
+def trace_folders(path) -> list:
+    """The trace folders under `path`: `path` itself when it is one (it holds manifest.json), else its
+    subfolders that are, sorted by name. ProbeError when there are none."""
+    from pathlib import Path
+
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return [path]
+    if not path.is_dir():
+        raise ProbeError(f"{path} is not a folder; pass --traces with a trace folder of rmt replay or a folder of them")
+    found = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+    if not found:
+        raise ProbeError(f"{path} holds no traces (folders with manifest.json); record some with rmt replay --out")
+    return found
+
+
+def from_traces(path) -> tuple[list, Collected, list[dict]]:
+    """Task samples, memory states and final logits recorded in the traces under `path` (rmt replay).
+
+    Returns (samples, Collected(states (K, N+1, m, d), logits (K, C)), checkpoint identities). All traces must
+    be task samples (free text has no answer to probe) of one task and one number of segments.
+    """
+    from rmt_core.trace import Trace
+
+    traces = [Trace.open(folder) for folder in trace_folders(path)]
+    samples, states, logits = [], [], []
+    for trace in traces:
+        sample = trace.sample()
+        if sample is None:
+            raise ProbeError(f"{trace.path} is a free-text replay; probes need task samples (rmt replay --task ...)")
+        samples.append(sample)
+        states.append(np.asarray(trace.memory_states(), dtype=np.float32))
+        logits.append(np.asarray(trace.final_logits, dtype=np.float32))
+    kinds = {(s.task, s.n_segments, s.segment_size) for s in samples}
+    if len(kinds) > 1:
+        raise ProbeError("the traces mix tasks or lengths (" + ", ".join(f"{t} x{n}" for t, n, _ in sorted(kinds))
+                         + "); put traces of one task and one number of segments in the folder")
+    return samples, Collected(states=np.stack(states), logits=np.stack(logits)), [t.manifest["checkpoint"] for t in traces]

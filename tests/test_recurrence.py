@@ -187,3 +187,26 @@ def test_api_doc_example_runs():
     assert namespace["read"].shape[-1] == 10
     before, after = printed.getvalue().split("->")
     assert before.split()[1] != after.split()[0]  # the patched answer differs from the clean one
+
+
+def test_probes_run_on_traces_of_rmt_replay(tokenizer, tmp_path):
+    from probes.run import run_probes
+    from probes.states import collect
+    from rmt_core.replay import RecordingPolicy, replay
+
+    model = make_tiny_rmt(tokenizer, segment_size=16)
+    builder = TaskBuilder("memorize", tokenizer, 16)
+    samples = [builder.sample(3, seed=s) for s in range(12)]
+    policy = RecordingPolicy(attention_budget_mib=0, edge_segments=0, fact_segments=False, segment_logits=False)
+    for i, sample in enumerate(samples):
+        replay(model, sample, out=tmp_path / "traces" / f"t{i:02d}", policy=policy, progress=False)
+    results = run_probes(model, "memorize", 3, 12, traces=tmp_path / "traces", out=None, progress=False,
+                         ablation=False, patching=True, intervention_samples=12, figures=None)
+    assert results["settings"]["samples"] == 12 and results["settings"]["segments"] == 3
+    assert results["samples_meta"]["seeds"] == [s.seed for s in samples]
+    fresh = collect(model, torch.tensor([s.input_ids for s in samples]))
+    assert results["clean"]["predictions"] == fresh.logits.argmax(-1).tolist()
+    assert results["probes"] and results["patching"]
+    other = make_tiny_rmt(tokenizer, segment_size=16, seed=1)
+    with pytest.raises(Exception, match="other weights"):
+        run_probes(other, "memorize", 3, 12, traces=tmp_path / "traces", out=None, progress=False, figures=None)

@@ -1,6 +1,7 @@
 """`rmt probe`: linear probes, ablation, patching and attention read-outs on a checkpoint's memory.
 
     rmt probe --checkpoint checkpoints/detect --task detect --segments 4 --samples 200 --out probes_out/detect
+    rmt probe --checkpoint checkpoints/detect --traces traces/detect_runs --out probes_out/from_traces
 
 Writes results.json (SPEC section 7), CSV tables and figures/ into --out. Rerunning with the same checkpoint and
 settings reuses finished stages (results.json and the states.npz cache), so an interrupted run resumes.
@@ -23,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segments", type=int, default=None,
                         help="segments per sample (default: the checkpoint's trained_segments, at least 2)")
     parser.add_argument("--samples", type=int, default=200, help="samples to probe (default 200; half fit, half score)")
+    parser.add_argument("--traces", default=None,
+                        help="probe the memory states recorded by rmt replay: a trace folder or a folder of them "
+                             "(task, segments and samples come from the traces; --checkpoint must have recorded them)")
     parser.add_argument("--out", required=True, help="output folder for results.json, CSV tables and figures/")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (those of rmt eval), split and controls")
     parser.add_argument("--intervention-samples", type=int, default=100,
@@ -101,7 +105,7 @@ def run(args) -> int:
         batch_size=args.batch_size, per_slot=not args.no_slots, attention=not args.no_attention,
         ablation=not args.no_ablation, patching=not args.no_patching,
         intervention_samples=args.intervention_samples, modes=modes,
-        figures=None if args.figures == "none" else args.figures,
+        figures=None if args.figures == "none" else args.figures, traces=args.traces,
     )
     for line in summary_lines(results):
         print(line)
