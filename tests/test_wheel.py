@@ -14,16 +14,16 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
+import textwrap
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +103,8 @@ def installed(tmp_path_factory):
     site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root,
                     env).stdout.strip()).resolve()
     (site / "rmt_lens_test_dependencies.pth").write_text("".join(f"{d}\n" for d in dependency_dirs()))
+    shutil.rmtree(source)  # pytest keeps its last temporary folders: keep only the environment
+    shutil.rmtree(dist)
     work = root / "work"
     work.mkdir()
     return venv, site, work, env
@@ -110,7 +112,7 @@ def installed(tmp_path_factory):
 
 def test_the_installed_packages_come_from_the_wheel(installed):
     venv, site, work, env = installed
-    report = run([str(venv / "bin" / "python"), "-c", """if True:
+    report = run([str(venv / "bin" / "python"), "-c", textwrap.dedent("""
         import importlib, importlib.metadata, json, sys
         modules = {name: importlib.import_module(name).__file__ for name in ("rmt_core", "rmt_cli", "probes", "app")}
         from rmt_core import checkpoint, bertviz_offline
@@ -121,7 +123,7 @@ def test_the_installed_packages_come_from_the_wheel(installed):
             "shipped": {k: str(v) for k, v in checkpoint.shipped_checkpoints().items()},
             "js": {k: str(v) for k, v in bertviz_offline.js_library_paths().items()},
         }))
-    """], work, env).stdout
+    """)], work, env).stdout
     found = json.loads(report)
     for name in PACKAGES:
         assert Path(found["modules"][name]).resolve().is_relative_to(site.resolve()), (name, found["modules"][name])
@@ -176,41 +178,14 @@ def test_replay_export_and_probe_run_on_the_packaged_default_checkpoint(installe
     assert json.loads((work / "trace_detect" / "manifest.json").read_text())["checkpoint"]["name"] == "detect"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_rmt_app_serves_and_its_replay_page_renders(installed):
     venv, site, work, env = installed
-    port = free_port()
-    log = work / "app.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(["rmt", "app", "--port", str(port)], cwd=work, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rmt app did not answer on port {port}: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.5)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with serve_app(["rmt", "app"], work / "app.log", env, cwd=work, wait_s=120) as url:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert b"<html" in reply.read().lower()  # the dashboard's page, served by the installed `rmt app`
 
     # The Replay page, the dashboard's first, run by Streamlit's AppTest from the installed app/main.py.
-    report = run([str(venv / "bin" / "python"), "-c", """if True:
+    report = run([str(venv / "bin" / "python"), "-c", textwrap.dedent("""
         import json, pathlib
         import app
         from streamlit.testing.v1 import AppTest
@@ -224,7 +199,7 @@ def test_rmt_app_serves_and_its_replay_page_renders(installed):
                        for c in at.get("plotly_chart")],
             "views": [v.proto.srcdoc for v in at.get("iframe")],
         }))
-    """], work, env).stdout
+    """)], work, env).stdout
     page = json.loads(report.strip().splitlines()[-1])
     assert not page["exceptions"] and not page["errors"], (page["exceptions"], page["errors"])
     assert page["checkpoint"] == "memorize" and set(page["choices"]) >= shipped_names()  # the packaged ones
