@@ -214,7 +214,7 @@ def test_javascript_libraries_ship_with_the_package(tmp_path, monkeypatch):
     paths = bertviz_offline.js_library_paths()
     assert {p.parent for p in paths.values()} == {bertviz_offline.JS_DIR}
     assert paths["d3"].read_text(encoding="utf-8").startswith("// https://d3js.org v5.")
-    assert (bertviz_offline.JS_DIR / "LICENSE.d3.txt").is_file() and (bertviz_offline.JS_DIR / "LICENSE.jquery.txt").is_file()
+    assert all((bertviz_offline.JS_DIR / f"LICENSE.{name}.txt").is_file() for name in ("d3", "jquery"))
     (tmp_path / "d3.min.js").write_text("window.d3 = 'mine';")
     (tmp_path / "jquery.min.js").write_text("window.jQuery = 'mine';")
     monkeypatch.setenv("RMT_JS_DIR", str(tmp_path))  # a folder of the user's own copies comes first
