@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from rmt_core import __version__
 from rmt_core.errors import RMTError
 
 # Order of SPEC section 7.
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rmt",
         description="RMT Lens: train, replay, probe and visualise Recurrent Memory Transformers.",
     )
+    parser.add_argument("--version", action="version", version=f"rmt (RMT Lens) {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
         module = _load(name)

@@ -9,6 +9,8 @@ from rmt_core.recurrence import activation_names, run, run_with_cache, run_with_
 from rmt_core.replay import RecordingPolicy, replay, replay_in_memory
 from rmt_core.trace import InMemoryTrace, Trace
 
+__version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it, `rmt --version` prints it
+
 __all__ = [
     "RMT", "RMTConfig", "RMTOutput", "SegmentOutput", "PLACES", "from_backbone", "small_bert_config",
     "load_checkpoint", "save_checkpoint", "default_checkpoint", "checkpoint_identity",

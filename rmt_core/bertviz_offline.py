@@ -3,8 +3,8 @@
 bertviz's HTML loads require.js, d3 and jQuery from a CDN (blank without a network) and embeds the full
 [L, H, T, T] attention as JSON (hundreds of MB for a 12-layer model at 512 tokens). Here:
 
-- d3 and jQuery come from the npm packages installed at setup (`npm ci --prefix app`, see app/package.json;
-  env RMT_JS_DIR may name another node_modules folder) and are inlined into the page; a three-line stand-in for
+- d3 and jQuery ship with the package (rmt_core/vendor/, with their licences; env RMT_JS_DIR may name another
+  folder holding d3.min.js and jquery.min.js) and are inlined into the page; a three-line stand-in for
   require.js hands them to bertviz's own script, whose CDN configuration is removed;
 - the view shows a window of positions: [CLS], the memory tokens (labelled `[mem k]`), the first [SEP] and a
   window of tokens around the fact or the question, for chosen layers and heads; weights rounded to 3 decimals.
@@ -26,8 +26,8 @@ import numpy as np
 from rmt_core.errors import RMTError
 from rmt_core.layout import ROLE_FACT, ROLE_MEMORY, ROLE_PAD, ROLE_QUESTION
 
-APP_DIR = Path(__file__).resolve().parents[1] / "app"
-LIBRARIES = {"jquery": "jquery/dist/jquery.min.js", "d3": "d3/dist/d3.min.js"}  # inside node_modules
+JS_DIR = Path(__file__).resolve().parent / "vendor"  # package data of rmt_core: in a wheel and in the source tree
+LIBRARIES = {"jquery": "jquery.min.js", "d3": "d3.min.js"}
 DEFAULT_WINDOW = 32  # tokens around the centre, besides [CLS], memory and [SEP]
 MAX_POSITIONS = 160  # a larger view is refused: its HTML grows with the square of the positions
 
@@ -47,26 +47,26 @@ class ViewerError(RMTError):
     """The bertviz views cannot be built (JavaScript libraries not installed, bad window or heads)."""
 
 
-# ----- the JavaScript libraries, installed at setup --------------------------------------------------------
-def node_modules_dirs() -> list[Path]:
-    """Folders searched for d3 and jQuery: $RMT_JS_DIR, then app/node_modules."""
+# ----- the JavaScript libraries, shipped in rmt_core/vendor -------------------------------------------------
+def js_dirs() -> list[Path]:
+    """Folders searched for d3.min.js and jquery.min.js: $RMT_JS_DIR, then rmt_core/vendor."""
     dirs = []
     if os.environ.get("RMT_JS_DIR"):
         dirs.append(Path(os.environ["RMT_JS_DIR"]))
-    dirs.append(APP_DIR / "node_modules")
+    dirs.append(JS_DIR)
     return dirs
 
 
 def js_library_paths() -> dict[str, Path]:
-    """Name -> file of each library the views inline; ViewerError naming the install step when one is missing."""
-    for folder in node_modules_dirs():
-        paths = {name: folder / rel for name, rel in LIBRARIES.items()}
+    """Name -> file of each library the views inline; ViewerError naming the fix when one is missing."""
+    for folder in js_dirs():
+        paths = {name: folder / file for name, file in LIBRARIES.items()}
         if all(p.is_file() for p in paths.values()):
             return paths
-    searched = ", ".join(str(d) for d in node_modules_dirs())
+    searched = ", ".join(str(d) for d in js_dirs())
     raise ViewerError(
-        f"the bertviz views need d3 and jQuery installed locally (searched {searched}); "
-        "run `npm ci --prefix app` once (or set RMT_JS_DIR to a node_modules folder holding d3 and jquery)"
+        f"the bertviz views need d3.min.js and jquery.min.js (searched {searched}); reinstall rmt-lens, "
+        "whose rmt_core/vendor holds them (or set RMT_JS_DIR to a folder holding both)"
     )
 
 

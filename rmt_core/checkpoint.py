@@ -36,7 +36,10 @@ REQUIRED_RMT_KEYS = ("task", "num_mem_tokens", "segment_size", "trained_segments
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+# The shipped checkpoints: inside the package in an installed wheel (setup.py copies them there), else
+# checkpoints/ beside the package (the source tree and an editable install).
+_PACKAGED = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS_DIR = _PACKAGED if _PACKAGED.is_dir() else REPO_ROOT / "checkpoints"
 DEFAULT_CHECKPOINT_NAME = "memorize"
 
 

@@ -11,7 +11,6 @@ VENV=.venv
 PY="$VENV/bin/python"
 STAMP="$VENV/.rmt-lens-installed"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-TEST_TOOLS=(pytest selenium)  # not runtime requirements: the test runner and the browser test's driver
 
 if [[ -z "${PYTHON:-}" ]]; then
     PYTHON="$(command -v python3.11 || command -v python3 || true)"
@@ -25,19 +24,10 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
     exit 1
 fi
 
-# JavaScript the offline bertviz views inline (app/package.json); optional: without npm they fall back.
-if [[ -f app/package-lock.json && ! -d app/node_modules ]]; then
-    if command -v npm >/dev/null 2>&1; then
-        npm ci --prefix app --no-audit --no-fund --loglevel=error \
-            || echo "setup: warning: npm ci --prefix app failed; the dashboard's bertviz views may need network" >&2
-    else
-        echo "setup: warning: npm not found, app/node_modules not installed" >&2
-    fi
-fi
-
-# The stamp records what was installed: requirements, package metadata, torch spec and test tools.
+# The stamp records what was installed: requirements, package metadata (with the test tools, the `test`
+# extra of pyproject.toml) and the torch spec.
 installed='import importlib.util as u, sys; sys.exit(not (u.find_spec("torch") and u.find_spec("rmt_core")))'
-want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1) $TORCH_SPEC ${TEST_TOOLS[*]}"
+want="$(cat requirements.txt pyproject.toml setup.py | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
 if [[ -x "$PY" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$PY" -c "$installed" 2>/dev/null; then
     exit 0
 fi
@@ -59,9 +49,9 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "setup: installing $TORCH_SPEC"
     "${pip[@]}" "$TORCH_SPEC"
 fi
-echo "setup: installing requirements.txt, ${TEST_TOOLS[*]} and rmt-lens (editable; minutes on a fresh machine)"
-"${pip[@]}" -q -r requirements.txt "${TEST_TOOLS[@]}"
-"${pip[@]}" -q -e . --no-deps
+echo "setup: installing requirements.txt and rmt-lens (editable) with its test tools (minutes on a fresh machine)"
+"${pip[@]}" -q -r requirements.txt
+"${pip[@]}" -q -e ".[test]"
 "$PY" -c 'import torch, rmt_core' >/dev/null
 echo "$want" > "$STAMP"
 echo "setup: $VENV is ready (torch $("$PY" -c 'import torch; print(torch.__version__)'))"

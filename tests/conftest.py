@@ -1,8 +1,15 @@
-"""Shared fixtures: tiny random RMT models built in memory, the offline MiniLM tokenizer, shared data paths."""
+"""Shared fixtures: tiny random RMT models built in memory, the offline MiniLM tokenizer, shared data paths;
+`serve_app`, a dashboard server for the tests that talk to one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,3 +47,41 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set RMT_SHARED_DATA)")
     return SHARED_DATA
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None, wait_s: float = 90):
+    """Run `command` (an `rmt app` launch) with `--port P` on a free port, in its own process group, its output
+    in `log`; yield the URL once /_stcore/health answers ok (fail with the log's tail if it never does), and
+    stop the whole group on leaving."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"rmt app did not serve {url}: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_rmt
+from conftest import make_tiny_rmt, serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -52,12 +48,6 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tokenizer):
     """A tiny random checkpoint (RMT_SCREENSHOT_CHECKPOINT names a real one for the README's screenshots)."""
@@ -73,34 +63,11 @@ def checkpoint(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
     """`rmt app --port P` in its own process group; yields (url, seconds the launch took, log file)."""
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     env = {**os.environ, "RMT_CHECKPOINT": str(checkpoint), "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rmt app did not serve {url}: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
+    with serve_app([sys.executable, "-m", "rmt_cli.main", "app"], log, env) as url:
         yield url, started, log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")

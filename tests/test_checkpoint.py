@@ -196,6 +196,19 @@ def test_default_checkpoint_follows_the_environment(saved, monkeypatch, tmp_path
         load_checkpoint()
 
 
+def test_source_tree_finds_the_shipped_checkpoints_at_the_top_level(monkeypatch):
+    """Here (source tree, editable install) the lookup finds checkpoints/ beside the package, with no copy in
+    rmt_core/; an installed wheel holds them in rmt_core/checkpoints/ (tests/test_wheel.py)."""
+    from rmt_core import checkpoint
+
+    monkeypatch.delenv("RMT_CHECKPOINT", raising=False)
+    repo = Path(checkpoint.__file__).resolve().parents[1]
+    assert not (repo / "rmt_core" / "checkpoints").exists()  # a copy in git would be a second source of truth
+    assert default_checkpoint() == repo / "checkpoints" / "memorize"
+    assert (default_checkpoint() / "config.json").is_file()
+    assert {"memorize", "detect", "reason"} <= set(checkpoint.shipped_checkpoints())
+
+
 def test_default_device_is_cuda_when_present(saved):
     _, folder = saved
     loaded = load_checkpoint(folder)

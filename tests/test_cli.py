@@ -3,6 +3,7 @@ RMTError inside a command becomes one line on stderr with exit 1."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,16 @@ def test_rmt_help_runs_and_lists_every_subcommand_in_spec_order():
 
 def test_cli_knows_exactly_the_spec_subcommands():
     assert list(cli.COMMANDS) == SPEC_COMMANDS
+
+
+def test_version_is_the_package_version(capsys):
+    from rmt_core import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rmt (RMT Lens) {__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 
 def test_no_subcommand_prints_help_and_exits_2(capsys):

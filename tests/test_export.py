@@ -21,16 +21,6 @@ needs_chromium = pytest.mark.skipif(not HAS_CHROMIUM, reason="PNG/SVG/PDF export
                                     "chromium); .ci/run installs it")
 
 
-def js_installed() -> bool:
-    try:
-        bertviz_offline.js_library_paths()
-        return True
-    except bertviz_offline.ViewerError:
-        if shutil.which("npm"):
-            pytest.fail("d3 and jQuery are not installed for the bertviz views: run `npm ci --prefix app`")
-        return False
-
-
 @pytest.fixture(scope="module")
 def trace(tokenizer):
     from rmt_core.replay import RecordingPolicy, replay_in_memory
@@ -160,13 +150,12 @@ def test_rmt_export_command(trace, tmp_path, capsys):
                  "--out", str(out / "x.png")]) == 1
     assert "out of range" in capsys.readouterr().err
     assert main(["export", "--trace", str(folder), "--figure", "tokens", "--out", str(out / "x.gif")]) == 1
-    if js_installed():
-        assert main(["export", "--trace", str(folder), "--figure", "head_view", "--segment", "1",
-                     "--out", str(out / "head.html")]) == 0
-        assert "[mem 0]" in (out / "head.html").read_text()
-        assert main(["export", "--trace", str(folder), "--figure", "head_view", "--segment", "0",
-                     "--out", str(out / "head0.html")]) == 1
-        assert "--full-attention 0" in capsys.readouterr().err
+    assert main(["export", "--trace", str(folder), "--figure", "head_view", "--segment", "1",
+                 "--out", str(out / "head.html")]) == 0
+    assert "[mem 0]" in (out / "head.html").read_text()
+    assert main(["export", "--trace", str(folder), "--figure", "head_view", "--segment", "0",
+                 "--out", str(out / "head0.html")]) == 1
+    assert "--full-attention 0" in capsys.readouterr().err
 
 
 @needs_chromium
@@ -200,8 +189,6 @@ def test_window_keeps_cls_memory_sep_and_tokens_around_the_fact(trace):
 
 
 def test_bertviz_views_are_offline_and_small():
-    if not js_installed():
-        pytest.skip("d3/jQuery not installed and no npm to install them (npm ci --prefix app)")
     L, H, T, m = 12, 12, 512, 10
     rng = np.random.default_rng(0)
     attention = rng.random((L, H, T, T), dtype=np.float32).astype(np.float16)  # a 12-layer model at 512 tokens
@@ -222,10 +209,22 @@ def test_bertviz_views_are_offline_and_small():
         bertviz_offline.head_view_html(attention, tokens, roles, positions=list(range(T)))
 
 
-def test_missing_javascript_libraries_name_the_install_step(tmp_path, monkeypatch):
+def test_javascript_libraries_ship_with_the_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("RMT_JS_DIR", raising=False)
+    paths = bertviz_offline.js_library_paths()
+    assert {p.parent for p in paths.values()} == {bertviz_offline.JS_DIR}
+    assert paths["d3"].read_text(encoding="utf-8").startswith("// https://d3js.org v5.")
+    assert all((bertviz_offline.JS_DIR / f"LICENSE.{name}.txt").is_file() for name in ("d3", "jquery"))
+    (tmp_path / "d3.min.js").write_text("window.d3 = 'mine';")
+    (tmp_path / "jquery.min.js").write_text("window.jQuery = 'mine';")
+    monkeypatch.setenv("RMT_JS_DIR", str(tmp_path))  # a folder of the user's own copies comes first
+    assert bertviz_offline.js_library_paths()["d3"] == tmp_path / "d3.min.js"
+
+
+def test_missing_javascript_libraries_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("RMT_JS_DIR", str(tmp_path))
-    monkeypatch.setattr(bertviz_offline, "APP_DIR", tmp_path)
-    with pytest.raises(bertviz_offline.ViewerError, match="npm ci --prefix app"):
+    monkeypatch.setattr(bertviz_offline, "JS_DIR", tmp_path / "vendor")
+    with pytest.raises(bertviz_offline.ViewerError, match="reinstall rmt-lens"):
         bertviz_offline.js_library_paths()
 
 

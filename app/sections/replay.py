@@ -80,7 +80,7 @@ with st.expander(f"Tokens of segment {t} (table)"):
 
 # ----- bertviz ---------------------------------------------------------------------------------------------
 st.subheader("bertviz views of the segment")
-st.caption("Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
+st.caption("Offline: the d3 and jQuery they need ship with rmt-lens. The view shows [CLS], the "
            "memory tokens ([mem k]), [SEP] and a window of tokens; weights are the model's, not renormalised.")
 options = st.columns(4)
 centres = ["fact", "question", "start"]
