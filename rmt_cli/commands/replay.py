@@ -54,7 +54,8 @@ def _device(name: str | None):
 def run(args) -> int:
     from rmt_core.checkpoint import default_checkpoint, load_checkpoint
     from rmt_core.replay import RecordingPolicy, replay
-    from rmt_core.segmenting import read_text_file, segments_from_text
+    from rmt_core.inputs import make_input
+    from rmt_core.segmenting import read_text_file
 
     out = Path(args.out)
     if out.exists() or out.is_symlink():
@@ -87,19 +88,11 @@ def run(args) -> int:
     if args.segment_size is not None and args.segment_size != size:
         print(f"rmt replay: note: --segment-size {args.segment_size} ignored; the checkpoint uses {size}",
               file=sys.stderr)
-    if text_mode:
-        segmented = segments_from_text(model.tokenizer, text, args.question, size)
-        metadata = {"kind": "text", "text_file": str(args.text_file), "question": args.question,
-                    "n_tokens": segmented.n_tokens}
-        trace = replay(model, segments=segmented, out=out, policy=policy, metadata=metadata,
-                       progress=not args.quiet, checkpoint_dir=checkpoint)
-    else:
-        from rmt_core.tasks import TaskBuilder
-
-        task = args.task or model.config.task
-        builder = TaskBuilder(task, model.tokenizer, size, babi_file=args.babi_file, noise_file=args.noise_file)
-        sample = builder.sample(args.segments, args.seed)
-        trace = replay(model, sample, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=checkpoint)
+    text_meta = {"text_file": str(args.text_file)} if text_mode else None
+    item = make_input(model, task=None if text_mode else args.task, n_segments=args.segments, seed=args.seed,
+                      text=text, question=args.question, babi_file=args.babi_file, noise_file=args.noise_file,
+                      metadata=text_meta)
+    trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=checkpoint)
 
     labels = trace.labels
     probability = trace.probabilities[trace.prediction]
