@@ -9,6 +9,9 @@ Nothing here loads a model or reads a file; the dashboard and `rmt probe` call t
     patching_curve        interchange intervention accuracy (or logit effect) per segment, per patched slots
     attention_heatmaps    write enrichment on fact tokens and [CLS] read mass on memory, layer x head
     all_figures           name -> figure for everything the results hold
+    results_figure        one of RESULTS_FIGURES by name (what `rmt export --results` draws)
+
+This is the one renderer of probe results: `rmt probe`, the dashboard's Probes page and `rmt export` use it.
 """
 
 from __future__ import annotations
@@ -118,11 +121,14 @@ def aligned_curve(results: dict, target: str | None = None) -> go.Figure:
     return fig
 
 
-def ablation_bars(results: dict, metric: str = "accuracy_drop", segment: int | None = None) -> go.Figure:
-    """Ablation effect per slot ('all' first), bars by mode; one panel per segment (or the one asked for)."""
+def ablation_bars(results: dict, metric: str = "accuracy_drop", segment: int | None = None,
+                  mode: str | None = None) -> go.Figure:
+    """Ablation effect per slot ('all' first), bars by mode (or the one asked for); one panel per segment (or the
+    one asked for)."""
     if metric not in ("accuracy_drop", "logit_change", "accuracy"):
         raise ProbeError(f"unknown ablation metric {metric!r}; choose accuracy_drop, logit_change or accuracy")
-    rows = _rows(results, "ablation") if segment is None else _rows(results, "ablation", segment=segment)
+    match = {k: v for k, v in (("segment", segment), ("mode", mode)) if v is not None}
+    rows = _rows(results, "ablation", **match)
     segments = sorted({r["segment"] for r in rows})
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     fig = make_subplots(rows=len(segments), cols=1, shared_xaxes=True,
@@ -208,3 +214,35 @@ def all_figures(results: dict) -> dict[str, go.Figure]:
     if attention.get("write") or attention.get("read"):
         built["attention"] = attention_heatmaps(results)
     return built
+
+
+RESULTS_FIGURES: dict[str, str] = {
+    "probe_accuracy": "all-slot probe accuracy by segment, 95% interval, majority and control baselines",
+    "slots": "probe accuracy of each slot and of all slots, slot x segment",
+    "selectivity": "probe selectivity (accuracy - control accuracy), slot x segment",
+    "aligned": "probe accuracy against the segment where the fact lands",
+    "ablation": "answer accuracy drop when a slot is ablated, by mode",
+    "patching": "interchange-intervention accuracy of memory patching",
+    "attention": "write enrichment on fact tokens and [CLS] read mass on memory, layer x head",
+}
+
+
+def results_figure(results: dict, name: str, target: str | None = None, mode: str | None = None) -> go.Figure:
+    """The figure `name` of RESULTS_FIGURES from a results dict; ProbeError naming what is missing."""
+    if name not in RESULTS_FIGURES:
+        raise ProbeError(f"unknown results figure {name!r}; choose one of {', '.join(RESULTS_FIGURES)}")
+    if name == "probe_accuracy":
+        return accuracy_by_segment(results, target)
+    if name in ("slots", "selectivity"):
+        first = target or _targets(_rows(results, "probes"), None)[0]
+        return slot_heatmap(results, first, "accuracy" if name == "slots" else "selectivity")
+    if name == "aligned":
+        return aligned_curve(results, target)
+    if name == "ablation":
+        return ablation_bars(results, mode=mode)
+    if name == "patching":
+        return patching_curve(results)
+    attention = results.get("attention") or {}
+    if not (attention.get("write") or attention.get("read")):
+        raise ProbeError("the results hold no attention read-outs; run rmt probe without --no-attention")
+    return attention_heatmaps(results)

@@ -1,7 +1,8 @@
 """Figures and tables to files: PNG, SVG, PDF (plotly with kaleido and a local Chromium), HTML, CSV.
 
 The dashboard's download buttons and `rmt export` share these functions, and name the figures of a trace and of
-probe results the same way (`TRACE_FIGURES`, `RESULTS_FIGURES`, `TRACE_TABLES`, `RESULTS_TABLES`).
+probe results' tables the same way (`TRACE_FIGURES`, `TRACE_TABLES`, `RESULTS_TABLES`); figures of probe
+results are drawn by their one renderer, `probes.figures`.
 Files are written atomically (a temp name in the same folder, then a rename).
 """
 
@@ -166,12 +167,6 @@ def trace_table(trace, name: str, segment: int | None = None) -> list[dict]:
 
 
 # ----- probe results (results.json of `rmt probe`) ---------------------------------------------------------
-RESULTS_FIGURES: dict[str, str] = {
-    "probe_accuracy": "probe accuracy by segment and slot with confidence intervals and majority baseline",
-    "selectivity": "probe selectivity by segment and slot",
-    "ablation": "answer accuracy drop when a slot is ablated",
-    "patching": "interchange-intervention accuracy of memory patching",
-}
 RESULTS_TABLES = ("probes", "ablation", "patching")
 
 
@@ -188,26 +183,6 @@ def read_results(path: str | Path) -> dict:
     if not isinstance(results, dict):
         raise ExportError(f"{file} must hold a JSON object with probes/ablation/patching; run rmt probe again")
     return results
-
-
-def results_figure(results: dict, name: str, target: str | None = None, mode: str | None = None):
-    """The figure `name` of RESULTS_FIGURES from a results dict (SPEC section 7)."""
-    if name not in RESULTS_FIGURES:
-        raise ExportError(f"unknown results figure {name!r}; choose one of {', '.join(RESULTS_FIGURES)}")
-    key = {"probe_accuracy": "probes", "selectivity": "probes"}.get(name, name)
-    rows = results.get(key) or []
-    if not rows:
-        raise ExportError(f"the results hold no '{key}' rows; run rmt probe with them enabled")
-    try:
-        if name == "probe_accuracy":
-            return figures.probe_accuracy_figure(rows, target)
-        if name == "selectivity":
-            return figures.selectivity_figure(rows, target)
-        if name == "ablation":
-            return figures.ablation_figure(rows, mode)
-        return figures.patching_figure(rows)
-    except (KeyError, ValueError, TypeError) as error:
-        raise ExportError(f"the '{key}' rows cannot be drawn ({error}); check the results file") from None
 
 
 def results_table(results: dict, name: str) -> list[dict]:

@@ -13,7 +13,9 @@ import plotly.graph_objects as go
 import pytest
 
 from conftest import make_tiny_rmt
+
 from rmt_core import bertviz_offline, export
+from rmt_core.errors import ProbeError
 from rmt_core.model import ROLE_MEMORY
 
 HAS_CHROMIUM = any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome"))
@@ -123,10 +125,15 @@ def test_results_figures_and_tables(tmp_path):
     }
     (tmp_path / "results.json").write_text(json.dumps(results))
     loaded = export.read_results(tmp_path)
-    for name in ("probe_accuracy", "selectivity", "ablation"):
-        assert export.results_figure(loaded, name).data
-    with pytest.raises(export.ExportError, match="no 'patching' rows"):
-        export.results_figure(loaded, "patching")
+    from probes.figures import results_figure
+
+    for name in ("probe_accuracy", "slots", "selectivity", "ablation"):
+        assert results_figure(loaded, name).data
+    assert results_figure(loaded, "ablation", mode="zeros").data
+    with pytest.raises(ProbeError, match="no 'patching' rows"):
+        results_figure(loaded, "patching")
+    with pytest.raises(ProbeError, match="no 'ablation' rows with mode=mean"):
+        results_figure(loaded, "ablation", mode="mean")
     assert export.results_table(loaded, "ablation")[0]["accuracy_drop"] == 0.1
     with pytest.raises(export.ExportError, match="does not exist"):
         export.read_results(tmp_path / "missing")

@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> str:
+    from probes import figures as probe_figures
     from rmt_core import export
 
     lines = ["trace figures (--trace):"]
@@ -56,7 +57,7 @@ def _list() -> str:
     lines.append("trace tables (--trace --table, CSV):")
     lines += [f"  {name:<18} {about}" for name, about in export.TRACE_TABLES.items()]
     lines.append("probe figures (--results):")
-    lines += [f"  {name:<18} {about}" for name, about in export.RESULTS_FIGURES.items()]
+    lines += [f"  {name:<18} {about}" for name, about in probe_figures.RESULTS_FIGURES.items()]
     lines.append("probe tables (--results --table, CSV): " + ", ".join(export.RESULTS_TABLES))
     return "\n".join(lines)
 
@@ -125,8 +126,9 @@ def run(args) -> int:
             segment = None if args.segment is None else trace.segment_index(args.segment)
             fig = export.trace_figure(trace, args.figure, segment, args.layer, args.head)
         else:
-            results = export.read_results(args.results)
-            fig = export.results_figure(results, args.figure, target=args.target, mode=args.mode)
+            from probes.figures import results_figure
+
+            fig = results_figure(export.read_results(args.results), args.figure, target=args.target, mode=args.mode)
         path = export.write_figure(fig, args.out, fmt, **size)
     print(f"rmt export: wrote {path}", file=sys.stderr)
     return 0
