@@ -100,6 +100,12 @@ def trace_figure(trace, name: str, segment: int | None = None, layer: int | None
                                              None if segment is None else _segment(trace, segment))
     if name.startswith("memory_"):
         states = np.asarray(trace.memory_states())
+        finite = np.isfinite(states).reshape(len(states), -1).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            where = "the initial memory" if row == 0 else f"the memory after segment {row - 1}"
+            raise ExportError(f"{where} holds NaN or infinite values, which cannot be drawn; the model that "
+                              "replayed this trace is broken, replay with a good checkpoint")
         if name == "memory_norms":
             return figures.memory_norms_figure(states, fact_segments(trace))
         if name == "memory_similarity":
