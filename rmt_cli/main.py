@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return USAGE_ERROR
     debug = bool(args.debug)
     prefix = f"rmt {args.command}"
     previous = None

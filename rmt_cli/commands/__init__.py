@@ -114,11 +114,19 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _writable_folder(folder: Path, flag: str, path: Path, error: type[Exception]) -> None:
+    """`error` unless a file can be made in `folder`: tried for real (a read-only disk, or a folder such as
+    /proc, passes os.access for root), with a temp file removed at once."""
+    import tempfile
+
     if not folder.is_dir():
         raise error(f"{flag} {path}: {folder} is a file, not a folder; choose another {flag}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise error(f"{flag} {path}: cannot write in {folder} (no permission or a read-only disk); "
-                    f"choose another {flag}")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".rmt-write-test-", dir=folder)
+    except OSError as problem:
+        raise error(f"{flag} {path}: cannot write in {folder} ({problem.strerror or 'not writable'}); "
+                    f"choose another {flag}") from None
+    os.close(handle)
+    os.unlink(name)
 
 
 def check_output_file(path: str | Path, flag: str, error: type[Exception]) -> Path:
