@@ -100,7 +100,9 @@ def _os_error(error: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing the command line does may reach for the network
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._argv = argv  # what results and model cards record as the command
     if args.command is None:
         parser.print_help()
         return USAGE_ERROR

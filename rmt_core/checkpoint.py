@@ -243,7 +243,7 @@ def _config_problem(config: dict) -> str | None:
             return f"backbone.{key} is {value!r}, expected a finite number of 0 or more"
     dtypes = config.get("dtype", "float32")
     for dtype in dtypes if isinstance(dtypes, list) else [dtypes]:
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             return f"dtype is {dtype!r}, expected one of {', '.join(_DTYPES)}"
     return None
 
@@ -290,6 +290,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{file} is not a readable safetensors file ({_reason(error)}); it may be truncated, copy it again"
             )
     return tensors
+
+
+def _check_layer_count(path: Path, config: dict, state: dict[str, torch.Tensor]) -> None:
+    """The weights' numbered layers (`...layer.N.`) must be as many as config.json says: checked before even a
+    shapes-only model of that many layers is built."""
+    import re
+
+    numbers = {int(found.group(1)) for key in state if (found := re.search(r"\.layers?\.(\d+)\.", key))}
+    layers = config["backbone"]["num_hidden_layers"]
+    if numbers and len(numbers) != layers:
+        raise CheckpointError(f"{path / 'config.json'} says {layers} layers but the weights hold {len(numbers)}; "
+                              "the weights do not belong to this config")
 
 
 def _check_values(path: Path, config: dict, state: dict[str, torch.Tensor]) -> None:
@@ -342,6 +354,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
         backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
         return RMT(backbone, rmt_config, *special_ids(tokenizer))
 
+    _check_layer_count(path, config, state)
     try:
         with torch.device("meta"):  # shapes first, allocating nothing: config.json may describe a huge model
             _check_state(path, build(), dict(state))

@@ -172,6 +172,8 @@ def manifest_problem(manifest: dict) -> str | None:
     model, recorded, arrays = manifest["model"], manifest["recorded"], manifest["arrays"]
     if not isinstance(model, dict) or not isinstance(recorded, dict) or not isinstance(arrays, dict):
         return "model, recorded and arrays must be JSON objects"
+    if not isinstance(manifest.get("metadata") or {}, dict):
+        return "metadata must be a JSON object"
     m = model.get("num_mem_tokens")
     if not _whole(m, 1, 2**20):
         return f"model.num_mem_tokens is {m!r}, expected a whole number of 1 or more"
@@ -384,7 +386,11 @@ class TraceView:
         all_ids, all_roles = np.asarray(self._whole("token_ids")), np.asarray(self._whole("roles"))
         keep = np.isin(all_roles, (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION))  # row-major: segment order
         fields = {k: v for k, v in meta.items() if k != "kind"}
-        return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
+        try:
+            return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
+        except (TypeError, KeyError, ValueError, AttributeError) as error:
+            raise TraceError(f"the manifest's metadata does not describe a task sample ({type(error).__name__}: "
+                             f"{str(error)[:100]}); the trace is damaged, replay again") from None
 
     def __repr__(self) -> str:
         where = getattr(self, "path", None)

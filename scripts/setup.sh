@@ -11,7 +11,7 @@ VENV=.venv
 PY="$VENV/bin/python"
 STAMP="$VENV/.rmt-lens-installed"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-TEST_TOOLS=(pytest selenium)  # not runtime requirements: the test runner and the browser test's driver
+TEST_TOOLS=(pytest selenium hypothesis)  # not runtime requirements: the test runner, the browser test's driver, property tests
 
 if [[ -z "${PYTHON:-}" ]]; then
     PYTHON="$(command -v python3.11 || command -v python3 || true)"

@@ -52,9 +52,10 @@ def whole(minimum: int = 1, maximum: int | None = None):
     return parse
 
 
-def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_negative: bool = False):
+def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_negative: bool = False,
+               allow_empty: bool = False):
     """An argparse type: comma-separated whole numbers (such as 1,2,4), each in range (negative ones too,
-    counting from the end, when `allow_negative`)."""
+    counting from the end, when `allow_negative`); none at all only when `allow_empty`."""
 
     def parse(text: str) -> list[int]:
         try:
@@ -62,6 +63,8 @@ def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_negative: 
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, "
                                              f"got {text!r}") from None
+        if not values and not allow_empty:
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}")
         low = -maximum if allow_negative and maximum is not None else minimum
         for value in values:
             if value < low or (maximum is not None and value > maximum):

@@ -45,8 +45,6 @@ def run(args) -> int:
     from rmt_core.evaluate import evaluate, results_table, write_json_atomic
     from rmt_core.tasks import check_sample_size
 
-    if not args.segments:
-        raise TaskError("--segments is empty; give numbers of segments such as 1,2,4")
     if args.json and args.json != "-":
         check_output_file(args.json, "--json", TaskError)
     device = parse_device(args.device, TaskError)
@@ -58,7 +56,7 @@ def run(args) -> int:
     result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,
                       babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file,
                       split=args.split, progress=not args.no_progress)
-    result["command"] = portable_command(sys.argv[1:])
+    result["command"] = portable_command(getattr(args, "_argv", sys.argv[1:]))
     print(f"{result['checkpoint']['name'] if result['checkpoint'] else folder}: task {result['task']}, "
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
           f"{result['device']}, {result['seconds']:.1f} s")

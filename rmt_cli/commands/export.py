@@ -102,9 +102,9 @@ def run(args) -> int:
         raise export.ExportError("give --figure NAME or --table NAME (rmt export --list shows the names)")
     if not args.out:
         raise export.ExportError("give --out FILE, e.g. --out figure.png")
+    check_output_file(args.out, "--out", export.ExportError)
     fmt = export.format_of(args.out, args.format)
     size = {"width": args.width, "height": args.height, "scale": args.scale}
-    check_output_file(args.out, "--out", export.ExportError)
     if fmt in ("png", "svg", "pdf"):  # before any work: a size Chromium cannot draw, or no Chromium at all
         export.check_image_size(args.width or export.DEFAULT_SIZE[0], args.height or export.DEFAULT_SIZE[1],
                                 args.scale)

@@ -48,13 +48,11 @@ def run(args) -> int:
     from rmt_core.evaluate import write_json_atomic
     from rmt_core.flops import flops_figure, flops_table, resolve_counting, shape_of
 
-    if not args.tokens:
-        raise RMTError("--tokens is empty; give input lengths such as 512,2048000")
     if args.out:
         check_output_file(args.out, "--out", RMTError)
     if args.figure:
-        export.format_of(args.figure)
         check_output_file(args.figure, "--figure", RMTError)
+        export.format_of(args.figure)
     try:
         models = [shape_of(m).name for m in args.models.split(",")] if args.models else None
         counting = resolve_counting(args.counting, {"memory": args.memory, "embeddings": args.embeddings,

@@ -65,7 +65,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=whole(1, 4096), default=None, help="CPU threads for torch")
     parser.add_argument("--time-budget-s", type=real(above=0.0), default=None,
                         help="stop after the stage running when this many seconds have passed")
-    parser.add_argument("--stage-eval-segments", type=whole_list(1, 2**24), default=[],
+    parser.add_argument("--stage-eval-segments", type=whole_list(1, 2**24, allow_empty=True), default=[],
                         help="evaluate each stage's best at these lengths (Figure 5)")
     parser.add_argument("--stage-eval-samples", type=whole(1, 1_000_000), default=200)
     parser.add_argument("--stage-eval-babi-dir", default=None, help="bAbI folder whose test split the stage evaluation uses")
@@ -81,8 +81,6 @@ def run(args) -> int:
 
     if args.backbone == "small" and args.hidden_size % args.heads:
         raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
-    if not args.val_multiples:
-        raise TrainError("--val-multiples is empty; give whole numbers such as 1,2")
     check_output_folder(args.out, "--out", TrainError)
     check_backbone(args.backbone)
     stages = parse_stages(args.stages, args.segments, args.segment_size)
@@ -100,7 +98,7 @@ def run(args) -> int:
         stage_eval_segments=list(args.stage_eval_segments),
         stage_eval_samples=args.stage_eval_samples, stage_eval_babi_dir=args.stage_eval_babi_dir,
         stage_eval_noise_file=args.stage_eval_noise_file,
-        command=portable_command(sys.argv[1:]),
+        command=portable_command(getattr(args, "_argv", sys.argv[1:])),
     )
     out = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"trained checkpoint written to {out}")
