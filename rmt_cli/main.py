@@ -101,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing the command line does may reach for the network
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help still exits; a usage error is an exit code like any bad input
+        if not exit_.code:
+            raise
+        return int(exit_.code) if isinstance(exit_.code, int) else USAGE_ERROR
     args._argv = argv  # what results and model cards record as the command
     if args.command is None:
         parser.print_help()

@@ -389,14 +389,19 @@ def test_resume_without_a_run_and_a_second_run_in_the_same_folder_are_refused(ru
 
 
 # ----- 4 and 5. checkpoint config.json, weights and tokenizer -------------------------------------------------
-def _config(change):
+def _json_edit(name: str, change):
+    """A damage that rewrites the JSON file `name` of a folder after `change(parsed)`."""
     def damage(folder: Path) -> None:
-        file = folder / "config.json"
-        config = json.loads(file.read_text())
-        change(config)
-        file.write_text(json.dumps(config))
+        file = folder / name
+        parsed = json.loads(file.read_text())
+        change(parsed)
+        file.write_text(json.dumps(parsed))
 
     return damage
+
+
+def _config(change):
+    return _json_edit("config.json", change)
 
 
 def _nan_weights(folder: Path) -> None:
@@ -438,13 +443,7 @@ def test_a_bad_checkpoint_is_one_line(ck, tmp_path, capsys, name):
 
 # ----- 4 and 6. damaged traces ---------------------------------------------------------------------------------
 def _manifest(change):
-    def damage(folder: Path) -> None:
-        file = folder / "manifest.json"
-        manifest = json.loads(file.read_text())
-        change(manifest)
-        file.write_text(json.dumps(manifest))
-
-    return damage
+    return _json_edit("manifest.json", change)
 
 
 def _array(name, make):

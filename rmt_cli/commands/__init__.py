@@ -52,24 +52,15 @@ def whole(minimum: int = 1, maximum: int | None = None):
     return parse
 
 
-def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_negative: bool = False,
-               allow_empty: bool = False):
-    """An argparse type: comma-separated whole numbers (such as 1,2,4), each in range (negative ones too,
-    counting from the end, when `allow_negative`); none at all only when `allow_empty`."""
+def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_empty: bool = False):
+    """An argparse type: comma-separated whole numbers (such as 1,2,4), each as `whole` takes it; none at all
+    only when `allow_empty`."""
+    item = whole(minimum, maximum)
 
     def parse(text: str) -> list[int]:
-        try:
-            values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, "
-                                             f"got {text!r}") from None
+        values = [item(part) for part in text.split(",") if part.strip()]
         if not values and not allow_empty:
             raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}")
-        low = -maximum if allow_negative and maximum is not None else minimum
-        for value in values:
-            if value < low or (maximum is not None and value > maximum):
-                raise argparse.ArgumentTypeError(f"{value:,} is out of range; give whole numbers "
-                                                 f"{_range_text(low, maximum)}")
         return values
 
     parse.__name__ = "list of whole numbers"
