@@ -441,17 +441,13 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
 
 
 def _figure_bytes(fig, fmt: str) -> bytes:
-    """PNG through rmt_core.export (kaleido, local Chromium) or an HTML page reading plotly.min.js beside it."""
+    """PNG through rmt_core.export (kaleido, local Chromium, with a timeout) or an HTML page reading
+    plotly.min.js beside it."""
+    from rmt_core.export import ExportError, figure_bytes
+
     if fmt == "html":
         return fig.to_html(full_html=True, include_plotlyjs="directory").encode("utf-8")
     try:
-        from rmt_core.export import figure_bytes
-    except ImportError:
-        figure_bytes = None
-    try:
-        if figure_bytes is not None:
-            return figure_bytes(fig, fmt)
-        return fig.to_image(format=fmt)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ProbeError(f"{fmt.upper()} export failed ({reason}); install chromium or use --figures html")
+        return figure_bytes(fig, fmt)
+    except ExportError as error:
+        raise ProbeError(f"{error}; or use --figures html") from None

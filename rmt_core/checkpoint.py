@@ -308,6 +308,7 @@ def _check_values(path: Path, config: dict, state: dict[str, torch.Tensor]) -> N
     """Stored floating tensors must have the dtype config.json declares and hold only finite numbers."""
     declared = config.get("dtype", "float32")
     declared = set(declared) if isinstance(declared, list) else {declared}
+    path = path / WEIGHTS if (path / WEIGHTS).is_file() else path / WEIGHTS_INDEX
     for name, tensor in state.items():
         if not tensor.is_floating_point():
             continue

@@ -5,7 +5,8 @@ converged (reached `target_accuracy` on `patience` evaluations in a row, or stop
 evaluations) or its step budget ends. A stage may also change the segment size (a short-segment warm-up,
 e.g. `1x16,2x16,2x32,2x64,3x64,...`), which the model allows as long as it fits the backbone's positions.
 
-Run folder (`--out`):
+Run folder (`--out`): a new or empty folder (a run never writes among files it did not make), or with
+`--resume` the folder of the run to continue:
 
     config.json, model.safetensors, tokenizer files   the final model (best of the last stage)
     training_log.jsonl                                one JSON object a line: steps, evaluations, stage ends

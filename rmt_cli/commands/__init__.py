@@ -70,15 +70,18 @@ def whole_list(minimum: int = 1, maximum: int | None = None, *, allow_empty: boo
 def real(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None,
          below: float | None = None):
     """An argparse type: a finite number with `minimum <= x <= maximum` and `above < x < below` (None: no bound)."""
+    def shown(x: float) -> str:
+        return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
     bounds = []
     if above is not None:
-        bounds.append(f"above {above:g}")
+        bounds.append(f"above {shown(above)}")
     if minimum is not None:
-        bounds.append(f"at least {minimum:g}")
+        bounds.append(f"at least {shown(minimum)}")
     if below is not None:
-        bounds.append(f"below {below:g}")
+        bounds.append(f"below {shown(below)}")
     if maximum is not None:
-        bounds.append(f"at most {maximum:g}")
+        bounds.append(f"at most {shown(maximum)}")
     allowed = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
 
     def parse(text: str) -> float:
