@@ -5,19 +5,17 @@ Files are made by `rmt_core.export`, the same code as `rmt export`; images only 
 
 from __future__ import annotations
 
-import functools
 import re
-import shutil
 
 import streamlit as st
 
 from rmt_core import export
 
 
-@functools.lru_cache(maxsize=1)
-def images_available() -> bool:
-    """Whether a Chromium for kaleido is installed (PNG, SVG and PDF need one; HTML and CSV do not)."""
-    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+def image_problem() -> str | None:
+    """Why PNG, SVG and PDF cannot be made here (no working Chromium for kaleido), or None; HTML and CSV
+    need no browser."""
+    return export.no_browser_reason()
 
 
 def _slug(name: str) -> str:
@@ -41,15 +39,18 @@ def show_figure(fig, name: str, key: str | None = None) -> None:
     key = key or _slug(name)
     st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
     row = st.container(horizontal=True, gap="small")
+    problem = image_problem()
     for fmt in export.FIGURE_FORMATS:
         image = fmt != "html"
         row.download_button(
             fmt.upper(), data=_bytes_later(fig, fmt), file_name=f"{_slug(name)}.{fmt}",
             mime=export.MIME_TYPES[fmt], key=f"dl_{key}_{fmt}", on_click="ignore",
-            disabled=image and not images_available(),
-            help=f"Download as {fmt.upper()}" if not image or images_available()
-            else "PNG, SVG and PDF need Chromium (apt-get install chromium); HTML works without it",
+            disabled=image and problem is not None,
+            help=f"Download as {fmt.upper()}" if not image or problem is None
+            else f"PNG, SVG and PDF need Chromium: {problem}",
         )
+    if problem is not None:
+        row.caption(f"PNG, SVG and PDF: {problem.split(';')[0]} (apt-get install chromium); HTML works without it.")
 
 
 def show_table(rows: list[dict], name: str, key: str | None = None, **dataframe_args) -> None:

@@ -35,6 +35,7 @@ from rmt_core.files import write_atomic
 FORMAT = "rmt-lens-probes"
 FORMAT_VERSION = 1
 STAGES = ("collect", "probes", "aligned", "ablation", "patching")
+MAX_TOKENS = 2**25  # token ids of all samples, held at once (their lists and two int64 tensors: ~1 GB)
 TABLES = {  # CSV file -> rows of results
     "probes.csv": ("probes",),
     "aligned.csv": ("aligned",),
@@ -160,6 +161,17 @@ def _check_args(task, segments, samples, test_fraction, intervention_samples, mo
         raise ProbeError(f"unknown ablation mode {bad[0]!r}; choose from {', '.join(interventions.MODES)}")
 
 
+def check_probe_size(segments: int, samples: int, segment_size: int) -> None:
+    """ProbeError, before any sample is built, when the run's samples would not fit in memory at once."""
+    from rmt_core.tasks import check_sample_size
+
+    check_sample_size(segments, segment_size)
+    tokens = samples * segments * segment_size
+    if tokens > MAX_TOKENS:
+        raise ProbeError(f"{samples:,} samples of {segments:,} x {segment_size} tokens is {tokens:,} tokens, more than "
+                         f"the {MAX_TOKENS:,} a probe run holds in memory; give fewer --samples or --segments")
+
+
 @small_model_threaded
 def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, out=None, progress=True,
                babi_file=None, noise_file=None, babi_dir=None, split: str = "test", batch_size: int | None = None,
@@ -199,6 +211,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     out = Path(out) if out is not None else None
     tokenizer = getattr(model, "tokenizer", None) or default_tokenizer()
     segment_size = model.config.segment_size
+    check_probe_size(int(segments), int(samples), segment_size)
     builder = TaskBuilder(task, tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
                           noise_file=noise_file, split=split)
     # The samples of `rmt eval` with this seed: held out from training batches by construction.
@@ -433,17 +446,13 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
 
 
 def _figure_bytes(fig, fmt: str) -> bytes:
-    """PNG through rmt_core.export (kaleido, local Chromium) or an HTML page reading plotly.min.js beside it."""
+    """PNG through rmt_core.export (kaleido, local Chromium, with a timeout) or an HTML page reading
+    plotly.min.js beside it."""
+    from rmt_core.export import ExportError, figure_bytes
+
     if fmt == "html":
         return fig.to_html(full_html=True, include_plotlyjs="directory").encode("utf-8")
     try:
-        from rmt_core.export import figure_bytes
-    except ImportError:
-        figure_bytes = None
-    try:
-        if figure_bytes is not None:
-            return figure_bytes(fig, fmt)
-        return fig.to_image(format=fmt)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ProbeError(f"{fmt.upper()} export failed ({reason}); install chromium or use --figures html")
+        return figure_bytes(fig, fmt)
+    except ExportError as error:
+        raise ProbeError(f"{error}; or use --figures html") from None

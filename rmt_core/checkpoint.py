@@ -32,6 +32,8 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
+                          "sentencepiece.bpe.model")
 REQUIRED_RMT_KEYS = ("task", "num_mem_tokens", "segment_size", "trained_segments", "labels")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -185,7 +187,68 @@ def read_config(path: str | Path) -> dict:
     missing = [k for k in REQUIRED_RMT_KEYS if k not in config["rmt"]]
     if missing:
         raise CheckpointError(f"{file} lacks rmt settings {', '.join(missing)}; re-save the checkpoint with rmt train")
+    problem = _config_problem(config)
+    if problem:
+        raise CheckpointError(f"{file}: {problem}; restore it from the original checkpoint")
     return config
+
+
+# Ranges of the numbers config.json may hold: generous for real models, and small enough that a model
+# described by them is never allocated before its weights are checked against it.
+RMT_LIMITS = {"num_mem_tokens": (1, 4096), "segment_size": (1, 2**20), "trained_segments": (0, 2**24)}
+BACKBONE_LIMITS = {"vocab_size": (1, 2**21), "hidden_size": (1, 2**16), "num_hidden_layers": (1, 1024),
+                   "num_attention_heads": (1, 1024), "max_position_embeddings": (1, 2**20),
+                   "intermediate_size": (1, 2**18), "type_vocab_size": (1, 2**10)}
+REQUIRED_BACKBONE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                          "max_position_embeddings")
+
+
+def _whole_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _config_problem(config: dict) -> str | None:
+    """What is wrong with the settings of a parsed config.json (types and ranges), or None."""
+    import math
+
+    rmt, backbone = config["rmt"], config["backbone"]
+    for key, (low, high) in RMT_LIMITS.items():
+        if not _whole_in(rmt.get(key), low, high):
+            return f"rmt.{key} is {rmt.get(key)!r}, expected a whole number from {low:,} to {high:,}"
+    if not isinstance(rmt.get("task"), str) or not rmt["task"]:
+        return f"rmt.task is {rmt.get('task')!r}, expected a task name such as memorize"
+    labels = rmt.get("labels")
+    if (not isinstance(labels, list) or not 2 <= len(labels) <= 4096 or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        return "rmt.labels must be a list of 2 to 4,096 different class names"
+    depth = rmt.get("bptt_depth")
+    if depth is not None and not _whole_in(depth, 1, 2**24):
+        return f"rmt.bptt_depth is {depth!r}, expected null or a whole number of 1 or more"
+    if rmt.get("loss_on", "last") not in ("last", "all"):
+        return f"rmt.loss_on is {rmt.get('loss_on')!r}, expected 'last' or 'all'"
+    dropout = rmt.get("classifier_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (0 <= dropout < 1):
+        return f"rmt.classifier_dropout is {dropout!r}, expected a number from 0 up to (not including) 1"
+    for key in REQUIRED_BACKBONE_KEYS:
+        if key not in backbone:
+            return f"backbone.{key} is missing"
+    if not isinstance(backbone["model_type"], str):
+        return f"backbone.model_type is {backbone['model_type']!r}, expected a name such as bert"
+    for key, (low, high) in BACKBONE_LIMITS.items():
+        if key in backbone and not _whole_in(backbone[key], low, high):
+            return f"backbone.{key} is {backbone[key]!r}, expected a whole number from {low:,} to {high:,}"
+    if backbone["hidden_size"] % backbone["num_attention_heads"]:
+        return (f"backbone.hidden_size {backbone['hidden_size']} is not a multiple of num_attention_heads "
+                f"{backbone['num_attention_heads']}")
+    for key in ("layer_norm_eps", "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+        value = backbone.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return f"backbone.{key} is {value!r}, expected a finite number of 0 or more"
+    dtypes = config.get("dtype", "float32")
+    for dtype in dtypes if isinstance(dtypes, list) else [dtypes]:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            return f"dtype is {dtype!r}, expected one of {', '.join(_DTYPES)}"
+    return None
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -232,6 +295,35 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _check_layer_count(path: Path, config: dict, state: dict[str, torch.Tensor]) -> None:
+    """The weights' numbered layers (`...layer.N.`) must be as many as config.json says: checked before even a
+    shapes-only model of that many layers is built."""
+    import re
+
+    numbers = {int(found.group(1)) for key in state if (found := re.search(r"\.layers?\.(\d+)\.", key))}
+    layers = config["backbone"]["num_hidden_layers"]
+    if numbers and len(numbers) != layers:
+        raise CheckpointError(f"{path / 'config.json'} says {layers} layers but the weights hold {len(numbers)}; "
+                              "the weights do not belong to this config")
+
+
+def _check_values(path: Path, config: dict, state: dict[str, torch.Tensor]) -> None:
+    """Stored floating tensors must have the dtype config.json declares and hold only finite numbers."""
+    declared = config.get("dtype", "float32")
+    declared = set(declared) if isinstance(declared, list) else {declared}
+    path = path / WEIGHTS if (path / WEIGHTS).is_file() else path / WEIGHTS_INDEX
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in declared:
+            raise CheckpointError(f"{path} tensor {name} is {dtype} but config.json says dtype "
+                                  f"{'/'.join(sorted(declared))}; the weights do not belong to this config")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path} tensor {name} holds NaN or infinite values; the weights are damaged "
+                                  "(or training diverged), restore the checkpoint or train it again")
+
+
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
     """Load a checkpoint folder (default: the shipped default) as an `RMT` in eval mode, its tokenizer attached.
 
@@ -247,6 +339,9 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
         rmt_config = RMTConfig.from_dict(config["rmt"])
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{path / 'config.json'} has unusable settings ({_reason(error)}); re-save the checkpoint")
+    if not any((path / name).is_file() for name in TOKENIZER_VOCABULARIES):
+        raise CheckpointError(f"{path / 'tokenizer.json'} is missing; copy tokenizer.json and tokenizer_config.json "
+                              "from the original checkpoint (or its backbone) into the folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as error:  # transformers raises many types here
@@ -254,14 +349,26 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
             f"{path} has no usable tokenizer files ({type(error).__name__}); copy tokenizer.json and "
             "tokenizer_config.json from the backbone into the folder"
         )
-    try:
+    vocab = config["backbone"]["vocab_size"]
+    if len(tokenizer) > vocab:
+        raise CheckpointError(f"{path} has a tokenizer of {len(tokenizer):,} tokens but a model vocabulary of "
+                              f"{vocab:,}; the tokenizer files do not belong to this checkpoint")
+
+    def build():
         backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
-        model = RMT(backbone, rmt_config, *special_ids(tokenizer))
+        return RMT(backbone, rmt_config, *special_ids(tokenizer))
+
+    _check_layer_count(path, config, state)
+    try:
+        with torch.device("meta"):  # shapes first, allocating nothing: config.json may describe a huge model
+            _check_state(path, build(), dict(state))
+        model = build()
     except (ValueError, TypeError) as error:
         raise CheckpointError(
             f"{path / 'config.json'} describes a model that cannot be built ({_reason(error)}); "
             "restore it from the original checkpoint"
         )
+    _check_values(path, config, state)
     _check_state(path, model, state)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
     model.to(dtype)
@@ -299,14 +406,44 @@ def _check_state(path: Path, model: RMT, state: dict[str, torch.Tensor]) -> None
 
 
 def checkpoint_identity(path: str | Path) -> dict:
-    """Name, folder and sha256 of the weights of a checkpoint: what traces and results record as its identity."""
+    """Name, folder (see `portable_path`) and sha256 of the weights of a checkpoint: what traces and results
+    record as its identity."""
     path = Path(path)
     digest = hashlib.sha256()
     for file in _weight_files(path):
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return {"name": path.name, "path": str(path.resolve()), "sha256": digest.hexdigest()}
+    return {"name": path.name, "path": portable_path(path), "sha256": digest.hexdigest()}
+
+
+def portable_path(path: str | Path | None) -> str | None:
+    """A path as files that travel (eval.json, model cards, traces, results) record it: relative to the
+    working folder or the repository when under either, else ".../" and its last two parts, never the
+    absolute path of the machine that wrote it."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    resolved = path.resolve()
+    for root in (Path.cwd().resolve(), REPO_ROOT):
+        if resolved.is_relative_to(root):
+            return str(resolved.relative_to(root)) or "."
+    return str(Path("...", *resolved.parts[-2:]))
+
+
+def portable_command(argv: list[str]) -> str:
+    """`rmt ARGS` as typed, with absolute paths written by `portable_path`: what results and model cards record."""
+    import shlex
+
+    words = []
+    for word in argv:
+        flag, equals, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        if value.startswith("/"):
+            value = portable_path(value)
+        words.append(flag + equals + value)
+    return "rmt " + " ".join(shlex.quote(w) for w in words)
 
 
 _IDENTITY_CACHE: dict[tuple, dict] = {}

@@ -42,6 +42,7 @@ FORMAT_VERSION = 1
 EVAL_SEED_OFFSET = 10**9
 MAX_BATCH_TOKENS = 2**25  # token ids held at once: 128 MiB as int32 (64 samples x 1,024 segments x 499 tokens)
 MAX_WRONG_SEEDS = 20
+MAX_SAMPLES = 1_000_000  # samples per length: a million 1-segment samples already take hours on a CPU
 
 
 def eval_sample_seed(seed: int, n_segments: int, index: int) -> int:
@@ -89,17 +90,21 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     tokenizer and segment size; `seed` picks a reproducible set (see `eval_sample_seed`). Returns the results
     dict described in the module docstring.
     """
-    from rmt_core.tasks import TaskBuilder
+    from rmt_core.checkpoint import portable_path
+    from rmt_core.tasks import TaskBuilder, check_sample_size
 
     if getattr(model, "tokenizer", None) is None:
         raise CheckpointError("the model has no tokenizer attached; load it with load_checkpoint")
     task = task or model.config.task
     lengths = _check_lengths(segments)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise TaskError(f"samples must be a whole number >= 1, got {samples!r}; give --samples 100")
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+        raise TaskError(f"samples must be a whole number from 1 to {MAX_SAMPLES:,}, got {samples!r}; "
+                        "give --samples 100")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TaskError(f"batch size must be a whole number >= 1, got {batch_size!r}; give --batch-size 64")
     segment_size = model.config.segment_size
+    for n in lengths:  # every length is checked before the first is evaluated
+        check_sample_size(n, segment_size)
     builder = TaskBuilder(task, model.tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
                           noise_file=noise_file, split=split)
     was_training = model.training
@@ -153,7 +158,8 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "segment_size": segment_size,
         "num_mem_tokens": model.num_mem_tokens,
         "trained_segments": model.config.trained_segments,
-        "sources": {"babi": str(builder.babi_path) if builder.babi_path else "builtin", "noise": builder.noise.name,
+        "sources": {"babi": portable_path(builder.babi_path) if builder.babi_path else "builtin",
+                    "noise": portable_path(builder.noise.name),
                     "split": split},
         "seed": seed,
         "eval_seed_offset": EVAL_SEED_OFFSET,

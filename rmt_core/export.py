@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import os
+import queue
 import threading
-import warnings
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,6 +101,12 @@ def trace_figure(trace, name: str, segment: int | None = None, layer: int | None
                                              None if segment is None else _segment(trace, segment))
     if name.startswith("memory_"):
         states = np.asarray(trace.memory_states())
+        finite = np.isfinite(states).reshape(len(states), -1).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            where = "the initial memory" if row == 0 else f"the memory after segment {row - 1}"
+            raise ExportError(f"{where} holds NaN or infinite values, which cannot be drawn; the model that "
+                              "replayed this trace is broken, replay with a good checkpoint")
         if name == "memory_norms":
             return figures.memory_norms_figure(states, fact_segments(trace))
         if name == "memory_similarity":
@@ -192,28 +199,179 @@ def results_table(results: dict, name: str) -> list[dict]:
 
 
 # ----- bytes of a figure -----------------------------------------------------------------------------------
-_server_lock = threading.Lock()
-_render_lock = threading.Lock()  # one image at a time: the shared kaleido server mixes up concurrent replies
-_server_started = False
+# Images come from kaleido, which draws them in a headless Chromium. Every wait on it has a timeout, so a
+# machine without a working Chromium gets a one-line ExportError within seconds, never a hang.
+IMAGE_TIMEOUT_S = 30.0  # the longest wait for Chromium to start, and for one image; $RMT_IMAGE_TIMEOUT_S overrides
+MAX_IMAGE_SIDE = 16384  # pixels of a side, after --scale (Chromium draws nothing larger)
+MAX_IMAGE_PIXELS = 2**26  # 8192 x 8192 pixels, after --scale
+IMAGE_SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "pdf": (b"%PDF",), "svg": (b"<svg", b"<?xml")}
+GET_CHROMIUM = ("install Chromium (apt-get install chromium, or kaleido_get_chrome) or set BROWSER_PATH to "
+                "one; HTML export needs none")
 
 
-def _start_image_server() -> None:
-    """Keep one headless Chromium for all image exports of this process (the first export costs seconds)."""
-    global _server_started
-    with _server_lock:
-        if _server_started:
-            return
-        import atexit
+def image_timeout() -> float:
+    try:
+        value = float(os.environ.get("RMT_IMAGE_TIMEOUT_S", IMAGE_TIMEOUT_S))
+    except ValueError:
+        return IMAGE_TIMEOUT_S
+    return value if 0 < value < float("inf") else IMAGE_TIMEOUT_S
+
+
+def browser_path() -> str | None:
+    """The Chromium kaleido would start (its own download, $BROWSER_PATH, or one on PATH) when that is an
+    executable file; None when there is none."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        path = Chromium.find_browser(skip_local=False)
+    except Exception:  # a broken install of kaleido's helpers means no browser either
+        return None
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return str(path)
+    return None
+
+
+def no_browser_reason() -> str | None:
+    """Why PNG, SVG and PDF export cannot work here (no Chromium, or one that failed), or None when it may."""
+    if _renderer is not None and _renderer.failure:
+        return _renderer.failure
+    if browser_path() is None:
+        where = os.environ.get("BROWSER_PATH")
+        found = f"BROWSER_PATH={where} is not a program" if where else "no Chromium found"
+        return f"{found}; {GET_CHROMIUM}"
+    return None
+
+
+class _ImageRenderer:
+    """One headless Chromium (kaleido) drawing every image of this process, in a daemon thread. Requests go
+    in one at a time with their own reply queue; a caller waits at most `timeout` seconds for the browser to
+    start and for its image, and a renderer that failed or hung once refuses at once from then on."""
+
+    def __init__(self, browser: str):
+        self.browser = browser
+        self.requests: queue.Queue = queue.Queue()
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        self.kaleido = None
+        self.thread = threading.Thread(target=self._run, name="rmt-image-export", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import asyncio
+        import logging
+
+        for name in ("choreographer", "kaleido", "browser_proc", "logistro"):  # failures are reported as ExportError
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:  # a browser that will not start, or dies
+            self.failure = f"Chromium at {self.browser} failed ({_first_line(error)}); {GET_CHROMIUM}"
+        finally:
+            self.failure = self.failure or "the image renderer has stopped"
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        import asyncio
 
         import kaleido
 
-        kaleido.start_sync_server(silence_warnings=True)
-        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
-        _server_started = True
+        self.kaleido = kaleido.Kaleido(path=self.browser, mathjax=False)  # no MathJax: no network
+        async with self.kaleido as renderer:
+            self.ready.set()
+            while True:
+                try:
+                    request = self.requests.get_nowait()
+                except queue.Empty:
+                    await asyncio.sleep(0.02)
+                    continue
+                if request is None:
+                    return
+                fig, opts, reply = request
+                try:
+                    reply.put(await renderer.calc_fig(fig, opts=opts))
+                except Exception as error:  # one bad figure; the renderer goes on
+                    reply.put(error)
+
+    def _give_up(self, why: str) -> None:
+        """Remember why images cannot be drawn, and stop a browser that hangs (it would outlive the command)."""
+        self.failure = why
+        process = getattr(self.kaleido, "subprocess", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+
+    def render(self, fig: dict, opts: dict, timeout: float) -> bytes:
+        if not self.failure and not self.ready.wait(timeout):
+            self._give_up(f"Chromium at {self.browser} did not start within {timeout:g} s; check that it runs, "
+                          f"or {GET_CHROMIUM}")
+        if self.failure:
+            raise ExportError(f"{opts['format'].upper()} export: {self.failure}")
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self.requests.put((fig, opts, reply))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = reply.get(timeout=0.1)
+            except queue.Empty:
+                if not self.failure and time.monotonic() > deadline:
+                    self._give_up(f"Chromium at {self.browser} drew no image within {timeout:g} s; check that it "
+                                  "runs, or export HTML")
+                if self.failure:
+                    raise ExportError(f"{opts['format'].upper()} export: {self.failure}") from None
+                continue
+            if isinstance(result, BaseException):
+                raise ExportError(f"{opts['format'].upper()} export failed ({_first_line(result)}); try "
+                                  "a smaller --width/--height, or export HTML") from None
+            return result
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.thread.join(timeout=5)
+
+
+_renderer: _ImageRenderer | None = None
+_renderer_lock = threading.Lock()
+
+
+def _first_line(error: BaseException) -> str:
+    first = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)  # not a tuple's repr
+    text = " ".join(first.split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _image_renderer(fmt: str) -> _ImageRenderer:
+    """The process's renderer, started on first use; ExportError at once when there is no Chromium."""
+    global _renderer
+    with _renderer_lock:
+        if _renderer is None:
+            browser = browser_path()
+            if browser is None:
+                raise ExportError(f"{fmt.upper()} export needs Chromium: {no_browser_reason()}")
+            import atexit
+
+            _renderer = _ImageRenderer(browser)
+            atexit.register(_renderer.close)
+        return _renderer
+
+
+def check_image_size(width: int, height: int, scale: float) -> None:
+    """ExportError unless an image of width x height CSS pixels at `scale` is one Chromium can draw."""
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ExportError(f"image {name} must be a whole number of pixels, 1 or more, got {value!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale <= 16):
+        raise ExportError(f"image scale must be a number above 0 and at most 16, got {scale!r}")
+    w, h = round(width * scale), round(height * scale)
+    if max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+        raise ExportError(f"an image of {width} x {height} at scale {scale:g} is {w:,} x {h:,} pixels, more than "
+                          f"the {MAX_IMAGE_SIDE:,} a side and {MAX_IMAGE_PIXELS:,} in all an export may have; "
+                          "use a smaller --width, --height or --scale")
 
 
 def figure_bytes(fig, fmt: str, width: int | None = None, height: int | None = None, scale: float = 1.0) -> bytes:
-    """The figure as PNG, SVG or PDF bytes (kaleido with the local Chromium) or a self-contained HTML page."""
+    """The figure as PNG, SVG or PDF bytes (kaleido with the local Chromium) or a self-contained HTML page.
+
+    ExportError, within `image_timeout()` seconds, when there is no working Chromium, the size is more than
+    Chromium draws, or what comes back is not an image of the format asked for."""
     fmt = fmt.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
         raise ExportError(f"unknown figure format {fmt!r}; choose one of {', '.join(FIGURE_FORMATS)}")
@@ -221,19 +379,13 @@ def figure_bytes(fig, fmt: str, width: int | None = None, height: int | None = N
         return fig.to_html(full_html=True, include_plotlyjs=True).encode("utf-8")
     width = width or fig.layout.width or DEFAULT_SIZE[0]
     height = height or fig.layout.height or DEFAULT_SIZE[1]
-    try:
-        _start_image_server()
-        with _render_lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # plotly warns that per-call browser options are unused with a server
-            return fig.to_image(format=fmt, width=width, height=height, scale=scale)
-    except ExportError:
-        raise
-    except Exception as error:  # kaleido and choreographer raise many types; all mean "no working browser"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ExportError(
-            f"{fmt.upper()} export needs a local Chromium for kaleido ({reason}); install it (apt-get install "
-            "chromium) or export HTML instead"
-        ) from None
+    check_image_size(width, height, scale)
+    opts = {"format": fmt, "width": width, "height": height, "scale": scale}
+    data = _image_renderer(fmt).render(fig.to_dict(), opts, image_timeout())
+    if not isinstance(data, bytes) or not data.lstrip().startswith(IMAGE_SIGNATURES[fmt]):
+        raise ExportError(f"{fmt.upper()} export gave {len(data or b''):,} bytes that are not a {fmt.upper()} "
+                          "image; try a smaller --width/--height, or export HTML")
+    return data
 
 
 def table_csv(rows: Sequence[dict]) -> str:

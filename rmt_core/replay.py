@@ -67,8 +67,9 @@ class RecordingPolicy:
     memory_dtype: str = "float32"
 
     def check(self) -> None:
-        if not isinstance(self.attention_budget_mib, (int, float)) or self.attention_budget_mib < 0:
-            raise ReplayError(f"attention budget must be 0 MiB or more, got {self.attention_budget_mib!r}")
+        budget = self.attention_budget_mib
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 2**30:
+            raise ReplayError(f"attention budget must be a number of MiB from 0 to {2**30:,}, got {budget!r}")
         for name in ("edge_segments", "sample_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -30,19 +30,29 @@ class Segmented(NamedTuple):
         return sum(len(s) for s in self.segments)
 
 
+MAX_TEXT_BYTES = 2**26  # 64 MiB of text: about as many tokens as one sample may hold (tasks.MAX_SAMPLE_TOKENS)
+
+
 def read_text_file(path: str | Path) -> str:
     """The UTF-8 text of `path` ('-' reads standard input); ReplayError when missing or not UTF-8."""
     import sys
 
     path = str(path)
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_TEXT_BYTES + 1)
     except FileNotFoundError:
         raise ReplayError(f"text file {path} does not exist; pass --text-file with an existing UTF-8 file") from None
     except IsADirectoryError:
         raise ReplayError(f"{path} is a folder; pass --text-file with a UTF-8 text file") from None
     except OSError as error:
         raise ReplayError(f"cannot read text file {path} ({error.strerror}); check its permissions") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise ReplayError(f"text file {path} is larger than {MAX_TEXT_BYTES // 2**20} MiB, more than one replay "
+                          "can hold; replay a part of it")
     return decode_text(data, f"text file {path}")
 
 

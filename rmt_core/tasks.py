@@ -23,6 +23,9 @@ TASKS = ("memorize", "detect", "reason")
 PLACES = babi.PLACES  # label index = position
 DEFAULT_SEGMENT_SIZE = 499  # 512 input positions - [CLS], [SEP], [SEP] - 10 memory tokens, as in the paper
 SPLITS = ("train", "test")
+# Tokens one sample may hold: 8 times the paper's 2,048,000, and a sample's token lists take ~16 bytes a token.
+MAX_SAMPLE_TOKENS = 2**24
+MAX_BATCH_TOKENS = 2**25  # tokens of one training batch (its lists and its int64 tensor: ~0.8 GB)
 _BABI_TASK = {"memorize": "qa1", "detect": "qa1", "reason": "qa4"}
 
 
@@ -130,6 +133,18 @@ def _as_int(value) -> int | None:
         return None
 
 
+def max_segments(segment_size: int) -> int:
+    """The most segments of `segment_size` tokens one sample may hold (MAX_SAMPLE_TOKENS in all)."""
+    return max(1, MAX_SAMPLE_TOKENS // max(1, int(segment_size)))
+
+
+def check_sample_size(n_segments: int, segment_size: int) -> None:
+    """TaskError, before anything is built, when a sample of n_segments x segment_size tokens is too long."""
+    if n_segments * segment_size > MAX_SAMPLE_TOKENS:
+        raise TaskError(f"{n_segments:,} segments of {segment_size} tokens is more than the {MAX_SAMPLE_TOKENS:,} "
+                        f"tokens one sample may hold; give --segments {max_segments(segment_size):,} or fewer")
+
+
 def _check_int(value, name: str, minimum: int, fix: str) -> int:
     number = _as_int(value)
     if number is None or number < minimum:
@@ -227,6 +242,7 @@ class TaskBuilder:
     def sample(self, n_segments: int, seed: int) -> Sample:
         """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""
         n = _check_int(n_segments, "number of segments", 1, "give --segments 1 or more")
+        check_sample_size(n, self.segment_size)
         seed = _as_int(seed)
         if seed is None:
             raise TaskError("seed must be an integer; give --seed as a whole number")
@@ -300,6 +316,11 @@ class TaskBuilder:
     def samples(self, n_segments: int, batch_size: int, seed: int) -> list[Sample]:
         """The samples of `batch(n_segments, batch_size, seed)`; sample i has seed `sample_seed(seed, i)`."""
         _check_int(batch_size, "batch size", 1, "give a batch size of 1 or more")
+        n = _check_int(n_segments, "number of segments", 1, "give --segments 1 or more")
+        check_sample_size(n, self.segment_size)
+        if batch_size * n * self.segment_size > MAX_BATCH_TOKENS:  # a batch is held at once
+            raise TaskError(f"a batch of {batch_size:,} samples of {n:,} x {self.segment_size} tokens is more than "
+                            f"the {MAX_BATCH_TOKENS:,} tokens one batch may hold; give a smaller --batch-size")
         return [self.sample(n_segments, sample_seed(seed, i)) for i in range(batch_size)]
 
     def batch(self, n_segments: int, batch_size: int, seed: int):

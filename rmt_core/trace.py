@@ -155,6 +155,70 @@ def _write_json(path: Path, value) -> None:
         handle.write("\n")
 
 
+# ----- the manifest, checked when a trace is opened -------------------------------------------------------------
+ARRAY_DTYPES = ("int8", "int32", "int64", "float16", "float32", "float64")  # what trace arrays may hold
+MAX_SEGMENTS = 2**24
+
+
+def _whole(value, low: int = 0, high: int = 2**40) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with the types and sizes of a trace manifest, or None: everything a reader indexes with
+    (segment counts, recorded segments, labels, answer, array files, shapes and dtypes) is checked here."""
+    n = manifest["n_segments"]
+    if not _whole(n, 1, MAX_SEGMENTS):
+        return f"n_segments is {n!r}, expected a whole number from 1 to {MAX_SEGMENTS:,}"
+    model, recorded, arrays = manifest["model"], manifest["recorded"], manifest["arrays"]
+    if not isinstance(model, dict) or not isinstance(recorded, dict) or not isinstance(arrays, dict):
+        return "model, recorded and arrays must be JSON objects"
+    if not isinstance(manifest.get("metadata") or {}, dict):
+        return "metadata must be a JSON object"
+    m = model.get("num_mem_tokens")
+    if not _whole(m, 1, 2**20):
+        return f"model.num_mem_tokens is {m!r}, expected a whole number of 1 or more"
+    labels = model.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        return "model.labels must be a list of class names"
+    answer = manifest.get("answer")
+    if answer is not None and not _whole(answer, 0, len(labels) - 1):
+        return f"answer is {answer!r}, expected null or a class index from 0 to {len(labels) - 1}"
+    for key in ("attention_segments", "full_attention_segments"):
+        segments = recorded.get(key)
+        if (not isinstance(segments, list) or not all(_whole(t, 0, n - 1) for t in segments)
+                or segments != sorted(set(segments))):
+            return f"recorded.{key} must be a sorted list of different segments from 0 to {n - 1}"
+    rows = {"token_ids": n, "roles": n, "memory": n + 1, "segment_logits": n,
+            "read_attention": len(recorded["attention_segments"]),
+            "write_attention": len(recorded["attention_segments"]),
+            "full_attention": len(recorded["full_attention_segments"])}
+    for name in ("token_ids", "roles", "memory", "final_logits", *rows):
+        spec = arrays.get(name)
+        if spec is None and name in ("token_ids", "roles", "memory", "final_logits"):
+            return f"arrays.{name} is missing"
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            return f"arrays.{name} must be an object with file, shape and dtype"
+        file, shape, dtype = spec.get("file"), spec.get("shape"), spec.get("dtype")
+        if (not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", "..")
+                or file.startswith(".")):
+            return f"arrays.{name}.file is {file!r}; an array file must be a plain name inside the trace folder"
+        if not isinstance(shape, list) or not shape or not all(_whole(x) for x in shape):
+            return f"arrays.{name}.shape is {shape!r}, expected a list of whole numbers"
+        if dtype not in ARRAY_DTYPES:
+            return f"arrays.{name}.dtype is {dtype!r}, expected one of {', '.join(ARRAY_DTYPES)}"
+        expected = len(labels) if name == "final_logits" else rows[name]
+        if shape[0] != expected:
+            return f"arrays.{name} has {shape[0]} rows, expected {expected}"
+        if name == "memory" and (len(shape) != 3 or shape[1] != m):
+            return f"arrays.memory has shape {shape}, expected [{n + 1}, {m}, hidden size]"
+        if name == "segment_logits" and shape[1:] != [len(labels)]:
+            return f"arrays.segment_logits has shape {shape}, expected [{n}, {len(labels)}]"
+    return None
+
+
 # ----- the reading API, shared by the on-disk and the in-memory trace --------------------------------------
 class TraceView:
     """What every trace hands out. N segments, T positions a segment, m memory slots, d hidden size,
@@ -212,7 +276,13 @@ class TraceView:
 
     def roles(self, t: int) -> np.ndarray:
         """[T] int8 role of each position of segment t (indexes into model.ROLE_NAMES)."""
-        return self._row("roles", self.segment_index(t))
+        from rmt_core.model import ROLE_NAMES
+
+        roles = self._row("roles", self.segment_index(t))
+        if roles.size and not (0 <= int(roles.min()) and int(roles.max()) < len(ROLE_NAMES)):
+            raise TraceError(f"roles of segment {t} hold {int(roles.min())}..{int(roles.max())}, outside the roles "
+                             f"0..{len(ROLE_NAMES) - 1}; the trace is damaged, replay again")
+        return roles
 
     def tokens(self, t: int) -> list[str]:
         """[T] token strings of segment t; memory positions are "[mem0]" .. "[mem{m-1}]"."""
@@ -312,7 +382,11 @@ class TraceView:
         all_ids, all_roles = np.asarray(self._whole("token_ids")), np.asarray(self._whole("roles"))
         keep = np.isin(all_roles, INPUT_ROLES)  # row-major: segment order
         fields = {k: v for k, v in meta.items() if k != "kind"}
-        return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
+        try:
+            return Sample.from_json({**fields, "input_ids": all_ids[keep].tolist(), "roles": all_roles[keep].tolist()})
+        except (TypeError, KeyError, ValueError, AttributeError) as error:
+            raise TraceError(f"the manifest's metadata does not describe a task sample ({type(error).__name__}: "
+                             f"{str(error)[:100]}); the trace is damaged, replay again") from None
 
     def __repr__(self) -> str:
         where = getattr(self, "path", None)
@@ -354,13 +428,34 @@ class Trace(TraceView):
         for key in ("n_segments", "model", "recorded", "arrays"):
             if key not in manifest:
                 raise TraceError(f"{file} lacks '{key}'; the trace is damaged, replay again")
+        problem = manifest_problem(manifest)
+        if problem:
+            raise TraceError(f"{file}: {problem}; the trace is damaged, replay again")
         return cls(path, manifest)
 
     def _file(self, name: str) -> Path:
         spec = self.manifest["arrays"].get(name)
         if spec is None:
             raise TraceError(f"trace {self.path} did not record {name}; replay with a policy that keeps it")
-        return self.path / spec["file"]
+        file = self.path / spec["file"]
+        try:  # a link may not lead out of the trace folder either
+            inside = file.resolve().parent == self.path.resolve()
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise TraceError(f"{self.path / MANIFEST} points {name} at {spec['file']}, outside the trace folder; "
+                             "the trace is damaged, replay again")
+        return file
+
+    def _header(self, name: str, file: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+        """The .npy header of array `name`, which must hold the shape and dtype the manifest gives."""
+        if name not in self._headers:
+            offset, shape, dtype = _read_npy_header(file)
+            spec = self.manifest["arrays"][name]
+            if dtype != np.dtype(spec["dtype"]) or list(shape) != list(spec["shape"]):
+                raise ValueError(f"it holds {dtype} {list(shape)}, the manifest says {spec['dtype']} {spec['shape']}")
+            self._headers[name] = offset, shape, dtype
+        return self._headers[name]
 
     def _damaged(self, file: Path, error: Exception) -> TraceError:
         if isinstance(error, FileNotFoundError):
@@ -370,9 +465,7 @@ class Trace(TraceView):
     def _row(self, name: str, row: int) -> np.ndarray:
         file = self._file(name)
         try:
-            if name not in self._headers:
-                self._headers[name] = _read_npy_header(file)
-            offset, shape, dtype = self._headers[name]
+            offset, shape, dtype = self._header(name, file)
             if not 0 <= row < shape[0]:
                 raise ValueError(f"row {row} of an array of {shape[0]} rows")
             row_bytes = math.prod(shape[1:]) * dtype.itemsize
@@ -388,8 +481,9 @@ class Trace(TraceView):
             else:
                 file = self._file(name)
                 try:
+                    self._header(name, file)
                     self._maps[name] = np.load(file, mmap_mode="r", allow_pickle=False)
-                except (OSError, ValueError) as error:
+                except (OSError, ValueError, EOFError) as error:
                     raise self._damaged(file, error) from None
         return self._maps[name]
 
@@ -398,6 +492,8 @@ class Trace(TraceView):
             file = self.path / TOKENS
             try:
                 self._tokens = {int(k): v for k, v in json.loads(file.read_text(encoding="utf-8")).items()}
+                if not all(isinstance(v, str) for v in self._tokens.values()):
+                    raise ValueError("a token is not a string")
             except FileNotFoundError:
                 raise TraceError(f"trace {self.path} is missing {TOKENS}; the trace is incomplete, replay again") \
                     from None

@@ -5,7 +5,8 @@ converged (reached `target_accuracy` on `patience` evaluations in a row, or stop
 evaluations) or its step budget ends. A stage may also change the segment size (a short-segment warm-up,
 e.g. `1x16,2x16,2x32,2x64,3x64,...`), which the model allows as long as it fits the backbone's positions.
 
-Run folder (`--out`):
+Run folder (`--out`): a new or empty folder (a run never writes among files it did not make), or with
+`--resume` the folder of the run to continue:
 
     config.json, model.safetensors, tokenizer files   the final model (best of the last stage)
     training_log.jsonl                                one JSON object a line: steps, evaluations, stage ends
@@ -66,6 +67,10 @@ def parse_stages(text: str | None, segments: str | None = None, segment_size: in
     return stages
 
 
+PATH_SETTINGS = ("out", "init_from", "backbone", "babi_file", "babi_dir", "noise_file", "stage_eval_babi_dir",
+                 "stage_eval_noise_file")
+
+
 @dataclass
 class TrainConfig:
     task: str = "memorize"
@@ -118,8 +123,13 @@ class TrainConfig:
     command: str = ""
 
     def to_json(self) -> dict:
+        """The settings as checkpoints record them: paths by `portable_path`, never absolute ones."""
+        from rmt_core.checkpoint import portable_path
+
         values = asdict(self)
         values["stages"] = ",".join(Stage(**s).name for s in values["stages"])
+        for key in PATH_SETTINGS:
+            values[key] = portable_path(values[key])
         return values
 
 
@@ -230,6 +240,46 @@ def build_model(cfg: TrainConfig, tokenizer) -> RMT:
     return from_backbone(backbone, tokenizer, rmt)
 
 
+def check_backbone(backbone: str) -> None:
+    """TrainError unless `backbone` is 'small', 'minilm' or a local model folder: nothing is looked up online."""
+    if backbone in ("small", "minilm"):
+        return
+    folder = Path(backbone)
+    if not (folder / "config.json").is_file():
+        raise TrainError(f"--backbone {backbone} is neither 'small', 'minilm' nor a local model folder with "
+                         "config.json; pass one of those (models are never downloaded)")
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A new run writes only into a folder it makes (or an empty one); --resume only into a run of its own."""
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is a file, not a folder; choose another --out")
+    if resume:
+        if not (out / "resume" / "state.json").is_file():
+            raise TrainError(f"nothing to resume in {out}: {out / 'resume' / 'state.json'} is missing; "
+                             "run without --resume")
+        return
+    if (out / "resume").exists():
+        raise TrainError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        what = "a checkpoint" if (out / "config.json").exists() else "files"
+        raise TrainError(f"--out {out} already holds {what} that rmt train did not write; choose a new or empty "
+                         "folder for --out")
+
+
+def check_sizes(cfg: TrainConfig) -> None:
+    """Every stage's training batch and validation samples fit the task builder's limits (checked before
+    the model is built, so a run that cannot work fails at once)."""
+    from rmt_core.tasks import MAX_BATCH_TOKENS, check_sample_size
+
+    longest = max(cfg.val_multiples or (1,))
+    for stage in cfg.stages:
+        check_sample_size(stage.segments * longest, stage.segment_size)
+        if cfg.batch_size * stage.segments * stage.segment_size > MAX_BATCH_TOKENS:
+            raise TrainError(f"stage {stage.name} with --batch-size {cfg.batch_size} is more than the "
+                             f"{MAX_BATCH_TOKENS:,} tokens one batch may hold; give a smaller --batch-size")
+
+
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
@@ -280,6 +330,21 @@ def save_resume(folder: Path, model: RMT, optimizer, scheduler, state: dict) -> 
     (tmp / "state.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def read_resume_point(folder: Path) -> tuple[int, int]:
+    """(stage, step) that resume/state.json records; TrainError when the file is damaged."""
+    file = folder / "state.json"
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+        point = (state["stage"], state["step"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise TrainError(f"{file} is damaged ({type(error).__name__}); start a new run with another --out") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in point):
+        raise TrainError(f"{file} records stage {point[0]!r}, step {point[1]!r}; start a new run with another --out")
+    if state.get("version") != RESUME_VERSION:
+        raise TrainError(f"{file} is from another RMT Lens version; start a new run with another --out")
+    return point
 
 
 def load_resume(folder: Path, model: RMT, optimizer, scheduler) -> dict:
@@ -339,8 +404,11 @@ class Log:
         if enabled and resume_at is not None and path.exists():
             # Drop what was logged after the resume point, so a resumed log reads as one uninterrupted run.
             def before(line: str) -> bool:
-                entry = json.loads(line)
-                key = (entry.get("stage", -1), entry.get("step", -1))
+                try:
+                    entry = json.loads(line)
+                    key = (int(entry.get("stage", -1)), int(entry.get("step", -1)))
+                except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                    return False  # a line cut short by the stop that is being resumed
                 return key < resume_at or (key == resume_at and resume_at[1] > 0)
 
             kept = [line for line in path.read_text().splitlines() if line.strip() and before(line)]
@@ -359,10 +427,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     """Run the curriculum; returns the run folder. `stop_after` (tests) raises after that many optimizer steps."""
     out = Path(cfg.out)
     resume_dir = out / "resume"
-    if resume and not (resume_dir / "state.json").is_file():
-        raise TrainError(f"nothing to resume in {out}: {resume_dir / 'state.json'} is missing; run without --resume")
-    if not resume and (out / "resume").exists():
-        raise TrainError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    check_run_folder(out, resume)
+    check_backbone(cfg.backbone)
+    check_sizes(cfg)
+    resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     procs = Processes(cfg.device)
@@ -385,18 +453,19 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         model = model.to(device)
     else:
         tokenizer = load_tokenizer(cfg)
-        model = build_model(cfg, tokenizer).to(device)
+        try:
+            model = build_model(cfg, tokenizer).to(device)
+        except ValueError as error:  # the RMT refuses a layout that does not fit the backbone, and says why
+            raise TrainError(str(error)) from None
     if max(s.segment_size for s in cfg.stages) + cfg.num_mem_tokens + 3 > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
     data = Data(cfg, tokenizer)
     state = {"stage": 0, "step": 0, "best": -1.0, "best_loss": math.inf, "good": 0, "stale": 0, "elapsed": 0.0,
              "total_steps": 0}
-    first_stage, first_step = 0, 0
-    resume_at = None
-    if resume:
-        state_json = json.loads((resume_dir / "state.json").read_text())
-        first_stage = state_json["stage"]
-        resume_at = (state_json["stage"], state_json["step"])
+    first_stage = resume_at[0] if resume_at else 0
+    if first_stage >= len(cfg.stages):
+        raise TrainError(f"the run in {out} stopped at stage {first_stage + 1}, but this curriculum has "
+                         f"{len(cfg.stages)} stages; resume with the run's own --stages (see training_log.jsonl)")
     log = Log(out / "training_log.jsonl", procs.main, resume_at)
     if procs.main and not resume:
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
@@ -415,7 +484,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         val = data.validation(stage)
         val_segments = [stage.segments * k for k in cfg.val_multiples]
         if resume and stage_index == first_stage:
-            state = load_resume(resume_dir, model, optimizer, scheduler)
+            try:
+                state = load_resume(resume_dir, model, optimizer, scheduler)
+            except TrainError:
+                raise
+            except Exception as error:  # json, safetensors and torch raise many types for damaged files
+                raise TrainError(f"the resume state in {resume_dir} is damaged ({type(error).__name__}: "
+                                 f"{str(error)[:120]}); start a new run with another --out") from None
             started -= state["elapsed"]
         if not (resume and stage_index == first_stage and state["step"] > 0):
             # A fresh stage (or one resumed at its start): score the starting model, keep it as the first best.
@@ -443,6 +518,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             scheduler.step()
             state["total_steps"] += 1
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise TrainError(f"the training loss became {losses[-1]} at stage {stage.name}, step {step}; lower "
+                                 f"--lr (now {cfg.lr:g}) or --grad-clip, then start again")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{state['best']:.3f}")
@@ -548,14 +626,16 @@ def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stag
 
 
 def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict, origin: dict | None) -> dict:
+    from rmt_core.checkpoint import portable_path
+
     device = procs.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {
         "command": cfg.command,
         "task": cfg.task,
         "data": {
-            "babi": cfg.babi_file or cfg.babi_dir or "built-in generator",
-            "noise": cfg.noise_file or "built-in noise",
+            "babi": portable_path(cfg.babi_file or cfg.babi_dir) or "built-in generator",
+            "noise": portable_path(cfg.noise_file) or "built-in noise",
         },
         "curriculum": ",".join(s.name for s in cfg.stages),
         "device": f"{device.type}: {name}" + (f" x{procs.world}" if procs.world > 1 else ""),

@@ -65,8 +65,8 @@ def test_version_is_the_package_version(capsys):
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 
-def test_no_subcommand_prints_help_and_exits_2(capsys):
-    assert cli.main([]) == 2
+def test_no_subcommand_prints_help_and_exits_1(capsys):
+    assert cli.main([]) == 1
     out = capsys.readouterr().out
     assert "usage: rmt" in out and all(name in out for name in SPEC_COMMANDS)
 
@@ -80,11 +80,10 @@ def test_every_subcommand_has_help(name, capsys):
     assert out.startswith(f"usage: rmt {name}")
 
 
-def test_unknown_subcommand_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as caught:
-        cli.main(["no-such-command"])
-    assert caught.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+def test_unknown_subcommand_is_a_usage_error_of_one_line_exit_1(capsys):
+    assert cli.main(["no-such-command"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and err.count("\n") == 1 and "see rmt --help" in err
 
 
 # ----- errors inside a command -----------------------------------------------------------------------------
@@ -142,10 +141,9 @@ def test_a_command_returning_none_exits_0(monkeypatch):
 
 def test_bad_arguments_to_a_command_are_usage_errors(monkeypatch, capsys):
     use_fake(monkeypatch, "probe", fake_command(lambda a: 0, lambda p: p.add_argument("--samples", type=int)))
-    with pytest.raises(SystemExit) as caught:
-        cli.main(["probe", "--samples", "many"])
-    assert caught.value.code == 2
-    assert "--samples" in capsys.readouterr().err
+    assert cli.main(["probe", "--samples", "many"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rmt probe: error: argument --samples") and err.count("\n") == 1
 
 
 def test_interrupt_exits_130_with_one_line(monkeypatch, capsys):
@@ -157,11 +155,27 @@ def test_interrupt_exits_130_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == "rmt train: interrupted\n"
 
 
-def test_a_bug_is_not_disguised_as_bad_input(monkeypatch):
-    # Only RMTError means bad input; anything else is a bug and keeps its traceback.
+def test_a_bug_is_one_line_that_says_so_and_names_the_traceback_file(monkeypatch, capsys, tmp_path):
+    # Only RMTError means bad input; anything else is a bug: one line that says so, its traceback in a file.
+    def run(args):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    use_fake(monkeypatch, "sample", fake_command(run))
+    assert cli.main(["sample"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("rmt sample: unexpected error (ZeroDivisionError: bug); this is a bug in RMT Lens")
+    [log] = tmp_path.glob("rmt-sample-*.txt")
+    assert str(log) in err and "ZeroDivisionError: bug" in log.read_text() and "Traceback" in log.read_text()
+
+
+@pytest.mark.parametrize("argv", [["--debug", "sample"], ["sample", "--debug"]])
+def test_debug_lets_the_traceback_through(argv, monkeypatch):
     def run(args):
         raise ZeroDivisionError("bug")
 
     use_fake(monkeypatch, "sample", fake_command(run))
     with pytest.raises(ZeroDivisionError):
-        cli.main(["sample"])
+        cli.main(argv)

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from rmt_cli.commands import whole
 from rmt_core.errors import CheckpointError, RMTError
 
 HELP = "open the dashboard in a browser (Streamlit, localhost only by default)"
@@ -43,10 +44,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "checkpoints/memorize, or $RMT_CHECKPOINT)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                         "only; 0.0.0.0 serves every network interface)")
-    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    parser.add_argument("--port", type=whole(1, 65535), default=8501, help="port (default 8501)")
     parser.add_argument("--browser", action="store_true", help="also open a browser tab")
     parser.add_argument("--no-warm-up", action="store_true",
                         help="do not load the default checkpoint and sample before the first page asks for them")
+
+
+def check_address(host: str, port: int) -> None:
+    """RMTError unless this machine can listen on host:port now (a known address, a free port)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise RMTError(f"--host {host} is not an address of this machine ({reason}); use 127.0.0.1 (this "
+                       "machine only) or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise RMTError(f"port {port} on {host} is in use by another program; pass --port with a free "
+                               "one, such as --port 8502") from None
+            raise RMTError(f"cannot listen on {host}:{port} ({error.strerror}); use --host 127.0.0.1 or another "
+                           "--port") from None
 
 
 def _warm_up() -> None:
@@ -84,8 +108,7 @@ def run(args) -> int:
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder} is not a checkpoint folder (no config.json); pass --checkpoint with one")
         os.environ["RMT_CHECKPOINT"] = str(folder.resolve())
-    if not 0 < args.port < 65536:
-        raise RMTError(f"port {args.port} is out of range; pass --port between 1 and 65535")
+    check_address(args.host, args.port)
     arguments = streamlit_arguments(args.host, args.port, args.browser)
     print(f"rmt app: serving on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr, flush=True)
     if not args.no_warm_up:

@@ -10,37 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 
-from rmt_cli.commands import parse_device
+from rmt_cli.commands import SEED, check_output_file, parse_device, whole, whole_list
 from rmt_core.errors import TaskError
 
 HELP = "accuracy of a checkpoint against the number of segments (writes the results format with --json)"
 
 
-def _segments(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}") \
-            from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"every number of segments must be 1 or more, got {text!r}")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rmt_core.tasks import TASKS
+    from rmt_core.evaluate import MAX_SAMPLES
+    from rmt_core.tasks import MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
     parser.add_argument("--task", choices=TASKS, default=None, help="task (default: the checkpoint's own task)")
-    parser.add_argument("--segments", type=_segments, default=[1, 2, 4],
+    parser.add_argument("--segments", type=whole_list(1, MAX_SAMPLE_TOKENS), default=[1, 2, 4],
                         help="comma-separated numbers of segments to evaluate, e.g. 1,2,4,...,4096 (default 1,2,4)")
-    parser.add_argument("--samples", type=int, default=100, help="samples per length (default 100)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--samples", type=whole(1, MAX_SAMPLES), default=100,
+                        help="samples per length (default 100)")
+    parser.add_argument("--batch-size", type=whole(1, 65536), default=64,
                         help="samples a batch (default 64; smaller for very long inputs to bound memory)")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed (samples never overlap training's)")
+    parser.add_argument("--seed", type=SEED, default=0, help="evaluation seed (samples never overlap training's)")
     parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect, qa4 for reason)")
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); its test-split file is used")
     parser.add_argument("--split", default="test", choices=("train", "test"), help="bAbI split with --babi-dir")
@@ -52,21 +42,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
 
-    from rmt_core.checkpoint import default_checkpoint, load_checkpoint
+    from rmt_core.checkpoint import default_checkpoint, load_checkpoint, portable_command, read_config
     from rmt_core.evaluate import evaluate, results_table
     from rmt_core.files import write_json_atomic
+    from rmt_core.tasks import check_sample_size
 
-    if args.samples < 1:
-        raise TaskError(f"--samples must be 1 or more, got {args.samples}")
-    if args.batch_size < 1:
-        raise TaskError(f"--batch-size must be 1 or more, got {args.batch_size}")
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json", TaskError)
     device = parse_device(args.device, TaskError)
     folder = args.checkpoint or default_checkpoint()
+    segment_size = read_config(folder)["rmt"]["segment_size"]
+    for n in args.segments:  # before the model loads: a length that cannot be built fails at once
+        check_sample_size(n, segment_size)
     model = load_checkpoint(folder, device=device)
     result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,
                       babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file,
                       split=args.split, progress=not args.no_progress)
-    result["command"] = "rmt " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result["command"] = portable_command(getattr(args, "_argv", sys.argv[1:]))
     print(f"{result['checkpoint']['name'] if result['checkpoint'] else folder}: task {result['task']}, "
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
           f"{result['device']}, {result['seconds']:.1f} s")

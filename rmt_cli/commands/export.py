@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rmt_cli.commands import check_output_file, real, whole
 from rmt_core.errors import RMTError
 
 HELP = "export a figure of a trace or of probe results (png, svg, pdf, html) or a table (csv)"
@@ -20,6 +21,8 @@ BERTVIZ_FIGURES = {"head_view": "bertviz head view of a segment (HTML; needs its
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.export import MAX_IMAGE_SIDE
+
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--trace", help="a trace folder written by rmt replay")
     source.add_argument("--results", help="a probe run folder (rmt probe --out) or its results.json")
@@ -28,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--table", help="table name, written as CSV (see --list)")
     parser.add_argument("--segment", type=int, help="segment of a per-segment figure (default: the last; "
                         "negative counts from the end)")
-    parser.add_argument("--layer", type=int, help="attention layer (default: mean over layers)")
-    parser.add_argument("--head", type=int, help="attention head (default: mean over heads)")
+    parser.add_argument("--layer", type=whole(0, 4096), help="attention layer (default: mean over layers)")
+    parser.add_argument("--head", type=whole(0, 4096), help="attention head (default: mean over heads)")
     parser.add_argument("--layers", help="bertviz views: layers to include, e.g. 0,5 (default: all)")
     parser.add_argument("--heads", help="bertviz views: heads to include, e.g. 0,1,2 (default: all)")
-    parser.add_argument("--window", type=int, default=32, help="bertviz views: tokens shown around the fact or "
+    parser.add_argument("--window", type=whole(1, 100_000), default=32, help="bertviz views: tokens shown around the fact or "
                         "question, besides [CLS], memory and [SEP] (default 32)")
     parser.add_argument("--centre", default="fact", choices=("fact", "question", "start"),
                         help="bertviz views: what the window of tokens is centred on (default fact)")
@@ -40,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", help="ablation figure: mean, zeros or initial (default: first in the results)")
     parser.add_argument("--format", choices=("png", "svg", "pdf", "html", "csv"),
                         help="file format (default: from the --out suffix)")
-    parser.add_argument("--width", type=int, help="image width in pixels (png, svg, pdf)")
-    parser.add_argument("--height", type=int, help="image height in pixels (png, svg, pdf)")
-    parser.add_argument("--scale", type=float, default=1.0, help="PNG pixel scale (default 1; 2 for sharper)")
+    parser.add_argument("--width", type=whole(1, MAX_IMAGE_SIDE), help="image width in pixels (png, svg, pdf)")
+    parser.add_argument("--height", type=whole(1, MAX_IMAGE_SIDE), help="image height in pixels (png, svg, pdf)")
+    parser.add_argument("--scale", type=real(above=0.0, maximum=16.0), default=1.0,
+                        help="PNG pixel scale (default 1; 2 for sharper)")
     parser.add_argument("--out", help="the file to write")
     parser.add_argument("--list", action="store_true", help="list the figure and table names and exit")
 
@@ -99,8 +103,15 @@ def run(args) -> int:
         raise export.ExportError("give --figure NAME or --table NAME (rmt export --list shows the names)")
     if not args.out:
         raise export.ExportError("give --out FILE, e.g. --out figure.png")
+    check_output_file(args.out, "--out", export.ExportError)
     fmt = export.format_of(args.out, args.format)
     size = {"width": args.width, "height": args.height, "scale": args.scale}
+    if fmt in ("png", "svg", "pdf"):  # before any work: a size Chromium cannot draw, or no Chromium at all
+        export.check_image_size(args.width or export.DEFAULT_SIZE[0], args.height or export.DEFAULT_SIZE[1],
+                                args.scale)
+        problem = export.no_browser_reason()
+        if problem:
+            raise export.ExportError(f"{fmt.upper()} export needs Chromium: {problem}")
 
     if args.table:
         if fmt != "csv":

@@ -6,19 +6,10 @@ import argparse
 import json
 import sys
 
+from rmt_cli.commands import check_output_file, whole, whole_list
 from rmt_core.errors import RMTError
 
 HELP = "FLOPs of RMT against a full-attention Transformer with the OPT configurations (paper Figure 3)"
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
-    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure", help="write the figure (.html, .png, .svg or .pdf)")
     parser.add_argument("--models", default=None,
                         help="comma-separated OPT sizes (125M,350M,1.3B,2.7B,6.7B,13B,30B,66B,175B; default all)")
-    parser.add_argument("--tokens", type=_int_list, default=list(DEFAULT_TOKENS),
+    parser.add_argument("--tokens", type=whole_list(1, 10**15), default=list(DEFAULT_TOKENS),
                         help="comma-separated input lengths (default 512 .. 2,048,000 and 2,097,152)")
-    parser.add_argument("--segment", type=int, default=512, help="RMT segment length in tokens (default 512)")
-    parser.add_argument("--mem", type=int, default=10, help="RMT memory tokens (default 10)")
+    parser.add_argument("--segment", type=whole(1, 10**9), default=512, help="RMT segment length in tokens (default 512)")
+    parser.add_argument("--mem", type=whole(0, 10**6), default=10, help="RMT memory tokens (default 10)")
     parser.add_argument("--counting", choices=sorted(COUNTINGS), default="paper",
                         help="accounting preset: paper (embedding lookup free, memory inside the 512 positions; "
                              "reproduces x29) or chinchilla (every appendix F term, memory read once)")
@@ -53,11 +44,15 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
+    from rmt_core import export
     from rmt_core.files import write_json_atomic
     from rmt_core.flops import flops_figure, flops_table, resolve_counting, shape_of
 
-    if args.segment < 1 or args.mem < 0:
-        raise RMTError(f"--segment must be >= 1 and --mem >= 0, got {args.segment} and {args.mem}")
+    if args.out:
+        check_output_file(args.out, "--out", RMTError)
+    if args.figure:
+        check_output_file(args.figure, "--figure", RMTError)
+        export.format_of(args.figure)
     try:
         models = [shape_of(m).name for m in args.models.split(",")] if args.models else None
         counting = resolve_counting(args.counting, {"memory": args.memory, "embeddings": args.embeddings,
@@ -81,12 +76,5 @@ def run(args) -> int:
         print(f"counting: {counting.to_dict()}; RMT segments of {args.segment} tokens, {args.mem} memory tokens")
         print(_table(rows))
     if args.figure:
-        figure = flops_figure(rows)
-        try:
-            if args.figure.endswith(".html"):
-                figure.write_html(args.figure, include_plotlyjs="cdn")
-            else:
-                figure.write_image(args.figure)
-        except (ValueError, OSError, RuntimeError) as error:
-            raise RMTError(f"cannot write the figure to {args.figure} ({error}); try a .html file") from None
+        export.write_figure(flops_figure(rows), args.figure)
     return 0

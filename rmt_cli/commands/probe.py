@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import argparse
 
+from rmt_cli.commands import SEED, check_output_folder, whole
 from rmt_core.errors import ProbeError
 
 HELP = "linear probes, ablation, patching and attention read-outs on a checkpoint's memory states"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rmt_core.tasks import TASKS
+    from rmt_core.tasks import MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
     parser.add_argument("--task", choices=TASKS, default=None, help="task (default: the checkpoint's own task)")
-    parser.add_argument("--segments", type=int, default=None,
+    parser.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), default=None,
                         help="segments per sample (default: the checkpoint's trained_segments, at least 2)")
-    parser.add_argument("--samples", type=int, default=200, help="samples to probe (default 200; half fit, half score)")
+    parser.add_argument("--samples", type=whole(4, 1_000_000), default=200, help="samples to probe (default 200; half fit, half score)")
     parser.add_argument("--traces", default=None,
                         help="probe the memory states recorded by rmt replay: a trace folder or a folder of them "
                              "(task, segments and samples come from the traces; --checkpoint must have recorded them)")
     parser.add_argument("--out", required=True, help="output folder for results.json, CSV tables and figures/")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (those of rmt eval), split and controls")
-    parser.add_argument("--intervention-samples", type=int, default=100,
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the samples (those of rmt eval), split and controls")
+    parser.add_argument("--intervention-samples", type=whole(2, 1_000_000), default=100,
                         help="samples used by ablation and patching (default 100)")
     parser.add_argument("--modes", default="mean,zeros,initial", help="ablation modes (default mean,zeros,initial)")
     parser.add_argument("--no-slots", action="store_true", help="probe all slots together only, not each slot")
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-attention", action="store_true", help="skip the attention read-outs")
     parser.add_argument("--figures", choices=("auto", "png", "html", "none"), default="auto",
                         help="figure files: auto (PNG when Chromium works, else HTML), png, html, none")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per segment step (default: by model size)")
+    parser.add_argument("--batch-size", type=whole(1, 65536), default=None, help="samples per segment step (default: by model size)")
     parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect, qa4 for reason)")
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); its --split file is used")
     parser.add_argument("--split", default="test", choices=("train", "test"), help="bAbI split with --babi-dir")
@@ -86,18 +87,17 @@ def summary_lines(results: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from probes.run import run_probes
-    from rmt_core.checkpoint import default_checkpoint, load_checkpoint
+    from probes.run import check_probe_size, run_probes
+    from rmt_core.checkpoint import default_checkpoint, load_checkpoint, read_config
 
-    for value, name, minimum in ((args.samples, "--samples", 4), (args.intervention_samples, "--intervention-samples", 2)):
-        if value < minimum:
-            raise ProbeError(f"{name} is too small ({value}); give {name} {minimum} or more")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ProbeError(f"--batch-size must be 1 or more, got {args.batch_size}")
+    check_output_folder(args.out, "--out", ProbeError)
     device = _device(args.device)
-    model = load_checkpoint(args.checkpoint or default_checkpoint(), device=device)
+    folder = args.checkpoint or default_checkpoint()
+    settings = read_config(folder)["rmt"]
+    segments = args.segments if args.segments is not None else max(2, int(settings["trained_segments"] or 0))
+    check_probe_size(segments, args.samples, settings["segment_size"])  # before the model loads
+    model = load_checkpoint(folder, device=device)
     task = args.task or model.config.task
-    segments = args.segments if args.segments is not None else max(2, int(model.config.trained_segments or 0))
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     results = run_probes(
         model, task, segments, args.samples, seed=args.seed, out=args.out, progress=not args.no_progress,

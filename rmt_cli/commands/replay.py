@@ -6,27 +6,30 @@ import argparse
 import sys
 from pathlib import Path
 
+from rmt_cli.commands import SEED, check_output_folder, real, whole
 from rmt_core.errors import ReplayError
 
 HELP = "replay one input segment by segment into an on-disk trace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.tasks import MAX_SAMPLE_TOKENS
+
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the shipped default checkpoint)")
     source = parser.add_argument_group(
         "input: a task sample (--task, --segments, --seed) or --text-file and --question")
     source.add_argument("--task", choices=("memorize", "detect", "reason"),
                         help="task of the sample (default: the checkpoint's task)")
-    source.add_argument("--segments", type=int, help="number of segments of the sample")
-    source.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    source.add_argument("--segment-size", type=int,
+    source.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), help="number of segments of the sample")
+    source.add_argument("--seed", type=SEED, default=0, help="seed of the sample (default 0)")
+    source.add_argument("--segment-size", type=whole(1, MAX_SAMPLE_TOKENS),
                         help="ignored: a replay always uses the checkpoint's segment size")
     source.add_argument("--babi-file", help="a bAbI task file for the facts (default: built-in generator)")
     source.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")
     source.add_argument("--text-file", help="a UTF-8 text file to replay instead of a sample ('-' reads stdin)")
     source.add_argument("--question", help="the question that ends the last segment (with --text-file)")
     parser.add_argument("--out", required=True, help="the trace folder to write (must not exist)")
-    parser.add_argument("--attention-budget-mib", type=float, default=512.0,
+    parser.add_argument("--attention-budget-mib", type=real(0.0, 2.0**30), default=512.0,
                         help="keep read/write attention of every segment while under this many MiB (default 512); "
                              "beyond it only the first/last segments, fact segments and --attention-segments")
     parser.add_argument("--attention-segments", default="",
@@ -52,16 +55,17 @@ def _device(name: str | None):
 
 
 def run(args) -> int:
-    from rmt_core.checkpoint import default_checkpoint, load_checkpoint
+    from rmt_core.checkpoint import default_checkpoint, load_checkpoint, read_config
+    from rmt_core.errors import TraceError
     from rmt_core.replay import RecordingPolicy, replay
     from rmt_core.inputs import make_input
     from rmt_core.segmenting import read_text_file
+    from rmt_core.tasks import check_sample_size
 
     out = Path(args.out)
     if out.exists() or out.is_symlink():
-        from rmt_core.errors import TraceError
-
         raise TraceError(f"{out} already exists; choose another --out or delete it")
+    check_output_folder(out, "--out", TraceError)
     text_mode = args.text_file is not None
     if text_mode and (args.task is not None or args.segments is not None):
         raise ReplayError("give either --task/--segments/--seed or --text-file/--question, not both")
@@ -71,8 +75,6 @@ def run(args) -> int:
         raise ReplayError("--question goes with --text-file; a task sample brings its own question")
     if not text_mode and args.segments is None:
         raise ReplayError("give --segments N (with --task and --seed) or --text-file F --question Q")
-    if not text_mode and args.segments < 1:
-        raise ReplayError(f"--segments must be 1 or more, got {args.segments}")
     policy = RecordingPolicy(
         attention_budget_mib=args.attention_budget_mib,
         attention_segments=_indexes(args.attention_segments, "--attention-segments"),
@@ -83,6 +85,8 @@ def run(args) -> int:
     text = read_text_file(args.text_file) if text_mode else None  # bad text fails before the model loads
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if not text_mode:  # before the model loads: a sample that cannot be built fails at once
+        check_sample_size(args.segments, read_config(checkpoint)["rmt"]["segment_size"])
     model = load_checkpoint(checkpoint, device=_device(args.device))
     size = model.config.segment_size
     if args.segment_size is not None and args.segment_size != size:

@@ -6,18 +6,19 @@ import argparse
 import json
 import sys
 
-from rmt_core.errors import TaskError
+from rmt_cli.commands import SEED, whole
 
 HELP = "show one task sample, readable or as JSON with its metadata"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rmt_core.tasks import DEFAULT_SEGMENT_SIZE, TASKS
+    from rmt_core.tasks import DEFAULT_SEGMENT_SIZE, MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--task", required=True, choices=TASKS, help="memorize, detect or reason")
-    parser.add_argument("--segments", type=int, required=True, help="number of segments N (1 or more)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same sample")
-    parser.add_argument("--segment-size", type=int, default=DEFAULT_SEGMENT_SIZE,
+    parser.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), required=True,
+                        help="number of segments N (1 or more)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same sample")
+    parser.add_argument("--segment-size", type=whole(1, MAX_SAMPLE_TOKENS), default=DEFAULT_SEGMENT_SIZE,
                         help=f"tokens per segment (default {DEFAULT_SEGMENT_SIZE}, as in the paper)")
     parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect, qa4 for reason)")
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); the task's file of --split is used")
@@ -59,10 +60,9 @@ def render(sample, tokenizer) -> str:
 
 
 def run(args) -> int:
-    from rmt_core.tasks import TaskBuilder, default_tokenizer
+    from rmt_core.tasks import TaskBuilder, check_sample_size, default_tokenizer
 
-    if args.segments < 1:
-        raise TaskError(f"--segments must be 1 or more, got {args.segments}")
+    check_sample_size(args.segments, args.segment_size)
     tokenizer = default_tokenizer()
     builder = TaskBuilder(args.task, tokenizer, args.segment_size, babi_file=args.babi_file,
                           babi_dir=args.babi_dir, noise_file=args.noise_file, split=args.split)
