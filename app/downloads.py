@@ -36,10 +36,11 @@ def _bytes_later(fig, fmt: str):
     return make
 
 
-def show_figure(fig, name: str, key: str | None = None) -> None:
-    """Draw a plotly figure with a row of export buttons under it."""
+def show_figure(fig, name: str, key: str | None = None, widget_key: str | None = None, **chart_args) -> None:
+    """Draw a plotly figure with a row of export buttons under it (chart_args go to st.plotly_chart, e.g.
+    on_select; widget_key names the chart's selection state in st.session_state)."""
     key = key or _slug(name)
-    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    st.plotly_chart(fig, key=widget_key or f"chart_{key}", config={"displaylogo": False}, **chart_args)
     row = st.container(horizontal=True, gap="small")
     for fmt in export.FIGURE_FORMATS:
         image = fmt != "html"
