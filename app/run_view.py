@@ -114,7 +114,7 @@ def _overview_figure(key: tuple, lo: int, hi: int, t: int, found):
         kept = ((lo, hi), fig)
         st.session_state[name] = kept
     fig = kept[1]
-    if lo <= t <= hi:  # the current-segment marker is the last shape and annotation
+    if fig.layout.shapes[-1].x0 != t:  # the current-segment marker is the last shape and annotation
         fig.layout.shapes[-1].update(x0=t, x1=t)
         fig.layout.annotations[-1].update(x=t, text=f"segment {t}")
     return fig
@@ -219,7 +219,7 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
         from rmt_core import figures
 
         show_figure(figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer,
-                                          title="Answer at the last segment"), "answer", key="answer")
+                                          title="Answer probabilities at the last segment"), "answer", key="answer")
     with st.expander(f"Tokens of segment {t} (table)"):
         show_table(export.trace_table(recorded, "tokens", t), f"segment {t} tokens", key="tokens_table")
     return layer, head

@@ -353,7 +353,8 @@ def segment_answer_figure(key: tuple, t: int):
     if recorded.segment_logits is None:
         return None
     logits = np.asarray(recorded.segment_logits[recorded.segment_index(t)], dtype=np.float32)
-    return figures.answer_figure(logits, recorded.labels, recorded.answer, title=f"After segment {t}")
+    return figures.answer_figure(logits, recorded.labels, recorded.answer,
+                                 title=f"Answer probabilities after segment {t}")
 
 
 def full_attention_source(key: tuple, t: int) -> str | None:

@@ -412,17 +412,17 @@ def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), qu
                                      hovertemplate=f"{name}<br>segment %{{x}}: %{{y:.4g}}<extra></extra>"),
                           row=i, col=1)
     lo, hi = span if span is not None else (0, None)
-    marks = [(s, ROLE_COLOURS[ROLE_FACT], "dash", "fact") for s in fact_segments] + \
-            [(s, ROLE_COLOURS[ROLE_QUESTION], "dash", "question") for s in question_segments]
-    if current is not None:
-        marks.append((current, "#222222", "dot", f"segment {current}"))
-    for at, colour, dash, label in marks:
-        if at < lo or (hi is not None and at > hi):
-            continue
+    marks = [(s, ROLE_COLOURS[ROLE_FACT], "dash", "fact", "right") for s in fact_segments] + \
+            [(s, ROLE_COLOURS[ROLE_QUESTION], "dash", "question", "right") for s in question_segments]
+    if current is not None:  # last, so a caller can move it (shapes[-1], annotations[-1])
+        marks.append((current, "#222222", "dot", f"segment {current}", "left"))
+    for i, (at, colour, dash, label, side) in enumerate(marks):
+        if (at < lo or (hi is not None and at > hi)) and not (current is not None and i == len(marks) - 1):
+            continue  # (the current segment's marker is always there, off the shown range if need be)
         fig.add_shape(type="line", x0=at, x1=at, xref="x", y0=0, y1=1, yref="paper",
                       line=dict(color=colour, dash=dash, width=1.5))
-        fig.add_annotation(x=at, xref="x", y=1.0, yref="paper", yanchor="bottom", text=label, showarrow=False,
-                           font=dict(size=10, color=colour))
+        fig.add_annotation(x=at, xref="x", y=1.0, yref="paper", yanchor="bottom", xanchor=side, text=label,
+                           showarrow=False, font=dict(size=10, color=colour))
     if span is not None:
         fig.update_xaxes(range=[span[0] - 0.5, span[1] + 0.5])
     fig.update_xaxes(title_text="segment", row=n_rows, col=1)

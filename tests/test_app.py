@@ -71,8 +71,8 @@ def test_opens_on_the_default_checkpoint_with_a_ready_sample(app, checkpoint):
 
 def test_replay_slider_changes_the_segment_shown(app):
     at = app.run()
-    slider = at.slider[0]
-    assert slider.label == "Segment" and slider.max == 2  # detect, 3 segments (the checkpoint's trained length)
+    slider = next(s for s in at.slider if s.label == "Segment")
+    assert slider.max == 2  # detect, 3 segments (the checkpoint's trained length)
     start = slider.value
     other = 0 if start != 0 else 1
     before_strip = chart_titled(at, f"Segment {start}")
