@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 STATS_VERSION = 1  # raise when the meaning of a field changes: old sidecars are then ignored
-CHUNK_ROWS = 2048  # memory states read at once (2048 x 10 x 128 float32: 10 MiB)
+CHUNK_ROWS = 512  # memory states read at once (512 x 10 x 128 float32: 2.5 MiB; the pass holds about 3 blocks)
 _STAMPED_FILES = ("manifest.json", "memory.npy", "roles.npy", "segment_logits.npy")
 _ARRAYS = ("change", "norm", "similarity", "slot_change", "answer_probability")
 
@@ -101,6 +101,15 @@ def _answer_probability(trace) -> tuple[np.ndarray | None, int | None, str]:
     return out, target, kind
 
 
+def _changes(before: np.ndarray, after: np.ndarray, change: np.ndarray, slot_change: np.ndarray, row: int) -> None:
+    """Fill change / slot_change of the segments row.. that turned states `before` [k, m, d] into `after`."""
+    delta = after - before
+    slot_delta = np.sqrt(np.einsum("ijk,ijk->ij", delta, delta, dtype=np.float64))
+    slot_before = np.sqrt(np.einsum("ijk,ijk->ij", before, before, dtype=np.float64))
+    change[row:row + len(delta)] = np.sqrt((slot_delta ** 2).sum(axis=1))
+    slot_change[row:row + len(delta)] = slot_delta / np.maximum(slot_before, 1e-12)
+
+
 def trace_stats(trace, chunk_rows: int = CHUNK_ROWS) -> TraceStats:
     """The per-segment statistics of a trace (a `Trace` or `InMemoryTrace`), in one pass over its memory."""
     n = trace.n_segments
@@ -117,21 +126,16 @@ def trace_stats(trace, chunk_rows: int = CHUNK_ROWS) -> TraceStats:
     slot_change = np.empty((n, m), dtype=np.float32)
     previous = None  # the last state of the previous block
     for start, block in trace.row_chunks("memory", chunk_rows):  # states start .. start+len-1
-        states = block.astype(np.float32)
+        states = np.asarray(block, dtype=np.float32)  # no copy for a float32 trace
         flat = states.reshape(len(states), -1)
         norms = np.sqrt(np.einsum("ij,ij->i", flat, flat, dtype=np.float64))
         norm[start:start + len(states)] = norms
         similarity[start:start + len(states)] = (flat @ reference.astype(np.float32)) / np.maximum(norms * ref_norm,
                                                                                                     1e-12)
-        with_previous = states if previous is None else np.concatenate([previous[None], states])
-        first = start if previous is None else start - 1  # state index of with_previous[0]
-        if len(with_previous) > 1:
-            delta = with_previous[1:] - with_previous[:-1]  # segment first .. : (k, m, d)
-            slot_delta = np.sqrt(np.einsum("ijk,ijk->ij", delta, delta, dtype=np.float64))
-            slot_before = np.sqrt(np.einsum("ijk,ijk->ij", with_previous[:-1], with_previous[:-1], dtype=np.float64))
-            rows = slice(first, first + len(delta))
-            change[rows] = np.sqrt((slot_delta ** 2).sum(axis=1))
-            slot_change[rows] = slot_delta / np.maximum(slot_before, 1e-12)
+        if previous is not None:  # the segment between the two blocks
+            _changes(previous[None], states[:1], change, slot_change, start - 1)
+        if len(states) > 1:
+            _changes(states[:-1], states[1:], change, slot_change, start)
         previous = states[-1].copy()
     probability, target, kind = _answer_probability(trace)
     return TraceStats(n, change, norm, similarity, slot_change, probability, ref_state, ref_name, target, kind,
