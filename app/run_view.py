@@ -1,10 +1,12 @@
 """The Replay page's body: the whole run (overview), the chosen segment, and that segment's detail views.
 
-Everything that depends on the chosen segment runs in one `st.fragment`, so a segment change reruns this
-part alone, not the sidebar and the page around it; each figure of a segment is built once and cached
-(`state.tokens_figure`, ...), and the neighbouring segments are built in the background while the person
-looks at this one (`state.prefetch`). The overview figure of the shown range is built once per range and
-kept in the session; a segment change only moves its marker.
+Speed (issue 16): a segment change reruns only the `segment_view` fragment, not the sidebar, the header and the
+overview; each figure of a segment is built once and cached (`state.attention_figure`, ...) and the figures
+of the neighbouring segments are built in the background while the person looks at this one
+(`state.prefetch`). What the browser has to draw on a segment change is kept small: the tokens are HTML (a
+plotly axis of 70 rotated token labels takes a browser longer to lay out than the rest of the page), the
+attention heatmaps carry positions on their axis and the tokens in their hover, the overview is not redrawn,
+one bertviz view is shown at a time, and the token table only on request.
 
 The chosen segment and the shown range live in `st.session_state` under keys made from the trace's key, so
 every page (Replay, Memory) follows the same segment of the same trace.
@@ -13,16 +15,17 @@ every page (Replay, Memory) follows the same segment of the same trace.
 from __future__ import annotations
 
 import hashlib
+import html
 
 import numpy as np
 import streamlit as st
 
 from app import state
-from app.downloads import show_figure, show_table
+from app.downloads import download_buttons, show_figure, show_table
 from rmt_core import export
 from rmt_core.errors import RMTError
 
-AROUND = 100  # "zoom to the segment" shows this many segments either side
+AROUND = 100  # "zoom around the segment" shows this many segments either side
 
 
 def tag(key: tuple) -> str:
@@ -60,11 +63,6 @@ def set_segment(key: tuple, n: int, t: int) -> None:
     st.session_state[segment_key(key)] = t
     st.session_state[f"slider_{tg}"] = t
     st.session_state[f"number_{tg}"] = t
-    lo, hi = shown_range(key, n)
-    if not lo <= t <= hi:  # keep the chosen segment in view: same width, centred on it
-        width = hi - lo
-        lo = min(max(t - width // 2, 0), max(n - 1 - width, 0))
-        set_range(key, n, lo, lo + width)
 
 
 def set_range(key: tuple, n: int, lo: int, hi: int) -> None:
@@ -83,13 +81,14 @@ def _on_range(key: tuple, n: int) -> None:
 
 
 def _on_overview(key: tuple, n: int) -> None:
-    """A click on the overview jumps to that segment (a bin's highest point); a dragged box zooms to its range."""
+    """A click on the overview goes to that segment (a bin's highest point); a dragged box zooms to its range."""
     event = st.session_state.get(f"overview_{tag(key)}") or {}
     selection = event.get("selection") or {}
     boxes = selection.get("box") or []
     if boxes and boxes[0].get("x"):
-        x0, x1 = sorted(boxes[0]["x"][:2])
-        set_range(key, n, int(np.ceil(x0)), int(np.floor(x1)) if np.floor(x1) >= np.ceil(x0) else int(np.ceil(x0)))
+        x0, x1 = sorted(float(x) for x in boxes[0]["x"][:2])
+        lo, hi = int(np.ceil(x0)), int(np.floor(x1))
+        set_range(key, n, lo, max(lo, hi))
         return
     points = selection.get("points") or []
     if points:
@@ -101,51 +100,31 @@ def _on_overview(key: tuple, n: int) -> None:
             set_segment(key, n, int(round(float(point["x"]))))
 
 
-# ----- the overview ---------------------------------------------------------------------------------------------
-def _overview_figure(key: tuple, lo: int, hi: int, t: int, found):
-    """The session's overview figure of segments lo..hi with the marker on segment t (built once per range)."""
-    from rmt_core import figures
-
-    name = f"overview_figure_{tag(key)}"
-    kept = st.session_state.get(name)
-    if kept is None or kept[0] != (lo, hi):
-        fig = figures.overview_figure(state.overview_rows(key, lo, hi), found.fact_segments, found.question_segments,
-                                      current=t, span=(lo, hi))
-        kept = ((lo, hi), fig)
-        st.session_state[name] = kept
-    fig = kept[1]
-    if fig.layout.shapes[-1].x0 != t:  # the current-segment marker is the last shape and annotation
-        fig.layout.shapes[-1].update(x0=t, x1=t)
-        fig.layout.annotations[-1].update(x=t, text=f"segment {t}")
-    return fig
-
-
-def overview(key: tuple, recorded, t: int) -> None:
+# ----- the overview: drawn once per shown range, not on segment changes ------------------------------------------
+def overview(key: tuple, recorded) -> None:
+    """The whole run (or the shown range of it) with its zoom controls."""
     n = recorded.n_segments
     found = state.stats(key)
     lo, hi = shown_range(key, n)
     tg = tag(key)
-    fig = _overview_figure(key, lo, hi, t, found)
-    show_figure(fig, "whole run", key=f"overview_{tg}_fig", on_select=lambda: _on_overview(key, n),
-                selection_mode=("points", "box"), widget_key=f"overview_{tg}")
-    notes = [f"memory state 0 is the trained initial memory; the cosine compares each segment's memory with the "
-             f"{found.reference}"]
+    show_figure(state.overview_figure(key, lo, hi), "whole run", key=f"overview_{tg}_fig",
+                on_select=lambda: _on_overview(key, n), selection_mode=("points", "box"), widget_key=f"overview_{tg}")
+    notes = [f"the cosine compares each segment's memory with the {found.reference}"]
     if found.answer_probability is None:
         notes.append("this trace did not record the head's logits at every segment, so there is no answer curve "
                      "(replay without --no-segment-logits to get it)")
     elif found.answer_kind == "prediction":
-        notes.append("free text: the curve is the probability of the final prediction")
-    st.caption("Click the chart to go to a segment (a bin's highest point); drag across it to zoom. " +
-               "; ".join(notes) + ".")
-    if n > 1:
-        columns = st.columns([6, 1, 1])
-        if f"rangeslider_{tg}" not in st.session_state:
-            st.session_state[f"rangeslider_{tg}"] = (lo, hi)
-        columns[0].slider("Segments shown", 0, n - 1, key=f"rangeslider_{tg}", on_change=_on_range, args=(key, n))
-        columns[1].button("Whole run", key=f"whole_{tg}", on_click=set_range, args=(key, n, 0, n - 1),
-                          disabled=(lo, hi) == (0, n - 1))
-        columns[2].button(f"±{AROUND} around", key=f"around_{tg}", on_click=set_range,
-                          args=(key, n, t - AROUND, t + AROUND), help="zoom to the segments around the chosen one")
+        notes.append("free text: the answer curve is the probability of the final prediction")
+    st.caption("Click the chart to go to a segment (a bin's highest point); drag across it to zoom in. "
+               + "; ".join(notes) + ".")
+    columns = st.columns([6, 1, 1])
+    st.session_state.setdefault(f"rangeslider_{tg}", (lo, hi))
+    columns[0].slider("Segments shown", 0, n - 1, key=f"rangeslider_{tg}", on_change=_on_range, args=(key, n))
+    columns[1].button("Whole run", key=f"whole_{tg}", on_click=set_range, args=(key, n, 0, n - 1),
+                      disabled=(lo, hi) == (0, n - 1))
+    t = current_segment(key, recorded)
+    columns[2].button(f"±{AROUND} around {t}", key=f"around_{tg}", on_click=set_range,
+                      args=(key, n, t - AROUND, t + AROUND), help="zoom to the segments around the chosen one")
 
 
 # ----- choosing a segment -----------------------------------------------------------------------------------------
@@ -159,7 +138,7 @@ def navigator(key: tuple, recorded, t: int) -> None:
     for widget in ("slider", "number"):
         st.session_state.setdefault(f"{widget}_{tg}", t)
     st.slider("Segment", 0, n - 1, key=f"slider_{tg}", on_change=_on_widget, args=(key, n, "slider"))
-    row = st.container(horizontal=True, gap="small")
+    row = st.container(horizontal=True, gap="small", vertical_alignment="bottom")
     row.number_input("Go to segment", 0, n - 1, step=1, key=f"number_{tg}", on_change=_on_widget,
                      args=(key, n, "number"), width=180)
     row.button("◀ previous", key=f"prev_{tg}", on_click=set_segment, args=(key, n, t - 1), disabled=t == 0)
@@ -174,6 +153,30 @@ def navigator(key: tuple, recorded, t: int) -> None:
 
 
 # ----- the chosen segment's views -----------------------------------------------------------------------------------
+def tokens_html(tokens, roles, t: int) -> str:
+    """The segment's tokens as coloured chips in reading order (role in the colour, position and role on hover)."""
+    from rmt_core.figures import ROLE_COLOURS
+    from rmt_core.model import ROLE_NAMES, ROLE_PAD
+
+    dark = {"#d62728", "#1f77b4", "#555555", "#9467bd"}
+    chips, memory = [], 0
+    for p, (token, role) in enumerate(zip(tokens, np.asarray(roles).tolist())):
+        if role == ROLE_PAD:
+            continue
+        if ROLE_NAMES[role] == "memory":
+            token, memory = f"[mem {memory}]", memory + 1
+        colour = ROLE_COLOURS[role]
+        chips.append(f'<span title="pos {p} · {ROLE_NAMES[role]}" style="background:{colour};color:'
+                     f'{"#fff" if colour in dark else "#222"};padding:1px 4px;margin:1px;border-radius:3px;'
+                     f'display:inline-block;font:13px monospace">{html.escape(str(token))}</span>')
+    shown = sorted({int(r) for r in np.asarray(roles).tolist() if r != ROLE_PAD})
+    legend = " ".join(f'<span style="background:{ROLE_COLOURS[r]};width:10px;height:10px;display:inline-block;'
+                      f'margin:0 3px 0 10px"></span>{ROLE_NAMES[r]}' for r in shown)
+    return (f'<div data-rmt-segment="{t}"><div style="font:600 15px sans-serif;margin:4px 0">Segment {t}: tokens and '
+            f'roles <span style="font-weight:400;font-size:12px;color:#555">{legend}</span></div>'
+            f'<div style="line-height:1.9">{"".join(chips)}</div></div>')
+
+
 def _nearest_with_attention(recorded, t: int) -> tuple[int | None, int | None]:
     import bisect
 
@@ -188,12 +191,14 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
     """Tokens and roles, read and write attention, the answer after this segment; returns (layer, head)."""
     n = recorded.n_segments
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
+    tokens, roles = recorded.tokens(t), recorded.roles(t)
+    st.html(tokens_html(tokens, roles, t))
+    download_buttons(lambda: state.tokens_figure(key, t), "tokens", key="tokens")
     heads_row = st.columns(2)
     layer = heads_row[0].selectbox("Layer", [None, *range(L)], key="layer",
                                    format_func=lambda v: "mean of layers" if v is None else f"layer {v}")
     head = heads_row[1].selectbox("Head", [None, *range(H)], key="head",
                                   format_func=lambda v: "mean of heads" if v is None else f"head {v}")
-    show_figure(state.tokens_figure(key, t), "tokens", key="tokens")
     read = state.attention_figure(key, "read", t, layer, head)
     if read is not None:
         show_figure(read, "read attention", key="read")
@@ -201,8 +206,8 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
     else:
         before, after = _nearest_with_attention(recorded, t)
         kept = len(recorded.attention_segments)
-        st.info(f"The read and write attention of segment {t} were not kept: this trace kept them for {kept} of "
-                f"{n} segments (the first and last, the fact segments, and what fitted its attention budget).")
+        st.info(f"The read and write attention of segment {t} were not kept: this trace kept them for {kept:,} of "
+                f"{n:,} segments (the first and last, the fact segments, and what fitted its attention budget).")
         row = st.container(horizontal=True, gap="small")
         for label, s in (("◀ previous with attention", before), ("next with attention ▶", after)):
             if s is not None:
@@ -216,11 +221,8 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
         else:
             st.info("This trace did not record the head's logits at every segment.")
     with right:
-        from rmt_core import figures
-
-        show_figure(figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer,
-                                          title="Answer probabilities at the last segment"), "answer", key="answer")
-    with st.expander(f"Tokens of segment {t} (table)"):
+        show_figure(state.final_answer_figure(key), "answer", key="answer")
+    if st.toggle("The segment's tokens as a table", key="tokens_table_shown"):
         show_table(export.trace_table(recorded, "tokens", t), f"segment {t} tokens", key="tokens_table")
     return layer, head
 
@@ -246,35 +248,29 @@ def bertviz(key: tuple, recorded, t: int) -> None:
                "Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
                "memory tokens ([mem k]), [SEP] and a window of tokens; weights are the model's, not renormalised.")
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
-    options = st.columns(4)
+    options = st.columns([1.2, 1, 1, 1, 1])
+    view = options[0].radio("View", ["Head view", "Model view"], key="bv_view", horizontal=True)
     centres = ["fact", "question", "start"]
-    centre = options[0].selectbox("Window around", centres, index=centres.index(state.VIEW_CENTRE), key="bv_centre")
-    width = options[1].slider("Tokens in the window", 4, 96, state.VIEW_WIDTH, step=4, key="bv_width")
-    layers = options[2].multiselect("Layers", list(range(L)), default=[L - 1], key="bv_layers")
-    heads = options[3].multiselect("Heads", list(range(H)), default=list(range(min(H, state.VIEW_HEADS))),
+    centre = options[1].selectbox("Window around", centres, index=centres.index(state.VIEW_CENTRE), key="bv_centre")
+    width = options[2].slider("Tokens in the window", 4, 96, state.VIEW_WIDTH, step=4, key="bv_width")
+    layers = options[3].multiselect("Layers", list(range(L)), default=[L - 1], key="bv_layers")
+    heads = options[4].multiselect("Heads", list(range(H)), default=list(range(min(H, state.VIEW_HEADS))),
                                    key="bv_heads")
     try:
         positions = tuple(int(p) for p in bertviz_offline.window_positions(recorded.roles(t), centre, width))
         bertviz_offline.js_library_paths()
-        head_tab, model_tab = st.tabs(["Head view", "Model view"])
-        with head_tab:
-            st.iframe(state.bertviz_html("head", key, t, positions, tuple(layers), tuple(heads)), height=760)
-        with model_tab:
-            st.iframe(state.bertviz_html("model", key, t, positions, tuple(layers), tuple(heads)), height=760)
+        kind = "head" if view == "Head view" else "model"
+        st.iframe(state.bertviz_html(kind, key, t, positions, tuple(layers), tuple(heads)), height=760)
     except RMTError as error:
         state.show_error(error)
 
 
 @st.fragment
-def run_view(key: tuple) -> None:
-    """The overview, the segment chooser and the chosen segment's views: rerun alone on a segment change."""
+def segment_view(key: tuple) -> None:
+    """The segment chooser and the chosen segment's views: rerun alone on a segment change."""
     try:
         recorded = state.trace_for(key)
         t = current_segment(key, recorded)
-        if recorded.n_segments > 1:
-            st.subheader("The whole run")
-            overview(key, recorded, t)
-        st.subheader(f"Segment {t}")
         navigator(key, recorded, t)
         layer, head = details(key, recorded, t)
         bertviz(key, recorded, t)
@@ -283,3 +279,16 @@ def run_view(key: tuple) -> None:
         return
     found = state.stats(key)
     state.prefetch(key, [t + 1, t - 1, *found.fact_segments[:2], *found.question_segments[-1:]], layer, head)
+
+
+def run_view(key: tuple) -> None:
+    """The whole run's overview (when there is more than one segment), then the segment views."""
+    recorded = state.trace_for(key)
+    try:
+        if recorded.n_segments > 1:
+            st.subheader("The whole run")
+            overview(key, recorded)
+    except RMTError as error:
+        state.show_error(error)
+    st.subheader("One segment")
+    segment_view(key)

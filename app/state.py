@@ -14,10 +14,12 @@ memory keyed by the trace's path and file times, and in a small sidecar file in 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import os
 
 import numpy as np
 import streamlit as st
@@ -233,22 +235,85 @@ def _policy(n_segments: int, rmt):
                            full_attention_segments=list(range(n_segments)) if full else [])
 
 
-def _replay(folder: str, stamp: tuple, input_key: tuple):
-    from rmt_core.replay import replay_in_memory
+REPLAY_CACHE_ENTRIES = 32  # replays kept on disk in the cache folder (the least recently used go first)
+_REPLAY_SOURCES = ("model.py", "replay.py", "trace.py", "tasks.py", "segmenting.py", "babi.py", "noise.py")
 
+
+@functools.lru_cache(maxsize=1)
+def _code_stamp() -> str:
+    """A digest of the rmt_core sources a replay's result depends on: a cached replay of older code is not used."""
+    import rmt_core
+
+    digest = hashlib.sha256()
+    for name in _REPLAY_SOURCES:
+        try:
+            digest.update((Path(rmt_core.__file__).parent / name).read_bytes())
+        except OSError:
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+def replay_cache_dir() -> Path:
+    from rmt_core.trace_stats import cache_root
+
+    return cache_root() / "replays"
+
+
+def _cached_replay_path(folder: str, stamp: tuple, input_key: tuple) -> Path:
+    key = json.dumps([str(Path(folder).resolve()), stamp, list(input_key), _code_stamp(),
+                      FULL_ATTENTION_BUDGET_MIB, ATTENTION_BUDGET_MIB], default=str)
+    return replay_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _evict_replays(keep: Path) -> None:
+    """Delete the least recently used cached replays beyond REPLAY_CACHE_ENTRIES (only folders named as ours)."""
+    import re
+    import shutil
+
+    try:
+        entries = [p for p in replay_cache_dir().iterdir()
+                   if re.fullmatch(r"[0-9a-f]{32}", p.name) and p.is_dir() and p != keep]
+        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in entries[REPLAY_CACHE_ENTRIES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replay(folder: str, stamp: tuple, input_key: tuple):
+    """The input replayed by the checkpoint, written as a trace folder in the cache (so the next launch opens
+    it without loading the model), or kept in memory when the cache cannot be written."""
+    from rmt_core.replay import replay, replay_in_memory
+    from rmt_core.trace import Trace
+
+    out = _cached_replay_path(folder, stamp, input_key)
+    if (out / "manifest.json").is_file():
+        try:
+            os.utime(out)  # recently used
+            return Trace.open(out)
+        except (OSError, TraceError):
+            pass
     rmt = _model(folder, stamp)
     if input_key[0] == "text":
         from rmt_core.segmenting import segments_from_text
 
         _, text, question = input_key
-        segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
-        return replay_in_memory(rmt, segmented, _policy(len(segmented.segments), rmt),
-                                metadata={"kind": "text", "question": question})
-    from rmt_core.tasks import TaskBuilder
+        item = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
+        n, extra = len(item.segments), {"metadata": {"kind": "text", "question": question}}
+    else:
+        from rmt_core.tasks import TaskBuilder
 
-    _, task, n_segments, seed = input_key
-    sample = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n_segments, seed)
-    return replay_in_memory(rmt, sample, _policy(n_segments, rmt))
+        _, task, n, seed = input_key
+        item, extra = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n, seed), {}
+    policy = _policy(n, rmt)
+    try:
+        trace = replay(rmt, item, out=out, policy=policy, progress=False, checkpoint_dir=folder, **extra)
+    except TraceError:  # the cache cannot be written (or another server wrote it meanwhile)
+        if (out / "manifest.json").is_file():
+            return Trace.open(out)
+        return replay_in_memory(rmt, item, policy, checkpoint_dir=folder, **extra)
+    _evict_replays(out)
+    return trace
 
 
 @st.cache_resource(show_spinner="Replaying the input segment by segment…", max_entries=8)
@@ -321,6 +386,25 @@ def overview_rows(key: tuple, first: int, last: int, bins: int = OVERVIEW_BINS) 
     return rows
 
 
+@st.cache_resource(show_spinner="Drawing the whole run…", max_entries=32)
+def overview_figure(key: tuple, first: int, last: int):
+    """The overview figure of segments first..last (shared; never modified after it is built)."""
+    from rmt_core import figures
+
+    found = stats(key)
+    return figures.overview_figure(overview_rows(key, first, last), found.fact_segments, found.question_segments,
+                                   span=(first, last))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def final_answer_figure(key: tuple):
+    from rmt_core import figures
+
+    recorded = trace_for(key)
+    return figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer,
+                                 title="Answer probabilities at the last segment")
+
+
 # ----- per-segment figures, cached (a segment change redraws from here; the next segments are prefetched) -----
 @st.cache_resource(show_spinner=False, max_entries=256)
 def tokens_figure(key: tuple, t: int):
@@ -339,9 +423,11 @@ def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int
     if not recorded.has_attention(t):
         return None
     tokens, roles = recorded.tokens(t), recorded.roles(t)
-    if kind == "read":
-        return figures.read_attention_figure(recorded.read_attention(t), tokens, roles, layer, head, segment=t)
-    return figures.write_attention_figure(recorded.write_attention(t), tokens, roles, layer, head, segment=t)
+    if kind == "read":  # positions on the axis, tokens in the hover: far quicker for the browser to draw
+        return figures.read_attention_figure(recorded.read_attention(t), tokens, roles, layer, head, segment=t,
+                                             token_labels=False)
+    return figures.write_attention_figure(recorded.write_attention(t), tokens, roles, layer, head, segment=t,
+                                          token_labels=False)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -464,7 +550,8 @@ def warm_up() -> bool:
         key = trace_key(chosen)
         recorded = trace_for(key)
         found = stats(key)
-        overview_rows(key, 0, recorded.n_segments - 1)
+        overview_figure(key, 0, recorded.n_segments - 1)
+        final_answer_figure(key)
         t = default_segment(recorded)
         _prefetch(key, [t], None, None)
         import rmt_core.figures  # noqa: F401
@@ -479,8 +566,8 @@ def warm_up() -> bool:
     chosen = Selection(folder, "task", default_task(config), default_segments(config), SEED)
     key = trace_key(chosen)
     recorded = trace_for(key)
-    stats(key)
-    overview_rows(key, 0, recorded.n_segments - 1)
+    overview_figure(key, 0, recorded.n_segments - 1)
+    final_answer_figure(key)
     L = recorded.manifest["model"]["num_layers"]
     H = recorded.manifest["model"]["num_heads"]
     t = default_segment(recorded)

@@ -76,10 +76,12 @@ def _role_colourscale() -> list:
     return scale
 
 
-def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, row: int | None = None, col=None):
-    """Label the x axis with tokens when there are few enough positions, else with position numbers."""
+def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, row: int | None = None, col=None,
+                labels: bool = True):
+    """Label the x axis with tokens when there are few enough positions (and labels is true), else with position
+    numbers (much quicker for a browser to draw: tokens stay in the hover)."""
     kwargs = {"row": row, "col": col} if row is not None else {}
-    if len(positions) <= MAX_TICK_LABELS:
+    if labels and len(positions) <= MAX_TICK_LABELS:
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(positions))),
                          ticktext=[str(tokens[p]) for p in positions], tickangle=-60, **kwargs)
     else:
@@ -132,7 +134,7 @@ def token_strip_figure(tokens: Sequence[str], roles: Sequence[int], title: str =
 
 
 def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: int, title: str,
-                      hover_token_is: str) -> go.Figure:
+                      hover_token_is: str, token_labels: bool = True) -> go.Figure:
     """z: [m, len(positions)] attention of memory slots (rows) against token positions (columns)."""
     hover = _hover_tokens(tokens, roles, positions)
     text = [[f"slot {k} · {h}" for h in hover] for k in range(m)]
@@ -149,7 +151,7 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
         zmax=len(ROLE_NAMES) - 0.5, showscale=False, xgap=1, name="roles",
     ), row=2, col=1)
     _role_legend(fig, codes)
-    _token_axis(fig, tokens, positions, row=2, col=1)
+    _token_axis(fig, tokens, positions, row=2, col=1, labels=token_labels)
     fig.update_yaxes(showticklabels=False, row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_layout(title=title, height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=90),
@@ -159,8 +161,9 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
 
 def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                           layer: int | None = None, head: int | None = None, segment: int | None = None,
-                          keep_pad: bool = False) -> go.Figure:
-    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens."""
+                          keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
+    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens
+    (token_labels False: positions on the axis, tokens in the hover)."""
     read = np.asarray(read_attention)
     L, H, T, m = read.shape
     _check_tokens(tokens, roles, T, "read attention")
@@ -169,13 +172,14 @@ def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], rol
     where = "" if segment is None else f"segment {segment} · "
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Read: tokens attending to memory ({where}{head_label(layer, head)})",
-                             "the token (query) reads this slot (key)")
+                             "the token (query) reads this slot (key)", token_labels)
 
 
 def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                            layer: int | None = None, head: int | None = None, segment: int | None = None,
-                           keep_pad: bool = False) -> go.Figure:
-    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens."""
+                           keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
+    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens
+    (token_labels False: positions on the axis, tokens in the hover)."""
     write = np.asarray(write_attention)
     L, H, m, T = write.shape
     _check_tokens(tokens, roles, T, "write attention")
@@ -184,7 +188,7 @@ def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], r
     where = "" if segment is None else f"segment {segment} · "
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Write: memory attending to tokens ({where}{head_label(layer, head)})",
-                             "the slot (query) writes from this token (key)")
+                             "the slot (query) writes from this token (key)", token_labels)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -143,12 +143,17 @@ def trace_stats(trace, chunk_rows: int = CHUNK_ROWS) -> TraceStats:
 
 
 # ----- the sidecar cache -----------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    """$RMT_CACHE_DIR/trace-stats, else $XDG_CACHE_HOME/rmt-lens/trace-stats (~/.cache/rmt-lens/trace-stats)."""
+def cache_root() -> Path:
+    """RMT Lens's cache folder: $RMT_CACHE_DIR, else $XDG_CACHE_HOME/rmt-lens (~/.cache/rmt-lens)."""
     root = os.environ.get("RMT_CACHE_DIR")
     if root:
-        return Path(root) / "trace-stats"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmt-lens" / "trace-stats"
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmt-lens"
+
+
+def default_cache_dir() -> Path:
+    """Where the statistics sidecars go: cache_root()/trace-stats."""
+    return cache_root() / "trace-stats"
 
 
 def trace_stamp(path: str | Path) -> tuple:

@@ -46,6 +46,13 @@ def chart_titled(at, start: str) -> dict:
     return found[0]
 
 
+def token_strip(at) -> str:
+    """The HTML of the Replay page's token strip (it names its segment in data-rmt-segment)."""
+    found = [h.proto.body for h in at.get("html") if "data-rmt-segment" in h.proto.body]
+    assert len(found) == 1, f"{len(found)} token strips"
+    return found[0]
+
+
 def assert_clean(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -56,17 +63,24 @@ def test_opens_on_the_default_checkpoint_with_a_ready_sample(app, checkpoint):
     assert_clean(at)
     assert at.sidebar.selectbox(key="checkpoint_choice").value == str(checkpoint)
     titles = [c["layout"]["title"]["text"] for c in charts(at)]
-    assert any(t.startswith("Segment ") for t in titles)
+    fact = int(next(m.value for m in at.markdown if "Fact in segment" in m.value).split("**")[1])
+    assert f"Segment {fact}: tokens and roles" in token_strip(at)  # the page opens on the fact's segment
+    assert any(t.startswith("The whole run") for t in titles)
     assert any(t.startswith("Read: tokens attending to memory") for t in titles)
     assert any(t.startswith("Write: memory attending to tokens") for t in titles)
     assert any(t.startswith("Answer probabilities") for t in titles)
     assert any("Fact in segment" in m.value for m in at.markdown)
     views = at.get("iframe")
-    assert len(views) == 2  # bertviz head and model views
+    assert len(views) == 1  # one bertviz view at a time: the head view, then the model view
     html = views[0].proto.srcdoc
-    assert "[mem 0]" in html and "cdnjs" not in html
-    download_labels = {b.proto.label for b in at.get("download_button")}
-    assert {"PNG", "SVG", "PDF", "HTML", "CSV"} <= download_labels
+    assert "bertviz head view" in html and "[mem 0]" in html and "cdnjs" not in html
+    at.radio(key="bv_view").set_value("Model view").run()
+    assert_clean(at)
+    assert "bertviz model view" in at.get("iframe")[0].proto.srcdoc
+    assert {b.proto.label for b in at.get("download_button")} >= {"PNG", "SVG", "PDF", "HTML"}
+    at.toggle(key="tokens_table_shown").set_value(True).run()  # the token table, on request
+    assert_clean(at)
+    assert at.dataframe and "CSV" in {b.proto.label for b in at.get("download_button")}
 
 
 def test_replay_slider_changes_the_segment_shown(app):
@@ -75,14 +89,16 @@ def test_replay_slider_changes_the_segment_shown(app):
     assert slider.max == 2  # detect, 3 segments (the checkpoint's trained length)
     start = slider.value
     other = 0 if start != 0 else 1
-    before_strip = chart_titled(at, f"Segment {start}")
+    before_strip = token_strip(at)
     before_read = chart_titled(at, "Read:")
+    assert f'data-rmt-segment="{start}"' in before_strip
     slider.set_value(other).run()
     assert_clean(at)
-    after_strip = chart_titled(at, f"Segment {other}")
+    after_strip = token_strip(at)
     after_read = chart_titled(at, "Read:")
+    assert f'data-rmt-segment="{other}"' in after_strip
     assert f"segment {other}" in after_read["layout"]["title"]["text"]
-    assert after_strip["data"][0]["text"] != before_strip["data"][0]["text"]  # other tokens
+    assert after_strip.split("line-height")[-1] != before_strip.split("line-height")[-1]  # other tokens
     assert after_read["data"][0]["z"] != before_read["data"][0]["z"]  # other attention
 
 
@@ -166,7 +182,8 @@ def test_pasted_text_replays_on_every_page(app):
     at = app.run()
     at.sidebar.radio(key="input_kind").set_value("Paste text").run()
     assert_clean(at)
-    assert chart_titled(at, "Segment ")  # the example text and question, no fact marked
+    assert "tokens and roles" in token_strip(at)  # the example text and question, no fact marked
+    assert chart_titled(at, "The whole run")
     at.switch_page("sections/memory.py").run()
     assert_clean(at)
     assert any("chosen segment" in c["layout"]["title"]["text"] for c in charts(at))
