@@ -27,34 +27,39 @@ with st.form("record_form"):
     upload = None
     if source == "Task sample":
         columns = st.columns(3)
-        task = columns[0].selectbox("Task", TASKS, index=TASKS.index(chosen.task) if chosen.task in TASKS else 0)
-        segments = int(columns[1].number_input("Segments", 1, 10_000_000, 4096, step=1024))
-        seed = int(columns[2].number_input("Seed", 0, 2**31 - 1, 0))
+        task = columns[0].selectbox("Task", TASKS, index=TASKS.index(chosen.task) if chosen.task in TASKS else 0,
+                                    key="record_task")
+        segments = int(columns[1].number_input("Segments", 1, 10_000_000, 4096, step=1024, key="record_segments"))
+        seed = int(columns[2].number_input("Seed", 0, 2**31 - 1, 0, key="record_seed"))
         input_args = ["--task", task, "--segments", str(segments), "--seed", str(seed)]
         question = None
         name = f"{task}-{segments}-seed{seed}"
         description = f"{task}, {segments:,} segments, seed {seed}"
     else:
         if source == "Text file on the server":
-            path = st.text_input("Text file (UTF-8, on the server)", placeholder="/path/to/book.txt").strip()
+            path = st.text_input("Text file (UTF-8, on the server)", placeholder="/path/to/book.txt",
+                                 key="record_text_file").strip()
             input_args = ["--text-file", str(Path(path).expanduser())] if path else []
             name = Path(path).stem if path else "text"
         else:
-            upload = st.file_uploader("Text file (UTF-8)", type=["txt", "md"])
+            upload = st.file_uploader("Text file (UTF-8)", type=["txt", "md"], key="record_upload")
             input_args = []
             name = Path(upload.name).stem if upload is not None else "upload"
-        question = st.text_input("Question (ends the last segment)", value=state.EXAMPLE_QUESTION)
+        question = st.text_input("Question (ends the last segment)", value=state.EXAMPLE_QUESTION,
+                                 key="record_question")
         description = f"text {name}"
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "trace"
-    out = st.text_input("Output folder (must not exist)", value=str(Path.cwd() / "traces" / slug))
+    default_out = Path.cwd() / "traces" / slug
+    out = st.text_input("Output folder (must not exist)", key="record_out",
+                        placeholder=f"{default_out} (when left empty)").strip() or str(default_out)
     columns = st.columns(3)
-    budget = columns[0].number_input("Attention budget (MiB)", 0.0, 65536.0, 64.0, step=16.0,
+    budget = columns[0].number_input("Attention budget (MiB)", 0.0, 65536.0, 64.0, step=16.0, key="record_budget",
                                      help="read/write attention of every segment while it fits, else the first and "
                                           "last segments, the fact segments and the ones below")
-    full = columns[1].text_input("Full attention of segments", value="0,-1",
+    full = columns[1].text_input("Full attention of segments", value="0,-1", key="record_full",
                                  help="comma-separated segment numbers (negative counts from the end); the bertviz "
                                       "views need a segment's full attention")
-    logits = columns[2].checkbox("The head's answer at every segment", value=True)
+    logits = columns[2].checkbox("The head's answer at every segment", value=True, key="record_logits")
     submitted = st.form_submit_button("Record in the background")
 
 if submitted:
