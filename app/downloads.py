@@ -23,21 +23,30 @@ def _slug(name: str) -> str:
 
 
 def _bytes_later(fig, fmt: str):
-    """A no-argument callable for a deferred download; an export failure becomes a text file saying why."""
+    """A no-argument callable for a deferred download (fig: a figure, or a no-argument callable that builds one
+    when the button is clicked); an export failure becomes a text file saying why."""
 
     def make() -> bytes:
         try:
-            return export.figure_bytes(fig, fmt)
+            return export.figure_bytes(fig() if callable(fig) else fig, fmt)
         except export.ExportError as error:
             return f"export failed: {error}\n".encode("utf-8")
 
     return make
 
 
-def show_figure(fig, name: str, key: str | None = None) -> None:
-    """Draw a plotly figure with a row of export buttons under it."""
+def show_figure(fig, name: str, key: str | None = None, widget_key: str | None = None, **chart_args) -> None:
+    """Draw a plotly figure with a row of export buttons under it (chart_args go to st.plotly_chart, e.g.
+    on_select; widget_key names the chart's selection state in st.session_state)."""
     key = key or _slug(name)
-    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    st.plotly_chart(fig, key=widget_key or f"chart_{key}", config={"displaylogo": False}, **chart_args)
+    download_buttons(fig, name, key)
+
+
+def download_buttons(fig, name: str, key: str | None = None) -> None:
+    """The row of export buttons (PNG, SVG, PDF, HTML) of a figure, or of a no-argument callable building it
+    (for content shown otherwise than as a plotly chart: the figure is built only when a button is clicked)."""
+    key = key or _slug(name)
     row = st.container(horizontal=True, gap="small")
     problem = image_problem()
     for fmt in export.FIGURE_FORMATS:

@@ -10,19 +10,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from app import background, state
 from rmt_core.errors import RMTError
 
 SECTIONS = Path(__file__).resolve().parent / "sections"  # not "pages/": that name turns on Streamlit's older multipage mode
 
 st.set_page_config(page_title="RMT Lens", layout="wide")
 state.sidebar()
+background.sidebar_status()
 navigation = st.navigation([
     st.Page(SECTIONS / "replay.py", title="Replay", default=True),
     st.Page(SECTIONS / "memory.py", title="Memory"),
     st.Page(SECTIONS / "probes.py", title="Probes"),
     st.Page(SECTIONS / "length.py", title="Length"),
     st.Page(SECTIONS / "efficiency.py", title="Efficiency"),
+    st.Page(SECTIONS / "record.py", title="Record"),
 ])
 try:
     navigation.run()

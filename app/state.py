@@ -1,24 +1,39 @@
-"""What every page shares: the sidebar input (checkpoint, task sample or pasted text) and the cached calls into
-`rmt_core`. Models are cached with `st.cache_resource`, traces and results with `st.cache_data`.
+"""What every page shares: the sidebar input (checkpoint, then a task sample, pasted text or a trace folder)
+and the cached calls into `rmt_core`. Models and traces are cached with `st.cache_resource` (one copy, shared,
+never modified), statistics and results with `st.cache_data`.
 
 The entry script (`app/main.py`) draws the sidebar on every run and stores a `Selection` in
 `st.session_state["selection"]`; the pages (app/sections/) read it with `selection()`.
+
+A trace folder (written by `rmt replay`, or by the Record page) is opened lazily (`rmt_core.trace.Trace`): only
+its manifest at first, then the rows a view asks for, so the app's memory does not depend on the trace's
+length. Its per-segment statistics (`rmt_core.trace_stats`) are computed in one streaming pass, kept in
+memory keyed by the trace's path and file times, and in a small sidecar file in the cache folder
+(`$RMT_CACHE_DIR`, else ~/.cache/rmt-lens); the trace folder itself is never written to.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from rmt_core.checkpoint import default_checkpoint, read_config, shipped_checkpoints
-from rmt_core.errors import CheckpointError, RMTError
+from rmt_core.errors import CheckpointError, RMTError, TraceError
 from rmt_core.tasks import TASKS
 
 OTHER_FOLDER = "Other folder…"
-MAX_SEGMENTS = 64  # the dashboard replays in memory; longer inputs belong to `rmt replay`
+MAX_SEGMENTS = 64  # replayed in memory on the page; longer inputs are recorded (Record page or `rmt replay`)
 ATTENTION_BUDGET_MIB = 96.0  # read/write attention kept for every segment under this, else chosen segments
+FULL_ATTENTION_BUDGET_MIB = 64.0  # an in-memory replay keeps every segment's full attention under this
+INPUT_KINDS = ("Task sample", "Paste text", "Trace folder")
+TRACE_ENV = "RMT_TRACE"  # the trace folder `rmt app --trace` opens
 EXAMPLE_TEXT = (
     "The museum opened early on Sunday, and the guards walked through every hall before the doors were unlocked. "
     "Sandra travelled to the garden. A school group arrived at nine and spent the morning drawing the statues "
@@ -42,7 +57,8 @@ def default_segments(config: dict | None) -> int:
 
 @dataclass(frozen=True)
 class Selection:
-    """The input every page works on. kind: 'task' (task, n_segments, seed) or 'text' (text, question)."""
+    """The input every page works on. kind: 'task' (task, n_segments, seed), 'text' (text, question) or
+    'trace' (trace_path: a trace folder; the checkpoint then serves the Probes, Length and Record pages)."""
 
     checkpoint: str | None  # folder, None when none is chosen
     kind: str = "task"
@@ -52,11 +68,14 @@ class Selection:
     text: str = ""
     question: str = ""
     problem: str | None = None  # a one-line reason the checkpoint cannot be used
+    trace_path: str = ""
 
     @property
     def input_key(self) -> tuple:
         if self.kind == "text":
             return ("text", self.text, self.question)
+        if self.kind == "trace":
+            return ("trace", self.trace_path)
         return ("task", self.task, int(self.n_segments), int(self.seed))
 
 
@@ -78,6 +97,9 @@ def _checkpoint_options() -> tuple[list[str], dict[str, str], int]:
 
 def sidebar() -> Selection:
     """Draw the input choices in the sidebar; store and return the Selection."""
+    requested = st.session_state.pop("_open_request", None)
+    if requested:
+        open_trace_folder(requested)
     bar = st.sidebar
     bar.header("Input")
     labels, folders, index = _checkpoint_options()
@@ -99,8 +121,21 @@ def sidebar() -> Selection:
             problem = str(error)
     model_task = default_task(config)
 
-    kind = bar.radio("Input", ["Task sample", "Paste text"], horizontal=True, key="input_kind")
-    if kind == "Task sample":
+    if "input_kind" not in st.session_state and os.environ.get(TRACE_ENV):
+        st.session_state["input_kind"] = "Trace folder"  # `rmt app --trace DIR`
+    if "trace_folder" not in st.session_state:
+        st.session_state["trace_folder"] = os.environ.get(TRACE_ENV, "")
+    kind = bar.radio("Input", INPUT_KINDS, horizontal=True, key="input_kind")
+    if kind == "Trace folder":
+        path = bar.text_input("Trace folder (on the server)", key="trace_folder",
+                              placeholder="/path/to/a/trace (the folder rmt replay wrote)").strip()
+        recent = [p for p in st.session_state.get("recent_traces", []) if p != path]
+        if recent:
+            bar.selectbox("Recently recorded", ["", *recent], key="recent_choice", on_change=_open_recent,
+                          format_func=lambda p: p or "open one…")
+        chosen = Selection(folder or None, "trace", model_task, problem=problem,
+                           trace_path=str(Path(path).expanduser()) if path else "")
+    elif kind == "Task sample":
         task = bar.selectbox("Task", TASKS, index=TASKS.index(model_task), key=f"task_{folder}")
         n_segments = bar.number_input("Segments", min_value=1, max_value=MAX_SEGMENTS,
                                       value=default_segments(config), step=1, key=f"segments_{folder}")
@@ -112,6 +147,26 @@ def sidebar() -> Selection:
         chosen = Selection(folder or None, "text", model_task, text=text, question=question, problem=problem)
     st.session_state["selection"] = chosen
     return chosen
+
+
+def _open_recent() -> None:
+    choice = st.session_state.get("recent_choice")
+    if choice:
+        st.session_state["trace_folder"] = choice
+        st.session_state["recent_choice"] = ""
+
+
+def request_open(path: str) -> None:
+    """Open the trace folder `path` on the next run (safe to call anywhere; follow with st.rerun())."""
+    st.session_state["_open_request"] = str(path)
+
+
+def open_trace_folder(path: str) -> None:
+    """Make `path` the input of every page (call before the sidebar is drawn, e.g. from a callback)."""
+    st.session_state["input_kind"] = "Trace folder"
+    st.session_state["trace_folder"] = str(path)
+    recent = [p for p in st.session_state.get("recent_traces", []) if p != str(path)]
+    st.session_state["recent_traces"] = [str(path), *recent][:8]
 
 
 def selection() -> Selection:
@@ -129,6 +184,16 @@ def require_checkpoint(chosen: Selection) -> str:
         st.error(chosen.problem)
         st.stop()
     return chosen.checkpoint
+
+
+def require_input(chosen: Selection) -> None:
+    """Stop with a one-line message when the input cannot be shown (no checkpoint, or no trace folder named)."""
+    if chosen.kind == "trace":
+        if not chosen.trace_path:
+            st.info("Name a trace folder in the sidebar (one written by `rmt replay` or the Record page).")
+            st.stop()
+        return
+    require_checkpoint(chosen)
 
 
 def show_error(error: RMTError) -> None:
@@ -158,74 +223,262 @@ def model(folder: str):
     return _model(folder, checkpoint_stamp(folder))
 
 
-def _policy(full_attention_segment: int | None = None):
+def _policy(n_segments: int, rmt):
+    """Read/write attention under ATTENTION_BUDGET_MIB; full attention of every segment when it fits in
+    FULL_ATTENTION_BUDGET_MIB (so the bertviz views read it instead of running the model again)."""
     from rmt_core.replay import RecordingPolicy
 
-    if full_attention_segment is None:
-        return RecordingPolicy(attention_budget_mib=ATTENTION_BUDGET_MIB, segment_logits=True)
-    # only the one segment's full attention: no other attention, no logits
-    return RecordingPolicy(attention_budget_mib=0.0, edge_segments=0, fact_segments=False, segment_logits=False,
-                           full_attention_segments=[full_attention_segment])
+    T, L = rmt.config.input_size, rmt.backbone.config.num_hidden_layers
+    H = rmt.backbone.config.num_attention_heads
+    full = n_segments * L * H * T * T * 2 <= FULL_ATTENTION_BUDGET_MIB * 2**20
+    return RecordingPolicy(attention_budget_mib=ATTENTION_BUDGET_MIB, segment_logits=True,
+                           full_attention_segments=list(range(n_segments)) if full else [])
 
 
-def _replay(folder: str, stamp: tuple, input_key: tuple, policy):
-    from rmt_core.replay import replay_in_memory
+REPLAY_CACHE_ENTRIES = 32  # replays kept on disk in the cache folder (the least recently used go first)
+_REPLAY_SOURCES = ("model.py", "replay.py", "trace.py", "tasks.py", "segmenting.py", "babi.py", "noise.py")
 
+
+@functools.lru_cache(maxsize=1)
+def _code_stamp() -> str:
+    """A digest of the rmt_core sources a replay's result depends on: a cached replay of older code is not used."""
+    import rmt_core
+
+    digest = hashlib.sha256()
+    for name in _REPLAY_SOURCES:
+        try:
+            digest.update((Path(rmt_core.__file__).parent / name).read_bytes())
+        except OSError:
+            digest.update(name.encode())
+    return digest.hexdigest()
+
+
+def replay_cache_dir() -> Path:
+    from rmt_core.trace_stats import cache_root
+
+    return cache_root() / "replays"
+
+
+def _cached_replay_path(folder: str, stamp: tuple, input_key: tuple) -> Path:
+    key = json.dumps([str(Path(folder).resolve()), stamp, list(input_key), _code_stamp(),
+                      FULL_ATTENTION_BUDGET_MIB, ATTENTION_BUDGET_MIB], default=str)
+    return replay_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _evict_replays(keep: Path) -> None:
+    """Delete the least recently used cached replays beyond REPLAY_CACHE_ENTRIES (only folders named as ours)."""
+    import re
+    import shutil
+
+    try:
+        entries = [p for p in replay_cache_dir().iterdir()
+                   if re.fullmatch(r"[0-9a-f]{32}", p.name) and p.is_dir() and p != keep]
+        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in entries[REPLAY_CACHE_ENTRIES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replay(folder: str, stamp: tuple, input_key: tuple):
+    """The input replayed by the checkpoint, written as a trace folder in the cache (so the next launch opens
+    it without loading the model), or kept in memory when the cache cannot be written."""
+    from rmt_core.replay import replay, replay_in_memory
+    from rmt_core.trace import Trace
+
+    out = _cached_replay_path(folder, stamp, input_key)
+    if (out / "manifest.json").is_file():
+        try:
+            os.utime(out)  # recently used
+            return Trace.open(out)
+        except (OSError, TraceError):
+            pass
     rmt = _model(folder, stamp)
     if input_key[0] == "text":
         from rmt_core.segmenting import segments_from_text
 
         _, text, question = input_key
-        segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
-        return replay_in_memory(rmt, segmented, policy, metadata={"kind": "text", "question": question})
-    from rmt_core.tasks import TaskBuilder
+        item = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
+        n, extra = len(item.segments), {"metadata": {"kind": "text", "question": question}}
+    else:
+        from rmt_core.tasks import TaskBuilder
 
-    _, task, n_segments, seed = input_key
-    sample = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n_segments, seed)
-    return replay_in_memory(rmt, sample, policy)
+        _, task, n, seed = input_key
+        item, extra = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n, seed), {}
+    policy = _policy(n, rmt)
+    try:
+        trace = replay(rmt, item, out=out, policy=policy, progress=False, checkpoint_dir=folder, **extra)
+    except TraceError:  # the cache cannot be written (or another server wrote it meanwhile)
+        if (out / "manifest.json").is_file():
+            return Trace.open(out)
+        return replay_in_memory(rmt, item, policy, checkpoint_dir=folder, **extra)
+    _evict_replays(out)
+    return trace
 
 
-@st.cache_data(show_spinner="Replaying the input segment by segment…", max_entries=8)
-def _trace(folder: str, stamp: tuple, input_key: tuple):
-    return _replay(folder, stamp, input_key, _policy())
+@st.cache_resource(show_spinner="Replaying the input segment by segment…", max_entries=8)
+def _replayed(folder: str, stamp: tuple, input_key: tuple):
+    return _replay(folder, stamp, input_key)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _opened(path: str, stamp: tuple):
+    from rmt_core.trace import Trace
+
+    return Trace.open(path)
+
+
+def trace_key(chosen: Selection) -> tuple:
+    """What identifies the trace of the selected input: ('trace', path, file stamp) for a trace folder,
+    ('replay', checkpoint folder, checkpoint stamp, input key) for an input replayed in memory."""
+    if chosen.kind == "trace":
+        from rmt_core.trace_stats import trace_stamp
+
+        path = Path(chosen.trace_path)
+        if not path.is_dir():
+            from rmt_core.trace import Trace
+
+            Trace.open(path)  # raises the one-line TraceError saying what is wrong
+        return ("trace", str(path.resolve()), trace_stamp(path))
+    folder = require_checkpoint(chosen)
+    return ("replay", folder, checkpoint_stamp(folder), chosen.input_key)
+
+
+def trace_for(key: tuple):
+    """The trace (a lazily read `Trace`, or an `InMemoryTrace`) of a trace_key; cached, shared, read-only."""
+    if key[0] == "trace":
+        return _opened(key[1], key[2])
+    return _replayed(key[1], key[2], key[3])
 
 
 def trace(chosen: Selection):
-    """The in-memory trace of the selected input on the selected checkpoint (cached)."""
-    folder = require_checkpoint(chosen)
-    return _trace(folder, checkpoint_stamp(folder), chosen.input_key)
+    """The trace of the selected input: the trace folder, opened lazily, or the input replayed in memory."""
+    return trace_for(trace_key(chosen))
 
 
-@st.cache_data(show_spinner="Recording the segment's full attention…", max_entries=4)
-def _full_attention(folder: str, stamp: tuple, input_key: tuple, segment: int):
+@st.cache_data(show_spinner="Reading the run's memory once (statistics of every segment)…", max_entries=8)
+def stats(key: tuple):
+    """Per-segment statistics of the whole run (`rmt_core.trace_stats`), in memory and in a sidecar file."""
+    from rmt_core.trace_stats import cached_trace_stats
+
+    return cached_trace_stats(trace_for(key))
+
+
+OVERVIEW_BINS = 400  # bins across the shown range (a chart is about 1,200 pixels wide)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def overview_rows(key: tuple, first: int, last: int, bins: int = OVERVIEW_BINS) -> list:
+    """[(name, Envelope or None)] of the overview for segments first..last."""
+    from rmt_core.trace_stats import envelope
+
+    found = stats(key)
+    stop = last + 1
+    rows = [
+        ("memory change ‖M_out − M_in‖", envelope(found.change, first, stop, bins)),
+        ("memory norm ‖M_out‖", envelope(found.norm[1:], first, stop, bins)),
+        (f"cosine to the {found.reference}", envelope(found.similarity[1:], first, stop, bins)),
+    ]
+    name = "answer" if found.answer_kind == "answer" else "final prediction"
+    probability = found.answer_probability
+    rows.append((f"p({name}) after each segment",
+                 None if probability is None else envelope(probability, first, stop, bins)))
+    return rows
+
+
+@st.cache_resource(show_spinner="Drawing the whole run…", max_entries=32)
+def overview_figure(key: tuple, first: int, last: int):
+    """The overview figure of segments first..last (shared; never modified after it is built)."""
+    from rmt_core import figures
+
+    found = stats(key)
+    return figures.overview_figure(overview_rows(key, first, last), found.fact_segments, found.question_segments,
+                                   span=(first, last))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def final_answer_figure(key: tuple):
+    from rmt_core import figures
+
+    recorded = trace_for(key)
+    return figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer,
+                                 title="Answer probabilities at the last segment")
+
+
+# ----- per-segment figures, cached (a segment change redraws from here; the next segments are prefetched) -----
+@st.cache_resource(show_spinner=False, max_entries=256)
+def tokens_figure(key: tuple, t: int):
+    from rmt_core import figures
+
+    recorded = trace_for(key)
+    return figures.token_strip_figure(recorded.tokens(t), recorded.roles(t), title=f"Segment {t}: tokens and roles")
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int | None):
+    """Read or write attention of segment t (None when the trace did not keep it)."""
+    from rmt_core import figures
+
+    recorded = trace_for(key)
+    if not recorded.has_attention(t):
+        return None
+    tokens, roles = recorded.tokens(t), recorded.roles(t)
+    if kind == "read":  # positions on the axis, tokens in the hover: far quicker for the browser to draw
+        return figures.read_attention_figure(recorded.read_attention(t), tokens, roles, layer, head, segment=t,
+                                             token_labels=False)
+    return figures.write_attention_figure(recorded.write_attention(t), tokens, roles, layer, head, segment=t,
+                                          token_labels=False)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def segment_answer_figure(key: tuple, t: int):
+    """The head's class probabilities after segment t (None without segment logits)."""
+    from rmt_core import figures
+
+    recorded = trace_for(key)
+    if recorded.segment_logits is None:
+        return None
+    logits = np.asarray(recorded.segment_logits[recorded.segment_index(t)], dtype=np.float32)
+    return figures.answer_figure(logits, recorded.labels, recorded.answer,
+                                 title=f"Answer probabilities after segment {t}")
+
+
+def full_attention_source(key: tuple, t: int) -> str | None:
+    """'trace' when segment t's full attention was recorded, 'model' when it can be computed from the
+    checkpoint (an input replayed here), None when neither."""
+    recorded = trace_for(key)
+    if recorded.has_full_attention(t):
+        return "trace"
+    return "model" if key[0] == "replay" else None
+
+
+@st.cache_data(show_spinner="Computing the segment's full attention…", max_entries=8)
+def _computed_attention(key: tuple, t: int):
     from rmt_core import bertviz_offline
 
-    return bertviz_offline.segment_attention(_model(folder, stamp), _trace(folder, stamp, input_key), segment)
+    return bertviz_offline.segment_attention(_model(key[1], key[2]), trace_for(key), t)
 
 
-def full_attention(chosen: Selection, segment: int):
-    """[L, H, T, T] attention of one segment of the selected input (one segment step from its memory, cached)."""
-    folder = require_checkpoint(chosen)
-    return _full_attention(folder, checkpoint_stamp(folder), chosen.input_key, int(segment))
+def full_attention(key: tuple, t: int):
+    """[L, H, T, T] attention of segment t: as recorded, else one segment step of the model (replays only)."""
+    source = full_attention_source(key, t)
+    if source == "trace":
+        return trace_for(key).full_attention(t)
+    if source == "model":
+        return _computed_attention(key, t)
+    raise TraceError(f"this trace did not record the full attention of segment {t}; replay with "
+                     f"--full-attention {t} to see it in bertviz")
 
 
 @st.cache_data(show_spinner="Building the bertviz view…", max_entries=32)
-def _bertviz_html(view: str, folder: str, stamp: tuple, input_key: tuple, segment: int, positions: tuple,
-                  layers: tuple, heads: tuple) -> str:
+def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple, heads: tuple) -> str:
+    """Offline bertviz 'head' or 'model' view of segment t, for the given positions, layers and heads."""
     from rmt_core import bertviz_offline
 
-    attention = _full_attention(folder, stamp, input_key, segment)
-    recorded = _trace(folder, stamp, input_key)
-    tokens, roles = recorded.tokens(segment), recorded.roles(segment)
+    attention = full_attention(key, t)
+    recorded = trace_for(key)
     build = bertviz_offline.head_view_html if view == "head" else bertviz_offline.model_view_html
-    return build(attention, tokens, roles, list(positions), list(layers), list(heads))
-
-
-def bertviz_html(view: str, chosen: Selection, segment: int, positions, layers, heads) -> str:
-    """Offline bertviz 'head' or 'model' view of one segment, for the given positions, layers and heads."""
-    folder = require_checkpoint(chosen)
-    return _bertviz_html(view, folder, checkpoint_stamp(folder), chosen.input_key, int(segment),
-                         tuple(int(p) for p in positions), tuple(layers), tuple(heads))
+    return build(attention, recorded.tokens(t), recorded.roles(t), list(positions), list(layers), list(heads))
 
 
 def default_view_positions(recorded, segment: int) -> list[int]:
@@ -235,17 +488,74 @@ def default_view_positions(recorded, segment: int) -> list[int]:
 
 
 def default_segment(recorded) -> int:
-    """The segment the Replay slider starts on: where the (first) fact landed, else 0."""
+    """The segment the Replay page starts on: where the (first) fact landed, else 0."""
     from rmt_core.export import fact_segments
 
     found = fact_segments(recorded)
     return found[0] if found else 0
 
 
+# ----- prefetch: what a person asks for next (the neighbouring segments), built in a background thread -------
+_PREFETCH = None
+
+
+def prefetch(key: tuple, segments, layer: int | None, head: int | None) -> None:
+    """Build the figures of `segments` in one background thread, so stepping to them redraws from the cache."""
+    global _PREFETCH
+    import concurrent.futures
+
+    if _PREFETCH is None:
+        _PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmt-app-prefetch")
+    n = trace_for(key).n_segments
+    wanted = [int(t) for t in dict.fromkeys(segments) if 0 <= int(t) < n]
+    _PREFETCH.submit(_prefetch, key, wanted, layer, head)
+
+
+def _prefetch(key: tuple, segments: list[int], layer, head) -> None:
+    import logging
+
+    try:
+        with _quiet_context_warnings():
+            for t in segments:
+                tokens_figure(key, t)
+                attention_figure(key, "read", t, layer, head)
+                attention_figure(key, "write", t, layer, head)
+                segment_answer_figure(key, t)
+    except Exception:  # a cache warm-up: the page reports the same problem when it asks
+        logging.getLogger("rmt_lens.app").debug("prefetch failed", exc_info=True)
+
+
+class _quiet_context_warnings:
+    """Silence Streamlit's 'missing ScriptRunContext' warning: expected for cache calls outside a page run."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+        return False
+
+
 def warm_up() -> bool:
-    """Fill the caches for the default checkpoint and its ready sample, as the first page will ask for them
-    (`rmt app` runs this in the server at launch, so the first page opens without waiting). False when there
-    is no default checkpoint (only the libraries are loaded then)."""
+    """Fill the caches for what the first page will ask for (`rmt app` runs this in the server at launch, so the
+    first page opens without waiting): the trace of `rmt app --trace` and its statistics, else the default
+    checkpoint and its ready sample. False when there is neither (only the libraries are loaded then)."""
+    path = os.environ.get(TRACE_ENV)
+    if path:
+        chosen = Selection(None, "trace", trace_path=path)
+        key = trace_key(chosen)
+        recorded = trace_for(key)
+        found = stats(key)
+        overview_figure(key, 0, recorded.n_segments - 1)
+        final_answer_figure(key)
+        t = default_segment(recorded)
+        _prefetch(key, [t], None, None)
+        import rmt_core.figures  # noqa: F401
+        return bool(found)
     folder = default_checkpoint()
     try:
         config = read_config(folder)
@@ -253,13 +563,16 @@ def warm_up() -> bool:
         import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
         return False
     folder = str(folder)
-    stamp = checkpoint_stamp(folder)
-    key = Selection(folder, "task", default_task(config), default_segments(config), SEED).input_key
-    recorded = _trace(folder, stamp, key)
+    chosen = Selection(folder, "task", default_task(config), default_segments(config), SEED)
+    key = trace_key(chosen)
+    recorded = trace_for(key)
+    overview_figure(key, 0, recorded.n_segments - 1)
+    final_answer_figure(key)
     L = recorded.manifest["model"]["num_layers"]
     H = recorded.manifest["model"]["num_heads"]
     t = default_segment(recorded)
+    _prefetch(key, [t], None, None)
     for view in ("head", "model"):
-        _bertviz_html(view, folder, stamp, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
-                      tuple(range(min(H, VIEW_HEADS))))
+        bertviz_html(view, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
+                     tuple(range(min(H, VIEW_HEADS))))
     return True

@@ -14,7 +14,9 @@ N segments, C classes.
     memory_projection_figure 2-D (PCA) paths of the slots across segments   states [N+1, m, d]
     memory_change_figure    how far each slot moved in each segment         states [N+1, m, d]
     slot_change_figure      how far each slot moved in one segment (the fact's) states [N+1, m, d]
-    probe_accuracy_figure, selectivity_figure, ablation_figure, patching_figure: rows of a probe results.json
+    overview_figure         the whole run: per-segment statistics in min/max bins  trace_stats.Envelope rows
+
+Figures of probe results are drawn by their one renderer, `probes.figures`.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def _role_colourscale() -> list:
     return scale
 
 
-def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, row: int | None = None, col=None):
-    """Label the x axis with tokens when there are few enough positions, else with position numbers."""
+def _token_axis(fig: go.Figure, tokens: Sequence[str], positions: np.ndarray, row: int | None = None, col=None,
+                labels: bool = True):
+    """Label the x axis with tokens when there are few enough positions (and labels is true), else with position
+    numbers (much quicker for a browser to draw: tokens stay in the hover)."""
     kwargs = {"row": row, "col": col} if row is not None else {}
-    if len(positions) <= MAX_TICK_LABELS:
+    if labels and len(positions) <= MAX_TICK_LABELS:
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(positions))),
                          ticktext=[str(tokens[p]) for p in positions], tickangle=-60, **kwargs)
     else:
@@ -131,7 +135,7 @@ def token_strip_figure(tokens: Sequence[str], roles: Sequence[int], title: str =
 
 
 def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: int, title: str,
-                      hover_token_is: str) -> go.Figure:
+                      hover_token_is: str, token_labels: bool = True) -> go.Figure:
     """z: [m, len(positions)] attention of memory slots (rows) against token positions (columns)."""
     hover = _hover_tokens(tokens, roles, positions)
     text = [[f"slot {k} · {h}" for h in hover] for k in range(m)]
@@ -148,7 +152,7 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
         zmax=len(ROLE_NAMES) - 0.5, showscale=False, xgap=1, name="roles",
     ), row=2, col=1)
     _role_legend(fig, codes)
-    _token_axis(fig, tokens, positions, row=2, col=1)
+    _token_axis(fig, tokens, positions, row=2, col=1, labels=token_labels)
     fig.update_yaxes(showticklabels=False, row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_layout(title=title, height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=90),
@@ -158,8 +162,9 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
 
 def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                           layer: int | None = None, head: int | None = None, segment: int | None = None,
-                          keep_pad: bool = False) -> go.Figure:
-    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens."""
+                          keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
+    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens
+    (token_labels False: positions on the axis, tokens in the hover)."""
     read = np.asarray(read_attention)
     L, H, T, m = read.shape
     _check_tokens(tokens, roles, T, "read attention")
@@ -168,13 +173,14 @@ def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], rol
     where = "" if segment is None else f"segment {segment} · "
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Read: tokens attending to memory ({where}{head_label(layer, head)})",
-                             "the token (query) reads this slot (key)")
+                             "the token (query) reads this slot (key)", token_labels)
 
 
 def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                            layer: int | None = None, head: int | None = None, segment: int | None = None,
-                           keep_pad: bool = False) -> go.Figure:
-    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens."""
+                           keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
+    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens
+    (token_labels False: positions on the axis, tokens in the hover)."""
     write = np.asarray(write_attention)
     L, H, m, T = write.shape
     _check_tokens(tokens, roles, T, "write attention")
@@ -183,7 +189,7 @@ def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], r
     where = "" if segment is None else f"segment {segment} · "
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Write: memory attending to tokens ({where}{head_label(layer, head)})",
-                             "the slot (query) writes from this token (key)")
+                             "the slot (query) writes from this token (key)", token_labels)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -241,15 +247,17 @@ def _mark_segments(fig: go.Figure, segments: Sequence[int] | None, label: str = 
                       annotation_position="top")
 
 
-def memory_norms_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None) -> go.Figure:
-    """L2 norm of every slot: x = 0 (initial memory) .. N (memory after the last segment); states [N+1, m, d]."""
+def memory_norms_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None, first: int = 0) -> go.Figure:
+    """L2 norm of every slot: x = 0 (initial memory) .. N (memory after the last segment); states [N+1, m, d]
+    (or a window of consecutive states whose first is state `first`)."""
     states = _states(states)
     norms = np.linalg.norm(states, axis=-1)  # (N+1, m)
+    x = list(range(first, first + norms.shape[0]))
     fig = go.Figure()
     for k in range(norms.shape[1]):
-        fig.add_trace(go.Scatter(x=list(range(norms.shape[0])), y=norms[:, k].tolist(), mode="lines+markers",
+        fig.add_trace(go.Scatter(x=x, y=norms[:, k].tolist(), mode="lines+markers" if len(x) <= 300 else "lines",
                                  name=f"mem {k}"))
-    _mark_segments(fig, [s + 1 for s in fact_segments or ()], "after fact")
+    _mark_segments(fig, [s + 1 for s in fact_segments or () if first <= s + 1 < first + len(x)], "after fact")
     _whole_numbers(fig, norms.shape[0])
     fig.update_layout(title="Memory norms (0 = initial memory, t = after segment t-1)", xaxis_title="memory state",
                       yaxis_title="L2 norm", height=360, margin=dict(l=60, r=20, t=60, b=40))
@@ -263,11 +271,13 @@ def cosine_matrix(states: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def memory_similarity_figure(states: np.ndarray) -> go.Figure:
-    """Cosine similarity between the memory states (all slots flattened) of every pair of segments."""
+def memory_similarity_figure(states: np.ndarray, first: int = 0) -> go.Figure:
+    """Cosine similarity between the memory states (all slots flattened) of every pair of segments (states
+    `first`, `first` + 1, ...)."""
     sim = cosine_matrix(states)
     n = sim.shape[0]
-    fig = go.Figure(go.Heatmap(z=sim.tolist(), x=list(range(n)), y=list(range(n)), colorscale="RdBu", zmid=0,
+    axis = list(range(first, first + n))
+    fig = go.Figure(go.Heatmap(z=sim.tolist(), x=axis, y=axis, colorscale="RdBu", zmid=0,
                                zmin=-1, zmax=1, hovertemplate="state %{y} vs %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="cosine")))
     _whole_numbers(fig, n)
@@ -291,8 +301,8 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, ratio
 
 
-def memory_projection_figure(states: np.ndarray) -> go.Figure:
-    """Each slot's path through a 2-D PCA of all slot vectors of all states [N+1, m, d]."""
+def memory_projection_figure(states: np.ndarray, first: int = 0) -> go.Figure:
+    """Each slot's path through a 2-D PCA of all slot vectors of all states [N+1, m, d] (states `first`, ...)."""
     states = _states(states)
     n, m, d = states.shape
     coords, ratio = pca_2d(states.reshape(n * m, d))
@@ -300,7 +310,7 @@ def memory_projection_figure(states: np.ndarray) -> go.Figure:
     fig = go.Figure()
     for k in range(m):
         fig.add_trace(go.Scatter(x=coords[:, k, 0].tolist(), y=coords[:, k, 1].tolist(), mode="lines+markers",
-                                 name=f"mem {k}", text=[f"mem {k} · state {t}" for t in range(n)],
+                                 name=f"mem {k}", text=[f"mem {k} · state {first + t}" for t in range(n)],
                                  hovertemplate="%{text}<extra></extra>",
                                  marker=dict(size=[10] + [6] * (n - 1), symbol=["diamond"] + ["circle"] * (n - 1))))
     fig.update_layout(title=f"Memory slots in 2-D (PCA, {100 * ratio.sum():.0f}% of variance; diamond = initial)",
@@ -316,23 +326,26 @@ def memory_change(states: np.ndarray) -> np.ndarray:
     return np.linalg.norm(after - before, axis=-1) / np.maximum(np.linalg.norm(before, axis=-1), 1e-12)
 
 
-def memory_change_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None) -> go.Figure:
-    """Heatmap of how far each slot moved in each segment (segments x slots), fact segments marked."""
+def memory_change_figure(states: np.ndarray, fact_segments: Sequence[int] | None = None, first: int = 0) -> go.Figure:
+    """Heatmap of how far each slot moved in each segment (segments x slots), fact segments marked; with
+    `first`, the states are a window starting at state `first` (its segments are first, first + 1, ...)."""
     change = memory_change(states)  # (N, m)
     N, m = change.shape
-    fig = go.Figure(go.Heatmap(z=change.T.tolist(), x=list(range(N)), y=[f"mem {k}" for k in range(m)],
+    fig = go.Figure(go.Heatmap(z=change.T.tolist(), x=list(range(first, first + N)), y=[f"mem {k}" for k in range(m)],
                                colorscale="Magma", colorbar=dict(title="|Δ|/|M|"),
                                hovertemplate="segment %{x} · %{y}: %{z:.3f}<extra></extra>"))
-    _mark_segments(fig, fact_segments)
+    _mark_segments(fig, [s for s in fact_segments or () if first <= s < first + N])
     _whole_numbers(fig, N)
     fig.update_layout(title="Which slots moved: relative change of each slot in each segment", xaxis_title="segment",
                       yaxis=dict(autorange="reversed"), height=260 + 18 * m, margin=dict(l=60, r=20, t=60, b=40))
     return fig
 
 
-def slot_change_figure(states: np.ndarray, segment: int, label: str = "the fact's segment") -> go.Figure:
-    """Bars: how far each slot moved in `segment`, beside its mean move over the other segments; states [N+1, m, d]."""
-    change = memory_change(states)  # (N, m)
+def slot_change_figure(states: np.ndarray | None, segment: int, label: str = "the fact's segment",
+                       change: np.ndarray | None = None) -> go.Figure:
+    """Bars: how far each slot moved in `segment`, beside its mean move over the other segments; states [N+1, m, d]
+    (or, instead of states, the relative change [N, m] itself, e.g. `trace_stats(...).slot_change`)."""
+    change = memory_change(states) if change is None else np.asarray(change, dtype=np.float64)  # (N, m)
     N, m = change.shape
     if not 0 <= segment < N:
         raise ValueError(f"segment {segment} is out of range 0..{N - 1}")
@@ -346,4 +359,79 @@ def slot_change_figure(states: np.ndarray, segment: int, label: str = "the fact'
     fig.update_layout(title=f"Which slots moved in segment {segment} ({label})", barmode="group",
                       yaxis_title="|Δ|/|M|", height=340, margin=dict(l=60, r=20, t=60, b=40),
                       legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+    return fig
+
+
+# ----- the whole run: per-segment statistics in bins (rmt_core.trace_stats) -----------------------------------
+OVERVIEW_COLOURS = ("#9467bd", "#1f77b4", "#2ca02c", "#ff7f0e", "#8c564b", "#17becf")
+
+
+def _translucent(colour: str, alpha: float) -> str:
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), question_segments: Sequence[int] = (),
+                    current: int | None = None, span: tuple[int, int] | None = None,
+                    title: str = "The whole run") -> go.Figure:
+    """Stacked rows sharing the segment axis, one per statistic: rows are (name, envelope) pairs, an envelope
+    (`trace_stats.Envelope`: bins with first, last, low, high, mean, low_at, high_at) or None for a statistic
+    the trace lacks. Binned rows draw the band from each bin's min to its max (so a one-segment spike stays
+    visible) and the bin mean; single-segment bins draw the values. Fact segments (red), question segments
+    (blue) and the `current` segment (dotted) are marked across all rows; `span` is the (first, last) segment
+    shown. Drag a box (dragmode 'select', horizontal) to pick a range."""
+    n_rows = max(1, len(rows))
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035,
+                        subplot_titles=[name for name, _ in rows])
+    widest = 1
+    for i, (name, env) in enumerate(rows, start=1):
+        colour = OVERVIEW_COLOURS[(i - 1) % len(OVERVIEW_COLOURS)]
+        if env is None or not len(env.first):
+            fig.add_annotation(text="not recorded in this trace", x=0.5, y=0.5, xref=f"x{i} domain" if i > 1
+                               else "x domain", yref=f"y{i} domain" if i > 1 else "y domain", showarrow=False,
+                               font=dict(color="#777777"))
+            continue
+        first, last = np.asarray(env.first), np.asarray(env.last)
+        widest = max(widest, int((last - first).max()) + 1)
+        if env.binned:  # numpy arrays: plotly sends them as compact typed arrays
+            centre = ((first + last) / 2).astype(np.float32)
+            high, low = np.asarray(env.high, np.float32), np.asarray(env.low, np.float32)
+            data = np.stack([first, last, env.high_at, env.low_at, low], axis=1).astype(np.float32)  # exact ints
+            fig.add_trace(go.Scatter(x=centre, y=high, mode="lines", name=f"{name} max",
+                                     line=dict(color=colour, width=1), customdata=data, showlegend=False,
+                                     hovertemplate=f"{name}<br>segments %{{customdata[0]:.0f}}–%{{customdata[1]:.0f}}"
+                                                   "<br>max %{y:.4g} (segment %{customdata[2]:.0f})<br>"
+                                                   "min %{customdata[4]:.4g} (segment %{customdata[3]:.0f})"
+                                                   "<extra></extra>"),
+                          row=i, col=1)
+            fig.add_trace(go.Scatter(x=centre, y=low, mode="lines", name=f"{name} min", hoverinfo="skip",
+                                     line=dict(color=colour, width=1), fill="tonexty",
+                                     fillcolor=_translucent(colour, 0.35), showlegend=False), row=i, col=1)
+            fig.add_trace(go.Scatter(x=centre, y=np.asarray(env.mean, np.float32), mode="lines", hoverinfo="skip",
+                                     name=f"{name} mean", line=dict(color=colour, width=1.5), showlegend=False),
+                          row=i, col=1)
+        else:
+            fig.add_trace(go.Scatter(x=first.astype(np.int32), y=np.asarray(env.mean, np.float32), name=name,
+                                     mode="lines+markers" if len(first) <= 400 else "lines",
+                                     line=dict(color=colour, width=1.5), marker=dict(size=5), showlegend=False,
+                                     hovertemplate=f"{name}<br>segment %{{x}}: %{{y:.4g}}<extra></extra>"),
+                          row=i, col=1)
+    lo, hi = span if span is not None else (0, None)
+    marks = [(s, ROLE_COLOURS[ROLE_FACT], "dash", "fact", "right") for s in fact_segments] + \
+            [(s, ROLE_COLOURS[ROLE_QUESTION], "dash", "question", "right") for s in question_segments]
+    if current is not None:  # last, so a caller can move it (shapes[-1], annotations[-1])
+        marks.append((current, "#222222", "dot", f"segment {current}", "left"))
+    for i, (at, colour, dash, label, side) in enumerate(marks):
+        if (at < lo or (hi is not None and at > hi)) and not (current is not None and i == len(marks) - 1):
+            continue  # (the current segment's marker is always there, off the shown range if need be)
+        fig.add_shape(type="line", x0=at, x1=at, xref="x", y0=0, y1=1, yref="paper",
+                      line=dict(color=colour, dash=dash, width=1.5))
+        fig.add_annotation(x=at, xref="x", y=1.0, yref="paper", yanchor="bottom", xanchor=side, text=label,
+                           showarrow=False, font=dict(size=10, color=colour))
+    if span is not None:
+        fig.update_xaxes(range=[span[0] - 0.5, span[1] + 0.5])
+    fig.update_xaxes(title_text="segment", row=n_rows, col=1)
+    note = f" (bins of up to {widest} segments: band = min to max, line = mean)" if widest > 1 else ""
+    fig.update_layout(title=f"{title}{note}", height=120 + 150 * n_rows, margin=dict(l=60, r=20, t=80, b=40),
+                      dragmode="select", selectdirection="h", hovermode="closest")
     return fig

@@ -233,6 +233,20 @@ class TraceView:
     def _whole(self, name: str):  # a whole array (memory-mapped on disk); None when not recorded
         raise NotImplementedError
 
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:  # rows start..stop-1, a fresh array
+        raise NotImplementedError
+
+    def row_chunks(self, name: str, chunk_rows: int = 1024):
+        """Yield (first row, rows [k, ...]) of the array `name` in blocks of at most `chunk_rows` rows, read one
+        block at a time (a streaming pass over e.g. memory.npy holds one block in memory, whatever N is)."""
+        spec = self.manifest["arrays"].get(name)
+        if spec is None:
+            raise TraceError(f"this trace did not record {name}; replay with a policy that keeps it")
+        total = int(spec["shape"][0])
+        for start in range(0, total, max(1, int(chunk_rows))):
+            stop = min(start + max(1, int(chunk_rows)), total)
+            yield start, self._rows(name, start, stop)
+
     def _vocab(self) -> dict[int, str]:
         raise NotImplementedError
 
@@ -297,6 +311,13 @@ class TraceView:
     def memory_states(self) -> np.ndarray:
         """[N+1, m, d]: the memory before segment 0, then after each segment (memory-mapped on disk)."""
         return self._whole("memory")
+
+    def memory_rows(self, start: int, stop: int) -> np.ndarray:
+        """[stop - start, m, d]: memory states start..stop-1 (0 = before segment 0), read without the others."""
+        total = self.n_segments + 1
+        if not 0 <= start <= stop <= total:
+            raise TraceError(f"memory states {start}..{stop - 1} are out of range: this trace has states 0..{total - 1}")
+        return self._rows("memory", int(start), int(stop))
 
     def memory_in(self, t: int) -> np.ndarray:
         """[m, d] memory that segment t read."""
@@ -474,6 +495,20 @@ class Trace(TraceView):
             raise self._damaged(file, error) from None
         return data.view(dtype).reshape(shape[1:])
 
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        file = self._file(name)
+        try:
+            if name not in self._headers:
+                self._headers[name] = _read_npy_header(file)
+            offset, shape, dtype = self._headers[name]
+            if not 0 <= start <= stop <= shape[0]:
+                raise ValueError(f"rows {start}..{stop - 1} of an array of {shape[0]} rows")
+            row_bytes = math.prod(shape[1:]) * dtype.itemsize
+            data = read_block(file, offset + start * row_bytes, (stop - start) * row_bytes)
+        except (OSError, ValueError, EOFError) as error:
+            raise self._damaged(file, error) from None
+        return data.view(dtype).reshape((stop - start, *shape[1:]))
+
     def _whole(self, name: str):
         if name not in self._maps:
             if self.manifest["arrays"].get(name) is None:
@@ -512,6 +547,9 @@ class InMemoryTrace(TraceView):
 
     def _row(self, name: str, row: int) -> np.ndarray:
         return np.array(self.arrays[name][row])
+
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return np.array(self.arrays[name][start:stop])
 
     def _whole(self, name: str):
         return self.arrays.get(name)

@@ -18,6 +18,18 @@ import torch
 SHARED_DATA = Path(os.environ.get("RMT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_folder(tmp_path_factory):
+    """RMT Lens's cache folder (replays and statistics the dashboard keeps) in a temp folder, not ~/.cache."""
+    before = os.environ.get("RMT_CACHE_DIR")
+    os.environ["RMT_CACHE_DIR"] = str(tmp_path_factory.mktemp("rmt-cache"))
+    yield Path(os.environ["RMT_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("RMT_CACHE_DIR", None)
+    else:
+        os.environ["RMT_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from transformers import AutoTokenizer

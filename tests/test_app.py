@@ -46,6 +46,13 @@ def chart_titled(at, start: str) -> dict:
     return found[0]
 
 
+def token_strip(at) -> str:
+    """The HTML of the Replay page's token strip (it names its segment in data-rmt-segment)."""
+    found = [h.proto.body for h in at.get("html") if "data-rmt-segment" in h.proto.body]
+    assert len(found) == 1, f"{len(found)} token strips"
+    return found[0]
+
+
 def assert_clean(at) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -56,33 +63,42 @@ def test_opens_on_the_default_checkpoint_with_a_ready_sample(app, checkpoint):
     assert_clean(at)
     assert at.sidebar.selectbox(key="checkpoint_choice").value == str(checkpoint)
     titles = [c["layout"]["title"]["text"] for c in charts(at)]
-    assert any(t.startswith("Segment ") for t in titles)
+    fact = int(next(m.value for m in at.markdown if "Fact in segment" in m.value).split("**")[1])
+    assert f"Segment {fact}: tokens and roles" in token_strip(at)  # the page opens on the fact's segment
+    assert any(t.startswith("The whole run") for t in titles)
     assert any(t.startswith("Read: tokens attending to memory") for t in titles)
     assert any(t.startswith("Write: memory attending to tokens") for t in titles)
     assert any(t.startswith("Answer probabilities") for t in titles)
     assert any("Fact in segment" in m.value for m in at.markdown)
     views = at.get("iframe")
-    assert len(views) == 2  # bertviz head and model views
+    assert len(views) == 1  # one bertviz view at a time: the head view, then the model view
     html = views[0].proto.srcdoc
-    assert "[mem 0]" in html and "cdnjs" not in html
-    download_labels = {b.proto.label for b in at.get("download_button")}
-    assert {"PNG", "SVG", "PDF", "HTML", "CSV"} <= download_labels
+    assert "bertviz head view" in html and "[mem 0]" in html and "cdnjs" not in html
+    at.radio(key="bv_view").set_value("Model view").run()
+    assert_clean(at)
+    assert "bertviz model view" in at.get("iframe")[0].proto.srcdoc
+    assert {b.proto.label for b in at.get("download_button")} >= {"PNG", "SVG", "PDF", "HTML"}
+    at.toggle(key="tokens_table_shown").set_value(True).run()  # the token table, on request
+    assert_clean(at)
+    assert at.dataframe and "CSV" in {b.proto.label for b in at.get("download_button")}
 
 
 def test_replay_slider_changes_the_segment_shown(app):
     at = app.run()
-    slider = at.slider[0]
-    assert slider.label == "Segment" and slider.max == 2  # detect, 3 segments (the checkpoint's trained length)
+    slider = next(s for s in at.slider if s.label == "Segment")
+    assert slider.max == 2  # detect, 3 segments (the checkpoint's trained length)
     start = slider.value
     other = 0 if start != 0 else 1
-    before_strip = chart_titled(at, f"Segment {start}")
+    before_strip = token_strip(at)
     before_read = chart_titled(at, "Read:")
+    assert f'data-rmt-segment="{start}"' in before_strip
     slider.set_value(other).run()
     assert_clean(at)
-    after_strip = chart_titled(at, f"Segment {other}")
+    after_strip = token_strip(at)
     after_read = chart_titled(at, "Read:")
+    assert f'data-rmt-segment="{other}"' in after_strip
     assert f"segment {other}" in after_read["layout"]["title"]["text"]
-    assert after_strip["data"][0]["text"] != before_strip["data"][0]["text"]  # other tokens
+    assert after_strip.split("line-height")[-1] != before_strip.split("line-height")[-1]  # other tokens
     assert after_read["data"][0]["z"] != before_read["data"][0]["z"]  # other attention
 
 
@@ -166,7 +182,8 @@ def test_pasted_text_replays_on_every_page(app):
     at = app.run()
     at.sidebar.radio(key="input_kind").set_value("Paste text").run()
     assert_clean(at)
-    assert chart_titled(at, "Segment ")  # the example text and question, no fact marked
+    assert "tokens and roles" in token_strip(at)  # the example text and question, no fact marked
+    assert chart_titled(at, "The whole run")
     at.switch_page("sections/memory.py").run()
     assert_clean(at)
     assert any("chosen segment" in c["layout"]["title"]["text"] for c in charts(at))
@@ -196,3 +213,162 @@ def test_rmt_app_serves_localhost_unless_told(tmp_path, capsys):
     assert wide[wide.index("--server.address") + 1] == "0.0.0.0" and "9000" in wide
     assert main(["app", "--checkpoint", str(tmp_path / "none")]) == 1
     assert "not a checkpoint folder" in capsys.readouterr().err
+    assert main(["app", "--trace", str(tmp_path / "none")]) == 1  # refused before the server starts
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    assert main(["app", "--trace", str(tmp_path / "half")]) == 1
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+# ----- trace folders (`rmt app --trace`, the sidebar's Trace folder) and the Record page ----------------------
+LONG = 1000
+
+
+@pytest.fixture(scope="module")
+def long_trace(checkpoint, tmp_path_factory):
+    """1,000 segments of detect replayed by the tiny checkpoint; attention for the edges and the fact segment,
+    full attention for the fact segment only."""
+    import torch
+
+    from rmt_core.checkpoint import load_checkpoint
+    from rmt_core.replay import RecordingPolicy, replay
+    from rmt_core.tasks import TaskBuilder
+
+    model = load_checkpoint(checkpoint, device="cpu")
+    sample = TaskBuilder("detect", model.tokenizer, model.config.segment_size).sample(LONG, seed=11)
+    fact = sample.facts[0].segment
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trace = replay(model, sample, out=tmp_path_factory.mktemp("long") / "trace", progress=False,
+                       policy=RecordingPolicy(attention_budget_mib=0, full_attention_segments=[fact]))
+    finally:
+        torch.set_num_threads(threads)
+    return trace.path, fact
+
+
+@pytest.fixture
+def trace_app(long_trace, checkpoint, monkeypatch):
+    monkeypatch.setenv("RMT_CHECKPOINT", str(checkpoint))
+    monkeypatch.setenv("RMT_TRACE", str(long_trace[0]))  # what `rmt app --trace` sets
+    return AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+
+
+def click(at, label: str):
+    found = [b for b in at.button if b.label == label]
+    assert found, f"no button {label!r}: {[b.label for b in at.button]}"
+    return found[0].click().run()
+
+
+def test_a_trace_folder_opens_on_its_overview_and_fact_segment(trace_app, long_trace):
+    path, fact = long_trace
+    at = trace_app.run()
+    assert_clean(at)
+    assert at.sidebar.radio(key="input_kind").value == "Trace folder"
+    overview = chart_titled(at, "The whole run")
+    assert "bins of up to 3 segments" in overview["layout"]["title"]["text"]
+    assert [s["x0"] for s in overview["layout"]["shapes"]] == [fact, LONG - 1]  # fact and question marked
+    assert f'data-rmt-segment="{fact}"' in token_strip(at)
+    assert f"segment {fact}" in chart_titled(at, "Read:")["layout"]["title"]["text"]
+    assert "bertviz head view" in at.get("iframe")[0].proto.srcdoc  # the recorded full attention
+    # a segment without attention or full attention says so, and offers the nearest ones
+    other = fact + 1 if fact + 1 < LONG - 2 else fact - 1
+    at.number_input(key=next(n.key for n in at.number_input if n.label == "Go to segment")).set_value(other).run()
+    assert_clean(at)
+    assert f'data-rmt-segment="{other}"' in token_strip(at)
+    assert any("were not kept" in i.value for i in at.info)
+    assert any("did not record the full attention" in i.value for i in at.info)
+    assert not at.get("iframe")
+    assert chart_titled(at, f"Answer probabilities after segment {other}")
+    at = click(at, f"question segment {LONG - 1}")
+    assert_clean(at)
+    assert f'data-rmt-segment="{LONG - 1}"' in token_strip(at)
+
+
+def test_the_overview_zooms_to_single_segments(trace_app):
+    at = trace_app.run()
+    slider = next(s for s in at.slider if s.label == "Segments shown")
+    slider.set_value((100, 160)).run()
+    assert_clean(at)
+    overview = chart_titled(at, "The whole run")
+    assert overview["layout"]["xaxis"]["range"] == [99.5, 160.5]
+    assert "bins" not in overview["layout"]["title"]["text"]  # one point a segment
+    at = click(at, "Whole run")
+    assert chart_titled(at, "The whole run")["layout"]["xaxis"]["range"] == [-0.5, LONG - 0.5]
+
+
+def test_memory_page_of_a_long_trace_shows_a_window(trace_app, long_trace):
+    at = trace_app.run()
+    at.switch_page("sections/memory.py").run()
+    assert_clean(at)
+    assert any("states" in c.value and "of 1,001" in c.value for c in at.caption)
+    norms = chart_titled(at, "Memory norms")
+    assert len(norms["data"][0]["x"]) == 256  # a window of states, not the whole run
+    assert chart_titled(at, "Which slots moved in segment")
+
+
+def test_bad_trace_folders_are_one_line_errors(app, tmp_path):
+    at = app.run()
+    at.sidebar.radio(key="input_kind").set_value("Trace folder").run()
+    assert not at.exception
+    assert any("Name a trace folder" in i.value for i in at.info)
+    at.sidebar.text_input(key="trace_folder").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception and any("does not exist" in e.value for e in at.error)
+    (tmp_path / "x.partial-123").mkdir()
+    at.sidebar.text_input(key="trace_folder").set_value(str(tmp_path / "x.partial-123")).run()
+    assert not at.exception and any("unfinished replay" in e.value for e in at.error)
+
+
+def wait_for_jobs(at, seconds: float = 120):
+    """Rerun the app until no background replay of the session runs any more."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while any(job.state() == "running" for job in at.session_state["replay_jobs"]):
+        assert time.monotonic() < deadline, "the background replay did not finish"
+        time.sleep(0.5)
+    return at.run()
+
+
+def test_record_page_replays_in_the_background_then_opens_the_trace(app, tmp_path):
+    at = app.run()
+    at.switch_page("sections/record.py").run()
+    assert_clean(at)
+    at.number_input(key="record_segments").set_value(30)
+    out = tmp_path / "recorded"
+    at.text_input(key="record_out").set_value(str(out))
+    at = click(at, "Record in the background")
+    assert_clean(at)
+    assert len(at.session_state["replay_jobs"]) == 1
+    at = wait_for_jobs(at)
+    job = at.session_state["replay_jobs"][0] if at.session_state["replay_jobs"] else None
+    assert job is None or job.state() == "done", job.error()
+    at = at.run()  # the finished job opens its trace on the next run
+    assert not at.exception
+    assert (out / "manifest.json").is_file() and not list(tmp_path.glob("recorded.partial-*"))
+    assert at.sidebar.radio(key="input_kind").value == "Trace folder"
+    assert at.sidebar.text_input(key="trace_folder").value == str(out)
+    at.switch_page("sections/replay.py").run()
+    assert_clean(at)
+    assert any("30 segments" in m.value for m in at.markdown)
+
+
+def test_a_cancelled_background_replay_leaves_nothing(app, tmp_path):
+    import time
+
+    at = app.run()
+    at.switch_page("sections/record.py").run()
+    at.number_input(key="record_segments").set_value(200_000)
+    out = tmp_path / "cancelled"
+    at.text_input(key="record_out").set_value(str(out))
+    at = click(at, "Record in the background")
+    job = at.session_state["replay_jobs"][0]
+    deadline = time.monotonic() + 120
+    while not job.partial.exists():  # let it start writing, so there is something to clean up
+        assert time.monotonic() < deadline and job.state() == "running", job.error()
+        time.sleep(0.2)
+    at = click(at, "Cancel")
+    assert not at.exception
+    assert job.state() == "cancelled"
+    assert not out.exists() and not list(tmp_path.iterdir())
+    assert any("cancelled" in i.value for i in at.sidebar.info)

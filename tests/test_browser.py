@@ -1,6 +1,8 @@
 """End to end in a real headless Chromium (Debian's chromium + chromium-driver, driven by Selenium) against
 `rmt app` on a free localhost port: the Replay page draws its plotly charts, the segment slider redraws them,
-the bertviz view renders with every non-local host blocked, and a screenshot is saved.
+the bertviz view renders with every non-local host blocked, and a screenshot is saved; and `rmt app --trace`
+opens a trace of 10,000 segments (recorded here with a tiny random model), draws the whole run's overview,
+jumps to the fact segment and shows its attention.
 
 Skips, saying why, only when no Chromium/ChromeDriver or no Selenium is installed (.ci/run installs them).
 RMT_SCREENSHOT_DIR=docs/screenshots also saves a small screenshot of every page there (for the README).
@@ -8,6 +10,7 @@ RMT_SCREENSHOT_DIR=docs/screenshots also saves a small screenshot of every page 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -60,14 +63,22 @@ def checkpoint(tmp_path_factory, tokenizer):
     return save_checkpoint(model, tmp_path_factory.mktemp("browser") / "tiny", tokenizer=tokenizer)
 
 
+@contextlib.contextmanager
+def serve(log: Path, env: dict, *arguments: str):
+    """`rmt app ARGUMENTS --port P` in its own process group; yields (url, when it was started, log file)."""
+    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with serve_app([sys.executable, "-m", "rmt_cli.main", "app", *arguments], log, env) as url:
+        yield url, started, log
+
+
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    """`rmt app --port P` in its own process group; yields (url, seconds the launch took, log file)."""
-    log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "RMT_CHECKPOINT": str(checkpoint), "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
-    with serve_app([sys.executable, "-m", "rmt_cli.main", "app"], log, env) as url:
-        yield url, started, log
+    """`rmt app` on the (tiny) checkpoint; yields (url, when it was started, log file)."""
+    folder = tmp_path_factory.mktemp("server")
+    with serve(folder / "streamlit.log", {"RMT_CHECKPOINT": str(checkpoint), "RMT_CACHE_DIR": str(folder / "cache")}) \
+            as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +213,86 @@ def test_page_screenshots(server, browser):
             browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading[0])
             time.sleep(1.5)
             save("replay_bertviz")
+
+
+# ----- a trace of 10,000 segments, opened with `rmt app --trace` ----------------------------------------------
+LONG_SEGMENTS = 10_000
+
+
+@pytest.fixture(scope="module")
+def long_trace(tmp_path_factory, tokenizer):
+    """A detect sample of 10,000 segments of 16 tokens replayed by a tiny random model into a trace folder;
+    attention kept only for the first and last two segments and the fact's, full attention for the fact's."""
+    import torch
+
+    from rmt_core.replay import RecordingPolicy, replay
+    from rmt_core.tasks import TaskBuilder
+
+    model = make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=4, hidden=16, layers=2, heads=2, task="detect")
+    sample = TaskBuilder("detect", tokenizer, 16).sample(LONG_SEGMENTS, seed=3)
+    fact = sample.facts[0].segment
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and shares the machine best
+    try:
+        trace = replay(model, sample, out=tmp_path_factory.mktemp("long") / "trace", progress=False,
+                       policy=RecordingPolicy(attention_budget_mib=0, full_attention_segments=[fact]))
+    finally:
+        torch.set_num_threads(threads)
+    assert trace.attention_segments == sorted({0, 1, fact, LONG_SEGMENTS - 2, LONG_SEGMENTS - 1})
+    return trace.path, fact
+
+
+def plotly_charts(driver) -> list[dict]:
+    """Title, data and shapes of every drawn plotly chart (plotly keeps them on the chart's div)."""
+    return driver.execute_script("""
+        return Array.from(document.querySelectorAll('.js-plotly-plot')).filter(d => d.layout).map(d => ({
+            title: ((d.layout.title && d.layout.title.text) || '').replace(/<[^>]*>/g, ''), traces: d.data.length,
+            shapes: (d.layout.shapes || []).map(s => s.x0), notes: (d.layout.annotations || []).map(a => a.text)}));
+    """)
+
+
+def error_texts(driver) -> list[str]:
+    """Text of every error box and exception on the page, and any traceback text."""
+    found = texts(driver, '[data-testid="stAlertContentError"], [data-testid="stException"]')
+    body = driver.find_element(By.TAG_NAME, "body").text
+    return found + (["Traceback in the page text"] if "Traceback (most recent call last)" in body else [])
+
+
+@pytest.mark.slow
+def test_a_trace_of_ten_thousand_segments(long_trace, browser, tmp_path):
+    path, fact = long_trace
+    with serve(tmp_path / "streamlit.log", {"RMT_CACHE_DIR": str(tmp_path / "cache")}, "--trace", str(path)) \
+            as (url, _, log):
+        browser.get(url)
+
+        def overview(driver):
+            return next((c for c in plotly_charts(driver) if c["title"].startswith("The whole run")), None)
+
+        drawn = wait_for(browser, overview, 120, "the whole-run overview")
+        assert "bins of up to" in drawn["title"]  # 10,000 segments drawn as min/max envelopes
+        assert drawn["traces"] >= 4 * 3 - 2  # four statistics, each a max line, a min band and a mean (one may lack)
+        assert fact in drawn["shapes"] and LONG_SEGMENTS - 1 in drawn["shapes"]  # the fact and question marked
+        assert "fact" in drawn["notes"] and "question" in drawn["notes"]
+        assert not error_texts(browser), error_texts(browser)
+
+        def click(label: str) -> None:
+            button = wait_for(browser, lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "button")
+                                                  if b.text == label], 30, f"the button {label!r}")[0]
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
+
+        last = LONG_SEGMENTS - 1
+        click(f"question segment {last}")  # away from the fact segment the page opens on
+        wait_for(browser, lambda d: any(t.startswith(f"Segment {last}:") for t in chart_titles(d)), 60,
+                 f"question segment {last}")
+        click(f"fact segment {fact}")
+        wait_for(browser, lambda d: any(t.startswith(f"Segment {fact}:") for t in chart_titles(d))
+                 and any(t.startswith("Read:") and f"segment {fact}" in t for t in chart_titles(d))
+                 and any(t.startswith("Write:") and f"segment {fact}" in t for t in chart_titles(d)), 60,
+                 f"the attention of fact segment {fact}")
+        assert f"segment {fact}" in overview(browser)["notes"]  # the overview marks the chosen segment
+        frames = wait_for(browser, lambda d: [f for f in d.find_elements(By.TAG_NAME, "iframe")
+                                              if "bertviz head view" in (f.get_attribute("srcdoc") or "")], 60,
+                          "the bertviz head view of the fact segment (its recorded full attention)")
+        assert frames
+        assert not error_texts(browser), error_texts(browser)
+        assert "Traceback" not in log.read_text(errors="replace")

@@ -1,7 +1,9 @@
 """`rmt app`: serve the Streamlit dashboard (app/main.py), on localhost unless --host says otherwise.
 
-It runs `streamlit run` in this process and, meanwhile, loads the default checkpoint and replays its ready
-sample into the dashboard's caches, so the first page a browser opens draws without waiting for them.
+It runs `streamlit run` in this process and, meanwhile, fills the dashboard's caches with what the first page
+asks for (the default checkpoint and its ready sample, or with --trace the trace's statistics), so the first
+page a browser opens draws without waiting for them. `--trace DIR` opens a trace folder written by
+`rmt replay`, of any length.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def streamlit_arguments(host: str = "127.0.0.1", port: int = 8501, browser: bool
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint folder to open (default: the shipped default, "
                         "checkpoints/memorize, or $RMT_CHECKPOINT)")
+    parser.add_argument("--trace", help="a trace folder written by rmt replay to open (any length; the sidebar "
+                        "can open others)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                         "only; 0.0.0.0 serves every network interface)")
     parser.add_argument("--port", type=whole(1, 65535), default=8501, help="port (default 8501)")
@@ -91,8 +95,8 @@ def _warm_up() -> None:
         from app import state
 
         if state.warm_up():
-            print(f"rmt app: default checkpoint and sample ready ({time.perf_counter() - started:.1f} s)",
-                  file=sys.stderr, flush=True)
+            what = "trace" if os.environ.get(state.TRACE_ENV) else "default checkpoint and sample"
+            print(f"rmt app: {what} ready ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
         else:
             print("rmt app: no default checkpoint yet (checkpoints/memorize or $RMT_CHECKPOINT); the dashboard "
                   "asks for a checkpoint folder", file=sys.stderr, flush=True)
@@ -108,6 +112,11 @@ def run(args) -> int:
         if not (folder / "config.json").is_file():
             raise CheckpointError(f"{folder} is not a checkpoint folder (no config.json); pass --checkpoint with one")
         os.environ["RMT_CHECKPOINT"] = str(folder.resolve())
+    if args.trace:
+        from rmt_core.trace import Trace
+
+        Trace.open(args.trace)  # a missing, partial or damaged trace fails here, in one line
+        os.environ["RMT_TRACE"] = str(Path(args.trace).resolve())
     check_address(args.host, args.port)
     arguments = streamlit_arguments(args.host, args.port, args.browser)
     print(f"rmt app: serving on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr, flush=True)
