@@ -293,18 +293,16 @@ def _replay(folder: str, stamp: tuple, input_key: tuple):
             return Trace.open(out)
         except (OSError, TraceError):
             pass
+    from rmt_core.inputs import make_input
+
     rmt = _model(folder, stamp)
     if input_key[0] == "text":
-        from rmt_core.segmenting import segments_from_text
-
         _, text, question = input_key
-        item = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
-        n, extra = len(item.segments), {"metadata": {"kind": "text", "question": question}}
+        item = make_input(rmt, text=text, question=question)
     else:
-        from rmt_core.tasks import TaskBuilder
-
-        _, task, n, seed = input_key
-        item, extra = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n, seed), {}
+        _, task, n_segments, seed = input_key
+        item = make_input(rmt, task=task, n_segments=n_segments, seed=seed)
+    n, extra = item.n_segments, {}
     policy = _policy(n, rmt)
     try:
         trace = replay(rmt, item, out=out, policy=policy, progress=False, checkpoint_dir=folder, **extra)
