@@ -319,7 +319,7 @@ def test_bad_trace_folders_are_one_line_errors(app, tmp_path):
     assert not at.exception and any("unfinished replay" in e.value for e in at.error)
 
 
-def wait_for_jobs(at, seconds: float = 120):
+def wait_for_jobs(at, seconds: float = 400):
     """Rerun the app until no background replay of the session runs any more."""
     import time
 
