@@ -29,17 +29,16 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 LONG, SHORT = 31_936, 64
 
 # Whether the segment views show segment k: the token strip (an element with data-rmt-segment) and every chart
@@ -84,35 +83,18 @@ PORT = free_port()  # every launch serves on the same port, as `rmt app` does (8
 @contextlib.contextmanager
 def app(*arguments: str, cache: Path | None = None):
     """A fresh `rmt app` server; yields (url, process, started) with started = time.perf_counter() at launch."""
-    port = PORT
+    from rmt_cli.commands.app import served
+    from rmt_core.errors import RMTError
+
     folder = Path(tempfile.mkdtemp(prefix="rmt-bench-app-"))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RMT_CACHE_DIR": str(cache or folder / "cache")}
-    log = open(folder / "server.log", "wb")
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port), *arguments],
-                               env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"rmt app did not start: {(folder / 'server.log').read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
-        yield url, process, started
+        with served(arguments, env={"RMT_CACHE_DIR": str(cache or folder / "cache")}, log=folder / "server.log",
+                    port=PORT, cwd=REPO) as (url, process):
+            yield url, process, started
+    except RMTError as error:
+        raise SystemExit(str(error)) from None
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -206,7 +188,6 @@ def peak_rss_mib(pid: int) -> tuple[float, float]:
 
 
 def trace_facts(path: Path) -> tuple[int, list[int], int]:
-    sys.path.insert(0, str(REPO))
     from rmt_core.trace import Trace
 
     trace = Trace.open(path)

@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,34 +72,16 @@ def checkpoint(tmp_path_factory, tokenizer):
 
 @contextlib.contextmanager
 def serve(log: Path, env: dict, *arguments: str):
-    """`rmt app --port P ARGUMENTS` in its own process group; yields (url, when it was started, log file)."""
-    port = free_port()
-    env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    """`rmt app --port P ARGUMENTS` on a free port; yields (url, when it was started, log file)."""
+    from rmt_cli.commands.app import served
+    from rmt_core.errors import RMTError
+
     started = time.perf_counter()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port), *arguments],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rmt app did not serve {url}: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
-        yield url, started, log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with served(arguments, env=env, log=log, port=free_port(), seconds=90) as (url, _):
+            yield url, started, log
+    except RMTError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
