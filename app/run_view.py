@@ -107,7 +107,8 @@ def overview(key: tuple, recorded) -> None:
     found = state.stats(key)
     lo, hi = shown_range(key, n)
     tg = tag(key)
-    show_figure(state.overview_figure(key, lo, hi), "whole run", key=f"overview_{tg}_fig",
+    log_change = bool(st.session_state.get("overview_log"))
+    show_figure(state.overview_figure(key, lo, hi, log_change), "whole run", key=f"overview_{tg}_fig",
                 on_select=lambda: _on_overview(key, n), selection_mode=("points", "box"), widget_key=f"overview_{tg}")
     notes = [f"the cosine compares each segment's memory with the {found.reference}"]
     if found.answer_probability is None:
@@ -117,7 +118,7 @@ def overview(key: tuple, recorded) -> None:
         notes.append("free text: the answer curve is the probability of the final prediction")
     st.caption("Click the chart to go to a segment (a bin's highest point); drag across it to zoom in. "
                + "; ".join(notes) + ".")
-    columns = st.columns([6, 1, 1])
+    columns = st.columns([6, 1, 1, 1])
     st.session_state.setdefault(f"rangeslider_{tg}", (lo, hi))
     columns[0].slider("Segments shown", 0, n - 1, key=f"rangeslider_{tg}", on_change=_on_range, args=(key, n))
     columns[1].button("Whole run", key=f"whole_{tg}", on_click=set_range, args=(key, n, 0, n - 1),
@@ -125,6 +126,7 @@ def overview(key: tuple, recorded) -> None:
     t = current_segment(key, recorded)
     columns[2].button(f"±{AROUND} around {t}", key=f"around_{tg}", on_click=set_range,
                       args=(key, n, t - AROUND, t + AROUND), help="zoom to the segments around the chosen one")
+    columns[3].toggle("log scale", key="overview_log", help="the memory change on a log scale")
 
 
 # ----- choosing a segment -----------------------------------------------------------------------------------------

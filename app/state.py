@@ -385,13 +385,14 @@ def overview_rows(key: tuple, first: int, last: int, bins: int = OVERVIEW_BINS) 
 
 
 @st.cache_resource(show_spinner="Drawing the whole run…", max_entries=32)
-def overview_figure(key: tuple, first: int, last: int):
-    """The overview figure of segments first..last (shared; never modified after it is built)."""
+def overview_figure(key: tuple, first: int, last: int, log_change: bool = False):
+    """The overview figure of segments first..last (shared; never modified after it is built); log_change draws
+    the memory change on a log scale (the fact segment's change can dwarf every other)."""
     from rmt_core import figures
 
     found = stats(key)
     return figures.overview_figure(overview_rows(key, first, last), found.fact_segments, found.question_segments,
-                                   span=(first, last))
+                                   span=(first, last), log_rows=(0,) if log_change else ())
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -373,13 +373,14 @@ def _translucent(colour: str, alpha: float) -> str:
 
 def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), question_segments: Sequence[int] = (),
                     current: int | None = None, span: tuple[int, int] | None = None,
-                    title: str = "The whole run") -> go.Figure:
+                    title: str = "The whole run", log_rows: Sequence[int] = ()) -> go.Figure:
     """Stacked rows sharing the segment axis, one per statistic: rows are (name, envelope) pairs, an envelope
     (`trace_stats.Envelope`: bins with first, last, low, high, mean, low_at, high_at) or None for a statistic
     the trace lacks. Binned rows draw the band from each bin's min to its max (so a one-segment spike stays
     visible) and the bin mean; single-segment bins draw the values. Fact segments (red), question segments
     (blue) and the `current` segment (dotted) are marked across all rows; `span` is the (first, last) segment
-    shown. Drag a box (dragmode 'select', horizontal) to pick a range."""
+    shown; log_rows: indexes of rows drawn on a log scale. Drag a box (dragmode 'select', horizontal) to pick
+    a range."""
     n_rows = max(1, len(rows))
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035,
                         subplot_titles=[name for name, _ in rows])
@@ -430,6 +431,8 @@ def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), qu
                            showarrow=False, font=dict(size=10, color=colour))
     if span is not None:
         fig.update_xaxes(range=[span[0] - 0.5, span[1] + 0.5])
+    for i in log_rows:
+        fig.update_yaxes(type="log", row=i + 1, col=1)
     fig.update_xaxes(title_text="segment", row=n_rows, col=1)
     note = f" (bins of up to {widest} segments: band = min to max, line = mean)" if widest > 1 else ""
     fig.update_layout(title=f"{title}{note}", height=120 + 150 * n_rows, margin=dict(l=60, r=20, t=80, b=40),

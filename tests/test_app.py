@@ -295,6 +295,9 @@ def test_the_overview_zooms_to_single_segments(trace_app):
     assert "bins" not in overview["layout"]["title"]["text"]  # one point a segment
     at = click(at, "Whole run")
     assert chart_titled(at, "The whole run")["layout"]["xaxis"]["range"] == [-0.5, LONG - 0.5]
+    at.toggle(key="overview_log").set_value(True).run()
+    assert_clean(at)
+    assert chart_titled(at, "The whole run")["layout"]["yaxis"]["type"] == "log"  # the memory change row
 
 
 def test_memory_page_of_a_long_trace_shows_a_window(trace_app, long_trace):

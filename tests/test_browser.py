@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 CHROMEDRIVER = shutil.which("chromedriver")
-PAGES = ("replay", "memory", "probes", "length", "efficiency")
+PAGES = ("replay", "memory", "probes", "length", "efficiency", "record")
 
 
 def _skip_reason() -> str | None:
@@ -115,6 +115,13 @@ def chart_titles(driver) -> list[str]:
     return texts(driver, ".js-plotly-plot svg.main-svg .gtitle")
 
 
+def shown_segment(driver) -> int | None:
+    """The segment the Replay page's token strip shows (its data-rmt-segment attribute)."""
+    found = driver.execute_script(
+        "const e = document.querySelector('[data-rmt-segment]'); return e ? +e.dataset.rmtSegment : null;")
+    return None if found is None else int(found)
+
+
 def wait_for(driver, condition, seconds: float, what: str):
     try:
         return WebDriverWait(driver, seconds, poll_frequency=0.1,
@@ -129,7 +136,9 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     wait_for(browser, lambda d: any(t.startswith("Read:") for t in chart_titles(d)), 120, "the Replay charts")
     first_chart = time.perf_counter() - launched
     titles = chart_titles(browser)
-    assert any(t.startswith("Segment 0") for t in titles), titles
+    assert shown_segment(browser) == 0  # the token strip (HTML) of the fact's segment
+    assert "Segment 0: tokens and roles" in texts(browser, "[data-rmt-segment]")[0]
+    assert any(t.startswith("The whole run") for t in titles), titles
     assert any(t.startswith("Write:") for t in titles), titles
     assert len(texts(browser, ".js-plotly-plot svg.main-svg")) >= 4
 
@@ -138,7 +147,7 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", thumb)
     moved = time.perf_counter()
     ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
-    wait_for(browser, lambda d: any(t.startswith("Segment 1") for t in chart_titles(d))
+    wait_for(browser, lambda d: shown_segment(d) == 1
              and any("segment 1" in t for t in chart_titles(d) if t.startswith("Read:")), 60, "segment 1")
     segment_change = time.perf_counter() - moved
 
@@ -160,9 +169,10 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     finally:
         browser.switch_to.default_content()
 
-    # the export buttons under the first chart: each file is what its button says
-    for button in [b for b in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDownloadButton"] button')
-                   if b.text in ("PNG", "SVG", "PDF", "HTML")][:4]:
+    # the export buttons of the token strip (the figure is built when a button is clicked): each file is what
+    # its button says
+    for fmt in ("png", "svg", "pdf", "html"):
+        button = browser.find_element(By.CSS_SELECTOR, f".st-key-dl_tokens_{fmt} button")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
     def finished(_):
         names = sorted(p.name for p in downloads.iterdir())
@@ -182,25 +192,31 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     print(f"\nrmt app -> first chart: {first_chart:.1f} s; segment change -> redrawn: {segment_change:.1f} s")
 
 
+def save_screenshot(browser, name: str) -> None:
+    """A small PNG of the browser's view in $RMT_SCREENSHOT_DIR (for the README)."""
+    from PIL import Image
+
+    folder = Path(os.environ["RMT_SCREENSHOT_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    browser.save_screenshot(str(path))
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((900, 900))
+        image.save(path, optimize=True)
+
+
 @pytest.mark.skipif(not os.environ.get("RMT_SCREENSHOT_DIR"), reason="set RMT_SCREENSHOT_DIR to save page screenshots")
 def test_page_screenshots(server, browser):
     """Small PNG of every page for the README (docs/screenshots/)."""
-    from PIL import Image
-
     url, _, _ = server
-    folder = Path(os.environ["RMT_SCREENSHOT_DIR"])
-    folder.mkdir(parents=True, exist_ok=True)
+
     def save(name: str) -> None:
-        path = folder / f"{name}.png"
-        browser.save_screenshot(str(path))
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((900, 900))
-            image.save(path, optimize=True)
+        save_screenshot(browser, name)
 
     for page in PAGES:
         browser.get(url if page == "replay" else f"{url}/{page}")
-        if page != "probes":
+        if page not in ("probes", "record"):
             wait_for(browser, lambda d: chart_titles(d), 180, f"a chart on {page}")
         time.sleep(1.0)
         wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'), 180,
@@ -296,3 +312,22 @@ def test_a_trace_of_ten_thousand_segments(long_trace, browser, tmp_path):
         assert frames
         assert not error_texts(browser), error_texts(browser)
         assert "Traceback" not in log.read_text(errors="replace")
+
+
+@pytest.mark.skipif(not (os.environ.get("RMT_SCREENSHOT_DIR") and os.environ.get("RMT_SCREENSHOT_TRACE")),
+                    reason="set RMT_SCREENSHOT_DIR and RMT_SCREENSHOT_TRACE (a long trace folder) for its screenshots")
+def test_trace_screenshots(browser, tmp_path):
+    """The whole-run overview of a long trace and its fact segment's views, for the README."""
+    path = Path(os.environ["RMT_SCREENSHOT_TRACE"])
+    with serve(tmp_path / "streamlit.log", {"RMT_CACHE_DIR": str(tmp_path / "cache")}, "--trace", str(path)) as running:
+        browser.get(running[0])
+        wait_for(browser, lambda d: any(t.startswith("The whole run") for t in chart_titles(d)), 180, "the overview")
+        wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]'), 180,
+                 "the page to finish running")
+        time.sleep(2.0)
+        for name, heading in (("trace_overview", "The whole run"), ("trace_segment", "One segment")):
+            found = wait_for(browser, lambda d: d.find_elements(By.XPATH, f"//h3[contains(., '{heading}')]"), 60,
+                             f"the heading {heading!r}")
+            browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", found[0])
+            time.sleep(1.5)
+            save_screenshot(browser, name)

@@ -9,6 +9,7 @@ page a browser opens draws without waiting for them. `--trace DIR` opens a trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -104,6 +105,47 @@ def _warm_up() -> None:
         print(f"rmt app: warm-up skipped ({error})", file=sys.stderr, flush=True)
     finally:
         quiet.setLevel(level)
+
+
+@contextlib.contextmanager
+def served(arguments=(), env: dict | None = None, log: str | Path | None = None, port: int = 8501,
+           seconds: float = 120, cwd: str | Path | None = None):
+    """Run `rmt app --port PORT ARGUMENTS` in a child process (its own process group) until its health check
+    answers; yield (url, process); stop it on the way out. For tests and benchmarks that drive the dashboard.
+    RMTError, with the end of its output, when it does not serve within `seconds`."""
+    import subprocess
+    import urllib.request
+
+    output = open(log, "wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port), *arguments],
+                               env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, cwd=cwd, stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                    if reply.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                said = Path(log).read_text(errors="replace")[-2000:] if log else ""
+                raise RMTError(f"rmt app did not serve {url} within {seconds:.0f} s: {said}")
+            time.sleep(0.05)
+        yield url, process
+    finally:
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if log:
+            output.close()
 
 
 def run(args) -> int:
