@@ -3,7 +3,11 @@
     rmt eval --checkpoint checkpoints/memorize --segments 1,2,4,8,16,32,64,128,256,512,1024,2048,4096 \
              --samples 100 --json checkpoints/memorize/eval.json
 
-Memory stays flat however many segments: only the memory is kept between segment steps.
+Memory stays flat however many segments: only the memory is kept between segment steps. Launched by torchrun
+or accelerate, the processes share the samples and rank 0 prints and writes the results, the same as one
+process would:
+
+    torchrun --nproc-per-node 4 -m rmt_cli eval --checkpoint checkpoints/memorize --segments 4096 --samples 100
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON (checkpoint/eval.json for shipping)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--threads", type=whole(1, 4096), default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--dtype", choices=("bfloat16",), default=None,
+                        help="run the backbone under bfloat16 autocast (faster on CPUs with bf16 units and on GPUs; "
+                             "can change a few predictions; default: the weights' float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,10 +62,23 @@ def run(args) -> int:
     segment_size = read_config(folder)["rmt"]["segment_size"]
     for n in args.segments:  # before the model loads: a length that cannot be built fails at once
         check_sample_size(n, segment_size)
-    model = load_checkpoint(folder, device=device)
-    result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,
-                      babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file,
-                      split=args.split, progress=not args.no_progress)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from rmt_core.train import Processes
+
+    procs = Processes(device)  # torchrun / accelerate: rank and world size from the environment
+    try:
+        model = load_checkpoint(folder, device=procs.device)
+        result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size,
+                          seed=args.seed, babi_file=args.babi_file, babi_dir=args.babi_dir,
+                          noise_file=args.noise_file, split=args.split, progress=not args.no_progress,
+                          rank=procs.rank, world=procs.world, autocast=args.dtype)
+    finally:
+        procs.close()
+    if not procs.main:
+        return 0
     result["command"] = portable_command(getattr(args, "_argv", sys.argv[1:]))
     print(f"{result['checkpoint']['name'] if result['checkpoint'] else folder}: task {result['task']}, "
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
