@@ -19,6 +19,7 @@ import sys
 from rmt_cli.commands import SEED, check_output_file, parse_device, whole, whole_list
 from rmt_core.errors import TaskError
 
+GATHER_TIMEOUT_HOURS = 48  # how long a finished rank waits for the others
 HELP = "accuracy of a checkpoint against the number of segments (writes the results format with --json)"
 
 
@@ -68,6 +69,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     from rmt_core.train import Processes
 
+    _join_processes(device)
     procs = Processes(device)  # torchrun / accelerate: rank and world size from the environment
     try:
         model = load_checkpoint(folder, device=procs.device)
@@ -92,3 +94,17 @@ def run(args) -> int:
             write_json_atomic(args.json, result)
             print(f"wrote {args.json}")
     return 0
+
+
+def _join_processes(device) -> None:
+    """Under torchrun / accelerate, join the process group with a long timeout: a rank whose share ends first
+    waits for the others at the one gather, which at thousands of segments can be longer than torch's 30 minutes."""
+    import os
+    from datetime import timedelta
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        torch.distributed.init_process_group("nccl" if cuda else "gloo",
+                                             timeout=timedelta(hours=GATHER_TIMEOUT_HOURS))
