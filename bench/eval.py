@@ -11,9 +11,9 @@ For two models, the shipped default checkpoint and a backbone of all-MiniLM-L6-v
     says how far from the limit the whole step is (attention, layer norms, GELU and the Python are the rest).
 
 --compare adds variants beside the default (float32, torch's threads, --batch-size), each a ratio from the
-same run: 1 thread, twice the batch, and bfloat16 autocast, each with the predictions (argmax) it changes on the
-same samples and its largest logit change (0: bit-identical). Variants take turns, once a round, --repeats
-rounds, the best pass of each kept. The machine may be shared: the load average is printed before and after.
+same run: 1 thread, twice the batch, bfloat16 autocast, and 1 thread with bfloat16, each with the predictions
+(argmax) it changes on the same samples and its largest logit change (0: bit-identical). Variants take turns,
+once a round, --repeats rounds, the best pass of each kept. The machine may be shared: the load average is printed before and after.
 
     python bench/eval.py                        # both models, 8 segments, 64 samples
     python bench/eval.py --compare --json out.json
@@ -108,7 +108,8 @@ def bench_model(name: str, model, args) -> dict:
     if args.compare:
         variants += [("1 thread", dict(batch=args.batch_size, threads=1, autocast=None)),
                      (f"batch {2 * args.batch_size}", dict(batch=2 * args.batch_size, threads=threads, autocast=None)),
-                     ("bfloat16 autocast", dict(batch=args.batch_size, threads=threads, autocast="bfloat16"))]
+                     ("bfloat16 autocast", dict(batch=args.batch_size, threads=threads, autocast="bfloat16")),
+                     ("1 thread, bfloat16", dict(batch=args.batch_size, threads=1, autocast="bfloat16"))]
     best = {label: float("inf") for label, _ in variants}
     matmul = {label: 0.0 for label, _ in variants}
     logits = {}
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="samples a batch (default 64, rmt eval's)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes, the best kept (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--compare", action="store_true", help="also 1 thread, twice the batch, bf16 autocast")
+    parser.add_argument("--compare", action="store_true", help="also 1 thread, twice the batch, bf16 autocast, both")
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
     if args.threads:
