@@ -13,7 +13,8 @@ For two models, the shipped default checkpoint and a backbone of all-MiniLM-L6-v
 --compare adds variants beside the default (float32, torch's threads, --batch-size), each a ratio from the
 same run: 1 thread, twice the batch, bfloat16 autocast, and 1 thread with bfloat16, each with the predictions
 (argmax) it changes on the same samples and its largest logit change (0: bit-identical). Variants take turns,
-once a round, --repeats rounds, the best pass of each kept. The machine may be shared: the load average is printed before and after.
+once a round, --repeats rounds, the best pass of each kept. The machine may be shared: the load average is
+printed before and after.
 
     python bench/eval.py                        # both models, 8 segments, 64 samples
     python bench/eval.py --compare --json out.json
