@@ -16,7 +16,10 @@ Results format (SPEC section 7), plus extra keys:
                   "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
      "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
-     "seconds", "peak_memory_bytes"}
+     "seconds", "peak_memory_bytes", and only when used: "autocast" ("bfloat16"), "processes" (the world size)}
+
+Several processes (torchrun, accelerate) each run every world-th batch and gather the counts and wrong seeds
+at the end; per-length "seconds" and "peak_memory_bytes" are then the largest of any process.
 """
 
 from __future__ import annotations
