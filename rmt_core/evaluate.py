@@ -16,11 +16,15 @@ Results format (SPEC section 7), plus extra keys:
                   "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
      "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
-     "seconds", "peak_memory_bytes"}
+     "seconds", "peak_memory_bytes", and only when used: "autocast" ("bfloat16"), "processes" (the world size)}
+
+Several processes (torchrun, accelerate) each run every world-th batch and gather the counts and wrong seeds
+at the end; per-length "seconds" and "peak_memory_bytes" are then the largest of any process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -42,6 +46,7 @@ FORMAT_VERSION = 1
 EVAL_SEED_OFFSET = 10**9
 MAX_BATCH_TOKENS = 2**25  # token ids held at once: 128 MiB as int32 (64 samples x 1,024 segments x 499 tokens)
 MAX_WRONG_SEEDS = 20
+AUTOCAST_DTYPES = (None, "bfloat16")  # evaluate(autocast=): opt-in lower precision
 MAX_SAMPLES = 1_000_000  # samples per length: a million 1-segment samples already take hours on a CPU
 
 
@@ -83,12 +88,20 @@ def predict_batch(model, input_ids: np.ndarray, n_segments: int, segment_size: i
 
 def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,
              seed: int = 0, babi_file=None, babi_dir=None, noise_file=None, split: str = "test",
-             progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS) -> dict:
+             progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS, rank: int = 0, world: int = 1,
+             autocast: str | None = None) -> dict:
     """Accuracy of `model` on `samples` fresh samples of `task` at each number of segments in `segments`.
 
     task: None uses the model's own task (config.task). Samples come from `TaskBuilder` with the model's
     tokenizer and segment size; `seed` picks a reproducible set (see `eval_sample_seed`). Returns the results
     dict described in the module docstring.
+
+    rank, world: this process's share of several (torchrun / accelerate; torch.distributed initialised). The
+    batches of `batch_plan` are dealt out in turn (batch b to rank b % world), each built from the same
+    sample indexes as in one process, and the counts and wrong seeds are gathered at the end: every rank
+    returns the results one process would give (give a smaller batch size when there are fewer batches than
+    processes). autocast: "bfloat16" runs the backbone under torch.autocast in bfloat16 (opt in: it can
+    change predictions); None keeps the weights' own dtype.
     """
     from rmt_core.checkpoint import portable_path
     from rmt_core.tasks import TaskBuilder, check_sample_size
@@ -102,6 +115,10 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
                         "give --samples 100")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TaskError(f"batch size must be a whole number >= 1, got {batch_size!r}; give --batch-size 64")
+    _check_share(rank, world)
+    if autocast not in AUTOCAST_DTYPES:
+        raise TaskError(f"autocast must be one of {', '.join(map(str, AUTOCAST_DTYPES))}, got {autocast!r}; "
+                        "give --dtype bfloat16 or leave it out")
     segment_size = model.config.segment_size
     for n in lengths:  # every length is checked before the first is evaluated
         check_sample_size(n, segment_size)
@@ -111,43 +128,54 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     model.eval()
     device = model.device
     started = time.perf_counter()
-    bar = _progress_bar(progress, total=sum(n * samples for n in lengths), task=task)
-    rows = []
+    plans = {n: batch_plan(samples, n, segment_size, batch_size, max_batch_tokens) for n in lengths}
+    mine = {n: [b for b in range(len(plan)) if b % world == rank] for n, plan in plans.items()}
+    bar = _progress_bar(progress and rank == 0, total=sum(n * sum(plans[n][b] for b in mine[n]) for n in lengths),
+                        task=task)
+    shares = []  # per length: (correct, [(index, seed) wrong], seconds, peak) of this rank's batches
     try:
-        for n in lengths:
-            length_started = time.perf_counter()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            correct, wrong = 0, []
-            done = 0
-            for size in batch_plan(samples, n, segment_size, batch_size, max_batch_tokens):
-                ids = np.empty((size, n * segment_size), dtype=np.int32)  # (B, N * S)
-                labels = np.empty(size, dtype=np.int64)
-                seeds = [eval_sample_seed(seed, n, done + j) for j in range(size)]
-                for j, sample_seed in enumerate(seeds):
-                    sample = builder.sample(n, sample_seed)
-                    ids[j] = sample.input_ids
-                    labels[j] = sample.answer
-                    del sample  # its Python lists are 8x the int32 row
-                predictions = predict_batch(model, ids, n, segment_size).argmax(dim=-1).cpu().numpy()
-                hits = predictions == labels
-                correct += int(hits.sum())
-                wrong.extend(s for s, hit in zip(seeds, hits) if not hit)
-                done += size
-                if bar is not None:
-                    bar.update(n * size)
-                    bar.set_postfix_str(f"{n} seg: {correct}/{done}")
-            low, high = wilson_interval(correct, samples)
-            rows.append({"segments": n, "tokens": n * segment_size, "accuracy": correct / samples,
-                         "samples": samples, "correct": correct, "ci_low": low, "ci_high": high,
-                         "seconds": round(time.perf_counter() - length_started, 3),
-                         "wrong_seeds": wrong[:MAX_WRONG_SEEDS],
-                         "peak_memory_bytes": _cuda_peak(device)})
+        with _autocast(device, autocast):
+            for n in lengths:
+                length_started = time.perf_counter()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                correct, wrong = 0, []
+                done = 0
+                starts = np.cumsum([0] + plans[n])
+                for b in mine[n]:
+                    size, first = plans[n][b], int(starts[b])
+                    ids = np.empty((size, n * segment_size), dtype=np.int32)  # (B, N * S)
+                    labels = np.empty(size, dtype=np.int64)
+                    seeds = [eval_sample_seed(seed, n, first + j) for j in range(size)]
+                    for j, sample_seed in enumerate(seeds):
+                        sample = builder.sample(n, sample_seed)
+                        ids[j] = sample.input_ids
+                        labels[j] = sample.answer
+                        del sample  # its Python lists are 8x the int32 row
+                    predictions = predict_batch(model, ids, n, segment_size).argmax(dim=-1).cpu().numpy()
+                    hits = predictions == labels
+                    correct += int(hits.sum())
+                    wrong.extend((first + j, s) for j, (s, hit) in enumerate(zip(seeds, hits)) if not hit)
+                    done += size
+                    if bar is not None:
+                        bar.update(n * size)
+                        bar.set_postfix_str(f"{n} seg: {correct}/{done}")
+                shares.append((correct, wrong, time.perf_counter() - length_started, _cuda_peak(device)))
     finally:
         if bar is not None:
             bar.close()
         if was_training:
             model.train()
+    if world > 1:
+        shares = _gather_shares(shares, world)
+    rows = []
+    for n, (correct, wrong, seconds, peak) in zip(lengths, shares):
+        low, high = wilson_interval(correct, samples)
+        rows.append({"segments": n, "tokens": n * segment_size, "accuracy": correct / samples,
+                     "samples": samples, "correct": correct, "ci_low": low, "ci_high": high,
+                     "seconds": round(seconds, 3),
+                     "wrong_seeds": [s for _, s in sorted(wrong)][:MAX_WRONG_SEEDS],
+                     "peak_memory_bytes": peak})
     peaks = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     return {
         "results": rows,
@@ -167,10 +195,39 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "batch_size": batch_size,
         "device": str(device),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        **({"autocast": autocast} if autocast else {}),
+        **({"processes": world} if world > 1 else {}),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 3),
         "peak_memory_bytes": max(peaks) if peaks else None,
     }
+
+
+def _check_share(rank, world) -> None:
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (rank, world)) or not 0 <= rank < world:
+        raise TaskError(f"rank {rank!r} of world {world!r} is not a process of the run; launch with torchrun")
+    if world > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise TaskError(f"evaluating as rank {rank} of {world} processes needs torch.distributed initialised; "
+                        "launch with torchrun or accelerate launch")
+
+
+def _gather_shares(shares: list, world: int) -> list:
+    """Every rank's per-length (correct, wrong, seconds, peak), summed over ranks (seconds, peak: the largest)."""
+    everyone = [None] * world
+    torch.distributed.all_gather_object(everyone, shares)
+    merged = []
+    for per_length in zip(*everyone):
+        peaks = [p for *_, p in per_length if p is not None]
+        merged.append((sum(c for c, *_ in per_length), [w for _, wrong, *_ in per_length for w in wrong],
+                       max(s for _, _, s, _ in per_length), max(peaks) if peaks else None))
+    return merged
+
+
+def _autocast(device: torch.device, dtype: str | None):
+    """torch.autocast in `dtype` on the model's device, or nothing (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
 def _cuda_peak(device: torch.device) -> int | None:

@@ -3,7 +3,11 @@
     rmt eval --checkpoint checkpoints/memorize --segments 1,2,4,8,16,32,64,128,256,512,1024,2048,4096 \
              --samples 100 --json checkpoints/memorize/eval.json
 
-Memory stays flat however many segments: only the memory is kept between segment steps.
+Memory stays flat however many segments: only the memory is kept between segment steps. Launched by torchrun
+or accelerate, the processes share the samples and rank 0 prints and writes the results, the same as one
+process would:
+
+    torchrun --nproc-per-node 4 -m rmt_cli eval --checkpoint checkpoints/memorize --segments 4096 --samples 100
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from rmt_cli.commands import SEED, check_output_file, parse_device, whole, whole_list
 from rmt_core.errors import TaskError
 
+GATHER_TIMEOUT_HOURS = 48  # how long a finished rank waits for the others
 HELP = "accuracy of a checkpoint against the number of segments (writes the results format with --json)"
 
 
@@ -37,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON (checkpoint/eval.json for shipping)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    parser.add_argument("--threads", type=whole(1, 4096), default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--dtype", choices=("bfloat16",), default=None,
+                        help="run the backbone under bfloat16 autocast (faster on CPUs with bf16 units and on GPUs; "
+                             "can change a few predictions; default: the weights' float32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,10 +63,24 @@ def run(args) -> int:
     segment_size = read_config(folder)["rmt"]["segment_size"]
     for n in args.segments:  # before the model loads: a length that cannot be built fails at once
         check_sample_size(n, segment_size)
-    model = load_checkpoint(folder, device=device)
-    result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size, seed=args.seed,
-                      babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file,
-                      split=args.split, progress=not args.no_progress)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from rmt_core.train import Processes
+
+    _join_processes(device)
+    procs = Processes(device)  # torchrun / accelerate: rank and world size from the environment
+    try:
+        model = load_checkpoint(folder, device=procs.device)
+        result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size,
+                          seed=args.seed, babi_file=args.babi_file, babi_dir=args.babi_dir,
+                          noise_file=args.noise_file, split=args.split, progress=not args.no_progress,
+                          rank=procs.rank, world=procs.world, autocast=args.dtype)
+    finally:
+        procs.close()
+    if not procs.main:
+        return 0
     result["command"] = portable_command(getattr(args, "_argv", sys.argv[1:]))
     print(f"{result['checkpoint']['name'] if result['checkpoint'] else folder}: task {result['task']}, "
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
@@ -71,3 +94,17 @@ def run(args) -> int:
             write_json_atomic(args.json, result)
             print(f"wrote {args.json}")
     return 0
+
+
+def _join_processes(device) -> None:
+    """Under torchrun / accelerate, join the process group with a long timeout: a rank whose share ends first
+    waits for the others at the one gather, which at thousands of segments can be longer than torch's 30 minutes."""
+    import os
+    from datetime import timedelta
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+        torch.distributed.init_process_group("nccl" if cuda else "gloo",
+                                             timeout=timedelta(hours=GATHER_TIMEOUT_HOURS))
