@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from rmt_core.checkpoint import default_checkpoint, read_config, shipped_checkpoints
+from rmt_core.checkpoint import default_checkpoint, read_config, resolve_checkpoint, shipped_checkpoints
 from rmt_core.errors import CheckpointError, RMTError
 from rmt_core.tasks import TASKS
 
@@ -88,12 +88,14 @@ def sidebar() -> Selection:
     choice = bar.selectbox("Checkpoint", labels, index=index, key="checkpoint_choice")
     if choice == OTHER_FOLDER:
         folder = bar.text_input("Checkpoint folder", key="checkpoint_folder",
-                                placeholder="/path/to/a/checkpoint (the folder holding config.json)").strip()
+                                placeholder="/path/to/a/checkpoint (the folder holding config.json), or a Hub "
+                                "id owner/name").strip()
     else:
         folder = folders[choice]
     problem, config = None, None
     if folder:
         try:
+            folder = str(resolve_checkpoint(folder))  # a Hub id: its folder in the Hugging Face cache
             config = read_config(folder)
         except CheckpointError as error:
             problem = str(error)
@@ -173,10 +175,11 @@ def _replay(folder: str, stamp: tuple, input_key: tuple, policy):
 
     rmt = _model(folder, stamp)
     if input_key[0] == "text":
-        from rmt_core.segmenting import segments_from_text
+        from rmt_core.segmenting import segmenting_of, segments_from_text
 
         _, text, question = input_key
-        segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
+        segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size,
+                                       *segmenting_of(rmt.config))
         return replay_in_memory(rmt, segmented, policy, metadata={"kind": "text", "question": question})
     from rmt_core.tasks import TaskBuilder
 

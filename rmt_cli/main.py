@@ -22,11 +22,12 @@ COMMANDS: dict[str, str] = {
     "sample": "show one task sample, readable or as JSON",
     "flops": "FLOPs of RMT against a full-attention Transformer (paper Figure 3)",
     "app": "open the dashboard in a browser",
+    "import": "convert an RMT checkpoint trained with the authors' code",
 }
 
 
 def _load(name: str):
-    return importlib.import_module(f"rmt_cli.commands.{name}")
+    return importlib.import_module(f"rmt_cli.commands.{name}{'_' if name == 'import' else ''}")
 
 
 def build_parser() -> argparse.ArgumentParser:

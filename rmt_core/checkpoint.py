@@ -153,9 +153,20 @@ def _replace(tmp: Path, path: Path) -> None:
 
 
 # ----- loading ---------------------------------------------------------------------------------------------
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder: `path` itself, or, for a Hub id (owner/name) that names no local path, the folder of
+    that Hub repository in the Hugging Face cache (downloaded when online; the cache alone with HF_HUB_OFFLINE=1)."""
+    from rmt_core.hub import HubError, local_path
+
+    try:
+        return local_path(path, "checkpoint")
+    except HubError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def read_config(path: str | Path) -> dict:
-    """The parsed and checked config.json of a checkpoint folder."""
-    path = Path(path)
+    """The parsed and checked config.json of a checkpoint folder (or of a Hub id: `resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint folder {path} does not exist; pass --checkpoint with a checkpoint folder")
     if not path.is_dir():
@@ -233,13 +244,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
-    """Load a checkpoint folder (default: the shipped default) as an `RMT` in eval mode, its tokenizer attached.
+    """Load a checkpoint folder or a Hub id of one (default: the shipped default) as an `RMT` in eval mode, its
+    tokenizer attached.
 
     device: None puts it on CUDA when present, else CPU. Weights stored in any floating dtype are cast to `dtype`.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = Path(path) if path is not None else default_checkpoint()
+    path = resolve_checkpoint(path) if path is not None else default_checkpoint()
     config = read_config(path)
     state = read_weights(path)
     try:

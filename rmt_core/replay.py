@@ -132,6 +132,8 @@ def _prepare(model: RMT, sample, segments, roles, metadata) -> ModelInput:
         item = as_input(segments, roles)
     if metadata:
         item = dataclasses.replace(item, metadata={**item.metadata, **metadata})
+    if getattr(model.config, "max_segments", None):  # an imported checkpoint of the paper's code: its truncation
+        item = item.first(model.config.max_segments)
     return item.check(size, model.backbone.get_input_embeddings().num_embeddings)
 
 

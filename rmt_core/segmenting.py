@@ -8,6 +8,13 @@ The paper's segmenting (SPEC section 2): special tokens are stripped from the fl
 
 so the question is never split across segments and the last segment may be shorter than S (the model pads
 after its closing [SEP] with an attention mask).
+
+Checkpoints imported from the paper's encoder code (`rmt import`) record `segmenting = "right"`: that code
+strips [PAD], [CLS], [SEP] (and <s>, </s>) from the flat input `text + question`, keeps its first
+`max_segments * S` tokens when a maximum is known, and splits it right-aligned, so the first segment may be short
+and the question may span segments:
+
+    flat input:   | r | S | S | ... | S |      (r <= S tokens; the question is the end of the last pieces)
 """
 
 from __future__ import annotations
@@ -62,6 +69,32 @@ def decode_text(data: bytes | str, what: str = "text") -> str:
                           "convert it to UTF-8 first (e.g. iconv -t utf-8)") from None
 
 
+SEGMENTINGS = ("lens", "right")
+
+
+def segmenting_of(config) -> tuple[str, int | None]:
+    """(segmenting, max_segments) of a model's config: ("lens", None) unless the checkpoint records others."""
+    segmenting = getattr(config, "segmenting", None) or "lens"
+    if segmenting not in SEGMENTINGS:
+        raise ReplayError(f"unknown segmenting {segmenting!r} in the checkpoint's config; expected one of "
+                          f"{', '.join(SEGMENTINGS)}")
+    return segmenting, getattr(config, "max_segments", None) or None
+
+
+def split_right(ids: list, segment_size: int) -> list[list]:
+    """`ids` cut into pieces of segment_size from the end: every piece full but the first."""
+    cuts = list(range(len(ids), 0, -segment_size))[::-1]
+    return [ids[max(0, end - segment_size):end] for end in cuts]
+
+
+def authors_token_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as the paper's encoder code feeds them: no special tokens added, and [PAD], [CLS], [SEP],
+    <s>, </s> removed (other special tokens, such as [UNK], stay)."""
+    dropped = {getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "cls", "sep", "bos", "eos")}
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    return [int(i) for i in ids if i not in dropped]
+
+
 def token_ids(tokenizer, text: str) -> list[int]:
     """Ids of `text` without special tokens: none added, and any the text spells out (e.g. '[SEP]') removed."""
     special = set(tokenizer.all_special_ids)
@@ -69,8 +102,12 @@ def token_ids(tokenizer, text: str) -> list[int]:
     return [int(i) for i in ids if i not in special]
 
 
-def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segment_size: int) -> Segmented:
+def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segment_size: int,
+                       segmenting: str = "lens", max_segments: int | None = None) -> Segmented:
     """Cut `text` into segments of `segment_size` tokens and end the last one with `question`.
+
+    segmenting "right" (with max_segments): cut `text + question` as the paper's encoder code does (see the
+    module's docstring); "lens" (the default) as below.
 
     Returns Segmented(segments, roles): N lists of token ids (each at most segment_size long, all full except
     possibly the last text piece and the last segment) and their roles (ROLE_NOISE text, ROLE_QUESTION).
@@ -85,6 +122,10 @@ def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segm
         raise ReplayError("the text is empty; give a text file with some text to replay")
     if not question.strip():
         raise ReplayError("the question is empty; pass --question with the question that ends the input")
+    if segmenting == "right":
+        return _authors_segments(tokenizer, text, question, segment_size, max_segments)
+    if segmenting != "lens":
+        raise ReplayError(f"unknown segmenting {segmenting!r}; expected one of {', '.join(SEGMENTINGS)}")
     question_ids = token_ids(tokenizer, question)
     if not question_ids:
         raise ReplayError(f"the question {question!r} has no tokens besides special ones; pass a real question")
@@ -107,3 +148,17 @@ def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segm
         segments.append(list(question_ids))
         roles.append([ROLE_QUESTION] * len(question_ids))
     return Segmented(segments, roles)
+
+
+def _authors_segments(tokenizer, text: str, question: str, segment_size: int, max_segments: int | None) -> Segmented:
+    """The flat input `text question`, special tokens removed, truncated to max_segments pieces, right-aligned."""
+    text_ids, question_ids = authors_token_ids(tokenizer, text), authors_token_ids(tokenizer, question)
+    if not question_ids:
+        raise ReplayError(f"the question {question!r} has no tokens besides special ones; pass a real question")
+    if not text_ids:
+        raise ReplayError("the text has no tokens besides special ones; give a text file with some text to replay")
+    flat = text_ids + question_ids
+    roles = [ROLE_NOISE] * len(text_ids) + [ROLE_QUESTION] * len(question_ids)
+    if max_segments:
+        flat, roles = flat[:max_segments * segment_size], roles[:max_segments * segment_size]
+    return Segmented(split_right(flat, segment_size), split_right(roles, segment_size))
