@@ -155,6 +155,15 @@ def test_truncation_to_max_segments_matches_the_reference(tokenizer, backbone, t
     item = compare(model, reference, tokenizer)
     assert item.n_segments == 2 and all(len(s) == SEGMENT for s in item.segments)  # the first 32 tokens only
     assert sample_segments(model, 5) == 2  # task samples are cut the same way
+    from rmt_core.evaluate import predict_batch
+    from rmt_core.tasks import TaskBuilder
+
+    ids = torch.tensor([TaskBuilder("memorize", tokenizer, SEGMENT).sample(5, seed).input_ids for seed in range(3)])
+    torch.testing.assert_close(predict_batch(model, ids.numpy(), 5, SEGMENT),  # so are evaluation batches
+                               predict_batch(model, ids[:, :2 * SEGMENT].numpy(), 2, SEGMENT), atol=0, rtol=0)
+    model.config.max_segments = None
+    assert not torch.allclose(predict_batch(model, ids.numpy(), 5, SEGMENT),
+                              predict_batch(model, ids[:, :2 * SEGMENT].numpy(), 2, SEGMENT))
 
 
 def sample_segments(model, n: int) -> int:
