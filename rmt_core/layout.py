@@ -31,6 +31,9 @@ import torch
 ROLE_NOISE, ROLE_FACT, ROLE_QUESTION, ROLE_SPECIAL, ROLE_MEMORY, ROLE_PAD = 0, 1, 2, 3, 4, 5
 ROLE_NAMES = ("noise", "fact", "question", "special", "memory", "pad")
 INPUT_ROLES = (ROLE_NOISE, ROLE_FACT, ROLE_QUESTION)  # the roles an input token may carry
+# The answer tokens that close a generative task sample (rmt_core.babilong): a training target, never a model
+# input at answer time, so never a position role (not in ROLE_NAMES).
+ROLE_ANSWER = 6
 MEMORY_TOKEN_ID = -1  # what the numpy layout stores at memory positions (they hold vectors, not ids)
 
 
