@@ -2,7 +2,8 @@
 
 A checkpoint a user can `ls`:
 
-    config.json               format, format_version, backbone (the backbone's own config), rmt (RMTConfig),
+    config.json               format, format_version, backbone (the backbone's own config), rmt (RMTConfig, or
+                              DecoderConfig; rmt.architecture "encoder" (the default) or "decoder"),
                               provenance (command, data, device, steps, date), dtype of the stored weights
     model.safetensors         every weight; or model-00001-of-0000K.safetensors + model.safetensors.index.json
     tokenizer.json, ...       the tokenizer's own files
@@ -84,18 +85,21 @@ def save_checkpoint(
     if tokenizer is None:
         raise CheckpointError(f"cannot save {path}: the model has no tokenizer; pass tokenizer=")
     dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    state = {}
+    state, seen = {}, set()
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to("cpu")
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
+        if tensor.data_ptr() in seen:  # tied weights (a decoder's embeddings and LM head): safetensors stores copies
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
         state[name] = tensor.contiguous()
     stored = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backbone": model.backbone.config.to_dict(),
-        "rmt": model.config.to_dict(),
+        "rmt": {"architecture": "encoder", **model.config.to_dict()},
         "dtype": sorted(stored)[0] if len(stored) == 1 else sorted(stored),
         "provenance": provenance or {},
     }
@@ -244,8 +248,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
-    """Load a checkpoint folder or a Hub id of one (default: the shipped default) as an `RMT` in eval mode, its
-    tokenizer attached.
+    """Load a checkpoint folder or a Hub id of one (default: the shipped default) in eval mode, its tokenizer
+    attached: an `RMT`, or a `rmt_core.decoder.DecoderRMT` when config.json says `rmt.architecture` "decoder".
 
     device: None puts it on CUDA when present, else CPU. Weights stored in any floating dtype are cast to `dtype`.
     """
@@ -253,10 +257,16 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
 
     path = resolve_checkpoint(path) if path is not None else default_checkpoint()
     config = read_config(path)
+    architecture = architecture_of(config, path)
     state = read_weights(path)
     try:
         backbone_config = AutoConfig.for_model(**config["backbone"])
-        rmt_config = RMTConfig.from_dict(config["rmt"])
+        if architecture == "decoder":
+            from rmt_core.decoder import DecoderConfig
+
+            rmt_config = DecoderConfig.from_dict(config["rmt"])
+        else:
+            rmt_config = RMTConfig.from_dict(config["rmt"])
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{path / 'config.json'} has unusable settings ({_reason(error)}); re-save the checkpoint")
     try:
@@ -267,8 +277,15 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
             "tokenizer_config.json from the backbone into the folder"
         )
     try:
-        backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
-        model = RMT(backbone, rmt_config, *special_ids(tokenizer))
+        if architecture == "decoder":
+            from rmt_core.decoder import DecoderRMT, decoder_special_ids
+            from transformers import AutoModelForCausalLM
+
+            backbone = AutoModelForCausalLM.from_config(backbone_config, attn_implementation="sdpa")
+            model = DecoderRMT(backbone, rmt_config, *decoder_special_ids(tokenizer))
+        else:
+            backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
+            model = RMT(backbone, rmt_config, *special_ids(tokenizer))
     except (ValueError, TypeError) as error:
         raise CheckpointError(
             f"{path / 'config.json'} describes a model that cannot be built ({_reason(error)}); "
@@ -282,6 +299,19 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
     model.checkpoint_config = config
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
+
+
+ARCHITECTURES = ("encoder", "decoder")
+
+
+def architecture_of(config: dict, path: str | Path = "the checkpoint") -> str:
+    """`rmt.architecture` of a parsed config.json: "encoder" (the default, for folders written before the
+    decoder existed) or "decoder"."""
+    architecture = config.get("rmt", {}).get("architecture", "encoder")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{Path(path) / 'config.json'} names architecture {architecture!r}; this RMT Lens "
+                              f"reads {' or '.join(ARCHITECTURES)}")
+    return architecture
 
 
 def _check_state(path: Path, model: RMT, state: dict[str, torch.Tensor]) -> None:
