@@ -47,6 +47,7 @@ class DecoderConfig:
     bptt_depth: int | None = None
     loss_on: str = "answer"  # "answer": answer tokens only (where labels_mask is 1); "all": every next token
     max_new_tokens: int = 8  # generation stops here or at the end-of-answer token
+    segmenting: str = "lens"  # how free text is cut (rmt_core.segmenting); "left" for imported authors' checkpoints
     architecture: str = "decoder"
 
     @property

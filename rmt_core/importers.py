@@ -425,17 +425,51 @@ def _build_encoder(converted: Converted, config, tokenizer, segment_size: int, l
     return model, [f"labels {how}: {', '.join(names)}"]
 
 
+# Buffers older transformers saved in a causal LM's state dict, rebuilt by the model itself.
+_LM_BUFFERS = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
+
+
 def _build_decoder(converted: Converted, config, tokenizer, segment_size: int, labels, task: str, where: str):
     try:
-        from rmt_core import decoder as decoder_module
-    except ImportError:
+        from rmt_core.decoder import DecoderConfig, DecoderRMT, decoder_special_ids
+    except ImportError:  # pragma: no cover - an RMT Lens without the decoder RMT
         raise ImportCheckpointError("decoder checkpoints are not supported yet: this RMT Lens has no decoder RMT "
                                     "(rmt_core.decoder); import encoder checkpoints, or update RMT Lens") from None
-    return decoder_module, []  # pragma: no cover - wired once the decoder RMT lands
+    from transformers import AutoModelForCausalLM
+
+    settings = {"labels": list(labels)} if labels else {}
+    rmt_config = DecoderConfig(task=task, num_mem_tokens=converted.num_mem_tokens, segment_size=segment_size,
+                               segmenting="left", **settings)
+    try:
+        backbone = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        model = DecoderRMT(backbone, rmt_config, *decoder_special_ids(tokenizer))
+    except (ValueError, TypeError) as error:
+        raise ImportCheckpointError(f"cannot build a decoder RMT on this backbone ({_reason(error)}); pass the "
+                                    "causal language model it was trained from (--backbone)") from None
+    expected = model.state_dict()
+    state, steps = dict(converted.state), []
+    stale = sorted(k for k in state if k not in expected and k.endswith(_LM_BUFFERS))
+    for key in stale:
+        del state[key]
+    if stale:
+        steps.append(f"buffers dropped: {_names(stale)}")
+    shared = {}  # tied weights (GPT-2's embeddings and LM head): a file may hold one of the two
+    for name, tensor in expected.items():
+        shared.setdefault(tensor.data_ptr(), []).append(name)
+    for names in shared.values():
+        present = [n for n in names if n in state]
+        for name in names:
+            if name not in state and present:
+                state[name] = state[present[0]]
+                steps.append(f"{name} tied to {present[0]}")
+    check_keys(where, state, expected)
+    model.load_state_dict(state, strict=True)
+    model.tokenizer = tokenizer
+    return model, steps
 
 
 def import_checkpoint(source, backbone, segment_size: int, out, format: str | None = None, labels=None,
-                      task: str = "memorize", max_segments: int | None = None, lora_alpha: float | None = None,
+                      task: str | None = None, max_segments: int | None = None, lora_alpha: float | None = None,
                       command: str | None = None):
     """Convert `source` into an RMT Lens checkpoint folder at `out` (which must not exist); returns its Path."""
     from rmt_core.checkpoint import save_checkpoint
@@ -457,8 +491,8 @@ def import_checkpoint(source, backbone, segment_size: int, out, format: str | No
         if not hasattr(config, "vocab_size") or getattr(config, "is_decoder", False):
             raise ImportCheckpointError(f"backbone {backbone} is not an encoder; pass the BERT-style backbone")
         converted = convert_encoder(weights, int(config.vocab_size))
-        model, more = _build_encoder(converted, config, tokenizer, segment_size, labels, task, max_segments,
-                                     weights.where)
+        model, more = _build_encoder(converted, config, tokenizer, segment_size, labels, task or "memorize",
+                                     max_segments, weights.where)
     else:
         converted = convert_decoder(weights)
         if has_lora(converted.state):
@@ -466,9 +500,13 @@ def import_checkpoint(source, backbone, segment_size: int, out, format: str | No
             lm, note = merge_lora(lm, config, lora_alpha, weights.where)
             converted.state = {"memory": converted.state["memory"], **{"backbone." + k: v for k, v in lm.items()}}
             converted.steps.append(note)
-        model, more = _build_decoder(converted, config, tokenizer, segment_size, labels, task, weights.where)
+        if max_segments:
+            raise ImportCheckpointError("--max-segments is for encoder checkpoints; the decoder's code keeps every "
+                                        "segment")
+        model, more = _build_decoder(converted, config, tokenizer, segment_size, labels, task or "qa1", weights.where)
     files = [{"file": str(f), "bytes": f.stat().st_size, "sha256": sha256(f)} for f in weights.files]
-    dtypes = {str(t.dtype).removeprefix("torch.") for t in weights.state.values() if t.is_floating_point()}
+    dtypes = {str(t.dtype).removeprefix("torch.") for k, t in converted.state.items()
+              if t.is_floating_point() and not k.endswith(_LM_BUFFERS)}
     stored = dtypes.pop() if len(dtypes) == 1 else "float32"
     record = {
         "format": kind,
@@ -498,7 +536,8 @@ def _segmenting_note(kind: str, max_segments: int | None) -> str:
         cut = f", keeping the first {max_segments} x segment_size tokens" if max_segments else ""
         return ("right: [PAD], [CLS], [SEP] removed from the flat input" + cut +
                 ", split right-aligned (the first segment may be short), as the paper's code does")
-    return "left: the flat input split left-aligned (the last segment may be short), as the authors' code does"
+    return ("left: the flat input `text question` tokenized as one string, nothing removed, split left-aligned "
+            "(the last segment may be short), as the authors' code does")
 
 
 def import_card(name: str, record: dict, model, provenance: dict) -> str:

@@ -15,6 +15,11 @@ strips [PAD], [CLS], [SEP] (and <s>, </s>) from the flat input `text + question`
 and the question may span segments:
 
     flat input:   | r | S | S | ... | S |      (r <= S tokens; the question is the end of the last pieces)
+
+Decoder checkpoints imported from the authors' RecurrentWrapper record `segmenting = "left"`: the flat input
+`text question`, tokenized as one string with nothing removed, split left-aligned (every segment full but the
+last). Both of the authors' cuts tokenize `text question` as one string; a token whose characters reach into
+the question is a question token.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def decode_text(data: bytes | str, what: str = "text") -> str:
                           "convert it to UTF-8 first (e.g. iconv -t utf-8)") from None
 
 
-SEGMENTINGS = ("lens", "right")
+SEGMENTINGS = ("lens", "right", "left")
 
 
 def segmenting_of(config) -> tuple[str, int | None]:
@@ -85,14 +90,6 @@ def split_right(ids: list, segment_size: int) -> list[list]:
     """`ids` cut into pieces of segment_size from the end: every piece full but the first."""
     cuts = list(range(len(ids), 0, -segment_size))[::-1]
     return [ids[max(0, end - segment_size):end] for end in cuts]
-
-
-def authors_token_ids(tokenizer, text: str) -> list[int]:
-    """Ids of `text` as the paper's encoder code feeds them: no special tokens added, and [PAD], [CLS], [SEP],
-    <s>, </s> removed (other special tokens, such as [UNK], stay)."""
-    dropped = {getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "cls", "sep", "bos", "eos")}
-    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    return [int(i) for i in ids if i not in dropped]
 
 
 def token_ids(tokenizer, text: str) -> list[int]:
@@ -122,8 +119,8 @@ def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segm
         raise ReplayError("the text is empty; give a text file with some text to replay")
     if not question.strip():
         raise ReplayError("the question is empty; pass --question with the question that ends the input")
-    if segmenting == "right":
-        return _authors_segments(tokenizer, text, question, segment_size, max_segments)
+    if segmenting in ("right", "left"):
+        return _authors_segments(tokenizer, text, question, segment_size, max_segments, segmenting)
     if segmenting != "lens":
         raise ReplayError(f"unknown segmenting {segmenting!r}; expected one of {', '.join(SEGMENTINGS)}")
     question_ids = token_ids(tokenizer, question)
@@ -150,15 +147,32 @@ def segments_from_text(tokenizer, text: str | bytes, question: str | bytes, segm
     return Segmented(segments, roles)
 
 
-def _authors_segments(tokenizer, text: str, question: str, segment_size: int, max_segments: int | None) -> Segmented:
-    """The flat input `text question`, special tokens removed, truncated to max_segments pieces, right-aligned."""
-    text_ids, question_ids = authors_token_ids(tokenizer, text), authors_token_ids(tokenizer, question)
-    if not question_ids:
+def _authors_segments(tokenizer, text: str, question: str, segment_size: int, max_segments: int | None,
+                      align: str) -> Segmented:
+    """The flat input `text question` cut as the authors' code cuts it (align "right": the encoder's, special
+    tokens removed, truncated to max_segments pieces, right-aligned; "left": the decoder's, left-aligned)."""
+    joint = f"{text} {question}"
+    try:
+        encoded = tokenizer(joint, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    except NotImplementedError:  # a slow tokenizer has no offsets
+        raise ReplayError("this checkpoint's tokenizer has no character offsets; save its fast tokenizer "
+                          "(tokenizer.json) into the checkpoint folder") from None
+    dropped = set()
+    if align == "right":
+        dropped = {getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "cls", "sep", "bos", "eos")}
+    question_start = len(text) + 1
+    flat, roles = [], []
+    for token, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        if token not in dropped:
+            flat.append(int(token))
+            roles.append(ROLE_QUESTION if end > question_start else ROLE_NOISE)
+    if ROLE_QUESTION not in roles:
         raise ReplayError(f"the question {question!r} has no tokens besides special ones; pass a real question")
-    if not text_ids:
+    if ROLE_NOISE not in roles:
         raise ReplayError("the text has no tokens besides special ones; give a text file with some text to replay")
-    flat = text_ids + question_ids
-    roles = [ROLE_NOISE] * len(text_ids) + [ROLE_QUESTION] * len(question_ids)
     if max_segments:
         flat, roles = flat[:max_segments * segment_size], roles[:max_segments * segment_size]
+    if align == "left":
+        cut = [(start, start + segment_size) for start in range(0, len(flat), segment_size)]
+        return Segmented([flat[a:b] for a, b in cut], [roles[a:b] for a, b in cut])
     return Segmented(split_right(flat, segment_size), split_right(roles, segment_size))

@@ -347,3 +347,184 @@ def test_dashboard_opens_a_hub_id(authors, backbone, tmp_path, hub_cache, monkey
     assert not at.error, [e.value for e in at.error]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("Segment ") for t in titles)
+
+
+# ----- decoder checkpoints: RecurrentWrapper(MemoryCell(LM)) ------------------------------------------------------
+class MemoryCellReference(nn.Module):
+    """The authors' MemoryCell as section 3 of AUTHORS_CHECKPOINTS.md describes it: the LM as `model`, an (m, d)
+    parameter `memory` scaled by the word embeddings' standard deviation."""
+
+    def __init__(self, lm, num_mem_tokens: int):
+        super().__init__()
+        self.model = lm
+        scale = lm.get_input_embeddings().weight.detach().std()
+        self.memory = nn.Parameter(torch.randn(num_mem_tokens, lm.config.hidden_size) * scale)
+
+
+class RecurrentWrapperReference(nn.Module):
+    """The authors' RecurrentWrapper (section 3): left-aligned segments, `[memory, tokens, memory]` each, the next
+    memory from the last layer at the last m positions; generation feeds the last segment as `[memory, tokens]`."""
+
+    def __init__(self, cell: MemoryCellReference, segment_size: int):
+        super().__init__()
+        self.memory_cell = cell
+        self.segment_size = segment_size
+
+    def pieces(self, ids: list[int]) -> list[list[int]]:
+        return [ids[i:i + self.segment_size] for i in range(0, len(ids), self.segment_size)]
+
+    def _step(self, memory, piece):
+        lm, m = self.memory_cell.model, memory.shape[1]
+        tokens = lm.get_input_embeddings()(torch.tensor([piece]))
+        out = lm(inputs_embeds=torch.cat([memory, tokens, memory], dim=1), output_hidden_states=True)
+        return out.hidden_states[-1][:, -m:], out.logits[0, m:-m]
+
+    @torch.no_grad()
+    def forward(self, ids: list[int]):
+        memory, memories, logits = self.memory_cell.memory.unsqueeze(0), [], []
+        for piece in self.pieces(ids):
+            memory, segment_logits = self._step(memory, piece)
+            memories.append(memory[0])
+            logits.append(segment_logits)
+        return memories, logits
+
+    @torch.no_grad()
+    def generate(self, ids: list[int], max_new_tokens: int, eos: int) -> list[int]:
+        memory = self.memory_cell.memory.unsqueeze(0)
+        pieces = self.pieces(ids)
+        for piece in pieces[:-1]:
+            memory, _ = self._step(memory, piece)
+        lm = self.memory_cell.model
+        embeds = torch.cat([memory, lm.get_input_embeddings()(torch.tensor([pieces[-1]]))], dim=1)
+        out = lm.generate(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long),
+                          max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+        return out[0].tolist()
+
+
+DEC_SEGMENT, DEC_MEM = 16, 3
+
+
+def tiny_lm_config(kind: str, vocab: int):
+    from rmt_core.decoder import BACKBONES
+
+    return BACKBONES[kind](vocab, hidden_size=32, num_layers=2, num_heads=2, max_positions=64)
+
+
+def make_decoder_reference(kind: str, tokenizer, lora: bool = False, seed: int = 0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    lm = AutoModelForCausalLM.from_config(tiny_lm_config(kind, len(tokenizer)))
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+        for name, param in lm.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: give the adapters something to add
+                nn.init.normal_(param, std=0.2)
+    return RecurrentWrapperReference(MemoryCellReference(lm, DEC_MEM), DEC_SEGMENT).eval()
+
+
+def save_decoder(reference, folder: Path, layout: str) -> Path:
+    """The reference's state dict as the authors' runs leave it: `bin` (torch.save, bf16), `safetensors`, `shards`
+    (two safetensors files and an index, without the tied LM head, as accelerate saves)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    state = {k: v.detach().clone().contiguous() for k, v in reference.state_dict().items()}
+    if layout == "bin":
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+        if "memory_cell.model.transformer.h.0.attn.c_attn.weight" in state:  # older transformers saved GPT-2's mask
+            for layer in range(2):
+                state[f"memory_cell.model.transformer.h.{layer}.attn.bias"] = torch.ones(1, 1, 64, 64).tril().bool()
+                state[f"memory_cell.model.transformer.h.{layer}.attn.masked_bias"] = torch.tensor(-1e4)
+        torch.save(state, folder / "pytorch_model.bin")
+    elif layout == "safetensors":
+        save_file(state, str(folder / "model.safetensors"))
+    else:
+        state.pop("memory_cell.model.lm_head.weight")
+        names = sorted(state)
+        halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+                  "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+        for file, keys in halves.items():
+            save_file({k: state[k] for k in keys}, str(folder / file))
+        index = {"metadata": {}, "weight_map": {k: f for f, keys in halves.items() for k in keys}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+def round_to_bf16(reference) -> None:
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.copy_(param.to(torch.bfloat16).float())
+
+
+@pytest.fixture(scope="module")
+def decoder_backbones(tmp_path_factory, gpt2_tokenizer):
+    folders = {}
+    for kind in ("gpt2", "llama"):
+        folder = tmp_path_factory.mktemp("backbone") / kind
+        tiny_lm_config(kind, len(gpt2_tokenizer)).save_pretrained(str(folder))
+        gpt2_tokenizer.save_pretrained(str(folder))
+        folders[kind] = folder
+    return folders
+
+
+def compare_decoder(model, reference, tokenizer):
+    item = make_input(model, text=TEXT, question=QUESTION)
+    flat = tokenizer(TEXT + " " + QUESTION, add_special_tokens=False)["input_ids"]
+    assert item.segments == reference.pieces(flat)
+    assert item.n_segments >= 3 and 0 < len(item.segments[-1]) < DEC_SEGMENT  # a short last segment
+    memories, logits = reference(flat)
+    out = run_with_cache(model, item, names=["seg.*.mem_out", "seg.*.logits"])
+    for t, memory in enumerate(memories):
+        torch.testing.assert_close(out.cache[f"seg.{t}.mem_out"][0], memory, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.cache[f"seg.{t}.logits"][0], logits[t], atol=1e-5, rtol=0)
+    eos = tokenizer.eos_token_id
+    expected = reference.generate(flat, 6, eos)
+    generated = model.generate([item], max_new_tokens=6).tokens[0].tolist()
+    assert generated[:len(expected)] == expected
+
+
+@pytest.mark.parametrize("kind, layout", [("gpt2", "bin"), ("llama", "safetensors"), ("gpt2", "shards")])
+def test_imported_decoder_computes_what_the_authors_wrapper_computes(kind, layout, gpt2_tokenizer, decoder_backbones,
+                                                                    tmp_path, capsys):
+    reference = make_decoder_reference(kind, gpt2_tokenizer)
+    if layout == "bin":
+        round_to_bf16(reference)  # the file holds bf16: compare with the weights it holds
+    source = save_decoder(reference, tmp_path / "authors", layout)
+    out = tmp_path / "lens"
+    code, stdout, err = run_rmt(capsys, "import", source, "--backbone", decoder_backbones[kind], "--segment-size",
+                                DEC_SEGMENT, "--out", out)
+    assert code == 0, err
+    model = load_checkpoint(out, device="cpu")
+    assert model.num_mem_tokens == DEC_MEM and model.config.segmenting == "left"
+    assert read_config(out)["dtype"] == ("bfloat16" if layout == "bin" else "float32")
+    compare_decoder(model, reference, gpt2_tokenizer)
+
+
+def test_lora_adapters_are_merged_to_the_same_outputs(gpt2_tokenizer, decoder_backbones, tmp_path, capsys):
+    pytest.importorskip("peft")
+    reference = make_decoder_reference("llama", gpt2_tokenizer, lora=True, seed=2)
+    assert any(".lora_A." in k for k in reference.state_dict())
+    assert all(k.startswith("memory_cell.model.base_model.model.") or k == "memory_cell.memory"
+               for k in reference.state_dict())
+    source = save_decoder(reference, tmp_path / "authors", "safetensors")
+    args = ["import", source, "--backbone", decoder_backbones["llama"], "--segment-size", DEC_SEGMENT]
+    code, stdout, err = run_rmt(capsys, *args, "--out", tmp_path / "no-alpha")
+    assert code == 1 and "--lora-alpha" in err and not (tmp_path / "no-alpha").exists()
+    code, stdout, err = run_rmt(capsys, *args, "--lora-alpha", 8, "--out", tmp_path / "lens")
+    assert code == 0, err
+    model = load_checkpoint(tmp_path / "lens", device="cpu")
+    assert not any("lora" in k for k in model.state_dict())
+    assert "merged into the base weights with peft" in (tmp_path / "lens" / "README.md").read_text()
+    compare_decoder(model, reference, gpt2_tokenizer)
+
+
+def test_decoder_keys_of_another_backbone_are_named(gpt2_tokenizer, decoder_backbones, tmp_path, capsys):
+    reference = make_decoder_reference("gpt2", gpt2_tokenizer)
+    source = save_decoder(reference, tmp_path / "authors", "safetensors")
+    code, stdout, err = run_rmt(capsys, "import", source, "--backbone", decoder_backbones["llama"], "--segment-size",
+                                DEC_SEGMENT, "--out", tmp_path / "out")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "lacks backbone.model." in err and not (tmp_path / "out").exists()

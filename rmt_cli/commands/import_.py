@@ -22,6 +22,7 @@ def _labels(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.babilong import GENERATIVE_TASKS
     from rmt_core.importers import FORMATS
     from rmt_core.tasks import TASKS
 
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default=None, help="override the format read from the keys")
     parser.add_argument("--labels", type=_labels, default=None,
                         help="class names of an encoder's head, in order, comma-separated")
-    parser.add_argument("--task", choices=TASKS, default="memorize", help="the task it was trained on (default memorize)")
+    parser.add_argument("--task", choices=TASKS + GENERATIVE_TASKS, default=None,
+                        help="the task it was trained on (default: memorize for an encoder, qa1 for a decoder)")
     parser.add_argument("--max-segments", type=int, default=None,
                         help="the training run's max_n_segments: inputs are cut to that many segments, as its code "
                         "did (default: no cut)")
