@@ -50,8 +50,9 @@ def is_hub_id(text, bare: bool = False) -> bool:
     return bool(_HUB_ID.match(text) or (bare and _BARE_ID.match(text)))
 
 
-def snapshot(repo_id: str, what: str = "repository") -> Path:
-    """The local folder of the Hub repository `repo_id` (its latest snapshot), from the cache or downloaded."""
+def snapshot(repo_id: str, what: str = "repository", allow_patterns=None) -> Path:
+    """The local folder of the Hub repository `repo_id` (its latest snapshot), from the cache or downloaded;
+    allow_patterns: only the files matching these globs (a backbone's config and tokenizer, not its weights)."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -64,7 +65,8 @@ def snapshot(repo_id: str, what: str = "repository") -> Path:
         raise HubError(f"{what} {repo_id} is a Hub id, and huggingface_hub is missing; pip install huggingface_hub")
     cache = cache_dir()
     try:
-        return Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=offline()))
+        return Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=offline(),
+                                      allow_patterns=allow_patterns))
     except LocalEntryNotFoundError:
         if offline():
             raise HubError(f"{what} {repo_id} is not a local path, and the Hub repository {repo_id} is not in the "
@@ -82,8 +84,8 @@ def snapshot(repo_id: str, what: str = "repository") -> Path:
         raise HubError(f"cannot fetch {what} {repo_id} from the Hub ({reason}); pass a local path") from None
 
 
-def local_path(source, what: str = "path", bare: bool = False) -> Path:
+def local_path(source, what: str = "path", bare: bool = False, allow_patterns=None) -> Path:
     """`source` as a local path: itself when it exists or is no Hub id, else the snapshot of that Hub id."""
     if is_hub_id(source, bare=bare):
-        return snapshot(str(source), what)
+        return snapshot(str(source), what, allow_patterns)
     return Path(source)

@@ -43,6 +43,8 @@ from rmt_core.errors import CheckpointError
 from rmt_core.hub import local_path
 
 FORMATS = ("encoder", "decoder")
+# What a backbone's Hub repository gives: its config and tokenizer, never its weights.
+BACKBONE_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken", "tokenizer*", "vocab*", "merges*"]
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Buffers of the authors' encoder wrapper: the memory token ids and the special token ids.
 _ENCODER_BUFFERS = ("mem_token_ids", "cls_token", "sep_token", "eos_token", "bos_token", "pad_token")
@@ -370,7 +372,7 @@ def _backbone(backbone) -> tuple[Path, object, object]:
     """(folder, transformers config, tokenizer) of a backbone folder or Hub id."""
     from transformers import AutoConfig, AutoTokenizer
 
-    folder = local_path(backbone, "backbone", bare=True)
+    folder = local_path(backbone, "backbone", bare=True, allow_patterns=BACKBONE_FILES)
     if not folder.is_dir():
         raise ImportCheckpointError(f"backbone {backbone} is not a folder; pass the folder (or Hub id) with the "
                                     "wrapped model's config.json and tokenizer")
