@@ -284,8 +284,9 @@ def convert_encoder(source: SourceWeights, vocab_size: int) -> Converted:
         else:
             raise ImportCheckpointError(f"{where} holds unexpected {key}; not the encoder format of the paper's code "
                                         "(or pass --format decoder)")
-    if dropped:
-        steps.append(f"buffers dropped: {', '.join(sorted(k for k in dropped if k in _ENCODER_BUFFERS or k.startswith(base)))}")
+    buffers = sorted(k for k in dropped if k in _ENCODER_BUFFERS or k.startswith(base))
+    if buffers:
+        steps.append(f"buffers dropped: {', '.join(buffers)}")
     steps.append(f"{base}* -> backbone.*, {head}* -> classifier.* (pooler -> dropout -> linear on [CLS])")
     classes = out["classifier.weight"].shape[0] if "classifier.weight" in out else None
     return Converted(out, m, classes, steps)
