@@ -92,7 +92,8 @@ def run(args) -> int:
     item = make_input(model, task=None if text_mode else args.task, n_segments=args.segments, seed=args.seed,
                       text=text, question=args.question, babi_file=args.babi_file, noise_file=args.noise_file,
                       metadata=text_meta)
-    trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=getattr(model, "checkpoint_dir", checkpoint))
+    folder = getattr(model, "checkpoint_dir", checkpoint)  # a Hub id's folder in the Hugging Face cache
+    trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=folder)
 
     labels = trace.labels
     probability = trace.probabilities[trace.prediction]
