@@ -309,6 +309,28 @@ class DecoderRMT(nn.Module):
         return _AttentionKernel(self, "eager")
 
 
+def prompts_of(ids: torch.Tensor, answer_mask: torch.Tensor, segment_size: int) -> tuple[SegmentBatch, list]:
+    """(the prompts as a SegmentBatch, each row's answer tokens) of a batch of generative samples: ids (B, L) whose
+    answer tokens (answer_mask 1) close each row; a prompt is everything before its row's answer."""
+    answer_mask = answer_mask.bool()
+    starts = answer_mask.int().argmax(dim=1)  # (B,) first answer token of each row
+    prompt_mask = (torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < starts.unsqueeze(1)).long()
+    end = int(starts.max())
+    batch = _left_aligned(ids[:, :end], prompt_mask[:, :end], segment_size)
+    answers = [row[m].tolist() for row, m in zip(ids, answer_mask)]
+    return batch, answers
+
+
+@torch.no_grad()
+def exact_matches(model: "DecoderRMT", ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: whether greedy generation from each row's prompt gives exactly its answer tokens (the answer,
+    then the end-of-answer token when the tokenizer has one)."""
+    batch, answers = prompts_of(ids, answer_mask, model.config.segment_size)
+    longest = max(len(a) for a in answers)
+    generated = model.generate(batch, max_new_tokens=longest).tokens.tolist()
+    return torch.tensor([g[:len(a)] == a for g, a in zip(generated, answers)])
+
+
 def _cache_argument(base) -> str:
     """The name under which a backbone takes and returns its key/value cache."""
     import inspect
