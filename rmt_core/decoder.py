@@ -85,6 +85,7 @@ class Generation:
     tokens: torch.Tensor  # (B, k) generated ids; after a row's end-of-answer token, pad ids
     memory: torch.Tensor  # (B, m, d) the memory the last segment read
     lengths: torch.Tensor  # (B,) generated tokens before the end-of-answer token (or k)
+    scores: torch.Tensor | None = None  # (B, V) logits of the first generated token
 
 
 class DecoderRMT(nn.Module):
@@ -265,8 +266,11 @@ class DecoderRMT(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
         produced = torch.full((B,), max_new_tokens, dtype=torch.long, device=tokens.device)
         past = getattr(out, cache_name)
+        scores = None
         for i in range(max_new_tokens):
-            nxt = self.token_logits(last).argmax(dim=-1)  # (B,)
+            logits = self.token_logits(last)  # (B, V)
+            scores = logits if scores is None else scores
+            nxt = logits.argmax(dim=-1)  # (B,)
             generated[:, i] = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             if self.eos_id is not None:
                 ended = (nxt == self.eos_id) & ~done
@@ -282,7 +286,7 @@ class DecoderRMT(nn.Module):
                        **{cache_name: past})
             past = getattr(out, cache_name)
             last = out.last_hidden_state[:, -1]
-        return Generation(tokens=generated, memory=memory, lengths=produced)
+        return Generation(tokens=generated, memory=memory, lengths=produced, scores=scores)
 
     def answers(self, generation: Generation) -> list[str]:
         """The generated answers as text (up to each row's end-of-answer token), stripped."""
