@@ -84,16 +84,7 @@ def save_checkpoint(
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
     if tokenizer is None:
         raise CheckpointError(f"cannot save {path}: the model has no tokenizer; pass tokenizer=")
-    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    state, seen = {}, set()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu")
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        if tensor.data_ptr() in seen:  # tied weights (a decoder's embeddings and LM head): safetensors stores copies
-            tensor = tensor.clone()
-        seen.add(tensor.data_ptr())
-        state[name] = tensor.contiguous()
+    state = plain_state(model, dtype)
     stored = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
     config = {
         "format": FORMAT,
@@ -127,6 +118,22 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def plain_state(model, dtype: torch.dtype | str | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict on CPU as safetensors stores it: contiguous, optionally cast to `dtype`, and tied
+    weights (a decoder's embeddings and LM head) as separate copies, since safetensors refuses shared memory."""
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        state[name] = tensor.contiguous()
+    return state
 
 
 def _shard(state: dict[str, torch.Tensor], max_shard_mib: float | None) -> list[dict[str, torch.Tensor]]:

@@ -86,6 +86,7 @@ class Generation:
     tokens: torch.Tensor  # (B, k) generated ids; after a row's end-of-answer token, pad ids
     memory: torch.Tensor  # (B, m, d) the memory the last segment read
     lengths: torch.Tensor  # (B,) generated tokens before the end-of-answer token (or k)
+    scores: torch.Tensor | None = None  # (B, V) logits of the first generated token
 
 
 class DecoderRMT(nn.Module):
@@ -266,8 +267,11 @@ class DecoderRMT(nn.Module):
         done = torch.zeros(B, dtype=torch.bool, device=tokens.device)
         produced = torch.full((B,), max_new_tokens, dtype=torch.long, device=tokens.device)
         past = getattr(out, cache_name)
+        scores = None
         for i in range(max_new_tokens):
-            nxt = self.token_logits(last).argmax(dim=-1)  # (B,)
+            logits = self.token_logits(last)  # (B, V)
+            scores = logits if scores is None else scores
+            nxt = logits.argmax(dim=-1)  # (B,)
             generated[:, i] = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             if self.eos_id is not None:
                 ended = (nxt == self.eos_id) & ~done
@@ -283,7 +287,7 @@ class DecoderRMT(nn.Module):
                        **{cache_name: past})
             past = getattr(out, cache_name)
             last = out.last_hidden_state[:, -1]
-        return Generation(tokens=generated, memory=memory, lengths=produced)
+        return Generation(tokens=generated, memory=memory, lengths=produced, scores=scores)
 
     def answers(self, generation: Generation) -> list[str]:
         """The generated answers as text (up to each row's end-of-answer token), stripped."""
@@ -308,6 +312,28 @@ class DecoderRMT(nn.Module):
         from rmt_core.model import _AttentionKernel
 
         return _AttentionKernel(self, "eager")
+
+
+def prompts_of(ids: torch.Tensor, answer_mask: torch.Tensor, segment_size: int) -> tuple[SegmentBatch, list]:
+    """(the prompts as a SegmentBatch, each row's answer tokens) of a batch of generative samples: ids (B, L) whose
+    answer tokens (answer_mask 1) close each row; a prompt is everything before its row's answer."""
+    answer_mask = answer_mask.bool()
+    starts = answer_mask.int().argmax(dim=1)  # (B,) first answer token of each row
+    prompt_mask = (torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < starts.unsqueeze(1)).long()
+    end = int(starts.max())
+    batch = _left_aligned(ids[:, :end], prompt_mask[:, :end], segment_size)
+    answers = [row[m].tolist() for row, m in zip(ids, answer_mask)]
+    return batch, answers
+
+
+@torch.no_grad()
+def exact_matches(model: "DecoderRMT", ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: whether greedy generation from each row's prompt gives exactly its answer tokens (the answer,
+    then the end-of-answer token when the tokenizer has one)."""
+    batch, answers = prompts_of(ids, answer_mask, model.config.segment_size)
+    longest = max(len(a) for a in answers)
+    generated = model.generate(batch, max_new_tokens=longest).tokens.tolist()
+    return torch.tensor([g[:len(a)] == a for g, a in zip(generated, answers)])
 
 
 def _cache_argument(base) -> str:

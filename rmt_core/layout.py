@@ -153,13 +153,17 @@ class EncoderLayout:
         }
 
 
-def position_labels(vocab: dict[int, str], ids, roles) -> list[str]:
+def position_labels(vocab: dict[int, str], ids, roles, write_start: int | None = None) -> list[str]:
     """A readable label for every position of a recorded segment: `[memk]` at the k-th memory position, else
-    the token string (`[idN]` for an id the vocabulary lacks). Works for any layout: memory is found by role."""
-    labels, k = [], 0
-    for v, role in zip(np.asarray(ids), np.asarray(roles)):
-        if int(role) == ROLE_MEMORY:
-            labels.append(f"[mem{k}]")
+    the token string (`[idN]` for an id the vocabulary lacks). Works for any layout: memory is found by role.
+    With `write_start` (a decoder's first write position), memory before it is `[readk]`, from it `[writek]`."""
+    labels, k, w = [], 0, 0
+    for p, (v, role) in enumerate(zip(np.asarray(ids), np.asarray(roles))):
+        if int(role) == ROLE_MEMORY and write_start is not None and p >= write_start:
+            labels.append(f"[write{w}]")
+            w += 1
+        elif int(role) == ROLE_MEMORY:
+            labels.append(f"[read{k}]" if write_start is not None else f"[mem{k}]")
             k += 1
         else:
             labels.append(vocab.get(int(v), f"[id{int(v)}]"))

@@ -38,8 +38,16 @@ if chosen.kind == "task":
 st.markdown(" · ".join(x for x in lines if x))
 for fact in facts:
     st.markdown(f"Fact in segment **{fact['segment']}**: “{fact['text']}”")
-st.markdown(f"Question: “{meta.get('question') or chosen.question}” · prediction **{labels[prediction]}** "
-            f"({probs[prediction]:.0%}){verdict}")
+decoder = trace.architecture == "decoder"
+if decoder:  # the answer is generated; exact match, as rmt eval scores it
+    generated = trace.generated_answer
+    verdict = "" if answer is None else (" ✓ correct" if generated == labels[answer] else f" ✗ (answer: {labels[answer]})")
+    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · generated answer **{generated}**{verdict}")
+    st.caption("Decoder RMT: each segment reads memory at its front ([read k]) and writes memory at its end "
+               "([write k]); the write slots' last-layer states are the next segment's read memory.")
+else:
+    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · prediction **{labels[prediction]}** "
+                f"({probs[prediction]:.0%}){verdict}")
 
 # ----- the segment -------------------------------------------------------------------------------------------
 if N > 1:
@@ -58,10 +66,10 @@ show_figure(figures.token_strip_figure(tokens, roles, title=f"Segment {t}: token
             key="tokens")
 if trace.has_attention(t):
     read, write = trace.read_attention(t), trace.write_attention(t)
-    show_figure(figures.read_attention_figure(read, tokens, roles, layer, head, segment=t), "read attention",
-                key="read")
-    show_figure(figures.write_attention_figure(write, tokens, roles, layer, head, segment=t), "write attention",
-                key="write")
+    show_figure(figures.read_attention_figure(read, tokens, roles, layer, head, segment=t,
+                                              architecture=trace.architecture), "read attention", key="read")
+    show_figure(figures.write_attention_figure(write, tokens, roles, layer, head, segment=t,
+                                               architecture=trace.architecture), "write attention", key="write")
 else:
     recorded = trace.attention_segments
     st.info(f"The read and write attention of segment {t} were not kept (the dashboard keeps attention for "
@@ -70,7 +78,9 @@ else:
 
 left, right = st.columns(2)
 with left:
-    show_figure(figures.answer_figure(trace.final_logits, labels, answer), "answer", key="answer")
+    show_figure(figures.answer_figure(trace.final_logits, labels, answer,
+                                      title="First answer token, over the labels" if decoder
+                                      else "Answer probabilities"), "answer", key="answer")
 with right:
     if trace.segment_logits is not None:
         show_figure(figures.segment_answer_figure(trace.segment_logits, labels, answer, current=t),
