@@ -501,6 +501,17 @@ def test_imported_decoder_computes_what_the_authors_wrapper_computes(kind, layou
     assert model.num_mem_tokens == DEC_MEM and model.config.segmenting == "left"
     assert read_config(out)["dtype"] == ("bfloat16" if layout == "bin" else "float32")
     compare_decoder(model, reference, gpt2_tokenizer)
+    if layout == "bin":  # an imported decoder replays and evaluates like one trained here
+        text = tmp_path / "story.txt"
+        text.write_text(TEXT)
+        code, stdout, err = run_rmt(capsys, "replay", "--checkpoint", out, "--text-file", text, "--question",
+                                    QUESTION, "--out", tmp_path / "trace", "--quiet", "--device", "cpu")
+        assert code == 0, err
+        manifest = json.loads((tmp_path / "trace" / "manifest.json").read_text())
+        assert manifest["n_segments"] == make_input(model, text=TEXT, question=QUESTION).n_segments
+        code, stdout, err = run_rmt(capsys, "eval", "--checkpoint", out, "--segments", "2", "--samples", 2,
+                                    "--no-progress", "--device", "cpu")
+        assert code == 0, err
 
 
 def test_lora_adapters_are_merged_to_the_same_outputs(gpt2_tokenizer, decoder_backbones, tmp_path, capsys):
