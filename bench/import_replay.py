@@ -8,10 +8,11 @@ over many 512-token segments.
 Model: random weights of GPT-2 (124M: 12 layers, hidden 768, 12 heads, vocabulary 50,257), saved in the
 authors' layout (the bf16 state dict of RecurrentWrapper(MemoryCell(gpt2)): memory_cell.memory and
 memory_cell.model.*, as `pytorch_model.bin`, the public BABILong files' layout) with 16 memory tokens, then
-converted with `rmt import` (rmt_core.importers). Each length runs in a fresh subprocess: the recurrence over
-random token ids with a progress bar, memory after every segment copied to the host as a trace records it,
-logits skipped (the decoder's lean mode), under inference_mode. Peak resident memory (getrusage ru_maxrss)
-belongs to that run alone. Each number is one run.
+converted with `rmt import` (rmt_core.importers). Each length runs in a fresh subprocess: `rmt replay` of random
+token ids into a trace folder with the default recording policy and a progress bar (read/write attention of
+every segment while it fits the policy's 512 MiB budget, else the first and last segments; memory after every
+segment), or with --plain the recurrence alone (memory to the host after every segment, no logits, no trace).
+Peak resident memory (getrusage ru_maxrss) belongs to that run alone. Each number is one run.
 
 Prints, for each length: tokens per second, seconds per segment and peak resident memory; and the ratios of the
 longest run to the shortest (peak memory flat in the number of segments: a ratio near 1).
@@ -77,24 +78,30 @@ def make_import(work: Path, layers: int) -> tuple[Path, dict]:
                  "source_mib": (source / "pytorch_model.bin").stat().st_size / 2**20}
 
 
-def child(folder: str, n_segments: int) -> dict:
+def child(folder: str, n_segments: int, plain: bool) -> dict:
     import torch
 
     from rmt_core.checkpoint import load_checkpoint
-    from rmt_core.inputs import SegmentBatch
+    from rmt_core.inputs import ModelInput, SegmentBatch
     from rmt_core.recurrence import run
+    from rmt_core.replay import replay
 
     torch.set_grad_enabled(False)
     model = load_checkpoint(folder, device="cpu")
     generator = torch.Generator().manual_seed(1)
     vocab = model.backbone.config.vocab_size
-    blocks = [torch.randint(0, vocab, (1, SEGMENT), generator=generator, dtype=torch.int32) for _ in range(n_segments)]
-    batch = SegmentBatch(blocks)
-    states = []
+    blocks = [torch.randint(0, vocab, (1, SEGMENT), generator=generator) for _ in range(n_segments)]
     before = peak_rss_mib()
     started = time.perf_counter()
-    with torch.inference_mode(), model.lean():
-        run(model, batch, progress=True, on_segment=lambda step: states.append(step.memory_out[0].to("cpu", torch.float16)))
+    if plain:  # the recurrence alone: memory to the host after every segment, no logits, nothing written
+        states = []
+        with torch.inference_mode(), model.lean():
+            run(model, SegmentBatch(blocks), progress=True,
+                on_segment=lambda step: states.append(step.memory_out[0].to("cpu", torch.float16)))
+    else:  # rmt replay: a trace folder with the default recording policy
+        item = ModelInput.from_segments([b[0].tolist() for b in blocks])
+        with tempfile.TemporaryDirectory(prefix="rmt-import-bench-trace-") as tmp:
+            replay(model, item, out=Path(tmp) / "trace", progress=True)
     seconds = time.perf_counter() - started
     return {"segments": n_segments, "tokens": n_segments * SEGMENT, "seconds": seconds,
             "tokens_per_s": n_segments * SEGMENT / seconds, "s_per_segment": seconds / n_segments,
@@ -105,10 +112,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segments", default="64,1024", help="comma-separated lengths (default 64,1024)")
     parser.add_argument("--layers", type=int, default=12, help="GPT-2 layers (default 12: the 124M model)")
+    parser.add_argument("--plain", action="store_true",
+                        help="run the recurrence alone (no trace, no attention recorded) instead of rmt replay")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], int(args.child[1]))))
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.plain)))
         return 0
     lengths = [int(n) for n in args.segments.split(",")]
     import torch
@@ -121,8 +130,8 @@ def main() -> int:
               f"{os.cpu_count()} CPUs")
         rows = []
         for n in lengths:
-            result = subprocess.run([sys.executable, __file__, "--child", str(folder), str(n)], stdout=subprocess.PIPE,
-                                    text=True, check=True)
+            command = [sys.executable, __file__, "--child", str(folder), str(n)] + (["--plain"] if args.plain else [])
+            result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
             row = json.loads(result.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(f"{n:>6,} segments ({row['tokens']:>9,} tokens): {row['tokens_per_s']:8.1f} tokens/s, "
