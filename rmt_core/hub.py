@@ -69,13 +69,13 @@ def snapshot(repo_id: str, what: str = "repository", allow_patterns=None) -> Pat
                                       allow_patterns=allow_patterns))
     except LocalEntryNotFoundError:
         if offline():
-            raise HubError(f"{what} {repo_id} is not a local path, and the Hub repository {repo_id} is not in the "
+            raise HubError(f"{what} {repo_id} does not exist here, and the Hub repository {repo_id} is not in the "
                            f"Hugging Face cache {cache} (HF_HUB_OFFLINE=1); download it once online, or pass a "
                            "local path") from None
-        raise HubError(f"{what} {repo_id} is not a local path, and the Hub cannot be reached to download it; "
+        raise HubError(f"{what} {repo_id} does not exist here, and the Hub cannot be reached to download it; "
                        "connect to the network, or pass a local path") from None
     except (RepositoryNotFoundError, GatedRepoError):
-        raise HubError(f"{what} {repo_id} is neither a local path nor a Hub repository this machine may read; "
+        raise HubError(f"{what} {repo_id} does not exist here, nor as a Hub repository this machine may read; "
                        "check the spelling (owner/name) or log in with huggingface-cli login") from None
     except RevisionNotFoundError:
         raise HubError(f"the Hub repository {repo_id} has no main revision; pass a local path") from None

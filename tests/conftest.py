@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Nothing in the tests reaches the network: a Hub id resolves from the Hugging Face cache alone (rmt_core.hub).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 SHARED_DATA = Path(os.environ.get("RMT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
