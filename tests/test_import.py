@@ -539,3 +539,14 @@ def test_decoder_keys_of_another_backbone_are_named(gpt2_tokenizer, decoder_back
                                 DEC_SEGMENT, "--out", tmp_path / "out")
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "lacks backbone.model." in err and not (tmp_path / "out").exists()
+
+
+def test_what_counts_as_a_hub_id(tmp_path, monkeypatch):
+    from rmt_core.hub import is_hub_id
+
+    assert is_hub_id("booydar/rmt-gpt2-babilong-qa1") and is_hub_id("gpt2", bare=True)
+    assert not is_hub_id("gpt2") and not is_hub_id("a/b/c") and not is_hub_id(str(tmp_path / "x"))
+    assert not is_hub_id("./owner/name") and not is_hub_id("owner/") and not is_hub_id("owner/name?x")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    assert not is_hub_id("owner/name")  # a local folder wins
