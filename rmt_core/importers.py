@@ -316,6 +316,23 @@ def has_lora(state) -> bool:
     return any(".lora_A." in k or ".lora_B." in k for k in state)
 
 
+def saved_lora_alpha(folder: Path) -> float | None:
+    """lora_alpha as a source folder's adapter_config.json or config.json records it (top level or one object
+    down), else None."""
+    for name in ("adapter_config.json", "config.json"):
+        try:
+            values = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(values, dict):
+            continue
+        for place in [values, *(v for v in values.values() if isinstance(v, dict))]:
+            alpha = place.get("lora_alpha")
+            if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0:
+                return float(alpha)
+    return None
+
+
 _PEFT_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(.*)\.lora_([AB])\.([^.]+)\.weight$")
 
@@ -327,8 +344,8 @@ def merge_lora(lm: dict[str, torch.Tensor], config, lora_alpha: float | None, wh
     <layer>.base_layer.weight with <layer>.lora_A.<adapter>.weight and <layer>.lora_B.<adapter>.weight.
     config: the LM's transformers config. Returns the merged LM's state dict (its own keys) and a note."""
     if lora_alpha is None:
-        raise ImportCheckpointError(f"{where} holds LoRA adapters, and their scale (lora_alpha) is not in the weights; "
-                                    "pass --lora-alpha (the lora_alpha of the training run's LoraConfig)")
+        raise ImportCheckpointError(f"{where} holds LoRA adapters, and their scale (lora_alpha) is neither in the weights "
+                                    "nor in a config.json beside them; pass --lora-alpha (the run's LoraConfig value)")
     outside = [k for k in lm if not k.startswith(_PEFT_PREFIX)]
     if outside:
         raise ImportCheckpointError(f"{where} holds LoRA adapters, and {_names(outside)} outside "
@@ -500,7 +517,8 @@ def import_checkpoint(source, backbone, segment_size: int, out, format: str | No
         converted = convert_decoder(weights)
         if has_lora(converted.state):
             lm = {k[len("backbone."):]: v for k, v in converted.state.items() if k.startswith("backbone.")}
-            lm, note = merge_lora(lm, config, lora_alpha, weights.where)
+            alpha = lora_alpha if lora_alpha is not None else saved_lora_alpha(weights.files[0].parent)
+            lm, note = merge_lora(lm, config, alpha, weights.where)
             converted.state = {"memory": converted.state["memory"], **{"backbone." + k: v for k, v in lm.items()}}
             converted.steps.append(note)
         if max_segments:

@@ -530,6 +530,10 @@ def test_lora_adapters_are_merged_to_the_same_outputs(gpt2_tokenizer, decoder_ba
     assert not any("lora" in k for k in model.state_dict())
     assert "merged into the base weights with peft" in (tmp_path / "lens" / "README.md").read_text()
     compare_decoder(model, reference, gpt2_tokenizer)
+    (source / "config.json").write_text(json.dumps({"peft": {"r": 4, "lora_alpha": 8}}))  # a config beside the weights
+    code, stdout, err = run_rmt(capsys, *args, "--out", tmp_path / "alpha-from-config")
+    assert code == 0, err
+    assert "alpha 8.0" in (tmp_path / "alpha-from-config" / "README.md").read_text()
 
 
 def test_decoder_keys_of_another_backbone_are_named(gpt2_tokenizer, decoder_backbones, tmp_path, capsys):
