@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from rmt_core.checkpoint import default_checkpoint, read_config, shipped_checkpoints
+from rmt_core.checkpoint import default_checkpoint, read_config, resolve_checkpoint, shipped_checkpoints
 from rmt_core.errors import CheckpointError, RMTError, TraceError
 from rmt_core.tasks import TASKS
 
@@ -110,12 +110,14 @@ def sidebar() -> Selection:
     choice = bar.selectbox("Checkpoint", labels, index=index, key="checkpoint_choice")
     if choice == OTHER_FOLDER:
         folder = bar.text_input("Checkpoint folder", key="checkpoint_folder",
-                                placeholder="/path/to/a/checkpoint (the folder holding config.json)").strip()
+                                placeholder="/path/to/a/checkpoint (the folder holding config.json), or a Hub "
+                                "id owner/name").strip()
     else:
         folder = folders[choice]
     problem, config = None, None
     if folder:
         try:
+            folder = str(resolve_checkpoint(folder))  # a Hub id: its folder in the Hugging Face cache
             config = read_config(folder)
         except CheckpointError as error:
             problem = str(error)
@@ -400,8 +402,9 @@ def final_answer_figure(key: tuple):
     from rmt_core import figures
 
     recorded = trace_for(key)
-    return figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer,
-                                 title="Answer probabilities at the last segment")
+    title = ("First answer token at the last segment, over the labels" if recorded.architecture == "decoder"
+             else "Answer probabilities at the last segment")
+    return figures.answer_figure(recorded.final_logits, recorded.labels, recorded.answer, title=title)
 
 
 # ----- per-segment figures, cached (a segment change redraws from here; the next segments are prefetched) -----
@@ -424,9 +427,9 @@ def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int
     tokens, roles = recorded.tokens(t), recorded.roles(t)
     if kind == "read":  # positions on the axis, tokens in the hover: far quicker for the browser to draw
         return figures.read_attention_figure(recorded.read_attention(t), tokens, roles, layer, head, segment=t,
-                                             token_labels=False)
+                                             token_labels=False, architecture=recorded.architecture)
     return figures.write_attention_figure(recorded.write_attention(t), tokens, roles, layer, head, segment=t,
-                                          token_labels=False)
+                                          token_labels=False, architecture=recorded.architecture)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)

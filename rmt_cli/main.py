@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "sample": "show one task sample, readable or as JSON",
     "flops": "FLOPs of RMT against a full-attention Transformer (paper Figure 3)",
     "app": "open the dashboard in a browser",
+    "import": "convert an RMT checkpoint trained with the authors' code",
 }
 USAGE_ERROR = 1  # the README: bad input ends with one line and exit code 1, usage errors included
 INTERRUPTED, TERMINATED = 130, 143
@@ -53,7 +54,7 @@ def _terminate(signum, frame):
 
 
 def _load(name: str):
-    return importlib.import_module(f"rmt_cli.commands.{name}")
+    return importlib.import_module(f"rmt_cli.commands.{name}{'_' if name == 'import' else ''}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ bertviz's HTML loads require.js, d3 and jQuery from a CDN (blank without a netwo
   require.js hands them to bertviz's own script, whose CDN configuration is removed;
 - the view shows a window of positions: [CLS], the memory tokens (labelled `[mem k]`), the first [SEP] and a
   window of tokens around the fact or the question, for chosen layers and heads; weights rounded to 3 decimals.
+  A decoder's segment shows its read memory (`[read k]`), the window and its write memory (`[write k]`).
 
 The attention inside the window is the model's (rows are not renormalised), so a row sums to less than 1 when
 part of its attention falls outside the window.
@@ -80,15 +81,22 @@ def _inline_libraries() -> str:
 
 
 # ----- which positions to show ---------------------------------------------------------------------------
+def _memory_blocks(roles) -> list[np.ndarray]:
+    """The runs of consecutive memory positions: one for the encoder, two (read, then write) for a decoder."""
+    memory = np.flatnonzero(np.asarray(roles) == ROLE_MEMORY)
+    if not len(memory):
+        return []
+    return np.split(memory, np.flatnonzero(np.diff(memory) > 1) + 1)
+
+
 def view_tokens(tokens: Sequence[str], roles: Sequence[int]) -> list[str]:
-    """Tokens with the memory positions labelled `[mem k]`."""
-    labelled, k = [], 0
-    for token, role in zip(tokens, roles):
-        if int(role) == ROLE_MEMORY:
-            labelled.append(f"[mem {k}]")
-            k += 1
-        else:
-            labelled.append(str(token))
+    """Tokens with the memory positions labelled `[mem k]`; a decoder's as `[read k]` and `[write k]`."""
+    labelled = [str(token) for token in tokens]
+    blocks = _memory_blocks(roles)
+    names = ["mem"] if len(blocks) == 1 else ["read", "write"] + ["mem"] * max(0, len(blocks) - 2)
+    for name, block in zip(names, blocks):
+        for k, p in enumerate(block):
+            labelled[p] = f"[{name} {k}]"
     return labelled
 
 
@@ -101,12 +109,16 @@ def window_positions(roles: Sequence[int], centre: str | int = "fact", width: in
     roles = np.asarray(roles)
     if width < 1:
         raise ViewerError(f"the window must hold at least one token, got {width}")
-    memory = np.flatnonzero(roles == ROLE_MEMORY)
-    head_end = int(memory[-1]) + 2 if len(memory) else 1  # [CLS] mem... [SEP]
+    blocks = _memory_blocks(roles)
+    tail: list[int] = []
+    if len(blocks) == 2:  # a decoder: read memory in front, the tokens, write memory at the end
+        head_end, tail = int(blocks[0][-1]) + 1, [int(p) for p in blocks[1]]
+    else:
+        head_end = int(blocks[-1][-1]) + 2 if blocks else 1  # [CLS] mem... [SEP]
     head = [p for p in range(min(head_end, len(roles))) if roles[p] != ROLE_PAD]
-    body = [p for p in range(head_end, len(roles)) if roles[p] != ROLE_PAD]
+    body = [p for p in range(head_end, len(roles)) if roles[p] != ROLE_PAD and p not in tail]
     if not body:
-        return head
+        return head + tail
     if isinstance(centre, (int, np.integer)):
         at = int(centre)
     else:
@@ -118,7 +130,7 @@ def window_positions(roles: Sequence[int], centre: str | int = "fact", width: in
         at = choices[centre][0] if choices[centre] else body[0]
     index = min(range(len(body)), key=lambda i: abs(body[i] - at))
     start = max(0, min(index - width // 3, len(body) - width))
-    return head + body[start:start + width]
+    return head + body[start:start + width] + tail
 
 
 def segment_attention(model, trace, t: int) -> np.ndarray:

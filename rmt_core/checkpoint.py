@@ -2,7 +2,8 @@
 
 A checkpoint a user can `ls`:
 
-    config.json               format, format_version, backbone (the backbone's own config), rmt (RMTConfig),
+    config.json               format, format_version, backbone (the backbone's own config), rmt (RMTConfig, or
+                              DecoderConfig; rmt.architecture "encoder" (the default) or "decoder"),
                               provenance (command, data, device, steps, date), dtype of the stored weights
     model.safetensors         every weight; or model-00001-of-0000K.safetensors + model.safetensors.index.json
     tokenizer.json, ...       the tokenizer's own files
@@ -85,19 +86,13 @@ def save_checkpoint(
     tokenizer = tokenizer if tokenizer is not None else model.tokenizer
     if tokenizer is None:
         raise CheckpointError(f"cannot save {path}: the model has no tokenizer; pass tokenizer=")
-    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    state = {}
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu")
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        state[name] = tensor.contiguous()
+    state = plain_state(model, dtype)
     stored = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "backbone": model.backbone.config.to_dict(),
-        "rmt": model.config.to_dict(),
+        "rmt": {"architecture": "encoder", **model.config.to_dict()},
         "dtype": sorted(stored)[0] if len(stored) == 1 else sorted(stored),
         "provenance": provenance or {},
     }
@@ -125,6 +120,22 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def plain_state(model, dtype: torch.dtype | str | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict on CPU as safetensors stores it: contiguous, optionally cast to `dtype`, and tied
+    weights (a decoder's embeddings and LM head) as separate copies, since safetensors refuses shared memory."""
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        if tensor.data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        state[name] = tensor.contiguous()
+    return state
 
 
 def _shard(state: dict[str, torch.Tensor], max_shard_mib: float | None) -> list[dict[str, torch.Tensor]]:
@@ -155,9 +166,20 @@ def _replace(tmp: Path, path: Path) -> None:
 
 
 # ----- loading ---------------------------------------------------------------------------------------------
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder: `path` itself, or, for a Hub id (owner/name) that names no local path, the folder of
+    that Hub repository in the Hugging Face cache (downloaded when online; the cache alone with HF_HUB_OFFLINE=1)."""
+    from rmt_core.hub import HubError, local_path
+
+    try:
+        return local_path(path, "checkpoint")
+    except HubError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def read_config(path: str | Path) -> dict:
-    """The parsed and checked config.json of a checkpoint folder."""
-    path = Path(path)
+    """The parsed and checked config.json of a checkpoint folder (or of a Hub id: `resolve_checkpoint`)."""
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint folder {path} does not exist; pass --checkpoint with a checkpoint folder")
     if not path.is_dir():
@@ -325,18 +347,25 @@ def _check_values(path: Path, config: dict, state: dict[str, torch.Tensor]) -> N
 
 
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
-    """Load a checkpoint folder (default: the shipped default) as an `RMT` in eval mode, its tokenizer attached.
+    """Load a checkpoint folder or a Hub id of one (default: the shipped default) in eval mode, its tokenizer
+    attached: an `RMT`, or a `rmt_core.decoder.DecoderRMT` when config.json says `rmt.architecture` "decoder".
 
     device: None puts it on CUDA when present, else CPU. Weights stored in any floating dtype are cast to `dtype`.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    path = Path(path) if path is not None else default_checkpoint()
+    path = resolve_checkpoint(path) if path is not None else default_checkpoint()
     config = read_config(path)
+    architecture = architecture_of(config, path)
     state = read_weights(path)
     try:
         backbone_config = AutoConfig.for_model(**config["backbone"])
-        rmt_config = RMTConfig.from_dict(config["rmt"])
+        if architecture == "decoder":
+            from rmt_core.decoder import DecoderConfig
+
+            rmt_config = DecoderConfig.from_dict(config["rmt"])
+        else:
+            rmt_config = RMTConfig.from_dict(config["rmt"])
     except (ValueError, TypeError, KeyError) as error:
         raise CheckpointError(f"{path / 'config.json'} has unusable settings ({_reason(error)}); re-save the checkpoint")
     if not any((path / name).is_file() for name in TOKENIZER_VOCABULARIES):
@@ -355,6 +384,13 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
                               f"{vocab:,}; the tokenizer files do not belong to this checkpoint")
 
     def build():
+        if architecture == "decoder":
+            from transformers import AutoModelForCausalLM
+
+            from rmt_core.decoder import DecoderRMT, decoder_special_ids
+
+            backbone = AutoModelForCausalLM.from_config(backbone_config, attn_implementation="sdpa")
+            return DecoderRMT(backbone, rmt_config, *decoder_special_ids(tokenizer))
         backbone = AutoModel.from_config(backbone_config, add_pooling_layer=True, attn_implementation="sdpa")
         return RMT(backbone, rmt_config, *special_ids(tokenizer))
 
@@ -377,6 +413,19 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
     model.checkpoint_config = config
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
+
+
+ARCHITECTURES = ("encoder", "decoder")
+
+
+def architecture_of(config: dict, path: str | Path = "the checkpoint") -> str:
+    """`rmt.architecture` of a parsed config.json: "encoder" (the default, for folders written before the
+    decoder existed) or "decoder"."""
+    architecture = config.get("rmt", {}).get("architecture", "encoder")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{Path(path) / 'config.json'} names architecture {architecture!r}; this RMT Lens "
+                              f"reads {' or '.join(ARCHITECTURES)}")
+    return architecture
 
 
 def _check_state(path: Path, model: RMT, state: dict[str, torch.Tensor]) -> None:

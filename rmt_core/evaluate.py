@@ -94,7 +94,8 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
 
     task: None uses the model's own task (config.task). Samples come from `TaskBuilder` with the model's
     tokenizer and segment size; `seed` picks a reproducible set (see `eval_sample_seed`). Returns the results
-    dict described in the module docstring.
+    dict described in the module docstring. A decoder RMT answers by generation: a sample counts as correct when
+    the greedily generated tokens are exactly its answer tokens (the answer, then the end-of-answer token).
 
     rank, world: this process's share of several (torchrun / accelerate; torch.distributed initialised). The
     batches of `batch_plan` are dealt out in turn (batch b to rank b % world), each built from the same
@@ -104,7 +105,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     change predictions); None keeps the weights' own dtype.
     """
     from rmt_core.checkpoint import portable_path
-    from rmt_core.tasks import TaskBuilder, check_sample_size
+    from rmt_core.tasks import check_sample_size, make_builder
 
     if getattr(model, "tokenizer", None) is None:
         raise CheckpointError("the model has no tokenizer attached; load it with load_checkpoint")
@@ -122,8 +123,9 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     segment_size = model.config.segment_size
     for n in lengths:  # every length is checked before the first is evaluated
         check_sample_size(n, segment_size)
-    builder = TaskBuilder(task, model.tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
-                          noise_file=noise_file, split=split)
+    builder = make_builder(task, model.tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
+                           noise_file=noise_file, split=split)
+    decoder = getattr(model.config, "architecture", "encoder") == "decoder"
     was_training = model.training
     model.eval()
     device = model.device
@@ -147,13 +149,19 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
                     ids = np.empty((size, n * segment_size), dtype=np.int32)  # (B, N * S)
                     labels = np.empty(size, dtype=np.int64)
                     seeds = [eval_sample_seed(seed, n, first + j) for j in range(size)]
+                    answers = np.zeros((size, n * segment_size), dtype=bool) if decoder else None
                     for j, sample_seed in enumerate(seeds):
                         sample = builder.sample(n, sample_seed)
                         ids[j] = sample.input_ids
                         labels[j] = sample.answer
+                        if decoder:
+                            answers[j, sample.answer_span[0]:sample.answer_span[1]] = True
                         del sample  # its Python lists are 8x the int32 row
-                    predictions = predict_batch(model, ids, n, segment_size).argmax(dim=-1).cpu().numpy()
-                    hits = predictions == labels
+                    if decoder:
+                        hits = _generated_hits(model, ids, answers)
+                    else:
+                        predictions = predict_batch(model, ids, n, segment_size).argmax(dim=-1).cpu().numpy()
+                        hits = predictions == labels
                     correct += int(hits.sum())
                     wrong.extend((first + j, s) for j, (s, hit) in enumerate(zip(seeds, hits)) if not hit)
                     done += size
@@ -182,6 +190,8 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "task": task,
+        "architecture": "decoder" if decoder else "encoder",
+        "metric": "exact match of the generated answer" if decoder else "accuracy of the answer head",
         "checkpoint": model_identity(model),
         "segment_size": segment_size,
         "num_mem_tokens": model.num_mem_tokens,
@@ -228,6 +238,16 @@ def _autocast(device: torch.device, dtype: str | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+@torch.inference_mode()
+def _generated_hits(model, ids: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """(B,) bool: a decoder's greedy answers against the answer tokens (answers: (B, L) True at them)."""
+    from rmt_core.decoder import exact_matches
+
+    device = model.device
+    return exact_matches(model, torch.as_tensor(ids, dtype=torch.long, device=device),
+                         torch.as_tensor(answers, device=device)).cpu().numpy()
 
 
 def _cuda_peak(device: torch.device) -> int | None:

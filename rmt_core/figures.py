@@ -135,14 +135,15 @@ def token_strip_figure(tokens: Sequence[str], roles: Sequence[int], title: str =
 
 
 def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: int, title: str,
-                      hover_token_is: str, token_labels: bool = True) -> go.Figure:
-    """z: [m, len(positions)] attention of memory slots (rows) against token positions (columns)."""
+                      hover_token_is: str, slot: str = "mem", token_labels: bool = True) -> go.Figure:
+    """z: [m, len(positions)] attention of memory slots (rows) against token positions (columns); rows are
+    named `{slot} k` ("mem", or a decoder's "read" / "write"); token_labels False: positions on the axis."""
     hover = _hover_tokens(tokens, roles, positions)
-    text = [[f"slot {k} · {h}" for h in hover] for k in range(m)]
+    text = [[f"{slot} slot {k} · {h}" for h in hover] for k in range(m)]
     codes = np.asarray(roles)[positions]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.86, 0.14], vertical_spacing=0.02)
     fig.add_trace(go.Heatmap(
-        z=z, x=list(range(len(positions))), y=[f"mem {k}" for k in range(m)], text=text,
+        z=z, x=list(range(len(positions))), y=[f"{slot} {k}" for k in range(m)], text=text,
         hovertemplate=f"%{{text}}<br>{hover_token_is}<br>weight %{{z:.4f}}<extra></extra>",
         colorscale=ATTENTION_SCALE, zmin=0, colorbar=dict(title="weight", len=0.8, y=0.57), name="attention",
     ), row=1, col=1)
@@ -162,24 +163,33 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
 
 def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                           layer: int | None = None, head: int | None = None, segment: int | None = None,
-                          keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
-    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens
-    (token_labels False: positions on the axis, tokens in the hover)."""
+                          keep_pad: bool = False, token_labels: bool = True,
+                          architecture: str = "encoder") -> go.Figure:
+    """Read attention [L, H, T, m] (every query position onto the memory keys) as memory slots x tokens; for a
+    decoder, the keys are the read memory at the front of the segment (token_labels False: positions on the
+    axis, tokens in the hover)."""
     read = np.asarray(read_attention)
     L, H, T, m = read.shape
     _check_tokens(tokens, roles, T, "read attention")
     positions = visible_positions(roles, keep_pad)
     z = head_slice(read, layer, head)[positions].T  # (m, T') slot k: how much each token reads from slot k
     where = "" if segment is None else f"segment {segment} · "
+    if architecture == "decoder":
+        return _attention_figure(z, tokens, roles, positions, m,
+                                 f"Read: tokens attending to the read memory at the front ({where}"
+                                 f"{head_label(layer, head)})", "the token (query) reads this read slot (key)", "read",
+                                 token_labels)
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Read: tokens attending to memory ({where}{head_label(layer, head)})",
-                             "the token (query) reads this slot (key)", token_labels)
+                             "the token (query) reads this slot (key)", token_labels=token_labels)
 
 
 def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                            layer: int | None = None, head: int | None = None, segment: int | None = None,
-                           keep_pad: bool = False, token_labels: bool = True) -> go.Figure:
-    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens
+                           keep_pad: bool = False, token_labels: bool = True,
+                           architecture: str = "encoder") -> go.Figure:
+    """Write attention [L, H, m, T] (memory queries onto every key) as memory slots x tokens; for a decoder,
+    the queries are the write memory at the end of the segment, its keys the read memory and the tokens
     (token_labels False: positions on the axis, tokens in the hover)."""
     write = np.asarray(write_attention)
     L, H, m, T = write.shape
@@ -187,9 +197,14 @@ def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], r
     positions = visible_positions(roles, keep_pad)
     z = head_slice(write, layer, head)[:, positions]  # (m, T')
     where = "" if segment is None else f"segment {segment} · "
+    if architecture == "decoder":
+        return _attention_figure(z, tokens, roles, positions, m,
+                                 f"Write: the write memory at the end attending to tokens and read memory ({where}"
+                                 f"{head_label(layer, head)})", "the write slot (query) writes from this key", "write",
+                                 token_labels)
     return _attention_figure(z, tokens, roles, positions, m,
                              f"Write: memory attending to tokens ({where}{head_label(layer, head)})",
-                             "the slot (query) writes from this token (key)", token_labels)
+                             "the slot (query) writes from this token (key)", token_labels=token_labels)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -45,14 +45,22 @@ class ModelInput:
         roles = [sample.roles[t * size:(t + 1) * size] for t in range(sample.n_segments)]
         light = dataclasses.replace(sample, input_ids=[], roles=[])  # to_json without copying every token id
         meta = {"kind": "task", **{k: v for k, v in light.to_json().items() if k not in ("input_ids", "roles")}}
-        return cls(sample.segments(), roles, int(sample.answer), [int(f.segment) for f in sample.facts], meta, sample)
+        segments = sample.segments()
+        answer_span = getattr(sample, "answer_span", None)
+        if answer_span is not None:  # a generative sample: the model reads up to the question, then answers
+            end = answer_span[0]
+            meta["answer_ids"] = list(sample.input_ids[answer_span[0]:answer_span[1]])
+            segments = [sample.input_ids[t:min(t + size, end)] for t in range(0, end, size)]
+            roles = [sample.roles[t:min(t + size, end)] for t in range(0, end, size)]
+        return cls(segments, roles, int(sample.answer), [int(f.segment) for f in sample.facts], meta, sample)
 
     @classmethod
-    def from_text(cls, tokenizer, text, question, segment_size: int, metadata: dict | None = None) -> "ModelInput":
+    def from_text(cls, tokenizer, text, question, segment_size: int, metadata: dict | None = None,
+                  segmenting: str = "lens", max_segments: int | None = None) -> "ModelInput":
         """Free text ending with a question, cut as `segmenting.segments_from_text` cuts it."""
         from rmt_core.segmenting import segments_from_text
 
-        cut = segments_from_text(tokenizer, text, question, segment_size)
+        cut = segments_from_text(tokenizer, text, question, segment_size, segmenting, max_segments)
         meta = {"kind": "text", "question": question if isinstance(question, str) else None,
                 "n_tokens": cut.n_tokens, **(metadata or {})}
         return cls(cut.segments, cut.roles, None, [], meta)
@@ -65,6 +73,15 @@ class ModelInput:
         segments = [list(map(int, s)) for s in segments]
         roles = [[ROLE_NOISE] * len(s) for s in segments] if roles is None else [list(map(int, r)) for r in roles]
         return cls(segments, roles, None, [], {"kind": "segments", **(metadata or {})})
+
+    def first(self, n: int) -> "ModelInput":
+        """The input's first n segments (itself when it has no more): the paper's code truncates long inputs."""
+        if self.n_segments <= n:
+            return self
+        kept = set(range(n))
+        metadata = {**self.metadata, "truncated_from_segments": self.n_segments}
+        return dataclasses.replace(self, segments=self.segments[:n], roles=self.roles[:n],
+                                   fact_segments=[t for t in self.fact_segments if t in kept], metadata=metadata)
 
     def check(self, segment_size: int, vocab_size: int) -> "ModelInput":
         """ReplayError naming the first problem for this model (segment size, vocabulary), else self."""
@@ -103,22 +120,26 @@ def make_input(model, *, task: str | None = None, n_segments: int | None = None,
                split: str = "train", metadata: dict | None = None) -> ModelInput:
     """The input a user asked for: `text` and `question` (free text), else a sample of `task` (default: the
     model's) with `n_segments` segments and `seed`, built with the model's tokenizer and segment size."""
+    from rmt_core.segmenting import segmenting_of
+
     size = model.config.segment_size
+    segmenting, max_segments = segmenting_of(model.config)
     if text is not None:
         if task is not None or n_segments is not None:
             raise ReplayError("give either a task sample (task, segments, seed) or a text and a question, not both")
         if question is None:
             raise ReplayError("a text needs a question, the question that ends the input")
-        return ModelInput.from_text(model.tokenizer, text, question, size, metadata)
+        return ModelInput.from_text(model.tokenizer, text, question, size, metadata, segmenting, max_segments)
     if question is not None:
         raise ReplayError("a question goes with a text; a task sample brings its own question")
     if n_segments is None:
         raise ReplayError("give a number of segments (with a task and a seed) or a text and a question")
-    from rmt_core.tasks import TaskBuilder
+    from rmt_core.tasks import make_builder
 
-    builder = TaskBuilder(task or model.config.task, model.tokenizer, size, babi_file=babi_file, babi_dir=babi_dir,
-                          noise_file=noise_file, split=split)
-    return ModelInput.from_sample(builder.sample(n_segments, seed))
+    builder = make_builder(task or model.config.task, model.tokenizer, size, babi_file=babi_file, babi_dir=babi_dir,
+                           noise_file=noise_file, split=split)
+    item = ModelInput.from_sample(builder.sample(n_segments, seed))
+    return item.first(max_segments) if max_segments else item  # task samples are whole segments: only truncation
 
 
 class SegmentBatch:
@@ -158,6 +179,12 @@ class SegmentBatch:
     def roles(self, t: int) -> torch.Tensor | None:
         """Roles (B, n_t) of segment t's tokens, when known."""
         return None if self._roles is None else torch.as_tensor(np.asarray(self._roles[t]), dtype=torch.long)
+
+    def first(self, n: int) -> "SegmentBatch":
+        """The batch of the first n segments (itself when it has no more)."""
+        if self.n_segments <= n:
+            return self
+        return SegmentBatch(self._blocks[:n], self._masks[:n], None if self._roles is None else self._roles[:n])
 
     def rows(self, index) -> "SegmentBatch":
         """The batch of the rows `index` (a slice or an index array)."""
@@ -205,14 +232,20 @@ class SegmentBatch:
 
 def batch_of(model, inputs) -> SegmentBatch:
     """A SegmentBatch for `model` from a SegmentBatch, a ModelInput or task Sample (a batch of one), a list of
-    them, or a (B, N, S) / (B, N*S) id array or tensor (rectangular task batches)."""
+    them, or a (B, N, S) / (B, N*S) id array or tensor (rectangular task batches).
+
+    A model whose config records `max_segments` (an imported checkpoint of the paper's code) runs only the
+    first max_segments segments, as that code does."""
     if isinstance(inputs, SegmentBatch):
-        return inputs
-    if isinstance(inputs, (np.ndarray, torch.Tensor)):
-        return SegmentBatch.from_ids(inputs, model.config.segment_size)
-    if isinstance(inputs, (list, tuple)) and inputs and not isinstance(inputs[0], (int, np.integer, list)):
-        return SegmentBatch.from_inputs(inputs, _pad_id(model))
-    return SegmentBatch.from_inputs([as_input(inputs)], _pad_id(model))
+        batch = inputs
+    elif isinstance(inputs, (np.ndarray, torch.Tensor)):
+        batch = SegmentBatch.from_ids(inputs, model.config.segment_size)
+    elif isinstance(inputs, (list, tuple)) and inputs and not isinstance(inputs[0], (int, np.integer, list)):
+        batch = SegmentBatch.from_inputs(inputs, _pad_id(model))
+    else:
+        batch = SegmentBatch.from_inputs([as_input(inputs)], _pad_id(model))
+    max_segments = getattr(getattr(model, "config", None), "max_segments", None)
+    return batch.first(max_segments) if max_segments else batch
 
 
 def _pad_id(model) -> int:

@@ -47,6 +47,11 @@ class RMTConfig:
     bptt_depth: int | None = None  # None: backpropagate through all segments; k: through the last k only
     loss_on: str = "last"  # "last": loss on the last segment; "all": mean of the head's loss at every segment
     classifier_dropout: float = 0.1
+    # How inputs are cut into segments (rmt_core.segmenting): "lens", this project's (text left-aligned, the
+    # question ends the last segment), or "right", the paper's encoder code (imported checkpoints): the flat input,
+    # first truncated to max_segments * segment_size tokens when max_segments is known, split right-aligned.
+    segmenting: str = "lens"
+    max_segments: int | None = None
 
     @property
     def input_size(self) -> int:

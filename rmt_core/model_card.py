@@ -47,19 +47,26 @@ def model_card(folder: str | Path) -> str:
     log = _read_jsonl(folder / "training_log.jsonl")
     stages = [e for e in log if e.get("event") == "stage_end"]
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else None
+    decoder = rmt.get("architecture", "encoder") == "decoder"
+    source = prov.get("train_config", {}).get("backbone", "?")
+    kind = ("A decoder Recurrent Memory Transformer (read memory at the front of every segment, write memory at its "
+            "end; the answer generated)" if decoder else "A Recurrent Memory Transformer")
+    minilm_vocabulary = source in ("small", "minilm", "gpt2-small", "llama-small")
     lines = [
         f"# RMT Lens checkpoint: {folder.name}",
         "",
-        f"A Recurrent Memory Transformer trained by `rmt train` on the **{rmt['task']}** task "
+        f"{kind} trained by `rmt train` on the **{rmt['task']}** task "
         f"({rmt['num_mem_tokens']} memory tokens, segments of {rmt['segment_size']} tokens, "
         f"curriculum up to {rmt['trained_segments']} segments).",
         "",
         "## Backbone",
-        f"- {backbone.get('model_type', '?')}: {backbone.get('num_hidden_layers')} layers, hidden "
-        f"{backbone.get('hidden_size')}, {backbone.get('num_attention_heads')} heads, vocabulary "
-        f"{backbone.get('vocab_size')} (uncased WordPiece of all-MiniLM-L6-v2)",
-        f"- source: {prov.get('train_config', {}).get('backbone', '?')} "
-        "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)",
+        f"- {backbone.get('model_type', '?')}: {backbone.get('num_hidden_layers', backbone.get('n_layer'))} layers, "
+        f"hidden {backbone.get('hidden_size', backbone.get('n_embd'))}, "
+        f"{backbone.get('num_attention_heads', backbone.get('n_head'))} heads, vocabulary {backbone.get('vocab_size')} "
+        + ("(uncased WordPiece of all-MiniLM-L6-v2)" if minilm_vocabulary else "(the backbone's own tokenizer)"),
+        f"- source: {source} "
+        + ("('small' / 'gpt2-small' = GPT-2 and 'llama-small' = Llama, initialised from scratch)" if decoder else
+           "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)"),
         f"- weights stored as {config.get('dtype')}",
         *_lineage(prov.get("init_from")),
         "",
@@ -99,14 +106,18 @@ def model_card(folder: str | Path) -> str:
         lines.append("")
     lines.append("## Evaluation (`rmt eval`, written to eval.json)")
     if evaluation:
-        sources = {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
+        sources = evaluation.get("sources") or {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
         if sources:
             lines.append(f"- data: {sources}")
         if evaluation.get("command"):
             lines.append(f"- command: `{evaluation['command']}`")
-        lines += ["", "| evaluated segments | tokens | accuracy | samples |", "| --- | --- | --- | --- |"]
+        if evaluation.get("metric"):
+            lines.append(f"- metric: {evaluation['metric']}")
+        lines += ["", "| evaluated segments | tokens | accuracy | 95% interval (Wilson) | samples |",
+                  "| --- | --- | --- | --- | --- |"]
         for r in evaluation.get("results", []):
-            lines.append(f"| {r['segments']} | {r['tokens']} | {100 * r['accuracy']:.1f}% | {r['samples']} |")
+            ci = f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%" if "ci_low" in r else "-"
+            lines.append(f"| {r['segments']} | {r['tokens']} | {100 * r['accuracy']:.1f}% | {ci} | {r['samples']} |")
     else:
         lines.append("Not evaluated yet: run `rmt eval --checkpoint <this folder> --json <this folder>/eval.json`.")
     lines.append("")

@@ -133,6 +133,8 @@ def _prepare(model: RMT, sample, segments, roles, metadata) -> ModelInput:
         item = as_input(segments, roles)
     if metadata:
         item = dataclasses.replace(item, metadata={**item.metadata, **metadata})
+    if getattr(model.config, "max_segments", None):  # an imported checkpoint of the paper's code: its truncation
+        item = item.first(model.config.max_segments)
     return item.check(size, model.backbone.get_input_embeddings().num_embeddings)
 
 
@@ -145,6 +147,7 @@ def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: 
     H = model.backbone.config.num_attention_heads
     C = len(model.config.labels)
     adt = policy.attention_dtype
+    decoder = _is_decoder(model)
 
     def spec(file, shape, dtype):
         return {"file": file, "shape": list(shape), "dtype": dtype}
@@ -152,12 +155,13 @@ def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: 
     K, F = len(attention), len(full)
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if decoder else 1,  # version 2: the decoder layout
         "checkpoint": identity,
         "model": {
             "task": model.config.task, "labels": list(model.config.labels), "num_mem_tokens": m,
             "segment_size": model.config.segment_size, "input_size": T, "hidden_size": d, "num_layers": L,
             "num_heads": H, "num_classes": C, "backbone": model.backbone.config.model_type,
+            "architecture": "decoder" if decoder else "encoder",
         },
         "n_segments": n,
         "n_tokens": sum(len(s) for s in item.segments),
@@ -167,7 +171,7 @@ def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: 
         "policy": asdict(policy),
         "recorded": {
             "memory": True,
-            "segment_logits": bool(policy.segment_logits),
+            "segment_logits": bool(policy.segment_logits) and not decoder,
             "attention_segments": attention,
             "full_attention_segments": full,
         },
@@ -175,7 +179,8 @@ def _manifest(model: RMT, item: ModelInput, policy: RecordingPolicy, attention: 
             "token_ids": spec("token_ids.npy", (n, T), "int32"),
             "roles": spec("roles.npy", (n, T), "int8"),
             "memory": spec("memory.npy", (n + 1, m, d), policy.memory_dtype),
-            "segment_logits": spec("segment_logits.npy", (n, C), "float32") if policy.segment_logits else None,
+            "segment_logits": spec("segment_logits.npy", (n, C), "float32")
+            if policy.segment_logits and not decoder else None,
             "final_logits": spec("final_logits.npy", (C,), "float32"),
             "read_attention": spec("read_attention.npy", (K, L, H, T, m), adt),
             "write_attention": spec("write_attention.npy", (K, L, H, m, T), adt),
@@ -200,7 +205,9 @@ def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpo
     manifest = _manifest(model, item, policy, attention, full, model_identity(model, checkpoint_dir))
     layout = model.layout
     read, write = layout.read_positions, layout.write_positions
-    used_ids: set[int] = {model.cls_id, model.sep_id, model.pad_id}
+    decoder = _is_decoder(model)
+    used_ids: set[int] = {getattr(model, name) for name in ("cls_id", "sep_id", "pad_id") if hasattr(model, name)}
+    last_memory = {}
 
     def record(step) -> None:  # one segment into the sink
         t = step.t
@@ -214,7 +221,8 @@ def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpo
             if t in full_set:
                 arrays["full"] = att.to("cpu").numpy()  # (L, H, T, T)
         token_row, role_row = layout.build_numpy(tokens, item.roles[t])
-        logits = step.logits[0].float().to("cpu").numpy() if policy.segment_logits else None
+        logits = step.logits[0].float().to("cpu").numpy() if policy.segment_logits and not decoder else None
+        last_memory["in"] = step.memory_in
         sink.segment(t, token_row, role_row, step.memory_out[0].to("cpu", mdt).numpy(), logits, arrays)
 
     was_training = model.training
@@ -223,8 +231,16 @@ def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpo
         with torch.no_grad():
             sink.begin(manifest, model.initial_memory(1)[0].to("cpu", mdt).numpy())
             batch = SegmentBatch.from_inputs([item], model.pad_id)
-            out = run(model, batch, attention=set(attention), on_segment=record, progress=progress)
-            final_logits = out.logits[0].float().to("cpu").numpy()
+            if decoder:
+                with model.lean():  # the segments' language-model logits are not recorded
+                    run(model, batch, attention=set(attention), on_segment=record, progress=progress)
+                final_logits, generated = _decoder_answer(model, item, last_memory["in"])
+                used_ids.update(generated["ids"])
+                manifest.update(generated_answer=generated["text"], generated_ids=generated["ids"],
+                                label_token_ids=generated["label_ids"])
+            else:
+                out = run(model, batch, attention=set(attention), on_segment=record, progress=progress)
+                final_logits = out.logits[0].float().to("cpu").numpy()
     finally:
         model.train(was_training)
     manifest["prediction"] = int(np.argmax(final_logits))
@@ -233,6 +249,23 @@ def _record(model: RMT, item: ModelInput, sink, policy: RecordingPolicy, checkpo
     ids = sorted(used_ids)
     strings = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else [f"[id{i}]" for i in ids]
     return sink.finish(manifest, final_logits, dict(zip(ids, strings, strict=True)))
+
+
+def _is_decoder(model) -> bool:
+    return getattr(model.config, "architecture", "encoder") == "decoder"
+
+
+def _decoder_answer(model, item: ModelInput, memory: torch.Tensor) -> tuple[np.ndarray, dict]:
+    """A decoder's answer to a replayed input: greedy generation from [memory, last segment] (the memory the
+    last segment read), and as `final_logits` the first generated token's logits at each label's first token."""
+    tokens = torch.tensor([item.segments[-1]], device=model.device)
+    generation = model.generate_from(memory, tokens, None, model.config.max_new_tokens)
+    tokenizer = model.tokenizer
+    label_ids = [int(tokenizer(" " + label, add_special_tokens=False)["input_ids"][0]) for label in model.config.labels]
+    scores = generation.scores[0, label_ids].float().to("cpu").numpy()
+    length = int(generation.lengths[0])
+    ids = [int(i) for i in generation.tokens[0, :length + 1 if length < generation.tokens.shape[1] else length]]
+    return scores, {"text": model.answers(generation)[0], "ids": ids, "label_ids": label_ids}
 
 
 # ----- public entry points ------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class Fact:
     subject: str | None = None  # relation facts: subject is `direction` of `reference`
     direction: str | None = None
     reference: str | None = None
+    object: str | None = None  # qa2 facts (rmt_core.babilong): the object a person takes or puts down ...
+    action: str | None = None  # ... "take" or "drop"
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Sample:
     answer_name: str
     seed: int
     sources: dict = field(default_factory=dict)
+    # Generative tasks (rmt_core.babilong): the answer tokens close the sample; the model reads up to the question.
+    answer_span: tuple[int, int] | None = None
 
     def segments(self) -> list[list[int]]:
         """The input cut into n_segments lists of segment_size ids."""
@@ -72,6 +76,14 @@ class Sample:
         """All metadata and the token ids as plain JSON types."""
         data = asdict(self)
         data["question_span"] = list(self.question_span)
+        if self.answer_span is None:  # the paper's tasks: the same JSON as before generative tasks existed
+            del data["answer_span"]
+        else:
+            data["answer_span"] = list(self.answer_span)
+        for fact in data["facts"]:
+            for key in ("object", "action"):
+                if fact[key] is None:
+                    del fact[key]
         return data
 
     @classmethod
@@ -80,6 +92,8 @@ class Sample:
         fields = dict(data)
         fields["facts"] = [Fact(**fact) for fact in data["facts"]]
         fields["question_span"] = tuple(data["question_span"])
+        if fields.get("answer_span") is not None:
+            fields["answer_span"] = tuple(fields["answer_span"])
         return cls(**fields)
 
 
@@ -333,8 +347,20 @@ class TaskBuilder:
         return input_ids, labels
 
 
+def make_builder(task: str, tokenizer, segment_size: int, **sources):
+    """The sample builder of any task: `TaskBuilder` for the paper's three, `babilong.StoryTaskBuilder` for the
+    generative ones (qa1, qa2). `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""
+    from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder
+
+    if task in GENERATIVE_TASKS:
+        return StoryTaskBuilder(task, tokenizer, segment_size, **sources)
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
+    return TaskBuilder(task, tokenizer, segment_size, **sources)
+
+
 def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,
                tokenizer=None, **sources) -> Sample:
     """One sample with the default tokenizer unless one is given; `sources` as for TaskBuilder."""
-    builder = TaskBuilder(task, tokenizer or default_tokenizer(), segment_size, **sources)
+    builder = make_builder(task, tokenizer or default_tokenizer(), segment_size, **sources)
     return builder.sample(n_segments, seed)

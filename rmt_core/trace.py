@@ -41,7 +41,8 @@ from rmt_core.errors import TraceError
 from rmt_core.layout import INPUT_ROLES, position_labels
 
 FORMAT = "rmt-lens-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest; 2 adds the decoder layout (read and write memory at different positions)
+READABLE_VERSIONS = (1, 2)  # an encoder's replay is still written as version 1, which older readers open
 MANIFEST = "manifest.json"
 TOKENS = "tokens.json"
 PARTIAL = ".partial-"
@@ -265,6 +266,31 @@ class TraceView:
         return int(self.manifest["model"]["num_mem_tokens"])
 
     @property
+    def architecture(self) -> str:
+        """"encoder" (memory read and written at the same positions) or "decoder" (read at the front, written at
+        the end); traces of format version 1 are encoder traces."""
+        return (self.manifest.get("layout") or {}).get("architecture", "encoder")
+
+    @property
+    def read_positions(self) -> slice:
+        """Positions of the memory a segment reads (the key columns of read_attention)."""
+        return self._positions("read_positions")
+
+    @property
+    def write_positions(self) -> slice:
+        """Positions whose states are the memory a segment writes (the query rows of write_attention)."""
+        return self._positions("write_positions")
+
+    def _positions(self, key: str) -> slice:
+        pair = (self.manifest.get("layout") or {}).get(key) or [1, self.num_mem_tokens]  # version 1: 1..m
+        return slice(int(pair[0]), int(pair[1]) + 1)
+
+    @property
+    def generated_answer(self) -> str | None:
+        """A decoder's generated answer (None for an encoder trace)."""
+        return self.manifest.get("generated_answer")
+
+    @property
     def attention_segments(self) -> list[int]:
         """Segments whose read and write attention were recorded (sorted)."""
         return list(self.manifest["recorded"]["attention_segments"])
@@ -301,7 +327,8 @@ class TraceView:
     def tokens(self, t: int) -> list[str]:
         """[T] token strings of segment t; memory positions are "[mem0]" .. "[mem{m-1}]"."""
         t = self.segment_index(t)
-        return position_labels(self._vocab(), self.token_ids(t), self.roles(t))
+        write = self.write_positions.start if self.architecture == "decoder" else None
+        return position_labels(self._vocab(), self.token_ids(t), self.roles(t), write_start=write)
 
     def segment_length(self, t: int) -> int:
         """Number of input tokens (text, facts, question) in segment t, special tokens and padding excluded."""
@@ -443,9 +470,9 @@ class Trace(TraceView):
             raise TraceError(f"{file} is not valid JSON ({error}); the trace is damaged, replay again") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise TraceError(f"{file} is not an RMT Lens trace manifest (format {FORMAT!r} expected)")
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") not in READABLE_VERSIONS:
             raise TraceError(f"{file} has format_version {manifest.get('format_version')!r}, this RMT Lens reads "
-                             f"version {FORMAT_VERSION}; upgrade RMT Lens or replay again")
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))}; upgrade RMT Lens or replay again")
         for key in ("n_segments", "model", "recorded", "arrays"):
             if key not in manifest:
                 raise TraceError(f"{file} lacks '{key}'; the trace is damaged, replay again")

@@ -15,6 +15,11 @@ Run folder (`--out`): a new or empty folder (a run never writes among files it d
     resume/                                           state for --resume (weights, optimizer, RNG: safetensors + JSON)
 
 Several processes (torchrun / accelerate launch) split each global batch; rank 0 alone writes files.
+
+`architecture="decoder"` trains a decoder RMT (`rmt_core.decoder`) on a generative task (qa1, qa2): the loss is
+the shifted causal-LM loss on the answer tokens, and validation accuracy is the exact match of the greedily
+generated answer. Backbones: "small" / "gpt2-small" (a GPT-2 from scratch), "llama-small" (a Llama from
+scratch), both sized by hidden_size, num_layers and num_heads with the MiniLM tokenizer; or a causal-LM folder.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rmt_core.checkpoint import load_checkpoint, read_weights, save_checkpoint
+from rmt_core.checkpoint import load_checkpoint, plain_state, read_weights, save_checkpoint
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
 
@@ -74,6 +79,7 @@ PATH_SETTINGS = ("out", "init_from", "backbone", "babi_file", "babi_dir", "noise
 @dataclass
 class TrainConfig:
     task: str = "memorize"
+    architecture: str = "encoder"  # "encoder" (the paper's RMT) or "decoder" (read and write memory, rmt_core.decoder)
     out: str = "runs/memorize"
     stages: list[Stage] = field(default_factory=lambda: [Stage(1, 64), Stage(2, 64)])
     backbone: str = "small"  # "small" (from scratch), "minilm" (the installed all-MiniLM-L6-v2) or a folder
@@ -103,8 +109,8 @@ class TrainConfig:
     patience: int = 2
     plateau: int = 8
     grad_clip: float = 1.0
-    bptt_depth: int | None = None
-    loss_on: str = "last"
+    bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
+    loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
     device: str | None = None
     bf16: bool | None = None  # None: on CUDA only
@@ -193,9 +199,14 @@ class Data:
     def builder(self, segment_size: int, training: bool = False):
         """Samples of the training sources; training batches oversample hard reason questions (hard_fraction).
         A question_form restricts training and validation alike: the stage's best is its best on that form."""
-        from rmt_core.tasks import TaskBuilder
+        from rmt_core.tasks import TaskBuilder, make_builder
 
         hard = self.cfg.hard_fraction if training else 0.0
+        if (segment_size, hard) not in self.builders and self.cfg.architecture == "decoder":
+            c = self.cfg
+            self.builders[segment_size, hard] = make_builder(
+                c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
+                noise_file=c.noise_file, split="train")
         if (segment_size, hard) not in self.builders:
             c = self.cfg
             self.builders[segment_size, hard] = TaskBuilder(
@@ -221,7 +232,31 @@ class Data:
 
 
 # ----- model -----------------------------------------------------------------------------------------------
+DECODER_BACKBONES = {"small": "gpt2", "gpt2-small": "gpt2", "llama-small": "llama"}
+
+
+def build_decoder(cfg: TrainConfig, tokenizer):
+    from rmt_core.decoder import BACKBONES, DecoderConfig, decoder_from_backbone
+
+    first = cfg.stages[0]
+    rmt = DecoderConfig(task=cfg.task, num_mem_tokens=cfg.num_mem_tokens, segment_size=first.segment_size,
+                        bptt_depth=cfg.bptt_depth, loss_on="all" if cfg.loss_on == "all" else "answer")
+    if cfg.backbone in DECODER_BACKBONES:
+        make = BACKBONES[DECODER_BACKBONES[cfg.backbone]]
+        backbone = make(len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.max_positions)
+        if DECODER_BACKBONES[cfg.backbone] == "gpt2":
+            backbone.resid_pdrop = backbone.embd_pdrop = backbone.attn_pdrop = cfg.dropout
+    else:
+        backbone = Path(cfg.backbone)
+        if not (backbone / "config.json").is_file():
+            raise TrainError(f"--backbone {backbone} is not a model folder with config.json; pass a causal-LM folder "
+                             f"or one of {', '.join(DECODER_BACKBONES)}")
+    return decoder_from_backbone(backbone, tokenizer, rmt)
+
+
 def build_model(cfg: TrainConfig, tokenizer) -> RMT:
+    if cfg.architecture == "decoder":
+        return build_decoder(cfg, tokenizer)
     first = cfg.stages[0]
     rmt = RMTConfig(
         task=cfg.task, num_mem_tokens=cfg.num_mem_tokens, segment_size=first.segment_size,
@@ -283,13 +318,24 @@ def check_sizes(cfg: TrainConfig) -> None:
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
-    folder = minilm_dir() if cfg.backbone in ("small", "minilm") else Path(cfg.backbone)
+    folder = minilm_dir() if cfg.backbone in ("small", "minilm", *DECODER_BACKBONES) else Path(cfg.backbone)
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
+    causal-LM loss on the answer tokens (decoder, labels = the answer mask)."""
+    if getattr(model.config, "architecture", "encoder") == "decoder":
+        return model(ids, labels_mask=labels).loss
+    return model(ids, labels=labels).loss
 
 
 @torch.no_grad()
 def validate(model: RMT, batches, device, autocast) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) on the validation batches."""
+    """(accuracy, mean cross-entropy) on the validation batches; for a decoder, the exact match of the generated
+    answers and the answer tokens' mean cross-entropy."""
+    if getattr(model.config, "architecture", "encoder") == "decoder":
+        return _validate_decoder(model, batches, device, autocast)
     model.eval()
     correct = total = 0
     loss = 0.0
@@ -303,6 +349,25 @@ def validate(model: RMT, batches, device, autocast) -> tuple[float, float]:
     return correct / max(total, 1), loss / max(total, 1)
 
 
+def _validate_decoder(model, batches, device, autocast) -> tuple[float, float]:
+    from rmt_core.decoder import exact_matches
+
+    model.eval()
+    correct = total = 0
+    loss = tokens = 0.0
+    for ids, answer_mask in batches:
+        ids, answer_mask = ids.to(device), answer_mask.to(device)
+        with autocast():
+            out = model(ids, labels_mask=answer_mask)
+            hits = exact_matches(model, ids, answer_mask)
+        correct += int(hits.sum())
+        total += len(hits)
+        loss += float(out.loss) * out.answer_tokens
+        tokens += out.answer_tokens
+    model.train()
+    return correct / max(total, 1), loss / max(tokens, 1)
+
+
 # ----- resume state (safetensors + JSON, never pickle) -----------------------------------------------------------
 def save_resume(folder: Path, model: RMT, optimizer, scheduler, state: dict) -> None:
     from safetensors.torch import save_file
@@ -310,7 +375,7 @@ def save_resume(folder: Path, model: RMT, optimizer, scheduler, state: dict) -> 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    save_file(plain_state(model), str(tmp / "model.safetensors"))
     names = {id(p): n for n, p in model.named_parameters()}
     tensors, steps = {}, {}
     for group in optimizer.param_groups:
@@ -446,9 +511,16 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     origin = None  # the checkpoint this run starts from, hashed once; every stage checkpoint and the final one record it
     if cfg.init_from:
         model = load_checkpoint(cfg.init_from, device="cpu")
+        if getattr(model.config, "architecture", "encoder") != cfg.architecture:
+            raise TrainError(f"--init-from {cfg.init_from} is an {getattr(model.config, 'architecture', 'encoder')} "
+                             f"checkpoint; give --architecture {getattr(model.config, 'architecture', 'encoder')}")
         origin = _identity(cfg.init_from)
-        model.config.task, model.config.bptt_depth, model.config.loss_on = cfg.task, cfg.bptt_depth, cfg.loss_on
-        model.dropout.p = cfg.dropout
+        model.config.task, model.config.bptt_depth = cfg.task, cfg.bptt_depth
+        if getattr(model.config, "architecture", "encoder") == "decoder":
+            model.config.loss_on = "all" if cfg.loss_on == "all" else "answer"
+        else:
+            model.config.loss_on = cfg.loss_on
+            model.dropout.p = cfg.dropout
         tokenizer = model.tokenizer
         model = model.to(device)
     else:
@@ -457,7 +529,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             model = build_model(cfg, tokenizer).to(device)
         except ValueError as error:  # the RMT refuses a layout that does not fit the backbone, and says why
             raise TrainError(str(error)) from None
-    if max(s.segment_size for s in cfg.stages) + cfg.num_mem_tokens + 3 > model.backbone.config.max_position_embeddings:
+    extra = 2 * model.num_mem_tokens if cfg.architecture == "decoder" else model.num_mem_tokens + 3
+    if max(s.segment_size for s in cfg.stages) + extra > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
     data = Data(cfg, tokenizer)
     state = {"stage": 0, "step": 0, "best": -1.0, "best_loss": math.inf, "good": 0, "stale": 0, "elapsed": 0.0,
@@ -509,7 +582,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             ids, labels = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             with autocast():
-                loss = model(ids, labels=labels).loss
+                loss = batch_loss(model, ids, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             procs.average_gradients(model)

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# Nothing in the tests reaches the network: a Hub id resolves from the Hugging Face cache alone (rmt_core.hub).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 SHARED_DATA = Path(os.environ.get("RMT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -97,3 +100,20 @@ def serve_app(command: list[str], log: Path, env: dict[str, str], cwd: Path | No
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """A GPT-2-style byte-level BPE tokenizer (no pad, [CLS] or [SEP]; end-of-text only), trained in memory on
+    bAbI-like sentences: what a decoder checkpoint built on GPT-2 brings, without the network."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    from rmt_core import babi
+
+    texts = [f"{p} {v} to the {x}. Where is {p}? {x}" for p in babi.PEOPLE for v in babi.MOVE_VERBS
+             for x in babi.PLACES]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts * 4, vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False)
+    end = "<|endoftext|>"
+    return GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=end, bos_token=end, unk_token=end)

@@ -16,7 +16,7 @@ from rmt_cli import main as cli
 from rmt_core.errors import CheckpointError, ProbeError, ReplayError, RMTError, TaskError, TraceError, TrainError
 
 # SPEC section 7, in its order.
-SPEC_COMMANDS = ["train", "eval", "replay", "probe", "export", "sample", "flops", "app"]
+SPEC_COMMANDS = ["train", "eval", "replay", "probe", "export", "sample", "flops", "app", "import"]
 REPO = Path(__file__).resolve().parents[1]
 
 

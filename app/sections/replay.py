@@ -42,8 +42,16 @@ if key[0] == "trace":
 st.markdown(" · ".join(x for x in lines if x))
 for fact in facts[:4]:
     st.markdown(f"Fact in segment **{fact['segment']}**: “{fact['text']}”")
-st.markdown(f"Question: “{meta.get('question') or chosen.question}” · prediction **{labels[prediction]}** "
-            f"({probs[prediction]:.0%}){verdict}")
+decoder = trace.architecture == "decoder"
+if decoder:  # the answer is generated; exact match, as rmt eval scores it
+    generated = trace.generated_answer
+    verdict = "" if answer is None else (" ✓ correct" if generated == labels[answer] else f" ✗ (answer: {labels[answer]})")
+    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · generated answer **{generated}**{verdict}")
+    st.caption("Decoder RMT: each segment reads memory at its front ([read k]) and writes memory at its end "
+               "([write k]); the write slots' last-layer states are the next segment's read memory.")
+else:
+    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · prediction **{labels[prediction]}** "
+                f"({probs[prediction]:.0%}){verdict}")
 if key[0] == "trace":
     st.caption(f"Recorded: memory of every segment; read/write attention of {len(trace.attention_segments):,} "
                f"segments; full attention of {len(trace.full_attention_segments):,}; the head's answer at every "

@@ -24,11 +24,14 @@ HELP = "accuracy of a checkpoint against the number of segments (writes the resu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.babilong import GENERATIVE_TASKS
     from rmt_core.evaluate import MAX_SAMPLES
     from rmt_core.tasks import MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
-    parser.add_argument("--task", choices=TASKS, default=None, help="task (default: the checkpoint's own task)")
+    parser.add_argument("--task", choices=TASKS + GENERATIVE_TASKS, default=None,
+                        help="task (default: the checkpoint's own task; qa1 and qa2 are a decoder's, answered by "
+                             "generation and scored by exact match)")
     parser.add_argument("--segments", type=whole_list(1, MAX_SAMPLE_TOKENS), default=[1, 2, 4],
                         help="comma-separated numbers of segments to evaluate, e.g. 1,2,4,...,4096 (default 1,2,4)")
     parser.add_argument("--samples", type=whole(1, MAX_SAMPLES), default=100,
@@ -36,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=whole(1, 65536), default=64,
                         help="samples a batch (default 64; smaller for very long inputs to bound memory)")
     parser.add_argument("--seed", type=SEED, default=0, help="evaluation seed (samples never overlap training's)")
-    parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect, qa4 for reason)")
+    parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect/qa1, qa4 for reason, qa2)")
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); its test-split file is used")
     parser.add_argument("--split", default="test", choices=("train", "test"), help="bAbI split with --babi-dir")
     parser.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")

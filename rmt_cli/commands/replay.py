@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint folder (default: the shipped default checkpoint)")
     source = parser.add_argument_group(
         "input: a task sample (--task, --segments, --seed) or --text-file and --question")
-    source.add_argument("--task", choices=("memorize", "detect", "reason"),
+    source.add_argument("--task", choices=("memorize", "detect", "reason", "qa1", "qa2"),
                         help="task of the sample (default: the checkpoint's task)")
     source.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), help="number of segments of the sample")
     source.add_argument("--seed", type=SEED, default=0, help="seed of the sample (default 0)")
@@ -96,14 +96,20 @@ def run(args) -> int:
     item = make_input(model, task=None if text_mode else args.task, n_segments=args.segments, seed=args.seed,
                       text=text, question=args.question, babi_file=args.babi_file, noise_file=args.noise_file,
                       metadata=text_meta)
-    trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=checkpoint)
+    folder = getattr(model, "checkpoint_dir", checkpoint)  # a Hub id's folder in the Hugging Face cache
+    trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=folder)
 
     labels = trace.labels
     probability = trace.probabilities[trace.prediction]
     answer = "unknown (free text)" if trace.answer is None else labels[trace.answer]
     verdict = "" if trace.answer is None else ("  correct" if trace.answer == trace.prediction else "  wrong")
     print(f"replayed {trace.n_segments} segment(s), {trace.manifest['n_tokens']} tokens, on {model.device.type}")
-    print(f"answer: {answer}   prediction: {labels[trace.prediction]} (p={probability:.3f}){verdict}")
+    if trace.architecture == "decoder":  # the answer is generated; exact match as rmt eval scores it
+        generated = trace.generated_answer
+        verdict = "" if trace.answer is None else ("  correct" if generated == labels[trace.answer] else "  wrong")
+        print(f"answer: {answer}   generated: {generated!r}{verdict}")
+    else:
+        print(f"answer: {answer}   prediction: {labels[trace.prediction]} (p={probability:.3f}){verdict}")
     print(f"attention kept for {len(trace.attention_segments)} of {trace.n_segments} segments; "
           f"full attention for {len(trace.full_attention_segments)}")
     print(f"trace: {trace.path}")

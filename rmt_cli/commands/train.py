@@ -11,12 +11,20 @@ HELP = "curriculum training of an RMT checkpoint (1 segment, then one more at a 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", choices=("memorize", "detect", "reason"), default="memorize")
+    parser.add_argument("--task", choices=("memorize", "detect", "reason", "qa1", "qa2"), default=None,
+                        help="memorize, detect, reason (encoder; default memorize) or the generative BABILong-style "
+                             "qa1, qa2 (decoder; default qa1)")
+    parser.add_argument("--architecture", choices=("encoder", "decoder"), default="encoder",
+                        help="encoder: the paper's RMT on a BERT-style backbone; decoder: read and write memory "
+                             "around a causal LM, the answer generated (default encoder)")
     parser.add_argument("--out", required=True, help="run folder; the final checkpoint is written into it")
     parser.add_argument("--segments", default="1,2,3,4,5,6,7", help="curriculum of segment counts (default 1..7)")
     parser.add_argument("--segment-size", type=whole(4, 2**20), default=64, help="tokens per segment (paper: 499)")
     parser.add_argument("--stages", default=None, help="full curriculum as NxS pairs, e.g. 1x16,2x32,2x64,3x64")
-    parser.add_argument("--backbone", default="small", help="'small' (from scratch), 'minilm', or a local model folder")
+    parser.add_argument("--backbone", default="small",
+                        help="encoder: 'small' (BERT from scratch), 'minilm', or a local model folder; decoder: 'small' "
+                             "or 'gpt2-small' (GPT-2 from scratch), 'llama-small' (Llama from scratch), or a local "
+                             "causal-LM folder. Sizes from --hidden-size, --layers, --heads")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (continue or fine-tune a trained model)")
     parser.add_argument("--hidden-size", type=whole(2, 8192), default=128, help="(small backbone; default 128)")
@@ -48,8 +56,10 @@ def add_arguments(parser) -> None:
                         help="... or after this many evaluations without improvement")
     parser.add_argument("--grad-clip", type=real(above=0.0, maximum=1e6), default=1.0)
     parser.add_argument("--bptt-depth", type=whole(1, 2**24), default=None,
-                        help="backpropagate through the last k segments only")
-    parser.add_argument("--loss-on", choices=("last", "all"), default="last")
+                        help="backpropagate through the last k segments only (decoder: the last k memory transitions)")
+    parser.add_argument("--loss-on", choices=("last", "all"), default="last",
+                        help="last: the answer only (encoder: the head at the last segment; decoder: the answer "
+                             "tokens); all: every segment's head (encoder) or every next token (decoder)")
     parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
@@ -83,9 +93,15 @@ def run(args) -> int:
         raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
     check_output_folder(args.out, "--out", TrainError)
     check_backbone(args.backbone)
+    from rmt_core.babilong import GENERATIVE_TASKS
+
+    task = args.task or ("qa1" if args.architecture == "decoder" else "memorize")
+    if (task in GENERATIVE_TASKS) != (args.architecture == "decoder"):
+        raise TrainError(f"task {task} is for the {'decoder' if task in GENERATIVE_TASKS else 'encoder'}; "
+                         f"give --architecture {'decoder' if task in GENERATIVE_TASKS else 'encoder'} or another --task")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
-        task=args.task, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
+        task=task, architecture=args.architecture, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,

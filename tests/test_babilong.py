@@ -1,0 +1,120 @@
+"""BABILong-style generative tasks: a whole bAbI story in order in noise, the question, then the answer tokens;
+exact lengths, full metadata, answers that follow from the story, on WordPiece and GPT-2 tokenizers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rmt_core import babi
+from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder, generate_story, solve, story_items
+from rmt_core.errors import TaskError
+from rmt_core.inputs import ModelInput
+from rmt_core.layout import ROLE_ANSWER, ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
+from rmt_core.tasks import Sample, make_builder
+
+
+def _check(sample, builder):
+    S, n = sample.segment_size, sample.n_segments
+    assert len(sample.input_ids) == len(sample.roles) == n * S
+    ids, roles = sample.input_ids, sample.roles
+    # Every fact, in story order, where its span says, whole.
+    assert [f.story_index for f in sample.facts] == list(range(len(sample.facts)))
+    assert all(a.end <= b.start for a, b in zip(sample.facts, sample.facts[1:]))
+    for fact in sample.facts:
+        assert ids[fact.start:fact.end] == builder.ids(fact.text)
+        assert set(roles[fact.start:fact.end]) == {ROLE_FACT}
+        assert fact.segment == (fact.end - 1) // S
+    assert sum(r == ROLE_FACT for r in roles) == sum(f.end - f.start for f in sample.facts)
+    q0, q1 = sample.question_span
+    a0, a1 = sample.answer_span
+    assert (q1, a1) == (a0, n * S)  # the question, then the answer closes the sample
+    assert ids[q0:q1] == builder.ids(sample.question) and set(roles[q0:q1]) == {ROLE_QUESTION}
+    assert ids[a0:a1] == builder.answer_ids(sample.answer_name) and set(roles[a0:a1]) == {ROLE_ANSWER}
+    assert ids[a1 - 1] == builder.end_id
+    assert set(roles[:q0]) <= {ROLE_NOISE, ROLE_FACT}
+    # The answer follows from the story's facts, and it is the asked one's latest place.
+    assert solve([f.text for f in sample.facts], sample.question) == sample.answer_name
+    assert babi.PLACES[sample.answer] == sample.answer_name
+
+
+@pytest.mark.parametrize("task", GENERATIVE_TASKS)
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_samples_have_exact_lengths_and_whole_stories_in_order(tokenizer, task, n):
+    builder = make_builder(task, tokenizer, 64)
+    assert isinstance(builder, StoryTaskBuilder)
+    for seed in range(5):
+        _check(builder.sample(n, seed), builder)
+
+
+def test_gpt2_tokenizer_samples(gpt2_tokenizer):
+    builder = StoryTaskBuilder("qa1", gpt2_tokenizer, 64)
+    sample = builder.sample(4, 7)
+    _check(sample, builder)
+    assert builder.end_id == gpt2_tokenizer.eos_token_id
+    assert gpt2_tokenizer.decode(builder.answer_ids(sample.answer_name)[:-1]).strip() == sample.answer_name
+
+
+def test_a_seed_gives_one_sample_and_json_round_trips(tokenizer):
+    builder = StoryTaskBuilder("qa1", tokenizer, 48)
+    a, b = builder.sample(3, 11), builder.sample(3, 11)
+    assert a == b and a != builder.sample(3, 12)
+    assert Sample.from_json(a.to_json()) == a
+    assert a.to_json()["answer_span"] == list(a.answer_span)
+
+
+def test_facts_scatter_over_the_whole_input(tokenizer):
+    builder = StoryTaskBuilder("qa1", tokenizer, 64)
+    segments = {f.segment for seed in range(30) for f in builder.sample(4, seed).facts}
+    assert segments == {0, 1, 2, 3}
+
+
+def test_stories_from_the_babi_files_keep_every_fact_up_to_the_question(tokenizer, shared_data):
+    folder = shared_data / "babi" / "en-10k"
+    questions = babi.read_babi(babi.find_task_file(folder, "qa1", "test"))
+    items = story_items(questions, "qa1")
+    assert len(items) == len(questions)
+    assert {len(item.facts) for item in items} == {2, 4, 6, 8, 10}
+    assert items[1].facts == [questions[1].story[i] for i in sorted(questions[1].story)]
+    # bAbI's own answers agree with the world the facts describe, for every question of qa2's test split too.
+    assert len(story_items(babi.read_babi(babi.find_task_file(folder, "qa2", "test")), "qa2")) == 1000
+    builder = StoryTaskBuilder("qa1", tokenizer, 64, babi_dir=folder, split="test",
+                               noise_file=shared_data / "quality" / "questions.dev.txt")
+    sample = builder.sample(4, 0)
+    _check(sample, builder)
+    item = next(i for i in items if i.line == sample.sources["babi_line"])
+    assert [f.text for f in sample.facts] == item.facts
+    assert sample.sources["story_facts"] == len(item.facts) and sample.sources["split"] == "test"
+
+
+def test_a_story_that_cannot_fit_is_a_clear_error(tokenizer):
+    with pytest.raises(TaskError, match="fits in 8 tokens.*more or longer segments"):
+        StoryTaskBuilder("qa1", tokenizer, 8).sample(1, 0)
+
+
+def test_the_model_reads_up_to_the_question_and_the_batch_marks_the_answer(tokenizer):
+    builder = StoryTaskBuilder("qa1", tokenizer, 32)
+    sample = builder.sample(3, 5)
+    item = ModelInput.from_sample(sample)
+    a0, a1 = sample.answer_span
+    assert sum(item.segments, []) == sample.input_ids[:a0]
+    assert [len(s) for s in item.segments] == [32, 32, 32 - (a1 - a0)]
+    assert item.metadata["answer_ids"] == sample.input_ids[a0:a1]
+    ids, mask = builder.batch(3, 4, seed=0)
+    assert ids.shape == mask.shape == (4, 96)
+    assert mask[:, -(a1 - a0):].sum() > 0 and mask.sum(dim=1).tolist() == [
+        len(builder.answer_ids(s.answer_name)) for s in builder.samples(3, 4, seed=0)]
+
+
+def test_generated_stories_answer_from_the_latest_fact():
+    rng = random.Random(0)
+    for task in GENERATIVE_TASKS:
+        for _ in range(50):
+            story = generate_story(task, rng)
+            assert solve(story.facts, story.question) == story.answer
+    moved = ["Mary went to the kitchen.", "John went to the garden.", "Mary travelled to the office."]
+    assert solve(moved, "Where is Mary?") == "office"
+    carried = ["John went to the garden.", "John got the milk there.", "John moved to the hallway.",
+               "John put down the milk.", "John went to the office."]
+    assert solve(carried, "Where is the milk?") == "hallway"
