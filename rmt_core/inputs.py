@@ -49,7 +49,6 @@ class ModelInput:
         answer_span = getattr(sample, "answer_span", None)
         if answer_span is not None:  # a generative sample: the model reads up to the question, then answers
             end = answer_span[0]
-            meta["answer_ids"] = list(sample.input_ids[answer_span[0]:answer_span[1]])
             segments = [sample.input_ids[t:min(t + size, end)] for t in range(0, end, size)]
             roles = [sample.roles[t:min(t + size, end)] for t in range(0, end, size)]
         return cls(segments, roles, int(sample.answer), [int(f.segment) for f in sample.facts], meta, sample)

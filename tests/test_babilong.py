@@ -100,7 +100,7 @@ def test_the_model_reads_up_to_the_question_and_the_batch_marks_the_answer(token
     a0, a1 = sample.answer_span
     assert sum(item.segments, []) == sample.input_ids[:a0]
     assert [len(s) for s in item.segments] == [32, 32, 32 - (a1 - a0)]
-    assert item.metadata["answer_ids"] == sample.input_ids[a0:a1]
+    assert item.metadata["answer_span"] == [a0, a1] and item.sample is sample
     ids, mask = builder.batch(3, 4, seed=0)
     assert ids.shape == mask.shape == (4, 96)
     assert mask[:, -(a1 - a0):].sum() > 0 and mask.sum(dim=1).tolist() == [
