@@ -198,7 +198,7 @@ def _replay(folder: str, stamp: tuple, input_key: tuple, policy):
         _, text, question = input_key
         segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size)
         return replay_in_memory(rmt, segmented, policy, metadata={"kind": "text", "question": question})
-    from rmt_core.tasks import make_builder
+    from rmt_core.babilong import make_builder
 
     _, task, n_segments, seed = input_key
     sample = make_builder(task, rmt.tokenizer, rmt.config.segment_size).sample(n_segments, seed)

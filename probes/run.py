@@ -184,7 +184,8 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     """
     from rmt_core.evaluate import eval_sample_seed
     from rmt_core.inputs import ModelInput
-    from rmt_core.tasks import default_tokenizer, make_builder
+    from rmt_core.babilong import make_builder
+    from rmt_core.tasks import default_tokenizer
 
     from probes.states import auto_batch_size
 

@@ -142,13 +142,30 @@ def generate_story(task: str, rng: random.Random, n_facts: int | None = None) ->
 
 
 # ----- samples -------------------------------------------------------------------------------------------------
+def end_of_answer_id(tokenizer) -> int | None:
+    """The token that ends a generated answer: GPT-2's end-of-text, a BERT-style tokenizer's [SEP]."""
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return None if end is None else int(end)
+
+
+def make_builder(task: str, tokenizer, segment_size: int, **sources):
+    """The sample builder of any task: `StoryTaskBuilder` for the generative ones (qa1, qa2), `tasks.TaskBuilder`
+    for the paper's three. `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""
+    from rmt_core.tasks import TASKS, TaskBuilder
+
+    if task in GENERATIVE_TASKS:
+        return StoryTaskBuilder(task, tokenizer, segment_size, **sources)
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
+    return TaskBuilder(task, tokenizer, segment_size, **sources)
+
+
 class StoryTaskBuilder:
     """Builds samples and training batches of a generative task (qa1, qa2), BABILong style; the same interface
     as `tasks.TaskBuilder` (`sample`, `samples`, `batch`), batches carrying an answer mask instead of labels."""
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
-        from rmt_core.decoder import decoder_special_ids
         from rmt_core.tasks import SPLITS, _check_int
 
         if task not in GENERATIVE_TASKS:
@@ -164,7 +181,7 @@ class StoryTaskBuilder:
         self.babi_path = Path(babi_file) if babi_file is not None else None
         self.items = story_items(babi.read_babi(self.babi_path), task) if self.babi_path is not None else None
         self.noise = NoiseSource.load(noise_file, tokenizer)
-        self.end_id = decoder_special_ids(tokenizer)[1]
+        self.end_id = end_of_answer_id(tokenizer)
         self._ids: dict[str, list[int]] = {}
 
     def ids(self, text: str) -> list[int]:

@@ -386,9 +386,11 @@ def _left_aligned(ids: torch.Tensor, mask: torch.Tensor | None, segment_size: in
 def decoder_special_ids(tokenizer) -> tuple[int, int | None]:
     """(pad id, end-of-answer id) of any tokenizer: GPT-2's has no pad token (its end-of-text serves), a
     BERT-style one ends answers with [SEP]."""
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    from rmt_core.babilong import end_of_answer_id
+
+    eos = end_of_answer_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return int(pad if pad is not None else 0), (None if eos is None else int(eos))
+    return int(pad if pad is not None else 0), eos
 
 
 def decoder_from_backbone(backbone, tokenizer, config: DecoderConfig | None = None,

@@ -326,20 +326,8 @@ class TaskBuilder:
         return input_ids, labels
 
 
-def make_builder(task: str, tokenizer, segment_size: int, **sources):
-    """The sample builder of any task: `TaskBuilder` for the paper's three, `babilong.StoryTaskBuilder` for the
-    generative ones (qa1, qa2). `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""
-    from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder
-
-    if task in GENERATIVE_TASKS:
-        return StoryTaskBuilder(task, tokenizer, segment_size, **sources)
-    if task not in TASKS:
-        raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
-    return TaskBuilder(task, tokenizer, segment_size, **sources)
-
-
 def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,
                tokenizer=None, **sources) -> Sample:
     """One sample with the default tokenizer unless one is given; `sources` as for TaskBuilder."""
-    builder = make_builder(task, tokenizer or default_tokenizer(), segment_size, **sources)
+    builder = TaskBuilder(task, tokenizer or default_tokenizer(), segment_size, **sources)
     return builder.sample(n_segments, seed)

@@ -189,7 +189,8 @@ class Data:
     def builder(self, segment_size: int, training: bool = False):
         """Samples of the training sources; training batches oversample hard reason questions (hard_fraction).
         A question_form restricts training and validation alike: the stage's best is its best on that form."""
-        from rmt_core.tasks import TaskBuilder, make_builder
+        from rmt_core.babilong import make_builder
+        from rmt_core.tasks import TaskBuilder
 
         hard = self.cfg.hard_fraction if training else 0.0
         if (segment_size, hard) not in self.builders and self.cfg.architecture == "decoder":

@@ -8,11 +8,11 @@ import random
 import pytest
 
 from rmt_core import babi
-from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder, generate_story, solve, story_items
+from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder, generate_story, make_builder, solve, story_items
 from rmt_core.errors import TaskError
 from rmt_core.inputs import ModelInput
 from rmt_core.layout import ROLE_ANSWER, ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
-from rmt_core.tasks import Sample, make_builder
+from rmt_core.tasks import Sample
 
 
 def _check(sample, builder):
