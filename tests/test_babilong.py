@@ -118,3 +118,23 @@ def test_generated_stories_answer_from_the_latest_fact():
     carried = ["John went to the garden.", "John got the milk there.", "John moved to the hallway.",
                "John put down the milk.", "John went to the office."]
     assert solve(carried, "Where is the milk?") == "hallway"
+
+
+def test_world_state_targets_follow_the_facts_read_so_far(tokenizer):
+    from probes.targets import WORLD_TARGETS, build_targets
+
+    builder = StoryTaskBuilder("qa1", tokenizer, 48)
+    samples = [builder.sample(4, seed) for seed in range(12)]
+    targets = build_targets(samples)
+    assert set(WORLD_TARGETS) <= set(targets)
+    for k, sample in enumerate(samples):
+        for person in ("Mary", "John", "Daniel", "Sandra"):
+            where, previous = targets[f"where_{person}"], targets[f"previous_{person}"]
+            for t in range(4):
+                moves = [f for f in sorted(sample.facts, key=lambda f: f.story_index)
+                         if f.person == person and f.segment <= t]
+                assert where.classes[where.labels[k, t]] == (moves[-1].place if moves else "unknown")
+                assert previous.classes[previous.labels[k, t]] == (moves[-2].place if len(moves) > 1 else "none")
+        # The asked person's place after the last segment is the answer.
+        asked = sample.question.split()[-1].rstrip("?")
+        assert targets[f"where_{asked}"].classes[targets[f"where_{asked}"].labels[k, 3]] == sample.answer_name
