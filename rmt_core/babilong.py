@@ -166,14 +166,11 @@ class StoryTaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
-        from rmt_core.tasks import SPLITS, _check_int
+        from rmt_core.tasks import _check_int, check_sources
 
         if task not in GENERATIVE_TASKS:
             raise TaskError(f"unknown generative task {task!r}; choose one of {', '.join(GENERATIVE_TASKS)}")
-        if split not in SPLITS:
-            raise TaskError(f"unknown split {split!r}; choose train or test")
-        if babi_file is not None and babi_dir is not None:
-            raise TaskError("give a bAbI file or a bAbI folder, not both")
+        check_sources(split, babi_file, babi_dir)
         self.task, self.tokenizer, self.split = task, tokenizer, split
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         if babi_dir is not None:
