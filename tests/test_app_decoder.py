@@ -14,7 +14,7 @@ pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-PAGES = ["sections/replay.py", "sections/memory.py", "sections/probes.py", "sections/length.py"]
+PAGES = ["sections/replay.py", "sections/memory.py", "sections/probes.py", "sections/length.py", "sections/efficiency.py"]
 
 
 @pytest.fixture(scope="module")
