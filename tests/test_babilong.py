@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 
 from rmt_core import babi
@@ -138,3 +140,46 @@ def test_world_state_targets_follow_the_facts_read_so_far(tokenizer):
         # The asked person's place after the last segment is the answer.
         asked = sample.question.split()[-1].rstrip("?")
         assert targets[f"where_{asked}"].classes[targets[f"where_{asked}"].labels[k, 3]] == sample.answer_name
+
+
+def _world_memory(samples, keep_previous: bool, seed: int = 0):
+    """Hand-made memory states (K, N+1, 8, 7): slot p one-hot of person p's current place (index 0: unknown);
+    with keep_previous, slot 4+p also holds p's place after the segment before: a memory that does not
+    overwrite an old place when a new one arrives."""
+    from probes.targets import PEOPLE, places_seen
+    from rmt_core.tasks import PLACES
+
+    rng = np.random.default_rng(seed)
+    K, N = len(samples), samples[0].n_segments
+    states = rng.normal(0, 0.1, size=(K, N + 1, 8, 7)).astype(np.float32)
+    for k, sample in enumerate(samples):
+        for t in range(N):
+            for p, person in enumerate(PEOPLE):
+                places = places_seen(sample, person, t)
+                states[k, t + 1, p, 1 + PLACES.index(places[-1]) if places else 0] += 1.0
+                earlier = places_seen(sample, person, t - 1) if t > 0 else []
+                if keep_previous and earlier:
+                    states[k, t + 1, 4 + p, 1 + PLACES.index(earlier[-1])] += 1.0
+    return states
+
+
+def test_the_overwrite_test_tells_overwriting_from_keeping(tokenizer):
+    from probes.linear import split_samples
+    from probes.world import overwrite_events, overwrite_test
+
+    builder = StoryTaskBuilder("qa1", tokenizer, 48)
+    samples = [builder.sample(4, seed) for seed in range(600)]
+    events = overwrite_events(samples, "Mary")
+    assert events and all(t_new > 0 and old != new for _, t_new, old, new, _ in events)
+    fit, test = split_samples(len(samples), 0.5, 0)
+    people = ("Mary", "Sandra")
+
+    def mean(rows, target, offset):
+        values = [r["accuracy"] for r in rows if r["target"] == target and r["offset"] == offset]
+        return sum(values) / len(values)
+
+    overwriting = overwrite_test(_world_memory(samples, keep_previous=False), samples, fit, test, people)
+    keeping = overwrite_test(_world_memory(samples, keep_previous=True), samples, fit, test, people)
+    assert mean(overwriting, "old place", -1) > 0.9 and mean(overwriting, "old place", 0) < 0.5
+    assert mean(overwriting, "new place", 0) > 0.9 and mean(overwriting, "new place", -1) < 0.5
+    assert mean(keeping, "old place", 0) > 0.9
