@@ -184,7 +184,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     """
     from rmt_core.evaluate import eval_sample_seed
     from rmt_core.inputs import ModelInput
-    from rmt_core.babilong import make_builder
+    from rmt_core.babilong import check_task, make_builder
     from rmt_core.tasks import default_tokenizer
 
     from probes.states import auto_batch_size
@@ -203,6 +203,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     # A decoder answers by generation; its "logits" here are the first answer token's scores over the labels at
     # the end of the prompt (DecoderRMT.answering), and its inputs are the prompts (the answer tokens cut off).
     decoder = getattr(model.config, "architecture", "encoder") == "decoder"
+    check_task(task, "decoder" if decoder else "encoder")
     attention = attention and not decoder
     out = Path(out) if out is not None else None
     tokenizer = getattr(model, "tokenizer", None) or default_tokenizer()

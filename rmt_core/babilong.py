@@ -148,6 +148,17 @@ def end_of_answer_id(tokenizer) -> int | None:
     return None if end is None else int(end)
 
 
+def check_task(task: str, architecture: str) -> None:
+    """TaskError unless `task` is one the architecture answers: the paper's three for an encoder (an answer
+    head), qa1/qa2 for a decoder (a generated answer)."""
+    generative = task in GENERATIVE_TASKS
+    if generative != (architecture == "decoder"):
+        wanted = "decoder" if generative else "encoder"
+        raise TaskError(f"task {task} is for the {wanted} and this model is the {architecture}; give a "
+                        f"{'generative task (qa1, qa2)' if architecture == 'decoder' else 'task memorize, detect or reason'}"
+                        f" or a {wanted} checkpoint")
+
+
 def make_builder(task: str, tokenizer, segment_size: int, **sources):
     """The sample builder of any task: `StoryTaskBuilder` for the generative ones (qa1, qa2), `tasks.TaskBuilder`
     for the paper's three. `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""

@@ -120,8 +120,9 @@ def make_input(model, *, task: str | None = None, n_segments: int | None = None,
         raise ReplayError("a question goes with a text; a task sample brings its own question")
     if n_segments is None:
         raise ReplayError("give a number of segments (with a task and a seed) or a text and a question")
-    from rmt_core.babilong import make_builder
+    from rmt_core.babilong import check_task, make_builder
 
+    check_task(task or model.config.task, getattr(model.config, "architecture", "encoder"))
     builder = make_builder(task or model.config.task, model.tokenizer, size, babi_file=babi_file, babi_dir=babi_dir,
                            noise_file=noise_file, split=split)
     return ModelInput.from_sample(builder.sample(n_segments, seed))

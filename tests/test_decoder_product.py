@@ -187,3 +187,12 @@ def test_rmt_probe_on_a_decoder_reads_the_answer_from_generation(decoder):
     assert results["clean"]["predictions"] == first.argmax(-1).tolist()
     assert results["ablation"] and results["patching"] and results["attention"] == {}
     assert any("decoder" in note for note in results["notes"])
+
+
+def test_a_task_of_the_other_architecture_is_a_clear_error(decoder, tiny_rmt):
+    from rmt_core.errors import TaskError
+
+    with pytest.raises(TaskError, match="task memorize is for the encoder and this model is the decoder"):
+        evaluate(decoder, "memorize", segments=[1], samples=1, progress=False)
+    with pytest.raises(TaskError, match="task qa1 is for the decoder"):
+        make_input(tiny_rmt, task="qa1", n_segments=1, seed=0)
