@@ -156,7 +156,7 @@ def check_task(task: str, architecture: str) -> None:
         wanted = "decoder" if generative else "encoder"
         raise TaskError(f"task {task} is for the {wanted} and this model is the {architecture}; give a "
                         f"{'generative task (qa1, qa2)' if architecture == 'decoder' else 'task memorize, detect or reason'}"
-                        f" or a {wanted} checkpoint")
+                        f" or {'an encoder' if wanted == 'encoder' else 'a decoder'} checkpoint")
 
 
 def make_builder(task: str, tokenizer, segment_size: int, **sources):
