@@ -104,12 +104,14 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     processes). autocast: "bfloat16" runs the backbone under torch.autocast in bfloat16 (opt in: it can
     change predictions); None keeps the weights' own dtype.
     """
+    from rmt_core.babilong import check_task, make_builder
     from rmt_core.checkpoint import portable_path
-    from rmt_core.tasks import check_sample_size, make_builder
+    from rmt_core.tasks import check_sample_size
 
     if getattr(model, "tokenizer", None) is None:
         raise CheckpointError("the model has no tokenizer attached; load it with load_checkpoint")
     task = task or model.config.task
+    check_task(task, getattr(model.config, "architecture", "encoder"))
     lengths = _check_lengths(segments)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
         raise TaskError(f"samples must be a whole number from 1 to {MAX_SAMPLES:,}, got {samples!r}; "

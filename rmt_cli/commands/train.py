@@ -97,8 +97,8 @@ def run(args) -> int:
 
     task = args.task or ("qa1" if args.architecture == "decoder" else "memorize")
     if (task in GENERATIVE_TASKS) != (args.architecture == "decoder"):
-        raise TrainError(f"task {task} is for the {'decoder' if task in GENERATIVE_TASKS else 'encoder'}; "
-                         f"give --architecture {'decoder' if task in GENERATIVE_TASKS else 'encoder'} or another --task")
+        wanted = "decoder" if task in GENERATIVE_TASKS else "encoder"
+        raise TrainError(f"task {task} is for the {wanted}; give --architecture {wanted} or another --task")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
         task=task, architecture=args.architecture, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
