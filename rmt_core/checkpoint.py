@@ -221,6 +221,8 @@ RMT_LIMITS = {"num_mem_tokens": (1, 4096), "segment_size": (1, 2**20), "trained_
 BACKBONE_LIMITS = {"vocab_size": (1, 2**21), "hidden_size": (1, 2**16), "num_hidden_layers": (1, 1024),
                    "num_attention_heads": (1, 1024), "max_position_embeddings": (1, 2**20),
                    "intermediate_size": (1, 2**18), "type_vocab_size": (1, 2**10)}
+BACKBONE_ALIASES = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+                    "max_position_embeddings": "n_positions"}
 REQUIRED_BACKBONE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                           "max_position_embeddings")
 
@@ -233,7 +235,11 @@ def _config_problem(config: dict) -> str | None:
     """What is wrong with the settings of a parsed config.json (types and ranges), or None."""
     import math
 
-    rmt, backbone = config["rmt"], config["backbone"]
+    rmt, backbone = config["rmt"], dict(config["backbone"])
+    for name, alias in BACKBONE_ALIASES.items():  # GPT-2 style names of the same numbers
+        if name not in backbone and alias in backbone:
+            backbone[name] = backbone[alias]
+    decoder = rmt.get("architecture", "encoder") == "decoder"
     for key, (low, high) in RMT_LIMITS.items():
         if not _whole_in(rmt.get(key), low, high):
             return f"rmt.{key} is {rmt.get(key)!r}, expected a whole number from {low:,} to {high:,}"
@@ -246,8 +252,9 @@ def _config_problem(config: dict) -> str | None:
     depth = rmt.get("bptt_depth")
     if depth is not None and not _whole_in(depth, 1, 2**24):
         return f"rmt.bptt_depth is {depth!r}, expected null or a whole number of 1 or more"
-    if rmt.get("loss_on", "last") not in ("last", "all"):
-        return f"rmt.loss_on is {rmt.get('loss_on')!r}, expected 'last' or 'all'"
+    losses = ("answer", "all") if decoder else ("last", "all")
+    if rmt.get("loss_on", losses[0]) not in losses:
+        return f"rmt.loss_on is {rmt.get('loss_on')!r}, expected {losses[0]!r} or {losses[1]!r}"
     dropout = rmt.get("classifier_dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (0 <= dropout < 1):
         return f"rmt.classifier_dropout is {dropout!r}, expected a number from 0 up to (not including) 1"
@@ -322,8 +329,9 @@ def _check_layer_count(path: Path, config: dict, state: dict[str, torch.Tensor])
     shapes-only model of that many layers is built."""
     import re
 
-    numbers = {int(found.group(1)) for key in state if (found := re.search(r"\.layers?\.(\d+)\.", key))}
-    layers = config["backbone"]["num_hidden_layers"]
+    numbers = {int(found.group(1)) for key in state if (found := re.search(r"\.(?:layers?|h)\.(\d+)\.", key))}
+    backbone = config["backbone"]
+    layers = backbone.get("num_hidden_layers", backbone.get("n_layer"))
     if numbers and len(numbers) != layers:
         raise CheckpointError(f"{path / 'config.json'} says {layers} layers but the weights hold {len(numbers)}; "
                               "the weights do not belong to this config")

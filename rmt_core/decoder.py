@@ -113,7 +113,7 @@ class DecoderRMT(nn.Module):
         self.pad_id = int(pad_id)
         self.eos_id = None if eos_id is None else int(eos_id)
         d = backbone.config.hidden_size
-        std = backbone.get_input_embeddings().weight.detach().float().std().item()
+        std = backbone.get_input_embeddings().weight.detach().float().std()  # a tensor: also works on the meta device
         self.memory = nn.Parameter(torch.randn(config.num_mem_tokens, d) * std)  # (m, d) initial memory
         self.tokenizer = None  # set by load_checkpoint / constructors; not part of the weights
         self._lean = False  # segment steps skip the logits (training's loss and generation's prefix need none)
