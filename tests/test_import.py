@@ -402,6 +402,7 @@ class RecurrentWrapperReference(nn.Module):
 
 
 DEC_SEGMENT, DEC_MEM = 16, 3
+DEC_TEXT = "Mary went back to the kitchen after lunch. The weather stayed grey all afternoon. Sandra moved to the garden."
 
 
 def tiny_lm_config(kind: str, vocab: int):
@@ -471,8 +472,8 @@ def decoder_backbones(tmp_path_factory, gpt2_tokenizer):
 
 
 def compare_decoder(model, reference, tokenizer):
-    item = make_input(model, text=TEXT, question=QUESTION)
-    flat = tokenizer(TEXT + " " + QUESTION, add_special_tokens=False)["input_ids"]
+    item = make_input(model, text=DEC_TEXT, question=QUESTION)
+    flat = tokenizer(DEC_TEXT + " " + QUESTION, add_special_tokens=False)["input_ids"]
     assert item.segments == reference.pieces(flat)
     assert item.n_segments >= 3 and 0 < len(item.segments[-1]) < DEC_SEGMENT  # a short last segment
     memories, logits = reference(flat)
