@@ -29,9 +29,28 @@ SEED = 0
 VIEW_CENTRE, VIEW_WIDTH, VIEW_HEADS = "fact", 24, 4  # bertviz defaults: window around the fact, first heads
 
 
+def tasks_for(config: dict | None) -> tuple[str, ...]:
+    """The tasks a checkpoint can run: the paper's three for an encoder, the generative ones for a decoder."""
+    from rmt_core.babilong import GENERATIVE_TASKS
+
+    decoder = ((config or {}).get("rmt") or {}).get("architecture", "encoder") == "decoder"
+    return GENERATIVE_TASKS if decoder else TASKS
+
+
+def task_choices(folder: str | None, current: str | None) -> tuple[tuple[str, ...], int]:
+    """(the tasks a checkpoint folder can run, the index of `current` among them, else of its own task)."""
+    try:
+        config = read_config(folder) if folder else None
+    except CheckpointError:
+        config = None
+    tasks = tasks_for(config)
+    return tasks, tasks.index(current if current in tasks else default_task(config))
+
+
 def default_task(config: dict | None) -> str:
     task = ((config or {}).get("rmt") or {}).get("task")
-    return task if task in TASKS else TASKS[0]
+    tasks = tasks_for(config)
+    return task if task in tasks else tasks[0]
 
 
 def default_segments(config: dict | None) -> int:
@@ -103,7 +122,8 @@ def sidebar() -> Selection:
 
     kind = bar.radio("Input", ["Task sample", "Paste text"], horizontal=True, key="input_kind")
     if kind == "Task sample":
-        task = bar.selectbox("Task", TASKS, index=TASKS.index(model_task), key=f"task_{folder}")
+        tasks = tasks_for(config)
+        task = bar.selectbox("Task", tasks, index=tasks.index(model_task), key=f"task_{folder}")
         n_segments = bar.number_input("Segments", min_value=1, max_value=MAX_SEGMENTS,
                                       value=default_segments(config), step=1, key=f"segments_{folder}")
         seed = bar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=SEED, step=1, key="seed")
@@ -181,10 +201,10 @@ def _replay(folder: str, stamp: tuple, input_key: tuple, policy):
         segmented = segments_from_text(rmt.tokenizer, text, question, rmt.config.segment_size,
                                        *segmenting_of(rmt.config))
         return replay_in_memory(rmt, segmented, policy, metadata={"kind": "text", "question": question})
-    from rmt_core.tasks import TaskBuilder
+    from rmt_core.babilong import make_builder
 
     _, task, n_segments, seed = input_key
-    sample = TaskBuilder(task, rmt.tokenizer, rmt.config.segment_size).sample(n_segments, seed)
+    sample = make_builder(task, rmt.tokenizer, rmt.config.segment_size).sample(n_segments, seed)
     return replay_in_memory(rmt, sample, policy)
 
 

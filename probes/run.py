@@ -15,6 +15,7 @@ finished one only rewrites its tables and figures.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -143,10 +144,11 @@ def _check_recorded(model, recorded) -> None:
 
 
 def _check_args(task, segments, samples, test_fraction, intervention_samples, modes):
+    from rmt_core.babilong import GENERATIVE_TASKS
     from rmt_core.tasks import TASKS
 
-    if task not in TASKS:
-        raise ProbeError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task not in TASKS + GENERATIVE_TASKS:
+        raise ProbeError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
     for value, name, minimum in ((segments, "--segments", 1), (samples, "--samples", 4)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise ProbeError(f"{name} must be an integer of at least {minimum}, got {value!r}")
@@ -181,7 +183,9 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     ablation, patching, attention, timings, notes, files.
     """
     from rmt_core.evaluate import eval_sample_seed
-    from rmt_core.tasks import TaskBuilder, default_tokenizer
+    from rmt_core.inputs import ModelInput
+    from rmt_core.babilong import check_task, make_builder
+    from rmt_core.tasks import default_tokenizer
 
     from probes.states import auto_batch_size
 
@@ -196,19 +200,28 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
         _check_recorded(model, recorded)
         attention = False  # read-outs need attention of every fact segment; traces keep only some
     _check_args(task, segments, samples, test_fraction, intervention_samples, modes)
+    # A decoder answers by generation; its "logits" here are the first answer token's scores over the labels at
+    # the end of the prompt (DecoderRMT.answering), and its inputs are the prompts (the answer tokens cut off).
+    decoder = getattr(model.config, "architecture", "encoder") == "decoder"
+    check_task(task, "decoder" if decoder else "encoder")
+    attention = attention and not decoder
     out = Path(out) if out is not None else None
     tokenizer = getattr(model, "tokenizer", None) or default_tokenizer()
     segment_size = model.config.segment_size
-    builder = TaskBuilder(task, tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
-                          noise_file=noise_file, split=split)
+    builder = make_builder(task, tokenizer, segment_size, babi_file=babi_file, babi_dir=babi_dir,
+                           noise_file=noise_file, split=split)
     # The samples of `rmt eval` with this seed: held out from training batches by construction.
     if recorded is not None:
         sample_list = recorded[0]
     else:
         sample_list = [builder.sample(int(segments), eval_sample_seed(int(seed), int(segments), i))
                        for i in range(int(samples))]
-    input_ids = torch.tensor([s.input_ids for s in sample_list], dtype=torch.long)  # (K, N*S)
-    roles = torch.tensor([s.roles for s in sample_list], dtype=torch.long)  # (K, N*S)
+    if decoder:
+        input_ids = [ModelInput.from_sample(s) for s in sample_list]  # K prompts
+        roles = None
+    else:
+        input_ids = torch.tensor([s.input_ids for s in sample_list], dtype=torch.long)  # (K, N*S)
+        roles = torch.tensor([s.roles for s in sample_list], dtype=torch.long)  # (K, N*S)
     answers = np.array([s.answer for s in sample_list])
     targets = targets_module.build_targets(sample_list, seed=int(seed))
     fact_segments = targets_module.last_fact_segments(sample_list)
@@ -270,6 +283,9 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     if not interventions_possible:
         results["notes"].append("ablation and patching change the memory written by segments 0..N-2; "
                                 "use --segments 2 or more")
+    if decoder:
+        results["notes"].append("decoder: the answer scores are the first generated token's logits over the labels' "
+                                "first tokens; the memory probed is the write memory; no attention read-outs")
 
     split_fit, split_test = linear.split_samples(K, test_fraction, int(seed))
     aligned_targets = {name: t for name, t in targets.items() if name != "seen"}
@@ -289,6 +305,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
             done.discard("collect")
             todo.insert(0, "collect")
     bar = _Progress(progress, sum(steps_of[s] for s in todo))
+    answering = model.answering() if decoder else contextlib.nullcontext()
 
     def checkpoint_stage(stage: str, started: float) -> None:
         results["timings"][stage] = round(time.perf_counter() - started, 3)
@@ -297,44 +314,45 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
             write_json(out / "results.json", results)
 
     try:
-        for stage in todo:
-            bar.set_stage(stage)
-            started, first_step = time.perf_counter(), bar.done
-            if stage == "collect" and recorded is not None:
-                collected = recorded[1]  # the traces' own memory states and final logits
-                results["notes"].append(f"memory states read from {K} traces in {traces}; no attention read-outs")
-            elif stage == "collect":
-                collected = collect(model, input_ids, roles if attention else None, batch_size=batch_size,
-                                    on_step=bar.step)
-            if stage == "collect":
-                predictions = collected.logits.argmax(-1)
-                correct = int((predictions == answers).sum())
-                low, high = linear.wilson_interval(correct, K)
-                results["clean"] = {"accuracy": correct / K, "ci_low": low, "ci_high": high, "samples": K,
-                                    "predictions": predictions.tolist()}
-                results["attention"] = attention_summary(collected.write, collected.read) if attention else {}
-                if out is not None and cacheable:
-                    _save_states(out / "states.npz", keys["collect"], collected)
-            elif stage == "probes":
-                results["probes"] = linear.probe_grid(collected.states, targets, split_fit, split_test,
-                                                      slots=per_slot, max_iter=max_iter, on_fit=bar.step)
-            elif stage == "aligned":
-                results["aligned"] = linear.probe_aligned(collected.states, aligned_targets, fact_segments,
-                                                          split_fit, split_test, max_iter=max_iter,
-                                                          on_fit=bar.step)
-            elif stage == "ablation":
-                results["ablation"] = _ablation(model, input_ids[:n_int], answers[:n_int], collected, n_int,
-                                                N, m, modes, batch_size, bar.step)
-            elif stage == "patching":
-                if len(set(answers[:n_int].tolist())) < 2:  # no pair with different answers to patch between
-                    results["notes"].append("patching skipped: the intervention samples all share one answer; "
-                                            "give more --intervention-samples")
-                else:
-                    results["patching"] = _patching(model, input_ids[:n_int], answers[:n_int], collected, n_int,
-                                                    N, m, int(seed), batch_size, bar.step)
-            if bar.done - first_step < steps_of[stage]:  # aligned offsets with too few samples are skipped
-                bar.step(steps_of[stage] - (bar.done - first_step))
-            checkpoint_stage(stage, started)
+        with answering:
+            for stage in todo:
+                bar.set_stage(stage)
+                started, first_step = time.perf_counter(), bar.done
+                if stage == "collect" and recorded is not None:
+                    collected = recorded[1]  # the traces' own memory states and final logits
+                    results["notes"].append(f"memory states read from {K} traces in {traces}; no attention read-outs")
+                elif stage == "collect":
+                    collected = collect(model, input_ids, roles if attention else None, batch_size=batch_size,
+                                        on_step=bar.step)
+                if stage == "collect":
+                    predictions = collected.logits.argmax(-1)
+                    correct = int((predictions == answers).sum())
+                    low, high = linear.wilson_interval(correct, K)
+                    results["clean"] = {"accuracy": correct / K, "ci_low": low, "ci_high": high, "samples": K,
+                                        "predictions": predictions.tolist()}
+                    results["attention"] = attention_summary(collected.write, collected.read) if attention else {}
+                    if out is not None and cacheable:
+                        _save_states(out / "states.npz", keys["collect"], collected)
+                elif stage == "probes":
+                    results["probes"] = linear.probe_grid(collected.states, targets, split_fit, split_test,
+                                                          slots=per_slot, max_iter=max_iter, on_fit=bar.step)
+                elif stage == "aligned":
+                    results["aligned"] = linear.probe_aligned(collected.states, aligned_targets, fact_segments,
+                                                              split_fit, split_test, max_iter=max_iter,
+                                                              on_fit=bar.step)
+                elif stage == "ablation":
+                    results["ablation"] = _ablation(model, input_ids[:n_int], answers[:n_int], collected, n_int,
+                                                    N, m, modes, batch_size, bar.step)
+                elif stage == "patching":
+                    if len(set(answers[:n_int].tolist())) < 2:  # no pair with different answers to patch between
+                        results["notes"].append("patching skipped: the intervention samples all share one answer; "
+                                                "give more --intervention-samples")
+                    else:
+                        results["patching"] = _patching(model, input_ids[:n_int], answers[:n_int], collected, n_int,
+                                                        N, m, int(seed), batch_size, bar.step)
+                if bar.done - first_step < steps_of[stage]:  # aligned offsets with too few samples are skipped
+                    bar.step(steps_of[stage] - (bar.done - first_step))
+                checkpoint_stage(stage, started)
     finally:
         bar.close()
 
@@ -357,13 +375,19 @@ def _ablation(model, input_ids, answers, collected, n, N, m, modes, batch_size, 
     return rows
 
 
+def _take(inputs, index):
+    """Rows `index` of an id tensor or of a list of ModelInputs."""
+    return [inputs[int(i)] for i in index] if isinstance(inputs, list) else inputs[index]
+
+
 def _patching(model, input_ids, answers, collected, n, N, m, seed, batch_size, step) -> list[dict]:
     rows = []
     a, b = interventions.pair_samples(answers, seed)
     states, logits = collected.states[:n], collected.logits[:n]
     for t in range(N - 1):
         for slot in ["all"] + list(range(m)):
-            rows.append(interventions.patch(model, input_ids[a], input_ids[b], answers[a], answers[b], t, slot,
+            rows.append(interventions.patch(model, _take(input_ids, a), _take(input_ids, b), answers[a], answers[b],
+                                            t, slot,
                                             states_a=states[a], states_b=states[b], logits_a=logits[a],
                                             logits_b=logits[b], batch_size=batch_size))
             step()

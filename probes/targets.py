@@ -5,6 +5,10 @@ Targets (label of sample k for the memory written by segment t):
     answer   the answer place (6 classes, PLACES order)                                  every task
     person   the person of the qa1 fact (bAbI's four names, file order for other names)  memorize, detect
     seen     how many facts have landed in segments 0..t (0/1; 0/1/2 for reason)         detect, reason
+    where_P  where person P is after the facts read by the end of segment t ("unknown"    qa1, qa2
+             before P's first move): the state of the world, for each of bAbI's four people
+    previous_P  P's place before P's latest move ("none" before P's second move): what     qa1, qa2
+             memory would still hold if it did not overwrite an old place with a new one
 
 `seen` is left out for memorize, whose fact is always in segment 0 (the label is constant).
 
@@ -14,7 +18,8 @@ it. The fact type of a sample is its bAbI item without wording: `person|place` f
 dropped, the question is implied), the facts' `subject direction reference` triples in story order plus the
 question for qa4. For `answer` and `person` the control label is a fixed random label of the fact type; for
 `seen` it is a fixed random label of the facts seen so far (their types, or `none` before the first fact),
-which is what the memory can know at that point. Labels are drawn uniformly from the target's own C classes
+which is what the memory can know at that point. For `where_P` and `previous_P` it is a fixed random label of
+the places P has been seen in so far (their sequence), the fact type of that target. Labels are drawn uniformly from the target's own C classes
 by a seeded hash (sha256 of `seed/target/type`), so they are the same on any machine, for any order of samples.
 """
 
@@ -28,8 +33,10 @@ import numpy as np
 from rmt_core.errors import ProbeError
 
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")
-TARGETS = ("answer", "person", "seen")
-TARGETS_BY_TASK = {"memorize": ("answer", "person"), "detect": ("answer", "person", "seen"), "reason": ("answer", "seen")}
+WORLD_TARGETS = tuple(f"{kind}_{person}" for kind in ("where", "previous") for person in PEOPLE)
+TARGETS = ("answer", "person", "seen") + WORLD_TARGETS
+TARGETS_BY_TASK = {"memorize": ("answer", "person"), "detect": ("answer", "person", "seen"), "reason": ("answer", "seen"),
+                   "qa1": ("answer",) + WORLD_TARGETS, "qa2": ("answer",) + WORLD_TARGETS}
 
 
 @dataclass
@@ -110,6 +117,11 @@ def build_targets(samples, seed: int = 0, names: tuple[str, ...] | None = None) 
             labels = np.repeat(per_sample[:, None], n, axis=1)
             control = np.array([[control_label(seed, name, types[k], len(classes))] * n for k in range(K)])
             description = "the person of the fact"
+        elif name in WORLD_TARGETS:
+            kind, person = name.split("_", 1)
+            classes, labels, control = _world_target(samples, kind, person, n, seed, name)
+            description = (f"where {person} is after the facts read so far" if kind == "where" else
+                           f"{person}'s place before their latest move")
         else:  # seen
             n_facts = max(len(s.facts) for s in samples)
             classes = ["not yet", "seen"] if n_facts == 1 else [f"{i} of {n_facts}" for i in range(n_facts + 1)]
@@ -119,6 +131,29 @@ def build_targets(samples, seed: int = 0, names: tuple[str, ...] | None = None) 
             description = "how many facts have landed so far"
         targets[name] = Target(name, classes, labels.astype(np.int64), control.astype(np.int64), description)
     return targets
+
+
+def places_seen(sample, person: str, t: int) -> list[str]:
+    """The places `person` moved to in the facts read completely by the end of segment t, in story order."""
+    facts = sorted((f for f in sample.facts if f.segment <= t and f.person == person and f.place),
+                   key=lambda f: f.story_index)
+    return [f.place for f in facts]
+
+
+def _world_target(samples, kind: str, person: str, n: int, seed: int, name: str):
+    from rmt_core.tasks import PLACES
+
+    empty = "unknown" if kind == "where" else "none"
+    classes = [empty] + list(PLACES)
+    labels = np.zeros((len(samples), n), dtype=np.int64)
+    control = np.zeros((len(samples), n), dtype=np.int64)
+    for k, sample in enumerate(samples):
+        for t in range(n):
+            places = places_seen(sample, person, t)
+            pick = places[-1] if kind == "where" and places else places[-2] if len(places) >= 2 else None
+            labels[k, t] = classes.index(pick) if pick else 0
+            control[k, t] = control_label(seed, name, "|".join(places) or "none", len(classes))
+    return classes, labels, control
 
 
 def last_fact_segments(samples) -> np.ndarray:

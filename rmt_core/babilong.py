@@ -142,21 +142,46 @@ def generate_story(task: str, rng: random.Random, n_facts: int | None = None) ->
 
 
 # ----- samples -------------------------------------------------------------------------------------------------
+def end_of_answer_id(tokenizer) -> int | None:
+    """The token that ends a generated answer: GPT-2's end-of-text, a BERT-style tokenizer's [SEP]."""
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return None if end is None else int(end)
+
+
+def check_task(task: str, architecture: str) -> None:
+    """TaskError unless `task` is one the architecture answers: the paper's three for an encoder (an answer
+    head), qa1/qa2 for a decoder (a generated answer)."""
+    generative = task in GENERATIVE_TASKS
+    if generative != (architecture == "decoder"):
+        wanted = "decoder" if generative else "encoder"
+        raise TaskError(f"task {task} is for the {wanted} and this model is the {architecture}; give a "
+                        f"{'generative task (qa1, qa2)' if architecture == 'decoder' else 'task memorize, detect or reason'}"
+                        f" or {'an encoder' if wanted == 'encoder' else 'a decoder'} checkpoint")
+
+
+def make_builder(task: str, tokenizer, segment_size: int, **sources):
+    """The sample builder of any task: `StoryTaskBuilder` for the generative ones (qa1, qa2), `tasks.TaskBuilder`
+    for the paper's three. `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""
+    from rmt_core.tasks import TASKS, TaskBuilder
+
+    if task in GENERATIVE_TASKS:
+        return StoryTaskBuilder(task, tokenizer, segment_size, **sources)
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
+    return TaskBuilder(task, tokenizer, segment_size, **sources)
+
+
 class StoryTaskBuilder:
     """Builds samples and training batches of a generative task (qa1, qa2), BABILong style; the same interface
     as `tasks.TaskBuilder` (`sample`, `samples`, `batch`), batches carrying an answer mask instead of labels."""
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
-        from rmt_core.decoder import decoder_special_ids
-        from rmt_core.tasks import SPLITS, _check_int
+        from rmt_core.tasks import _check_int, check_sources
 
         if task not in GENERATIVE_TASKS:
             raise TaskError(f"unknown generative task {task!r}; choose one of {', '.join(GENERATIVE_TASKS)}")
-        if split not in SPLITS:
-            raise TaskError(f"unknown split {split!r}; choose train or test")
-        if babi_file is not None and babi_dir is not None:
-            raise TaskError("give a bAbI file or a bAbI folder, not both")
+        check_sources(split, babi_file, babi_dir)
         self.task, self.tokenizer, self.split = task, tokenizer, split
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         if babi_dir is not None:
@@ -164,7 +189,7 @@ class StoryTaskBuilder:
         self.babi_path = Path(babi_file) if babi_file is not None else None
         self.items = story_items(babi.read_babi(self.babi_path), task) if self.babi_path is not None else None
         self.noise = NoiseSource.load(noise_file, tokenizer)
-        self.end_id = decoder_special_ids(tokenizer)[1]
+        self.end_id = end_of_answer_id(tokenizer)
         self._ids: dict[str, list[int]] = {}
 
     def ids(self, text: str) -> list[int]:

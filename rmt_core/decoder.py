@@ -99,7 +99,8 @@ class DecoderRMT(nn.Module):
 
     def __init__(self, backbone: nn.Module, config: DecoderConfig, pad_id: int, eos_id: int | None = None):
         super().__init__()
-        limit = getattr(backbone.config, "max_position_embeddings", None) or getattr(backbone.config, "n_positions", None)
+        config_of = backbone.config
+        limit = getattr(config_of, "max_position_embeddings", None) or getattr(config_of, "n_positions", None)
         if limit is not None and config.input_size > limit:
             raise ValueError(
                 f"segment_size {config.segment_size} + 2 x {config.num_mem_tokens} memory = {config.input_size} "
@@ -117,6 +118,7 @@ class DecoderRMT(nn.Module):
         self.tokenizer = None  # set by load_checkpoint / constructors; not part of the weights
         self._lean = False  # segment steps skip the logits (training's loss and generation's prefix need none)
         self._collect: list | None = None  # token states of each step, for the loss
+        self._answering = False  # segment steps return label scores (B, C) instead of token logits
 
     # ----- shapes and layout -------------------------------------------------------------------------------
     @property
@@ -165,10 +167,38 @@ class DecoderRMT(nn.Module):
         states = hidden[:, layout.token_positions(n)]  # (B, n, d)
         if self._collect is not None:
             self._collect.append(states)
-        logits = None if self._lean else self.token_logits(states)  # (B, n, V)
+        if self._answering:
+            logits = self.label_scores(states, mask)  # (B, C)
+        else:
+            logits = None if self._lean else self.token_logits(states)  # (B, n, V)
         attentions = tuple(out.attentions) if output_attentions else None
         return DecoderSegmentOutput(memory_out=hidden[:, layout.write_positions], hidden=hidden, logits=logits,
                                     attentions=attentions)
+
+    def label_token_ids(self) -> list[int]:
+        """The first token of each label (config.labels) as an answer spells it (after a space)."""
+        return [int(self.tokenizer(" " + label, add_special_tokens=False)["input_ids"][0])
+                for label in self.config.labels]
+
+    def label_scores(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C) the logits of each label's first token at each row's last real token: the first generated
+        token's preference among the labels (tokens never see the write memory, so these are the logits
+        generation starts from). states: (B, n, d) token states of a segment; mask: (B, n) or None."""
+        B, n = states.shape[:2]
+        last = (mask.long().sum(dim=1) - 1) if mask is not None else torch.full((B,), n - 1, device=states.device)
+        final = states[torch.arange(B, device=states.device), last]  # (B, d)
+        return self.token_logits(final)[:, self.label_token_ids()]
+
+    @contextlib.contextmanager
+    def answering(self):
+        """Inside: a segment step's `logits` are `label_scores` (B, C), as an encoder's answer head gives them,
+        so the probes and interventions read a decoder's answer at the last segment of a prompt."""
+        previous = self._answering
+        self._answering = True
+        try:
+            yield self
+        finally:
+            self._answering = previous
 
     @contextlib.contextmanager
     def lean(self, collect: list | None = None):
@@ -357,9 +387,11 @@ def _left_aligned(ids: torch.Tensor, mask: torch.Tensor | None, segment_size: in
 def decoder_special_ids(tokenizer) -> tuple[int, int | None]:
     """(pad id, end-of-answer id) of any tokenizer: GPT-2's has no pad token (its end-of-text serves), a
     BERT-style one ends answers with [SEP]."""
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    from rmt_core.babilong import end_of_answer_id
+
+    eos = end_of_answer_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return int(pad if pad is not None else 0), (None if eos is None else int(eos))
+    return int(pad if pad is not None else 0), eos
 
 
 def decoder_from_backbone(backbone, tokenizer, config: DecoderConfig | None = None,

@@ -90,11 +90,12 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     dict described in the module docstring. A decoder RMT answers by generation: a sample counts as correct when
     the greedily generated tokens are exactly its answer tokens (the answer, then the end-of-answer token).
     """
-    from rmt_core.tasks import make_builder
+    from rmt_core.babilong import check_task, make_builder
 
     if getattr(model, "tokenizer", None) is None:
         raise CheckpointError("the model has no tokenizer attached; load it with load_checkpoint")
     task = task or model.config.task
+    check_task(task, getattr(model.config, "architecture", "encoder"))
     lengths = _check_lengths(segments)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise TaskError(f"samples must be a whole number >= 1, got {samples!r}; give --samples 100")

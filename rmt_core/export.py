@@ -93,6 +93,9 @@ def trace_figure(trace, name: str, segment: int | None = None, layer: int | None
         return figures.answer_figure(np.asarray(trace.final_logits), labels, _answer(trace))
     if name == "segment_answer":
         logits = getattr(trace, "segment_logits", None)
+        if logits is None and getattr(trace, "architecture", "encoder") == "decoder":
+            raise ExportError("a decoder answers once, by generation after its last segment: there is no answer "
+                              "head at every segment; export the figure answer instead")
         if logits is None:
             raise ExportError("this trace did not record the head's logits at every segment; replay again with them")
         return figures.segment_answer_figure(np.asarray(logits), labels, _answer(trace),
@@ -113,9 +116,11 @@ def trace_figure(trace, name: str, segment: int | None = None, layer: int | None
     _check_head(trace, layer, head)
     if name == "read_attention":
         read = _attention(trace.read_attention(t), "read attention", t)
-        return figures.read_attention_figure(read, tokens, roles, layer, head, segment=t)
+        return figures.read_attention_figure(read, tokens, roles, layer, head, segment=t,
+                                             architecture=getattr(trace, "architecture", "encoder"))
     write = _attention(trace.write_attention(t), "write attention", t)
-    return figures.write_attention_figure(write, tokens, roles, layer, head, segment=t)
+    return figures.write_attention_figure(write, tokens, roles, layer, head, segment=t,
+                                          architecture=getattr(trace, "architecture", "encoder"))
 
 
 def _check_head(trace, layer: int | None, head: int | None) -> None:

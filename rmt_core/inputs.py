@@ -49,7 +49,6 @@ class ModelInput:
         answer_span = getattr(sample, "answer_span", None)
         if answer_span is not None:  # a generative sample: the model reads up to the question, then answers
             end = answer_span[0]
-            meta["answer_ids"] = list(sample.input_ids[answer_span[0]:answer_span[1]])
             segments = [sample.input_ids[t:min(t + size, end)] for t in range(0, end, size)]
             roles = [sample.roles[t:min(t + size, end)] for t in range(0, end, size)]
         return cls(segments, roles, int(sample.answer), [int(f.segment) for f in sample.facts], meta, sample)
@@ -134,8 +133,9 @@ def make_input(model, *, task: str | None = None, n_segments: int | None = None,
         raise ReplayError("a question goes with a text; a task sample brings its own question")
     if n_segments is None:
         raise ReplayError("give a number of segments (with a task and a seed) or a text and a question")
-    from rmt_core.tasks import make_builder
+    from rmt_core.babilong import check_task, make_builder
 
+    check_task(task or model.config.task, getattr(model.config, "architecture", "encoder"))
     builder = make_builder(task or model.config.task, model.tokenizer, size, babi_file=babi_file, babi_dir=babi_dir,
                            noise_file=noise_file, split=split)
     item = ModelInput.from_sample(builder.sample(n_segments, seed))

@@ -259,8 +259,7 @@ def _decoder_answer(model, item: ModelInput, memory: torch.Tensor) -> tuple[np.n
     last segment read), and as `final_logits` the first generated token's logits at each label's first token."""
     tokens = torch.tensor([item.segments[-1]], device=model.device)
     generation = model.generate_from(memory, tokens, None, model.config.max_new_tokens)
-    tokenizer = model.tokenizer
-    label_ids = [int(tokenizer(" " + label, add_special_tokens=False)["input_ids"][0]) for label in model.config.labels]
+    label_ids = model.label_token_ids()
     scores = generation.scores[0, label_ids].float().to("cpu").numpy()
     length = int(generation.lengths[0])
     ids = [int(i) for i in generation.tokens[0, :length + 1 if length < generation.tokens.shape[1] else length]]

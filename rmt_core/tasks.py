@@ -151,6 +151,14 @@ def _check_int(value, name: str, minimum: int, fix: str) -> int:
     return number
 
 
+def check_sources(split: str, babi_file, babi_dir) -> None:
+    """TaskError for an unknown split or for both a bAbI file and a bAbI folder."""
+    if split not in SPLITS:
+        raise TaskError(f"unknown split {split!r}; choose train or test")
+    if babi_file is not None and babi_dir is not None:
+        raise TaskError("give a bAbI file or a bAbI folder, not both")
+
+
 class TaskBuilder:
     """Builds samples and training batches of one task.
 
@@ -164,10 +172,7 @@ class TaskBuilder:
                  hard_fraction: float = 0.0, question_form: str | None = None):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-        if split not in SPLITS:
-            raise TaskError(f"unknown split {split!r}; choose train or test")
-        if babi_file is not None and babi_dir is not None:
-            raise TaskError("give a bAbI file or a bAbI folder, not both")
+        check_sources(split, babi_file, babi_dir)
         if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
         if question_form not in (None, *babi.QUESTION_FORMS) or (question_form and task != "reason"):
@@ -326,20 +331,8 @@ class TaskBuilder:
         return input_ids, labels
 
 
-def make_builder(task: str, tokenizer, segment_size: int, **sources):
-    """The sample builder of any task: `TaskBuilder` for the paper's three, `babilong.StoryTaskBuilder` for the
-    generative ones (qa1, qa2). `sources`: babi_file, babi_dir, noise_file, split (and TaskBuilder's options)."""
-    from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder
-
-    if task in GENERATIVE_TASKS:
-        return StoryTaskBuilder(task, tokenizer, segment_size, **sources)
-    if task not in TASKS:
-        raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS + GENERATIVE_TASKS)}")
-    return TaskBuilder(task, tokenizer, segment_size, **sources)
-
-
 def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,
                tokenizer=None, **sources) -> Sample:
     """One sample with the default tokenizer unless one is given; `sources` as for TaskBuilder."""
-    builder = make_builder(task, tokenizer or default_tokenizer(), segment_size, **sources)
+    builder = TaskBuilder(task, tokenizer or default_tokenizer(), segment_size, **sources)
     return builder.sample(n_segments, seed)

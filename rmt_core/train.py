@@ -189,19 +189,15 @@ class Data:
     def builder(self, segment_size: int, training: bool = False):
         """Samples of the training sources; training batches oversample hard reason questions (hard_fraction).
         A question_form restricts training and validation alike: the stage's best is its best on that form."""
-        from rmt_core.tasks import TaskBuilder, make_builder
+        from rmt_core.babilong import make_builder
 
         hard = self.cfg.hard_fraction if training else 0.0
-        if (segment_size, hard) not in self.builders and self.cfg.architecture == "decoder":
-            c = self.cfg
-            self.builders[segment_size, hard] = make_builder(
-                c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
-                noise_file=c.noise_file, split="train")
         if (segment_size, hard) not in self.builders:
             c = self.cfg
-            self.builders[segment_size, hard] = TaskBuilder(
+            options = {} if c.architecture == "decoder" else {"hard_fraction": hard, "question_form": c.question_form}
+            self.builders[segment_size, hard] = make_builder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
-                noise_file=c.noise_file, split="train", hard_fraction=hard, question_form=c.question_form,
+                noise_file=c.noise_file, split="train", **options,
             )
         return self.builders[segment_size, hard]
 

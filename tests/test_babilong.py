@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 
 from rmt_core import babi
-from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder, generate_story, solve, story_items
+from rmt_core.babilong import GENERATIVE_TASKS, StoryTaskBuilder, generate_story, make_builder, solve, story_items
 from rmt_core.errors import TaskError
 from rmt_core.inputs import ModelInput
 from rmt_core.layout import ROLE_ANSWER, ROLE_FACT, ROLE_NOISE, ROLE_QUESTION
-from rmt_core.tasks import Sample, make_builder
+from rmt_core.tasks import Sample
 
 
 def _check(sample, builder):
@@ -100,7 +102,7 @@ def test_the_model_reads_up_to_the_question_and_the_batch_marks_the_answer(token
     a0, a1 = sample.answer_span
     assert sum(item.segments, []) == sample.input_ids[:a0]
     assert [len(s) for s in item.segments] == [32, 32, 32 - (a1 - a0)]
-    assert item.metadata["answer_ids"] == sample.input_ids[a0:a1]
+    assert item.metadata["answer_span"] == [a0, a1] and item.sample is sample
     ids, mask = builder.batch(3, 4, seed=0)
     assert ids.shape == mask.shape == (4, 96)
     assert mask[:, -(a1 - a0):].sum() > 0 and mask.sum(dim=1).tolist() == [
@@ -118,3 +120,66 @@ def test_generated_stories_answer_from_the_latest_fact():
     carried = ["John went to the garden.", "John got the milk there.", "John moved to the hallway.",
                "John put down the milk.", "John went to the office."]
     assert solve(carried, "Where is the milk?") == "hallway"
+
+
+def test_world_state_targets_follow_the_facts_read_so_far(tokenizer):
+    from probes.targets import WORLD_TARGETS, build_targets
+
+    builder = StoryTaskBuilder("qa1", tokenizer, 48)
+    samples = [builder.sample(4, seed) for seed in range(12)]
+    targets = build_targets(samples)
+    assert set(WORLD_TARGETS) <= set(targets)
+    for k, sample in enumerate(samples):
+        for person in ("Mary", "John", "Daniel", "Sandra"):
+            where, previous = targets[f"where_{person}"], targets[f"previous_{person}"]
+            for t in range(4):
+                moves = [f for f in sorted(sample.facts, key=lambda f: f.story_index)
+                         if f.person == person and f.segment <= t]
+                assert where.classes[where.labels[k, t]] == (moves[-1].place if moves else "unknown")
+                assert previous.classes[previous.labels[k, t]] == (moves[-2].place if len(moves) > 1 else "none")
+        # The asked person's place after the last segment is the answer.
+        asked = sample.question.split()[-1].rstrip("?")
+        assert targets[f"where_{asked}"].classes[targets[f"where_{asked}"].labels[k, 3]] == sample.answer_name
+
+
+def _world_memory(samples, keep_previous: bool, seed: int = 0):
+    """Hand-made memory states (K, N+1, 8, 7): slot p one-hot of person p's current place (index 0: unknown);
+    with keep_previous, slot 4+p also holds p's place after the segment before: a memory that does not
+    overwrite an old place when a new one arrives."""
+    from probes.targets import PEOPLE, places_seen
+    from rmt_core.tasks import PLACES
+
+    rng = np.random.default_rng(seed)
+    K, N = len(samples), samples[0].n_segments
+    states = rng.normal(0, 0.1, size=(K, N + 1, 8, 7)).astype(np.float32)
+    for k, sample in enumerate(samples):
+        for t in range(N):
+            for p, person in enumerate(PEOPLE):
+                places = places_seen(sample, person, t)
+                states[k, t + 1, p, 1 + PLACES.index(places[-1]) if places else 0] += 1.0
+                earlier = places_seen(sample, person, t - 1) if t > 0 else []
+                if keep_previous and earlier:
+                    states[k, t + 1, 4 + p, 1 + PLACES.index(earlier[-1])] += 1.0
+    return states
+
+
+def test_the_overwrite_test_tells_overwriting_from_keeping(tokenizer):
+    from probes.linear import split_samples
+    from probes.world import overwrite_events, overwrite_test
+
+    builder = StoryTaskBuilder("qa1", tokenizer, 48)
+    samples = [builder.sample(4, seed) for seed in range(600)]
+    events = overwrite_events(samples, "Mary")
+    assert events and all(t_new > 0 and old != new for _, t_new, old, new, _ in events)
+    fit, test = split_samples(len(samples), 0.5, 0)
+    people = ("Mary", "Sandra")
+
+    def mean(rows, target, offset):
+        values = [r["accuracy"] for r in rows if r["target"] == target and r["offset"] == offset]
+        return sum(values) / len(values)
+
+    overwriting = overwrite_test(_world_memory(samples, keep_previous=False), samples, fit, test, people)
+    keeping = overwrite_test(_world_memory(samples, keep_previous=True), samples, fit, test, people)
+    assert mean(overwriting, "old place", -1) > 0.9 and mean(overwriting, "old place", 0) < 0.5
+    assert mean(overwriting, "new place", 0) > 0.9 and mean(overwriting, "new place", -1) < 0.5
+    assert mean(keeping, "old place", 0) > 0.9

@@ -163,3 +163,36 @@ def test_train_refuses_a_task_or_checkpoint_of_the_other_architecture(tokenizer,
     config = TrainConfig(task="qa1", architecture="decoder", out=str(tmp_path / "y"), init_from=str(encoder))
     with pytest.raises(TrainError, match="is an encoder checkpoint; give --architecture encoder"):
         train(config, progress=False)
+
+
+def test_answer_scores_are_the_first_generated_tokens_logits(decoder):
+    from rmt_core.recurrence import run
+
+    inputs = [make_input(decoder, n_segments=2, seed=s) for s in range(3)]  # prompts of different lengths
+    generation = decoder.generate(inputs, max_new_tokens=1)
+    with torch.no_grad(), decoder.answering():
+        scores = run(decoder, inputs).logits  # (B, C)
+    assert scores.shape == (3, 6)
+    assert torch.allclose(scores, generation.scores[:, decoder.label_token_ids()], atol=1e-5)
+
+
+def test_rmt_probe_on_a_decoder_reads_the_answer_from_generation(decoder):
+    from probes.run import run_probes
+
+    results = run_probes(decoder, "qa1", 2, 8, progress=False, intervention_samples=4, modes=("zeros",),
+                         per_slot=False)
+    prompts = [ModelInput.from_sample(StoryTaskBuilder("qa1", decoder.tokenizer, S).sample(2, seed))
+               for seed in results["samples_meta"]["seeds"]]
+    first = decoder.generate(prompts, max_new_tokens=1).scores[:, decoder.label_token_ids()]
+    assert results["clean"]["predictions"] == first.argmax(-1).tolist()
+    assert results["ablation"] and results["patching"] and results["attention"] == {}
+    assert any("decoder" in note for note in results["notes"])
+
+
+def test_a_task_of_the_other_architecture_is_a_clear_error(decoder, tiny_rmt):
+    from rmt_core.errors import TaskError
+
+    with pytest.raises(TaskError, match="task memorize is for the encoder and this model is the decoder"):
+        evaluate(decoder, "memorize", segments=[1], samples=1, progress=False)
+    with pytest.raises(TaskError, match="task qa1 is for the decoder"):
+        make_input(tiny_rmt, task="qa1", n_segments=1, seed=0)

@@ -44,7 +44,8 @@ if chosen.checkpoint and not chosen.problem:
     with st.form("evaluate"):
         st.markdown("**Evaluate now** (fresh samples; a few per length keep it quick on a CPU)")
         columns = st.columns(4)
-        run_task = columns[0].selectbox("Task", TASKS, index=TASKS.index(task) if task in TASKS else 0)
+        tasks, index = state.task_choices(chosen.checkpoint, task)
+        run_task = columns[0].selectbox("Task", tasks, index=index)
         lengths = columns[1].text_input("Segments", "1,2,4,8")
         samples = columns[2].number_input("Samples per length", 1, 1000, 16)
         seed = columns[3].number_input("Seed", 0, 2**31 - 1, 0)

@@ -8,7 +8,6 @@ from app import state
 from app.downloads import show_figure, show_table
 from rmt_core import export
 from rmt_core.errors import RMTError
-from rmt_core.tasks import TASKS
 
 from probes.figures import all_figures
 from probes.run import run_probes
@@ -41,7 +40,8 @@ if source == "Run the probes here":
     folder = state.require_checkpoint(chosen)
     with st.form("probe_form"):
         columns = st.columns(5)
-        task = columns[0].selectbox("Task", TASKS, index=TASKS.index(chosen.task) if chosen.task in TASKS else 0)
+        tasks, index = state.task_choices(folder, chosen.task)
+        task = columns[0].selectbox("Task", tasks, index=index)
         segments = columns[1].number_input("Segments", 1, state.MAX_SEGMENTS, max(chosen.n_segments, 2))
         samples = columns[2].number_input("Samples", 8, 5000, 64, help="split in half: fit and held-out test")
         seed = columns[3].number_input("Seed", 0, 2**31 - 1, 0)

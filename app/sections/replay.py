@@ -41,8 +41,10 @@ for fact in facts:
 decoder = trace.architecture == "decoder"
 if decoder:  # the answer is generated; exact match, as rmt eval scores it
     generated = trace.generated_answer
-    verdict = "" if answer is None else (" ✓ correct" if generated == labels[answer] else f" ✗ (answer: {labels[answer]})")
-    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · generated answer **{generated}**{verdict}")
+    verdict = "" if answer is None else (" ✓ correct" if generated == labels[answer]
+                                         else f" ✗ (answer: {labels[answer]})")
+    st.markdown(f"Question: “{meta.get('question') or chosen.question}” · generated answer "
+                f"**{generated}**{verdict}")
     st.caption("Decoder RMT: each segment reads memory at its front ([read k]) and writes memory at its end "
                "([write k]); the write slots' last-layer states are the next segment's read memory.")
 else:

@@ -17,10 +17,11 @@ HELP = "linear probes, ablation, patching and attention read-outs on a checkpoin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.babilong import GENERATIVE_TASKS
     from rmt_core.tasks import TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
-    parser.add_argument("--task", choices=TASKS, default=None, help="task (default: the checkpoint's own task)")
+    parser.add_argument("--task", choices=TASKS + GENERATIVE_TASKS, default=None, help="task (default: the checkpoint's own task)")
     parser.add_argument("--segments", type=int, default=None,
                         help="segments per sample (default: the checkpoint's trained_segments, at least 2)")
     parser.add_argument("--samples", type=int, default=200, help="samples to probe (default 200; half fit, half score)")

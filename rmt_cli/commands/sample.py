@@ -12,9 +12,11 @@ HELP = "show one task sample, readable or as JSON with its metadata"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rmt_core.babilong import GENERATIVE_TASKS
     from rmt_core.tasks import DEFAULT_SEGMENT_SIZE, TASKS
 
-    parser.add_argument("--task", required=True, choices=TASKS, help="memorize, detect or reason")
+    parser.add_argument("--task", required=True, choices=TASKS + GENERATIVE_TASKS,
+                        help="memorize, detect or reason; qa1 or qa2 (generative, BABILong style, for a decoder)")
     parser.add_argument("--segments", type=int, required=True, help="number of segments N (1 or more)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same sample")
     parser.add_argument("--segment-size", type=int, default=DEFAULT_SEGMENT_SIZE,
@@ -29,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def render(sample, tokenizer) -> str:
     """The sample as text: a header, then each segment with facts and the question marked."""
+    from rmt_core.layout import ROLE_ANSWER
     from rmt_core.tasks import ROLE_FACT, ROLE_QUESTION
 
     lines = [
@@ -52,6 +55,8 @@ def render(sample, tokenizer) -> str:
                     text = f"[FACT: {text}]"
                 elif roles[start] == ROLE_QUESTION:
                     text = f"[QUESTION: {text}]"
+                elif roles[start] == ROLE_ANSWER:
+                    text = f"[ANSWER: {text}]"
                 pieces.append(text)
                 start = i
         lines.append(" ".join(pieces))
@@ -59,13 +64,14 @@ def render(sample, tokenizer) -> str:
 
 
 def run(args) -> int:
-    from rmt_core.tasks import TaskBuilder, default_tokenizer
+    from rmt_core.babilong import make_builder
+    from rmt_core.tasks import default_tokenizer
 
     if args.segments < 1:
         raise TaskError(f"--segments must be 1 or more, got {args.segments}")
     tokenizer = default_tokenizer()
-    builder = TaskBuilder(args.task, tokenizer, args.segment_size, babi_file=args.babi_file,
-                          babi_dir=args.babi_dir, noise_file=args.noise_file, split=args.split)
+    builder = make_builder(args.task, tokenizer, args.segment_size, babi_file=args.babi_file,
+                           babi_dir=args.babi_dir, noise_file=args.noise_file, split=args.split)
     sample = builder.sample(args.segments, args.seed)
     if args.json:
         json.dump(sample.to_json(), sys.stdout)

@@ -91,8 +91,8 @@ def run(args) -> int:
 
     task = args.task or ("qa1" if args.architecture == "decoder" else "memorize")
     if (task in GENERATIVE_TASKS) != (args.architecture == "decoder"):
-        raise TrainError(f"task {task} is for the {'decoder' if task in GENERATIVE_TASKS else 'encoder'}; "
-                         f"give --architecture {'decoder' if task in GENERATIVE_TASKS else 'encoder'} or another --task")
+        wanted = "decoder" if task in GENERATIVE_TASKS else "encoder"
+        raise TrainError(f"task {task} is for the {wanted}; give --architecture {wanted} or another --task")
     if args.bptt_depth is not None and args.bptt_depth < 0:
         raise TrainError(f"--bptt-depth must be 0 or more, got {args.bptt_depth}")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
