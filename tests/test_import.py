@@ -265,6 +265,15 @@ def test_a_backbone_of_another_vocabulary_is_named(authors, tmp_path, tokenizer)
         import_checkpoint(source, other, SEGMENT, tmp_path / "out")
 
 
+def test_a_task_of_the_other_architecture_is_refused(authors, backbone, tmp_path):
+    from rmt_core.errors import TaskError
+
+    _, source = authors
+    with pytest.raises(TaskError, match="task qa1 is for the decoder"):
+        import_checkpoint(source, backbone, SEGMENT, tmp_path / "out", task="qa1")
+    assert not (tmp_path / "out").exists()
+
+
 def test_labels_must_match_the_head(authors, backbone, tmp_path):
     _, source = authors
     with pytest.raises(CheckpointError, match="--labels names 2 classes, the checkpoint's head has 6"):
