@@ -507,6 +507,10 @@ def import_checkpoint(source, backbone, segment_size: int, out, format: str | No
     backbone_dir, config, tokenizer = _backbone(backbone)
     weights = read_source(source)
     kind = format or detect_format(weights.state)
+    if task is not None:
+        from rmt_core.babilong import check_task
+
+        check_task(task, kind)
     if kind == "encoder":
         if not hasattr(config, "vocab_size") or getattr(config, "is_decoder", False):
             raise ImportCheckpointError(f"backbone {backbone} is not an encoder; pass the BERT-style backbone")

@@ -265,6 +265,15 @@ def test_a_backbone_of_another_vocabulary_is_named(authors, tmp_path, tokenizer)
         import_checkpoint(source, other, SEGMENT, tmp_path / "out")
 
 
+def test_a_task_of_the_other_architecture_is_refused(authors, backbone, tmp_path):
+    from rmt_core.errors import TaskError
+
+    _, source = authors
+    with pytest.raises(TaskError, match="task qa1 is for the decoder"):
+        import_checkpoint(source, backbone, SEGMENT, tmp_path / "out", task="qa1")
+    assert not (tmp_path / "out").exists()
+
+
 def test_labels_must_match_the_head(authors, backbone, tmp_path):
     _, source = authors
     with pytest.raises(CheckpointError, match="--labels names 2 classes, the checkpoint's head has 6"):
@@ -402,6 +411,7 @@ class RecurrentWrapperReference(nn.Module):
 
 
 DEC_SEGMENT, DEC_MEM = 16, 3
+DEC_TEXT = "Mary went back to the kitchen after lunch. The weather stayed grey all afternoon. Sandra moved to the garden."
 
 
 def tiny_lm_config(kind: str, vocab: int):
@@ -471,8 +481,8 @@ def decoder_backbones(tmp_path_factory, gpt2_tokenizer):
 
 
 def compare_decoder(model, reference, tokenizer):
-    item = make_input(model, text=TEXT, question=QUESTION)
-    flat = tokenizer(TEXT + " " + QUESTION, add_special_tokens=False)["input_ids"]
+    item = make_input(model, text=DEC_TEXT, question=QUESTION)
+    flat = tokenizer(DEC_TEXT + " " + QUESTION, add_special_tokens=False)["input_ids"]
     assert item.segments == reference.pieces(flat)
     assert item.n_segments >= 3 and 0 < len(item.segments[-1]) < DEC_SEGMENT  # a short last segment
     memories, logits = reference(flat)
