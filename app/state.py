@@ -29,7 +29,7 @@ from rmt_core.errors import CheckpointError, RMTError, TraceError
 from rmt_core.tasks import TASKS
 
 OTHER_FOLDER = "Other folder…"
-MAX_SEGMENTS = 64  # replayed in memory on the page; longer inputs are recorded (Record page or `rmt replay`)
+MAX_SEGMENTS = 64  # replayed when the page asks; longer inputs are recorded (Record page or `rmt replay`)
 ATTENTION_BUDGET_MIB = 96.0  # read/write attention kept for every segment under this, else chosen segments
 FULL_ATTENTION_BUDGET_MIB = 64.0  # an in-memory replay keeps every segment's full attention under this
 INPUT_KINDS = ("Task sample", "Paste text", "Trace folder")
@@ -138,7 +138,8 @@ def sidebar() -> Selection:
     elif kind == "Task sample":
         task = bar.selectbox("Task", TASKS, index=TASKS.index(model_task), key=f"task_{folder}")
         n_segments = bar.number_input("Segments", min_value=1, max_value=MAX_SEGMENTS,
-                                      value=default_segments(config), step=1, key=f"segments_{folder}")
+                                      value=default_segments(config), step=1, key=f"segments_{folder}",
+                                      help=f"up to {MAX_SEGMENTS} here; the Record page replays any length")
         seed = bar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=SEED, step=1, key="seed")
         chosen = Selection(folder or None, "task", task, int(n_segments), int(seed), problem=problem)
     else:
@@ -349,11 +350,6 @@ def trace_for(key: tuple):
     if key[0] == "trace":
         return _opened(key[1], key[2])
     return _replayed(key[1], key[2], key[3])
-
-
-def trace(chosen: Selection):
-    """The trace of the selected input: the trace folder, opened lazily, or the input replayed in memory."""
-    return trace_for(trace_key(chosen))
 
 
 @st.cache_data(show_spinner="Reading the run's memory once (statistics of every segment)…", max_entries=8)
