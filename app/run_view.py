@@ -229,7 +229,8 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
     return layer, head
 
 
-def bertviz(key: tuple, recorded, t: int) -> None:
+def bertviz(key: tuple, recorded, t: int) -> tuple | None:
+    """The bertviz view of the segment; returns its options (kind, centre, width, layers, heads), or None."""
     from rmt_core import bertviz_offline
 
     st.subheader("bertviz views of the segment")
@@ -244,7 +245,7 @@ def bertviz(key: tuple, recorded, t: int) -> None:
         for s in segments[:6]:
             row.button(f"segment {s}", key=f"full_{tag(key)}_{s}", on_click=set_segment,
                        args=(key, recorded.n_segments, s))
-        return
+        return None
     st.caption(("The full attention recorded in the trace. " if source == "trace" else
                 "The full attention of one segment step of the checkpoint from the recorded memory. ") +
                "Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
@@ -265,6 +266,8 @@ def bertviz(key: tuple, recorded, t: int) -> None:
         st.iframe(state.bertviz_html(kind, key, t, positions, tuple(layers), tuple(heads)), height=760)
     except RMTError as error:
         state.show_error(error)
+        return None
+    return kind, centre, width, tuple(layers), tuple(heads)
 
 
 @st.fragment
@@ -275,12 +278,12 @@ def segment_view(key: tuple) -> None:
         t = current_segment(key, recorded)
         navigator(key, recorded, t)
         layer, head = details(key, recorded, t)
-        bertviz(key, recorded, t)
+        view = bertviz(key, recorded, t)
     except RMTError as error:
         state.show_error(error)
         return
     found = state.stats(key)
-    state.prefetch(key, [t + 1, t - 1, *found.fact_segments[:2], *found.question_segments[-1:]], layer, head)
+    state.prefetch(key, [t + 1, t - 1, *found.fact_segments[:2], *found.question_segments[-1:]], layer, head, view)
 
 
 def run_view(key: tuple) -> None:

@@ -478,12 +478,6 @@ def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple,
     return build(attention, recorded.tokens(t), recorded.roles(t), list(positions), list(layers), list(heads))
 
 
-def default_view_positions(recorded, segment: int) -> list[int]:
-    from rmt_core import bertviz_offline
-
-    return bertviz_offline.window_positions(recorded.roles(segment), VIEW_CENTRE, VIEW_WIDTH)
-
-
 def default_segment(recorded) -> int:
     """The segment the Replay page starts on: where the (first) fact landed, else 0."""
     from rmt_core.export import fact_segments
@@ -496,8 +490,9 @@ def default_segment(recorded) -> int:
 _PREFETCH = None
 
 
-def prefetch(key: tuple, segments, layer: int | None, head: int | None) -> None:
-    """Build the figures of `segments` in one background thread, so stepping to them redraws from the cache."""
+def prefetch(key: tuple, segments, layer: int | None, head: int | None, view: tuple | None = None) -> None:
+    """Build the figures of `segments` in one background thread, so stepping to them redraws from the cache;
+    view = (kind, centre, width, layers, heads) of the bertviz view also builds that view of the first segment."""
     global _PREFETCH
     import concurrent.futures
 
@@ -505,19 +500,25 @@ def prefetch(key: tuple, segments, layer: int | None, head: int | None) -> None:
         _PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmt-app-prefetch")
     n = trace_for(key).n_segments
     wanted = [int(t) for t in dict.fromkeys(segments) if 0 <= int(t) < n]
-    _PREFETCH.submit(_prefetch, key, wanted, layer, head)
+    _PREFETCH.submit(_prefetch, key, wanted, layer, head, view)
 
 
-def _prefetch(key: tuple, segments: list[int], layer, head) -> None:
+def _prefetch(key: tuple, segments: list[int], layer, head, view: tuple | None = None) -> None:
     import logging
 
     try:
         with _quiet_context_warnings():
             for t in segments:
-                tokens_figure(key, t)
                 attention_figure(key, "read", t, layer, head)
                 attention_figure(key, "write", t, layer, head)
                 segment_answer_figure(key, t)
+            if view and segments and full_attention_source(key, segments[0]) is not None:
+                from rmt_core import bertviz_offline
+
+                kind, centre, width, layers, heads = view
+                t = segments[0]
+                positions = bertviz_offline.window_positions(trace_for(key).roles(t), centre, width)
+                bertviz_html(kind, key, t, tuple(int(p) for p in positions), tuple(layers), tuple(heads))
     except Exception:  # a cache warm-up: the page reports the same problem when it asks
         logging.getLogger("rmt_lens.app").debug("prefetch failed", exc_info=True)
 
@@ -543,33 +544,20 @@ def warm_up() -> bool:
     checkpoint and its ready sample. False when there is neither (only the libraries are loaded then)."""
     path = os.environ.get(TRACE_ENV)
     if path:
-        chosen = Selection(None, "trace", trace_path=path)
-        key = trace_key(chosen)
-        recorded = trace_for(key)
-        found = stats(key)
-        overview_figure(key, 0, recorded.n_segments - 1)
-        final_answer_figure(key)
-        t = default_segment(recorded)
-        _prefetch(key, [t], None, None)
-        import rmt_core.figures  # noqa: F401
-        return bool(found)
-    folder = default_checkpoint()
-    try:
-        config = read_config(folder)
-    except CheckpointError:
-        import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
-        return False
-    folder = str(folder)
-    chosen = Selection(folder, "task", default_task(config), default_segments(config), SEED)
-    key = trace_key(chosen)
+        key = trace_key(Selection(None, "trace", trace_path=path))
+    else:
+        folder = default_checkpoint()
+        try:
+            config = read_config(folder)
+        except CheckpointError:
+            import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
+            return False
+        key = trace_key(Selection(str(folder), "task", default_task(config), default_segments(config), SEED))
     recorded = trace_for(key)
     overview_figure(key, 0, recorded.n_segments - 1)
     final_answer_figure(key)
     L = recorded.manifest["model"]["num_layers"]
     H = recorded.manifest["model"]["num_heads"]
-    t = default_segment(recorded)
-    _prefetch(key, [t], None, None)
-    for view in ("head", "model"):
-        bertviz_html(view, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
-                     tuple(range(min(H, VIEW_HEADS))))
+    _prefetch(key, [default_segment(recorded)], None, None,
+              view=("head", VIEW_CENTRE, VIEW_WIDTH, (L - 1,), tuple(range(min(H, VIEW_HEADS)))))
     return True
