@@ -190,7 +190,8 @@ def _nearest_with_attention(recorded, t: int) -> tuple[int | None, int | None]:
 
 
 def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
-    """Tokens and roles, read and write attention, the answer after this segment; returns (layer, head)."""
+    """Tokens and roles, read and write attention, the answer after this segment, which memory slots it moved;
+    returns (layer, head)."""
     n = recorded.n_segments
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
     tokens, roles = recorded.tokens(t), recorded.roles(t)
@@ -215,13 +216,15 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
             if s is not None:
                 row.button(f"{label}: {s}", key=f"att_{label[:4]}_{tag(key)}", on_click=set_segment,
                            args=(key, n, s))
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     with left:
         answer = state.segment_answer_figure(key, t)
         if answer is not None:
             show_figure(answer, "answer after the segment", key="segment_answer")
         else:
             st.info("This trace did not record the head's logits at every segment.")
+    with middle:
+        show_figure(state.slot_change_figure(key, t), "memory slots", key="slots")
     with right:
         show_figure(state.final_answer_figure(key), "answer", key="answer")
     if st.toggle("The segment's tokens as a table", key="tokens_table_shown"):

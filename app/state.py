@@ -440,6 +440,17 @@ def segment_answer_figure(key: tuple, t: int):
                                  title=f"Answer probabilities after segment {t}")
 
 
+@st.cache_resource(show_spinner=False, max_entries=256)
+def slot_change_figure(key: tuple, t: int):
+    """How far each memory slot moved in segment t, beside its mean over the other segments (trace_stats)."""
+    from rmt_core import figures
+
+    found = stats(key)
+    label = ("the fact's segment" if t in found.fact_segments else
+             "the question's segment" if t in found.question_segments else "chosen segment")
+    return figures.slot_change_figure(None, t, label, change=found.slot_change)
+
+
 def full_attention_source(key: tuple, t: int) -> str | None:
     """'trace' when segment t's full attention was recorded, 'model' when it can be computed from the
     checkpoint (an input replayed here), None when neither."""
@@ -512,6 +523,7 @@ def _prefetch(key: tuple, segments: list[int], layer, head, view: tuple | None =
                 attention_figure(key, "read", t, layer, head)
                 attention_figure(key, "write", t, layer, head)
                 segment_answer_figure(key, t)
+                slot_change_figure(key, t)
             if view and segments and full_attention_source(key, segments[0]) is not None:
                 from rmt_core import bertviz_offline
 
