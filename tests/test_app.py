@@ -271,6 +271,8 @@ def test_a_trace_folder_opens_on_its_overview_and_fact_segment(trace_app, long_t
     assert f'data-rmt-segment="{fact}"' in token_strip(at)
     assert f"segment {fact}" in chart_titled(at, "Read:")["layout"]["title"]["text"]
     assert "bertviz head view" in at.get("iframe")[0].proto.srcdoc  # the recorded full attention
+    slots = chart_titled(at, f"Which slots moved in segment {fact}")
+    assert len(slots["data"][0]["y"]) == 4  # one bar a memory slot of the tiny checkpoint
     # a segment without attention or full attention says so, and offers the nearest ones
     other = fact + 1 if fact + 1 < LONG - 2 else fact - 1
     at.number_input(key=next(n.key for n in at.number_input if n.label == "Go to segment")).set_value(other).run()
