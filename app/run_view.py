@@ -92,12 +92,30 @@ def _on_overview(key: tuple, n: int) -> None:
         return
     points = selection.get("points") or []
     if points:
-        point = points[0]
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and len(data) >= 3:  # a bin: go to its highest point
-            set_segment(key, n, int(round(float(data[2]))))
-        elif point.get("x") is not None:
-            set_segment(key, n, int(round(float(point["x"]))))
+        lo, hi = shown_range(key, n)
+        t = point_segment(state.overview_rows(key, lo, hi), points[0])
+        if t is not None:
+            set_segment(key, n, t)
+
+
+def point_segment(rows, point: dict) -> int | None:
+    """The segment a clicked point of the overview stands for: the segment itself, or for a bin (max line) the
+    segment of the bin's highest value. rows: the overview's (name, Envelope or None); the figure draws 3
+    traces for a binned row (max, min, mean), 1 for a row of single segments, none for a missing one."""
+    curve, x = point.get("curve_number"), point.get("x")
+    index = point.get("point_index", point.get("point_number"))
+    first = 0
+    for _, env in rows:
+        count = 0 if env is None or not len(env.first) else (3 if env.binned else 1)
+        if curve is not None and first <= curve < first + count:
+            if not env.binned:
+                return int(env.first[index]) if index is not None else int(round(float(x)))
+            if index is None:  # the bin whose centre is nearest the point
+                index = int(np.abs((env.first + env.last) / 2 - float(x)).argmin())
+            return int(env.high_at[index] if curve == first else env.low_at[index] if curve == first + 1
+                       else (env.first[index] + env.last[index]) // 2)
+        first += count
+    return None if x is None else int(round(float(x)))
 
 
 # ----- the overview: drawn once per shown range, not on segment changes ------------------------------------------
@@ -116,7 +134,8 @@ def overview(key: tuple, recorded) -> None:
                      "(replay without --no-segment-logits to get it)")
     elif found.answer_kind == "prediction":
         notes.append("free text: the answer curve is the probability of the final prediction")
-    st.caption("Click the chart to go to a segment (a bin's highest point); drag across it to zoom in. "
+    st.caption("Click a point of the chart to go to that segment (a bin's highest point); to zoom in, pick the "
+               "box-select tool above the chart and drag across a range, or use Segments shown. "
                + "; ".join(notes) + ".")
     columns = st.columns([6, 1, 1, 1])
     st.session_state.setdefault(f"rangeslider_{tg}", (lo, hi))

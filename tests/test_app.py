@@ -377,3 +377,22 @@ def test_a_cancelled_background_replay_leaves_nothing(app, tmp_path):
     assert job.state() == "cancelled"
     assert not out.exists() and not list(tmp_path.iterdir())
     assert any("cancelled" in i.value for i in at.sidebar.info)
+
+
+def test_a_click_on_the_overview_names_a_bins_highest_point():
+    import numpy as np
+
+    from app.run_view import point_segment
+    from rmt_core.trace_stats import envelope
+
+    values = np.zeros(1000)
+    values[437] = 5.0  # in bin 4 of 10 (segments 400..499)
+    values[455] = -5.0
+    binned = envelope(values, 0, 1000, 10)
+    single = envelope(values, 430, 440, 10)
+    rows = [("missing", None), ("binned", binned), ("single", single)]
+    assert point_segment(rows, {"curve_number": 0, "point_index": 4, "x": 449.5}) == 437  # max line: highest
+    assert point_segment(rows, {"curve_number": 1, "point_index": 4, "x": 449.5}) == 455  # min line: lowest
+    assert point_segment(rows, {"curve_number": 0, "x": 452.0}) == 437  # no index: the nearest bin
+    assert point_segment(rows, {"curve_number": 3, "point_index": 7, "x": 437}) == 437  # single segments
+    assert point_segment(rows, {"x": 12.4}) == 12
