@@ -273,7 +273,7 @@ def bertviz(key: tuple, recorded, t: int) -> tuple | None:
                "Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
                "memory tokens ([mem k]), [SEP] and a window of tokens; weights are the model's, not renormalised.")
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
-    options = st.columns([1.2, 1, 1, 1, 1])
+    options = st.columns([1.1, 1, 1, 1, 1.5])
     view = options[0].radio("View", ["Head view", "Model view"], key="bv_view", horizontal=True)
     centres = ["fact", "question", "start"]
     centre = options[1].selectbox("Window around", centres, index=centres.index(state.VIEW_CENTRE), key="bv_centre")
