@@ -92,12 +92,30 @@ def _on_overview(key: tuple, n: int) -> None:
         return
     points = selection.get("points") or []
     if points:
-        point = points[0]
-        data = point.get("customdata")
-        if isinstance(data, (list, tuple)) and len(data) >= 3:  # a bin: go to its highest point
-            set_segment(key, n, int(round(float(data[2]))))
-        elif point.get("x") is not None:
-            set_segment(key, n, int(round(float(point["x"]))))
+        lo, hi = shown_range(key, n)
+        t = point_segment(state.overview_rows(key, lo, hi), points[0])
+        if t is not None:
+            set_segment(key, n, t)
+
+
+def point_segment(rows, point: dict) -> int | None:
+    """The segment a clicked point of the overview stands for: the segment itself, or for a bin (max line) the
+    segment of the bin's highest value. rows: the overview's (name, Envelope or None); the figure draws 3
+    traces for a binned row (max, min, mean), 1 for a row of single segments, none for a missing one."""
+    curve, x = point.get("curve_number"), point.get("x")
+    index = point.get("point_index", point.get("point_number"))
+    first = 0
+    for _, env in rows:
+        count = 0 if env is None or not len(env.first) else (3 if env.binned else 1)
+        if curve is not None and first <= curve < first + count:
+            if not env.binned:
+                return int(env.first[index]) if index is not None else int(round(float(x)))
+            if index is None:  # the bin whose centre is nearest the point
+                index = int(np.abs((env.first + env.last) / 2 - float(x)).argmin())
+            return int(env.high_at[index] if curve == first else env.low_at[index] if curve == first + 1
+                       else (env.first[index] + env.last[index]) // 2)
+        first += count
+    return None if x is None else int(round(float(x)))
 
 
 # ----- the overview: drawn once per shown range, not on segment changes ------------------------------------------
@@ -116,7 +134,8 @@ def overview(key: tuple, recorded) -> None:
                      "(replay without --no-segment-logits to get it)")
     elif found.answer_kind == "prediction":
         notes.append("free text: the answer curve is the probability of the final prediction")
-    st.caption("Click the chart to go to a segment (a bin's highest point); drag across it to zoom in. "
+    st.caption("Click a point of the chart to go to that segment (a bin's highest point); to zoom in, pick the "
+               "box-select tool above the chart and drag across a range, or use Segments shown. "
                + "; ".join(notes) + ".")
     columns = st.columns([6, 1, 1, 1])
     st.session_state.setdefault(f"rangeslider_{tg}", (lo, hi))
@@ -190,7 +209,8 @@ def _nearest_with_attention(recorded, t: int) -> tuple[int | None, int | None]:
 
 
 def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
-    """Tokens and roles, read and write attention, the answer after this segment; returns (layer, head)."""
+    """Tokens and roles, read and write attention, the answer after this segment, which memory slots it moved;
+    returns (layer, head)."""
     n = recorded.n_segments
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
     tokens, roles = recorded.tokens(t), recorded.roles(t)
@@ -215,13 +235,15 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
             if s is not None:
                 row.button(f"{label}: {s}", key=f"att_{label[:4]}_{tag(key)}", on_click=set_segment,
                            args=(key, n, s))
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     with left:
         answer = state.segment_answer_figure(key, t)
         if answer is not None:
             show_figure(answer, "answer after the segment", key="segment_answer")
         else:
             st.info("This trace did not record the head's logits at every segment.")
+    with middle:
+        show_figure(state.slot_change_figure(key, t), "memory slots", key="slots")
     with right:
         show_figure(state.final_answer_figure(key), "answer", key="answer")
     if st.toggle("The segment's tokens as a table", key="tokens_table_shown"):
@@ -229,7 +251,8 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
     return layer, head
 
 
-def bertviz(key: tuple, recorded, t: int) -> None:
+def bertviz(key: tuple, recorded, t: int) -> tuple | None:
+    """The bertviz view of the segment; returns its options (kind, centre, width, layers, heads), or None."""
     from rmt_core import bertviz_offline
 
     st.subheader("bertviz views of the segment")
@@ -244,13 +267,13 @@ def bertviz(key: tuple, recorded, t: int) -> None:
         for s in segments[:6]:
             row.button(f"segment {s}", key=f"full_{tag(key)}_{s}", on_click=set_segment,
                        args=(key, recorded.n_segments, s))
-        return
+        return None
     st.caption(("The full attention recorded in the trace. " if source == "trace" else
                 "The full attention of one segment step of the checkpoint from the recorded memory. ") +
                "Offline: d3 and jQuery come from the locally installed npm packages. The view shows [CLS], the "
                "memory tokens ([mem k]), [SEP] and a window of tokens; weights are the model's, not renormalised.")
     L, H = recorded.manifest["model"]["num_layers"], recorded.manifest["model"]["num_heads"]
-    options = st.columns([1.2, 1, 1, 1, 1])
+    options = st.columns([1.1, 1, 1, 1, 1.5])
     view = options[0].radio("View", ["Head view", "Model view"], key="bv_view", horizontal=True)
     centres = ["fact", "question", "start"]
     centre = options[1].selectbox("Window around", centres, index=centres.index(state.VIEW_CENTRE), key="bv_centre")
@@ -265,6 +288,8 @@ def bertviz(key: tuple, recorded, t: int) -> None:
         st.iframe(state.bertviz_html(kind, key, t, positions, tuple(layers), tuple(heads)), height=760)
     except RMTError as error:
         state.show_error(error)
+        return None
+    return kind, centre, width, tuple(layers), tuple(heads)
 
 
 @st.fragment
@@ -275,12 +300,12 @@ def segment_view(key: tuple) -> None:
         t = current_segment(key, recorded)
         navigator(key, recorded, t)
         layer, head = details(key, recorded, t)
-        bertviz(key, recorded, t)
+        view = bertviz(key, recorded, t)
     except RMTError as error:
         state.show_error(error)
         return
     found = state.stats(key)
-    state.prefetch(key, [t + 1, t - 1, *found.fact_segments[:2], *found.question_segments[-1:]], layer, head)
+    state.prefetch(key, [t + 1, t - 1, *found.fact_segments[:2], *found.question_segments[-1:]], layer, head, view)
 
 
 def run_view(key: tuple) -> None:

@@ -29,7 +29,7 @@ from rmt_core.errors import CheckpointError, RMTError, TraceError
 from rmt_core.tasks import TASKS
 
 OTHER_FOLDER = "Other folder…"
-MAX_SEGMENTS = 64  # replayed in memory on the page; longer inputs are recorded (Record page or `rmt replay`)
+MAX_SEGMENTS = 64  # replayed when the page asks; longer inputs are recorded (Record page or `rmt replay`)
 ATTENTION_BUDGET_MIB = 96.0  # read/write attention kept for every segment under this, else chosen segments
 FULL_ATTENTION_BUDGET_MIB = 64.0  # an in-memory replay keeps every segment's full attention under this
 INPUT_KINDS = ("Task sample", "Paste text", "Trace folder")
@@ -160,7 +160,8 @@ def sidebar() -> Selection:
         tasks = tasks_for(config)
         task = bar.selectbox("Task", tasks, index=tasks.index(model_task), key=f"task_{folder}")
         n_segments = bar.number_input("Segments", min_value=1, max_value=MAX_SEGMENTS,
-                                      value=default_segments(config), step=1, key=f"segments_{folder}")
+                                      value=default_segments(config), step=1, key=f"segments_{folder}",
+                                      help=f"up to {MAX_SEGMENTS} here; the Record page replays any length")
         seed = bar.number_input("Seed", min_value=0, max_value=2**31 - 1, value=SEED, step=1, key="seed")
         chosen = Selection(folder or None, "task", task, int(n_segments), int(seed), problem=problem)
     else:
@@ -371,11 +372,6 @@ def trace_for(key: tuple):
     return _replayed(key[1], key[2], key[3])
 
 
-def trace(chosen: Selection):
-    """The trace of the selected input: the trace folder, opened lazily, or the input replayed in memory."""
-    return trace_for(trace_key(chosen))
-
-
 @st.cache_data(show_spinner="Reading the run's memory once (statistics of every segment)…", max_entries=8)
 def stats(key: tuple):
     """Per-segment statistics of the whole run (`rmt_core.trace_stats`), in memory and in a sidecar file."""
@@ -465,6 +461,17 @@ def segment_answer_figure(key: tuple, t: int):
                                  title=f"Answer probabilities after segment {t}")
 
 
+@st.cache_resource(show_spinner=False, max_entries=256)
+def slot_change_figure(key: tuple, t: int):
+    """How far each memory slot moved in segment t, beside its mean over the other segments (trace_stats)."""
+    from rmt_core import figures
+
+    found = stats(key)
+    label = ("the fact's segment" if t in found.fact_segments else
+             "the question's segment" if t in found.question_segments else "chosen segment")
+    return figures.slot_change_figure(None, t, label, change=found.slot_change)
+
+
 def full_attention_source(key: tuple, t: int) -> str | None:
     """'trace' when segment t's full attention was recorded, 'model' when it can be computed from the
     checkpoint (an input replayed here), None when neither."""
@@ -503,12 +510,6 @@ def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple,
     return build(attention, recorded.tokens(t), recorded.roles(t), list(positions), list(layers), list(heads))
 
 
-def default_view_positions(recorded, segment: int) -> list[int]:
-    from rmt_core import bertviz_offline
-
-    return bertviz_offline.window_positions(recorded.roles(segment), VIEW_CENTRE, VIEW_WIDTH)
-
-
 def default_segment(recorded) -> int:
     """The segment the Replay page starts on: where the (first) fact landed, else 0."""
     from rmt_core.export import fact_segments
@@ -521,8 +522,9 @@ def default_segment(recorded) -> int:
 _PREFETCH = None
 
 
-def prefetch(key: tuple, segments, layer: int | None, head: int | None) -> None:
-    """Build the figures of `segments` in one background thread, so stepping to them redraws from the cache."""
+def prefetch(key: tuple, segments, layer: int | None, head: int | None, view: tuple | None = None) -> None:
+    """Build the figures of `segments` in one background thread, so stepping to them redraws from the cache;
+    view = (kind, centre, width, layers, heads) of the bertviz view also builds that view of the first segment."""
     global _PREFETCH
     import concurrent.futures
 
@@ -530,19 +532,26 @@ def prefetch(key: tuple, segments, layer: int | None, head: int | None) -> None:
         _PREFETCH = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmt-app-prefetch")
     n = trace_for(key).n_segments
     wanted = [int(t) for t in dict.fromkeys(segments) if 0 <= int(t) < n]
-    _PREFETCH.submit(_prefetch, key, wanted, layer, head)
+    _PREFETCH.submit(_prefetch, key, wanted, layer, head, view)
 
 
-def _prefetch(key: tuple, segments: list[int], layer, head) -> None:
+def _prefetch(key: tuple, segments: list[int], layer, head, view: tuple | None = None) -> None:
     import logging
 
     try:
         with _quiet_context_warnings():
             for t in segments:
-                tokens_figure(key, t)
                 attention_figure(key, "read", t, layer, head)
                 attention_figure(key, "write", t, layer, head)
                 segment_answer_figure(key, t)
+                slot_change_figure(key, t)
+            if view and segments and full_attention_source(key, segments[0]) is not None:
+                from rmt_core import bertviz_offline
+
+                kind, centre, width, layers, heads = view
+                t = segments[0]
+                positions = bertviz_offline.window_positions(trace_for(key).roles(t), centre, width)
+                bertviz_html(kind, key, t, tuple(int(p) for p in positions), tuple(layers), tuple(heads))
     except Exception:  # a cache warm-up: the page reports the same problem when it asks
         logging.getLogger("rmt_lens.app").debug("prefetch failed", exc_info=True)
 
@@ -568,33 +577,20 @@ def warm_up() -> bool:
     checkpoint and its ready sample. False when there is neither (only the libraries are loaded then)."""
     path = os.environ.get(TRACE_ENV)
     if path:
-        chosen = Selection(None, "trace", trace_path=path)
-        key = trace_key(chosen)
-        recorded = trace_for(key)
-        found = stats(key)
-        overview_figure(key, 0, recorded.n_segments - 1)
-        final_answer_figure(key)
-        t = default_segment(recorded)
-        _prefetch(key, [t], None, None)
-        import rmt_core.figures  # noqa: F401
-        return bool(found)
-    folder = default_checkpoint()
-    try:
-        config = read_config(folder)
-    except CheckpointError:
-        import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
-        return False
-    folder = str(folder)
-    chosen = Selection(folder, "task", default_task(config), default_segments(config), SEED)
-    key = trace_key(chosen)
+        key = trace_key(Selection(None, "trace", trace_path=path))
+    else:
+        folder = default_checkpoint()
+        try:
+            config = read_config(folder)
+        except CheckpointError:
+            import rmt_core.replay  # noqa: F401  (still worth it: torch and transformers take seconds to load)
+            return False
+        key = trace_key(Selection(str(folder), "task", default_task(config), default_segments(config), SEED))
     recorded = trace_for(key)
     overview_figure(key, 0, recorded.n_segments - 1)
     final_answer_figure(key)
     L = recorded.manifest["model"]["num_layers"]
     H = recorded.manifest["model"]["num_heads"]
-    t = default_segment(recorded)
-    _prefetch(key, [t], None, None)
-    for view in ("head", "model"):
-        bertviz_html(view, key, t, tuple(default_view_positions(recorded, t)), (L - 1,),
-                     tuple(range(min(H, VIEW_HEADS))))
+    _prefetch(key, [default_segment(recorded)], None, None,
+              view=("head", VIEW_CENTRE, VIEW_WIDTH, (L - 1,), tuple(range(min(H, VIEW_HEADS)))))
     return True

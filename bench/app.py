@@ -6,14 +6,16 @@ the server's peak memory on a long trace against a short one.
 
 Traces (defaults under traces/, which git ignores): a 31,936-segment replay of the shipped default checkpoint
 (2,043,904 tokens at its 64-token segments; `rmt replay --segments 31936 --attention-budget-mib 0
---full-attention 0,-1`) and a 64-segment one. Each measurement starts a fresh `rmt app` (its own port and an
-empty statistics cache unless said otherwise) and drives it from Chromium, like a person would: times are taken
-in the browser (performance.now() from the click until every chart on the page shows the new segment), or for
-launches from starting `rmt app` until the chart is drawn (the first launch also finds the browser's cache of
-Streamlit's JavaScript empty; later ones reuse it, as a person's browser does). Peak memory is the server process's VmHWM after
-the same session on each trace: open, 6 segment changes, jumps to the question and fact segments, the Memory
-page. Each number is one run (segment changes: median and max of that run); the machine's load average is
-printed beside them, since 2 shared cores make every number depend on it.
+--full-attention 0,-1`) and a 64-segment one. Each measurement starts a fresh `rmt app` (one port for all, an
+empty cache folder unless said otherwise) and drives it from Chromium, as a person would. Segment changes are
+timed in the browser: performance.now() from the click until the token strip and every chart title that names a
+segment name the new one. Launches are timed from starting `rmt app` until the chart is drawn; the first launch
+also finds the browser's cache of Streamlit's own JavaScript empty, later ones reuse it (as a person's browser
+does). Peak memory is the server process's VmHWM after the same session on each trace (open, 6 segment changes,
+jumps to the question and fact segments, the Memory page), `--repeats` times each in alternating order, as
+medians: one server's peak varies by tens of MiB from run to run. Other numbers are one run each (segment
+changes: median and max of that run). The machine's load average is printed beside each: on 2 shared cores
+every time depends on it.
 
 Prints (targets of issue 16):
     launch to first chart (default checkpoint)               <= 8 s
@@ -137,13 +139,14 @@ def titles(driver) -> list[str]:
 
 
 def overview_drawn(driver, n: int) -> bool:
-    """The whole-run overview of an n-segment trace is drawn (its plot holds paths)."""
+    """The whole-run overview of an n-segment trace is drawn: its axis spans segments 0..n-1 (not the chart of
+    the input shown before, which stays on the page until it is replaced) and its plot holds paths."""
     return driver.execute_script("""
         const d = Array.from(document.querySelectorAll('.js-plotly-plot')).find(d => d.layout && d.layout.title &&
             (d.layout.title.text || '').includes('The whole run'));
-        return !!d && d.querySelectorAll('.scatterlayer path').length > 0 &&
-            document.body.innerText.includes(arguments[0]);
-    """, f"{n:,} segments")
+        return !!d && d._fullLayout && d._fullLayout.xaxis.range[1] === arguments[0] - 0.5 &&
+            d.querySelectorAll('.scatterlayer path').length > 0;
+    """, n)
 
 
 def current(driver) -> int | None:
@@ -218,6 +221,7 @@ def main() -> int:
     parser.add_argument("--long-trace", type=Path, default=REPO / "traces" / f"memorize-{LONG}")
     parser.add_argument("--short-trace", type=Path, default=REPO / "traces" / f"memorize-{SHORT}")
     parser.add_argument("--record", action="store_true", help="record missing traces first")
+    parser.add_argument("--repeats", type=int, default=3, help="peak-memory sessions on each trace (default 3)")
     args = parser.parse_args()
     for path, segments in ((args.long_trace, LONG), (args.short_trace, SHORT)):
         if not (path / "manifest.json").is_file():
@@ -280,23 +284,29 @@ def main() -> int:
             rows.append((f"open the {n_long:,}-segment trace from the sidebar to drawn overview",
                          f"{time.perf_counter() - opened:.1f} s", load()))
             driver.get("about:blank")
-        # 4. peak memory of the server: the same session on the long and the short trace
-        peaks = {}
-        for path, n, facts, question in ((args.long_trace, n_long, facts_long, question_long),
-                                         (args.short_trace, n_short, facts_short, question_short)):
-            with app("--trace", str(path)) as (url, process, started):
-                driver.get(url)
-                wait(driver, lambda d: overview_drawn(d, n), 120, "the overview")
-                segment_changes(driver, n, facts, question)
-                driver.get(f"{url}/memory")
-                wait(driver, lambda d: any(t.startswith("Memory norms") for t in titles(d)), 120, "the Memory page")
-                time.sleep(1.0)
-                peaks[n] = peak_rss_mib(process.pid)
-                driver.get("about:blank")
+        # 4. peak memory of the server: the same session on the long and the short trace, `--repeats` times each
+        # in alternating order (one server's peak varies by tens of MiB from run to run: allocator, threads)
+        peaks: dict[int, list[float]] = {n_long: [], n_short: []}
+        runs = [(args.long_trace, n_long, facts_long, question_long),
+                (args.short_trace, n_short, facts_short, question_short)]
+        for r in range(args.repeats):
+            for path, n, facts, question in (runs if r % 2 == 0 else runs[::-1]):
+                with app("--trace", str(path)) as (url, process, started):
+                    driver.get(url)
+                    wait(driver, lambda d: overview_drawn(d, n), 120, "the overview")
+                    segment_changes(driver, n, facts, question)
+                    driver.get(f"{url}/memory")
+                    wait(driver, lambda d: any(t.startswith("Memory norms") for t in titles(d)), 120,
+                         "the Memory page")
+                    time.sleep(1.0)
+                    peaks[n].append(peak_rss_mib(process.pid)[0])
+                    driver.get("about:blank")
         for n in (n_long, n_short):
-            rows.append((f"server peak RSS, {n:,}-segment trace", f"{peaks[n][0]:.0f} MiB (now {peaks[n][1]:.0f})",
+            rows.append((f"server peak RSS, {n:,}-segment trace",
+                         f"median {statistics.median(peaks[n]):.0f} MiB ({', '.join(f'{p:.0f}' for p in peaks[n])})",
                          ""))
-        rows.append(("peak RSS ratio, long / short", f"{peaks[n_long][0] / peaks[n_short][0]:.3f}", "target <= 1.15"))
+        rows.append(("peak RSS ratio, long / short (medians)",
+                     f"{statistics.median(peaks[n_long]) / statistics.median(peaks[n_short]):.3f}", "target <= 1.15"))
     finally:
         driver.quit()
     width = max(len(r[0]) for r in rows)

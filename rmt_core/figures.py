@@ -394,8 +394,7 @@ def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), qu
     the trace lacks. Binned rows draw the band from each bin's min to its max (so a one-segment spike stays
     visible) and the bin mean; single-segment bins draw the values. Fact segments (red), question segments
     (blue) and the `current` segment (dotted) are marked across all rows; `span` is the (first, last) segment
-    shown; log_rows: indexes of rows drawn on a log scale. Drag a box (dragmode 'select', horizontal) to pick
-    a range."""
+    shown; log_rows: indexes of rows drawn on a log scale."""
     n_rows = max(1, len(rows))
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.035,
                         subplot_titles=[name for name, _ in rows])
@@ -413,8 +412,10 @@ def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), qu
             centre = ((first + last) / 2).astype(np.float32)
             high, low = np.asarray(env.high, np.float32), np.asarray(env.low, np.float32)
             data = np.stack([first, last, env.high_at, env.low_at, low], axis=1).astype(np.float32)  # exact ints
-            fig.add_trace(go.Scatter(x=centre, y=high, mode="lines", name=f"{name} max",
-                                     line=dict(color=colour, width=1), customdata=data, showlegend=False,
+            # invisible markers: a line alone cannot be clicked (selected), a point can
+            fig.add_trace(go.Scatter(x=centre, y=high, mode="lines+markers", name=f"{name} max",
+                                     line=dict(color=colour, width=1), marker=dict(size=6, opacity=0),
+                                     customdata=data, showlegend=False,
                                      hovertemplate=f"{name}<br>segments %{{customdata[0]:.0f}}–%{{customdata[1]:.0f}}"
                                                    "<br>max %{y:.4g} (segment %{customdata[2]:.0f})<br>"
                                                    "min %{customdata[4]:.4g} (segment %{customdata[3]:.0f})"
@@ -450,6 +451,10 @@ def overview_figure(rows: Sequence[tuple], fact_segments: Sequence[int] = (), qu
         fig.update_yaxes(type="log", row=i + 1, col=1)
     fig.update_xaxes(title_text="segment", row=n_rows, col=1)
     note = f" (bins of up to {widest} segments: band = min to max, line = mean)" if widest > 1 else ""
+    # fixed axes: a drag neither pans nor zooms the bins client-side; a click picks a point, and the box-select
+    # tool picks a range of segments (a caller redraws that range from the statistics)
+    fig.update_xaxes(fixedrange=True)
+    fig.update_yaxes(fixedrange=True)
     fig.update_layout(title=f"{title}{note}", height=120 + 150 * n_rows, margin=dict(l=60, r=20, t=80, b=40),
-                      dragmode="select", selectdirection="h", hovermode="closest")
+                      selectdirection="h", hovermode="closest")
     return fig

@@ -271,6 +271,8 @@ def test_a_trace_folder_opens_on_its_overview_and_fact_segment(trace_app, long_t
     assert f'data-rmt-segment="{fact}"' in token_strip(at)
     assert f"segment {fact}" in chart_titled(at, "Read:")["layout"]["title"]["text"]
     assert "bertviz head view" in at.get("iframe")[0].proto.srcdoc  # the recorded full attention
+    slots = chart_titled(at, f"Which slots moved in segment {fact}")
+    assert len(slots["data"][0]["y"]) == 4  # one bar a memory slot of the tiny checkpoint
     # a segment without attention or full attention says so, and offers the nearest ones
     other = fact + 1 if fact + 1 < LONG - 2 else fact - 1
     at.number_input(key=next(n.key for n in at.number_input if n.label == "Go to segment")).set_value(other).run()
@@ -375,3 +377,22 @@ def test_a_cancelled_background_replay_leaves_nothing(app, tmp_path):
     assert job.state() == "cancelled"
     assert not out.exists() and not list(tmp_path.iterdir())
     assert any("cancelled" in i.value for i in at.sidebar.info)
+
+
+def test_a_click_on_the_overview_names_a_bins_highest_point():
+    import numpy as np
+
+    from app.run_view import point_segment
+    from rmt_core.trace_stats import envelope
+
+    values = np.zeros(1000)
+    values[437] = 5.0  # in bin 4 of 10 (segments 400..499)
+    values[455] = -5.0
+    binned = envelope(values, 0, 1000, 10)
+    single = envelope(values, 430, 440, 10)
+    rows = [("missing", None), ("binned", binned), ("single", single)]
+    assert point_segment(rows, {"curve_number": 0, "point_index": 4, "x": 449.5}) == 437  # max line: highest
+    assert point_segment(rows, {"curve_number": 1, "point_index": 4, "x": 449.5}) == 455  # min line: lowest
+    assert point_segment(rows, {"curve_number": 0, "x": 452.0}) == 437  # no index: the nearest bin
+    assert point_segment(rows, {"curve_number": 3, "point_index": 7, "x": 437}) == 437  # single segments
+    assert point_segment(rows, {"x": 12.4}) == 12

@@ -263,8 +263,26 @@ def plotly_charts(driver) -> list[dict]:
     return driver.execute_script("""
         return Array.from(document.querySelectorAll('.js-plotly-plot')).filter(d => d.layout).map(d => ({
             title: ((d.layout.title && d.layout.title.text) || '').replace(/<[^>]*>/g, ''), traces: d.data.length,
-            shapes: (d.layout.shapes || []).map(s => s.x0), notes: (d.layout.annotations || []).map(a => a.text)}));
+            shapes: (d.layout.shapes || []).map(s => s.x0), notes: (d.layout.annotations || []).map(a => a.text),
+            range: d._fullLayout.xaxis.range}));
     """)
+
+
+# Pixels (from the overview chart's top left) of point arguments[0] of its first trace, with the segments of
+# that bin and its neighbours; or, given arguments[1] = [segment, segment], of those segments mid-height.
+_OVERVIEW_PIXELS = """
+const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .find(g => ((g.layout.title && g.layout.title.text) || '').includes('The whole run'));
+const fl = gd._fullLayout, box = gd.getBoundingClientRect(), trace = gd._fullData[0];
+const at = (x, y) => ({x: fl.xaxis._offset + fl.xaxis.l2p(x), y: fl.yaxis._offset + y, width: box.width,
+                       height: box.height});
+if (arguments[1]) return arguments[1].map(s => at(s, fl.yaxis._length / 2));
+const i = arguments[0], point = at(trace.x[i], fl.yaxis.l2p(trace.y[i]));
+const bins = [];
+for (let j = i - 2; j <= i + 2; j++) bins.push(Math.round(trace.customdata[j][2]));  // each bin's highest point
+point.bins = bins;
+return point;
+"""
 
 
 def error_texts(driver) -> list[str]:
@@ -298,18 +316,38 @@ def test_a_trace_of_ten_thousand_segments(long_trace, browser, tmp_path):
 
         last = LONG_SEGMENTS - 1
         click(f"question segment {last}")  # away from the fact segment the page opens on
-        wait_for(browser, lambda d: any(t.startswith(f"Segment {last}:") for t in chart_titles(d)), 60,
-                 f"question segment {last}")
+        wait_for(browser, lambda d: shown_segment(d) == last, 60, f"question segment {last}")
         click(f"fact segment {fact}")
-        wait_for(browser, lambda d: any(t.startswith(f"Segment {fact}:") for t in chart_titles(d))
+        wait_for(browser, lambda d: shown_segment(d) == fact
                  and any(t.startswith("Read:") and f"segment {fact}" in t for t in chart_titles(d))
                  and any(t.startswith("Write:") and f"segment {fact}" in t for t in chart_titles(d)), 60,
                  f"the attention of fact segment {fact}")
-        assert f"segment {fact}" in overview(browser)["notes"]  # the overview marks the chosen segment
+        assert overview(browser)["shapes"] == drawn["shapes"]  # the overview stays as it was drawn
         frames = wait_for(browser, lambda d: [f for f in d.find_elements(By.TAG_NAME, "iframe")
                                               if "bertviz head view" in (f.get_attribute("srcdoc") or "")], 60,
                           "the bertviz head view of the fact segment (its recorded full attention)")
         assert frames
+        assert not error_texts(browser), error_texts(browser)
+
+        # a click on the overview goes to the highest point of the bin clicked
+        chart = next(e for e in browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                     if "The whole run" in (e.text or ""))
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", chart)
+        at = browser.execute_script(_OVERVIEW_PIXELS, 100)  # bin 100 of the first row's max line
+        ActionChains(browser).move_to_element_with_offset(chart, int(at["x"] - at["width"] / 2),
+                                                          int(at["y"] - at["height"] / 2)).pause(0.3).click().perform()
+        wait_for(browser, lambda d: shown_segment(d) in at["bins"], 60, f"a segment of the bins near {at['bins']}")
+        # the box-select tool and a drag across segments 1,000..1,500 zoom the overview to them, redrawn finer
+        box = chart.find_element(By.CSS_SELECTOR, '.modebar-btn[data-val="select"]')
+        browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}));", box)
+        start, end = browser.execute_script(_OVERVIEW_PIXELS, None, [1000, 1500])
+        ActionChains(browser).move_to_element_with_offset(chart, int(start["x"] - start["width"] / 2),
+                                                          int(start["y"] - start["height"] / 2)) \
+            .click_and_hold().move_by_offset(int((end["x"] - start["x"]) / 2), 0) \
+            .move_by_offset(int((end["x"] - start["x"]) / 2), 0).release().perform()
+        zoomed = wait_for(browser, lambda d: (lambda c: c if c and "bins of up to 2 segments" in c["title"] else None)(
+            overview(d)), 60, "the overview of segments 1,000..1,500")
+        assert 995 <= zoomed["range"][0] <= 1010 and 1490 <= zoomed["range"][1] <= 1505, zoomed["range"]
         assert not error_texts(browser), error_texts(browser)
         assert "Traceback" not in log.read_text(errors="replace")
 
