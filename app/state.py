@@ -410,7 +410,7 @@ def overview_rows(key: tuple, first: int, last: int, bins: int = OVERVIEW_BINS) 
 def overview_figure(key: tuple, first: int, last: int, log_change: bool = False):
     """The overview figure of segments first..last (shared; never modified after it is built); log_change draws
     the memory change on a log scale (the fact segment's change can dwarf every other)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     found = stats(key)
     return figures.overview_figure(overview_rows(key, first, last), found.fact_segments, found.question_segments,
@@ -419,7 +419,7 @@ def overview_figure(key: tuple, first: int, last: int, log_change: bool = False)
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def final_answer_figure(key: tuple):
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     title = ("First answer token at the last segment, over the labels" if recorded.architecture == "decoder"
@@ -430,7 +430,7 @@ def final_answer_figure(key: tuple):
 # ----- per-segment figures, cached (a segment change redraws from here; the next segments are prefetched) -----
 @st.cache_resource(show_spinner=False, max_entries=256)
 def tokens_figure(key: tuple, t: int):
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     return figures.token_strip_figure(recorded.tokens(t), recorded.roles(t), title=f"Segment {t}: tokens and roles")
@@ -439,7 +439,7 @@ def tokens_figure(key: tuple, t: int):
 @st.cache_resource(show_spinner=False, max_entries=256)
 def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int | None):
     """Read or write attention of segment t (None when the trace did not keep it)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     if not recorded.has_attention(t):
@@ -455,7 +455,7 @@ def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int
 @st.cache_resource(show_spinner=False, max_entries=256)
 def segment_answer_figure(key: tuple, t: int):
     """The head's class probabilities after segment t (None without segment logits)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     if recorded.segment_logits is None:
@@ -476,7 +476,7 @@ def full_attention_source(key: tuple, t: int) -> str | None:
 
 @st.cache_data(show_spinner="Computing the segment's full attention…", max_entries=8)
 def _computed_attention(key: tuple, t: int):
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     return bertviz_offline.segment_attention(_model(key[1], key[2]), trace_for(key), t)
 
@@ -495,7 +495,7 @@ def full_attention(key: tuple, t: int):
 @st.cache_data(show_spinner="Building the bertviz view…", max_entries=32)
 def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple, heads: tuple) -> str:
     """Offline bertviz 'head' or 'model' view of segment t, for the given positions, layers and heads."""
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     attention = full_attention(key, t)
     recorded = trace_for(key)
@@ -504,14 +504,14 @@ def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple,
 
 
 def default_view_positions(recorded, segment: int) -> list[int]:
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     return bertviz_offline.window_positions(recorded.roles(segment), VIEW_CENTRE, VIEW_WIDTH)
 
 
 def default_segment(recorded) -> int:
     """The segment the Replay page starts on: where the (first) fact landed, else 0."""
-    from rmt_core.export import fact_segments
+    from rmt_core.viz.export import fact_segments
 
     found = fact_segments(recorded)
     return found[0] if found else 0
@@ -576,7 +576,7 @@ def warm_up() -> bool:
         final_answer_figure(key)
         t = default_segment(recorded)
         _prefetch(key, [t], None, None)
-        import rmt_core.figures  # noqa: F401
+        import rmt_core.viz.figures  # noqa: F401
         return bool(found)
     folder = default_checkpoint()
     try:
