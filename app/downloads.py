@@ -1,6 +1,6 @@
 """Export buttons under every figure (PNG, SVG, PDF, HTML) and a CSV download under every table.
 
-Files are made by `rmt_core.export`, the same code as `rmt export`; images only when the button is clicked.
+Files are made by `rmt_core.viz.export`, the same code as `rmt export`; images only when the button is clicked.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from rmt_core import export
+from rmt_core.viz import export
 
 
 def image_problem() -> str | None:

@@ -22,7 +22,7 @@ import streamlit as st
 
 from app import state
 from app.downloads import download_buttons, show_figure, show_table
-from rmt_core import export
+from rmt_core.viz import export
 from rmt_core.errors import RMTError
 
 AROUND = 100  # "zoom around the segment" shows this many segments either side
@@ -176,7 +176,7 @@ def navigator(key: tuple, recorded, t: int) -> None:
 # ----- the chosen segment's views -----------------------------------------------------------------------------------
 def tokens_html(tokens, roles, t: int) -> str:
     """The segment's tokens as coloured chips in reading order (role in the colour, position and role on hover)."""
-    from rmt_core.figures import ROLE_COLOURS
+    from rmt_core.viz.figures import ROLE_COLOURS
     from rmt_core.model import ROLE_NAMES, ROLE_PAD
 
     dark = {"#d62728", "#1f77b4", "#555555", "#9467bd"}
@@ -253,7 +253,7 @@ def details(key: tuple, recorded, t: int) -> tuple[int | None, int | None]:
 
 def bertviz(key: tuple, recorded, t: int) -> tuple | None:
     """The bertviz view of the segment; returns its options (kind, centre, width, layers, heads), or None."""
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     st.subheader("bertviz views of the segment")
     source = state.full_attention_source(key, t)

@@ -406,7 +406,7 @@ def overview_rows(key: tuple, first: int, last: int, bins: int = OVERVIEW_BINS) 
 def overview_figure(key: tuple, first: int, last: int, log_change: bool = False):
     """The overview figure of segments first..last (shared; never modified after it is built); log_change draws
     the memory change on a log scale (the fact segment's change can dwarf every other)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     found = stats(key)
     return figures.overview_figure(overview_rows(key, first, last), found.fact_segments, found.question_segments,
@@ -415,7 +415,7 @@ def overview_figure(key: tuple, first: int, last: int, log_change: bool = False)
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def final_answer_figure(key: tuple):
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     title = ("First answer token at the last segment, over the labels" if recorded.architecture == "decoder"
@@ -426,7 +426,7 @@ def final_answer_figure(key: tuple):
 # ----- per-segment figures, cached (a segment change redraws from here; the next segments are prefetched) -----
 @st.cache_resource(show_spinner=False, max_entries=256)
 def tokens_figure(key: tuple, t: int):
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     return figures.token_strip_figure(recorded.tokens(t), recorded.roles(t), title=f"Segment {t}: tokens and roles")
@@ -435,7 +435,7 @@ def tokens_figure(key: tuple, t: int):
 @st.cache_resource(show_spinner=False, max_entries=256)
 def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int | None):
     """Read or write attention of segment t (None when the trace did not keep it)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     if not recorded.has_attention(t):
@@ -451,7 +451,7 @@ def attention_figure(key: tuple, kind: str, t: int, layer: int | None, head: int
 @st.cache_resource(show_spinner=False, max_entries=256)
 def segment_answer_figure(key: tuple, t: int):
     """The head's class probabilities after segment t (None without segment logits)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     recorded = trace_for(key)
     if recorded.segment_logits is None:
@@ -464,7 +464,7 @@ def segment_answer_figure(key: tuple, t: int):
 @st.cache_resource(show_spinner=False, max_entries=256)
 def slot_change_figure(key: tuple, t: int):
     """How far each memory slot moved in segment t, beside its mean over the other segments (trace_stats)."""
-    from rmt_core import figures
+    from rmt_core.viz import figures
 
     found = stats(key)
     label = ("the fact's segment" if t in found.fact_segments else
@@ -483,7 +483,7 @@ def full_attention_source(key: tuple, t: int) -> str | None:
 
 @st.cache_data(show_spinner="Computing the segment's full attention…", max_entries=8)
 def _computed_attention(key: tuple, t: int):
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     return bertviz_offline.segment_attention(_model(key[1], key[2]), trace_for(key), t)
 
@@ -502,7 +502,7 @@ def full_attention(key: tuple, t: int):
 @st.cache_data(show_spinner="Building the bertviz view…", max_entries=32)
 def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple, heads: tuple) -> str:
     """Offline bertviz 'head' or 'model' view of segment t, for the given positions, layers and heads."""
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     attention = full_attention(key, t)
     recorded = trace_for(key)
@@ -512,7 +512,7 @@ def bertviz_html(view: str, key: tuple, t: int, positions: tuple, layers: tuple,
 
 def default_segment(recorded) -> int:
     """The segment the Replay page starts on: where the (first) fact landed, else 0."""
-    from rmt_core.export import fact_segments
+    from rmt_core.viz.export import fact_segments
 
     found = fact_segments(recorded)
     return found[0] if found else 0
@@ -546,7 +546,7 @@ def _prefetch(key: tuple, segments: list[int], layer, head, view: tuple | None =
                 segment_answer_figure(key, t)
                 slot_change_figure(key, t)
             if view and segments and full_attention_source(key, segments[0]) is not None:
-                from rmt_core import bertviz_offline
+                from rmt_core.viz import bertviz_offline
 
                 kind, centre, width, layers, heads = view
                 t = segments[0]

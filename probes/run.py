@@ -470,9 +470,9 @@ def write_outputs(results: dict, out, figures: str | None = "auto") -> dict:
 
 
 def _figure_bytes(fig, fmt: str) -> bytes:
-    """PNG through rmt_core.export (kaleido, local Chromium, with a timeout) or an HTML page reading
+    """PNG through rmt_core.viz.export (kaleido, local Chromium, with a timeout) or an HTML page reading
     plotly.min.js beside it."""
-    from rmt_core.export import ExportError, figure_bytes
+    from rmt_core.viz.export import ExportError, figure_bytes
 
     if fmt == "html":
         return fig.to_html(full_html=True, include_plotlyjs="directory").encode("utf-8")

@@ -135,7 +135,7 @@ def test_png_export_without_chromium_is_one_line_within_seconds_and_keeps_the_ol
 def test_a_browser_that_hangs_is_given_up_on_after_the_timeout(tmp_path, monkeypatch):
     import plotly.graph_objects as go
 
-    from rmt_core import export
+    from rmt_core.viz import export
 
     hanging = tmp_path / "chromium"
     hanging.write_text("#!/bin/sh\nexec sleep 60\n")
@@ -156,7 +156,7 @@ def test_a_browser_that_hangs_is_given_up_on_after_the_timeout(tmp_path, monkeyp
 
 
 def test_probe_without_chromium_writes_html_figures(ck, tmp_path, monkeypatch, capsys):
-    from rmt_core import export
+    from rmt_core.viz import export
 
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
     monkeypatch.setattr(export, "_renderer", None)
@@ -172,7 +172,7 @@ def test_probe_without_chromium_writes_html_figures(ck, tmp_path, monkeypatch, c
 
 def test_the_dashboard_says_why_images_are_off_and_keeps_html(monkeypatch, tmp_path):
     from app import downloads
-    from rmt_core import export
+    from rmt_core.viz import export
 
     monkeypatch.setattr(export, "_renderer", None)
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium"))
@@ -210,7 +210,7 @@ def test_export_of_an_absurd_size_fails_and_leaves_the_old_picture(trace, tmp_pa
 
 
 def test_export_never_replaces_a_picture_with_what_is_not_one(trace, tmp_path, capsys, monkeypatch):
-    from rmt_core import export
+    from rmt_core.viz import export
 
     class Junk:
         failure = None

@@ -152,7 +152,7 @@ def recorded(saved, tmp_path_factory):
 
 def read_everything(folder: Path) -> None:
     """Open a trace and read what the figures, tables and the dashboard read."""
-    from rmt_core import export
+    from rmt_core.viz import export
     from rmt_core.trace import Trace
 
     trace = Trace.open(folder)

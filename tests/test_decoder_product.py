@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_core import bertviz_offline
+from rmt_core.viz import bertviz_offline
 from rmt_core.babilong import StoryTaskBuilder
 from rmt_core.checkpoint import load_checkpoint, save_checkpoint
 from rmt_core.decoder import DecoderConfig, decoder_from_backbone, small_gpt2_config

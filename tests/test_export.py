@@ -14,7 +14,7 @@ import pytest
 
 from conftest import make_tiny_rmt
 
-from rmt_core import bertviz_offline, export
+from rmt_core.viz import bertviz_offline, export
 from rmt_core.errors import ProbeError
 from rmt_core.model import ROLE_MEMORY
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rmt_core import figures
+from rmt_core.viz import figures
 from rmt_core.model import ROLE_FACT, ROLE_MEMORY, ROLE_NOISE, ROLE_PAD, ROLE_QUESTION, ROLE_SPECIAL
 
 M = 3  # memory slots

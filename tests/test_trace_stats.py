@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_rmt
-from rmt_core import figures
+from rmt_core.viz import figures
 from rmt_core.replay import RecordingPolicy, replay, replay_in_memory
 from rmt_core.trace import Trace
 from rmt_core.trace_stats import cached_trace_stats, envelope, trace_stats

@@ -115,7 +115,8 @@ def test_the_installed_packages_come_from_the_wheel(installed):
     report = run([str(venv / "bin" / "python"), "-c", textwrap.dedent("""
         import importlib, importlib.metadata, json, sys
         modules = {name: importlib.import_module(name).__file__ for name in ("rmt_core", "rmt_cli", "probes", "app")}
-        from rmt_core import checkpoint, bertviz_offline
+        from rmt_core import checkpoint
+        from rmt_core.viz import bertviz_offline
         print(json.dumps({
             "modules": modules, "sys_path": sys.path,
             "version": importlib.metadata.version("rmt-lens"),

@@ -10,7 +10,7 @@ import streamlit as st
 from app import state
 from app.downloads import show_figure, show_table
 from app.run_view import current_segment, tag
-from rmt_core import figures
+from rmt_core.viz import figures
 from rmt_core.errors import RMTError
 
 WINDOW = 256  # memory states drawn at once (the similarity heatmap grows with its square)

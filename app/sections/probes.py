@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import state
 from app.downloads import show_figure, show_table
-from rmt_core import export
+from rmt_core.viz import export
 from rmt_core.errors import RMTError
 
 from probes.figures import all_figures

@@ -21,7 +21,7 @@ BERTVIZ_FIGURES = {"head_view": "bertviz head view of a segment (HTML; needs its
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rmt_core.export import MAX_IMAGE_SIDE
+    from rmt_core.viz.export import MAX_IMAGE_SIDE
 
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--trace", help="a trace folder written by rmt replay")
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _list() -> str:
     from probes import figures as probe_figures
-    from rmt_core import export
+    from rmt_core.viz import export
 
     lines = ["trace figures (--trace):"]
     lines += [f"  {name:<18} {about}" for name, (about, _) in export.TRACE_FIGURES.items()]
@@ -76,7 +76,7 @@ def _numbers(text: str | None, flag: str) -> list[int] | None:
 
 
 def _bertviz(trace, args) -> bytes:
-    from rmt_core import bertviz_offline
+    from rmt_core.viz import bertviz_offline
 
     t = trace.segment_index(args.segment if args.segment is not None else -1)
     attention = trace.full_attention(t)
@@ -92,7 +92,7 @@ def _bertviz(trace, args) -> bytes:
 
 
 def run(args) -> int:
-    from rmt_core import export
+    from rmt_core.viz import export
 
     if args.list:
         print(_list())

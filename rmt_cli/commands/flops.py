@@ -44,7 +44,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from rmt_core import export
+    from rmt_core.viz import export
     from rmt_core.files import write_json_atomic
     from rmt_core.flops import flops_figure, flops_table, resolve_counting, shape_of
 

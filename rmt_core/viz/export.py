@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmt_core import figures
+from rmt_core.viz import figures
 from rmt_core.errors import RMTError
 from rmt_core.model import PLACES, ROLE_NAMES
 

@@ -27,7 +27,7 @@ import numpy as np
 from rmt_core.errors import RMTError
 from rmt_core.layout import ROLE_FACT, ROLE_MEMORY, ROLE_PAD, ROLE_QUESTION
 
-JS_DIR = Path(__file__).resolve().parent / "vendor"  # package data of rmt_core: in a wheel and in the source tree
+JS_DIR = Path(__file__).resolve().parents[1] / "vendor"  # package data of rmt_core: in a wheel and in the source tree
 LIBRARIES = {"jquery": "jquery.min.js", "d3": "d3.min.js"}
 DEFAULT_WINDOW = 32  # tokens around the centre, besides [CLS], memory and [SEP]
 MAX_POSITIONS = 160  # a larger view is refused: its HTML grows with the square of the positions
