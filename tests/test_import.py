@@ -355,7 +355,7 @@ def test_dashboard_opens_a_hub_id(authors, backbone, tmp_path, hub_cache, monkey
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert any(t.startswith("Segment ") for t in titles)
+    assert any(t.startswith("Read:") for t in titles)
 
 
 # ----- decoder checkpoints: RecurrentWrapper(MemoryCell(LM)) ------------------------------------------------------
