@@ -83,6 +83,11 @@ class World:
         return self.place_of_object(obj.group(1)) if obj is not None else None
 
 
+def last_fact_answers(item: babi.BabiItem) -> bool:
+    """True when the story's last fact names the answer (the shortcut "the place mentioned last" is right)."""
+    return item.answer in item.facts[-1]
+
+
 def solve(facts: list[str], question: str) -> str | None:
     """The answer to `question` after reading `facts` in order (None when the story does not say)."""
     world = World()
@@ -176,13 +181,17 @@ class StoryTaskBuilder:
     as `tasks.TaskBuilder` (`sample`, `samples`, `batch`), batches carrying an answer mask instead of labels."""
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
-                 babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train"):
+                 babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
+                 hard_fraction: float = 0.0):
         from rmt_core.tasks import _check_int, check_sources
 
         if task not in GENERATIVE_TASKS:
             raise TaskError(f"unknown generative task {task!r}; choose one of {', '.join(GENERATIVE_TASKS)}")
         check_sources(split, babi_file, babi_dir)
+        if not 0.0 <= hard_fraction <= 1.0:
+            raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1; give --hard-fraction between 0 and 1")
         self.task, self.tokenizer, self.split = task, tokenizer, split
+        self.hard_fraction = hard_fraction
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         if babi_dir is not None:
             babi_file = babi.find_task_file(babi_dir, task, split)
@@ -204,6 +213,9 @@ class StoryTaskBuilder:
         return self.ids(answer) + ([] if self.end_id is None else [self.end_id])
 
     def _item(self, rng: random.Random, room: int) -> babi.BabiItem:
+        # With hard_fraction, that share of samples is redrawn until the story's last fact does not give the answer
+        # (so "the place mentioned last" is wrong and only binding the asked person to their place answers it).
+        hard = self.hard_fraction > 0 and rng.random() < self.hard_fraction
         for _ in range(MAX_REDRAWS):
             if self.items is not None:
                 item = self.items[rng.randrange(len(self.items))]
@@ -211,7 +223,7 @@ class StoryTaskBuilder:
                 item = generate_story(self.task, rng)
             need = sum(len(self.ids(f)) for f in item.facts) + len(self.ids(item.question)) + len(
                 self.answer_ids(item.answer))
-            if need <= room:
+            if need <= room and not (hard and last_fact_answers(item)):
                 return item
         raise TaskError(f"no {self.task} story of {self.babi_path or 'the generator'} fits in {room} tokens with its "
                         "question and answer after many draws; use more or longer segments")

@@ -197,14 +197,16 @@ class Data:
         self.cfg, self.tokenizer, self.builders = cfg, tokenizer, {}
 
     def builder(self, segment_size: int, training: bool = False):
-        """Samples of the training sources; training batches oversample hard reason questions (hard_fraction).
+        """Samples of the training sources; training batches oversample hard questions (hard_fraction: reason, qa1, qa2).
         A question_form restricts training and validation alike: the stage's best is its best on that form."""
         from rmt_core.babilong import make_builder
 
         hard = self.cfg.hard_fraction if training else 0.0
         if (segment_size, hard) not in self.builders:
             c = self.cfg
-            options = {} if c.architecture == "decoder" else {"hard_fraction": hard, "question_form": c.question_form}
+            options = {"hard_fraction": hard}
+            if c.architecture != "decoder":
+                options["question_form"] = c.question_form
             self.builders[segment_size, hard] = make_builder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
                 noise_file=c.noise_file, split="train", **options,
@@ -271,14 +273,17 @@ def build_model(cfg: TrainConfig, tokenizer) -> RMT:
     return from_backbone(backbone, tokenizer, rmt)
 
 
-def check_backbone(backbone: str) -> None:
-    """TrainError unless `backbone` is 'small', 'minilm' or a local model folder: nothing is looked up online."""
-    if backbone in ("small", "minilm"):
+def check_backbone(backbone: str, architecture: str = "encoder") -> None:
+    """TrainError unless `backbone` is one of the architecture's built-in names or a local model folder: nothing is
+    looked up online."""
+    names = tuple(DECODER_BACKBONES) if architecture == "decoder" else ("small", "minilm")
+    if backbone in names:
         return
     folder = Path(backbone)
     if not (folder / "config.json").is_file():
-        raise TrainError(f"--backbone {backbone} is neither 'small', 'minilm' nor a local model folder with "
-                         "config.json; pass one of those (models are never downloaded)")
+        raise TrainError(f"--backbone {backbone} is neither {', '.join(repr(n) for n in names)} nor a local model "
+                         f"folder with config.json for the {architecture}; pass one of those (models are never "
+                         "downloaded)")
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -489,7 +494,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     out = Path(cfg.out)
     resume_dir = out / "resume"
     check_run_folder(out, resume)
-    check_backbone(cfg.backbone)
+    check_backbone(cfg.backbone, cfg.architecture)
     check_sizes(cfg)
     resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:

@@ -183,3 +183,23 @@ def test_the_overwrite_test_tells_overwriting_from_keeping(tokenizer):
     assert mean(overwriting, "old place", -1) > 0.9 and mean(overwriting, "old place", 0) < 0.5
     assert mean(overwriting, "new place", 0) > 0.9 and mean(overwriting, "new place", -1) < 0.5
     assert mean(keeping, "old place", 0) > 0.9
+
+
+def test_hard_samples_are_not_answered_by_the_last_fact(tokenizer):
+    from rmt_core.babilong import last_fact_answers
+
+    def shortcut_share(builder):
+        return np.mean([builder.sample(1, seed).facts[-1].place == builder.sample(1, seed).answer_name
+                        for seed in range(200)])
+
+    natural = StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab")
+    hard = StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", hard_fraction=1.0)
+    assert shortcut_share(natural) > 0.4  # "the place mentioned last" is often right in the natural mix
+    assert shortcut_share(hard) == 0.0
+    for seed in range(50):
+        sample = hard.sample(1, seed)
+        assert sample.answer_name == solve([f.text for f in sample.facts], sample.question)
+    assert not last_fact_answers(babi.BabiItem(["Mary went to the office.", "John went to the garden."],
+                                               "Where is Mary?", "office"))
+    with pytest.raises(TaskError, match="hard fraction"):
+        StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", hard_fraction=1.5)

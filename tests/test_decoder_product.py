@@ -196,3 +196,14 @@ def test_a_task_of_the_other_architecture_is_a_clear_error(decoder, tiny_rmt):
         evaluate(decoder, "memorize", segments=[1], samples=1, progress=False)
     with pytest.raises(TaskError, match="task qa1 is for the decoder"):
         make_input(tiny_rmt, task="qa1", n_segments=1, seed=0)
+
+
+@pytest.mark.parametrize("backbone", ["small", "gpt2-small", "llama-small"])
+def test_the_decoder_backbone_names_pass_the_cli_check(backbone):
+    from rmt_core.errors import TrainError
+    from rmt_core.train import check_backbone
+
+    check_backbone(backbone, "decoder")  # the names scripts/train_decoder.sh uses
+    if backbone != "small":
+        with pytest.raises(TrainError, match="for the encoder"):
+            check_backbone(backbone, "encoder")

@@ -42,7 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-samples", type=whole(1, 1_000_000), default=256)
     parser.add_argument("--hard-fraction", type=real(0.0, 1.0), default=0.0,
                         help="reason: this share of training samples is drawn from questions that place names "
-                             "alone cannot answer (validation keeps the natural mix; default 0)")
+                             "alone cannot answer; qa1/qa2: from stories whose last fact does not give the answer "
+                             "(validation keeps the natural mix; default 0)")
     parser.add_argument("--question-form", choices=("any", "of", "is"), default="any",
                         help="reason: train and validate on questions of one form only, 'of' (What is D of the P?) "
                              "or 'is' (What is the P D of?), a curriculum step before the full mix (default any)")
@@ -92,7 +93,7 @@ def run(args) -> int:
     if args.backbone == "small" and args.hidden_size % args.heads:
         raise TrainError(f"--hidden-size {args.hidden_size} must be a multiple of --heads {args.heads}")
     check_output_folder(args.out, "--out", TrainError)
-    check_backbone(args.backbone)
+    check_backbone(args.backbone, args.architecture)
     from rmt_core.babilong import GENERATIVE_TASKS
 
     task = args.task or ("qa1" if args.architecture == "decoder" else "memorize")
