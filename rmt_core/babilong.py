@@ -182,7 +182,7 @@ class StoryTaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
-                 hard_fraction: float = 0.0):
+                 hard_fraction: float = 0.0, every_person: bool = False):
         from rmt_core.tasks import _check_int, check_sources
 
         if task not in GENERATIVE_TASKS:
@@ -191,7 +191,9 @@ class StoryTaskBuilder:
         if not 0.0 <= hard_fraction <= 1.0:
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1; give --hard-fraction between 0 and 1")
         self.task, self.tokenizer, self.split = task, tokenizer, split
-        self.hard_fraction = hard_fraction
+        if every_person and task != "qa1":
+            raise TaskError(f"every_person is for qa1 (people's places), not {task}; drop --every-person")
+        self.hard_fraction, self.every_person = hard_fraction, every_person
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         if babi_dir is not None:
             babi_file = babi.find_task_file(babi_dir, task, split)
@@ -221,12 +223,24 @@ class StoryTaskBuilder:
                 item = self.items[rng.randrange(len(self.items))]
             else:
                 item = generate_story(self.task, rng)
-            need = sum(len(self.ids(f)) for f in item.facts) + len(self.ids(item.question)) + len(
-                self.answer_ids(item.answer))
+            need = sum(len(self.ids(f)) for f in item.facts) + sum(
+                len(self.ids(q)) + len(self.answer_ids(a)) for q, a in self._questions(item))
             if need <= room and not (hard and last_fact_answers(item)):
                 return item
         raise TaskError(f"no {self.task} story of {self.babi_path or 'the generator'} fits in {room} tokens with its "
                         "question and answer after many draws; use more or longer segments")
+
+    def _questions(self, item: babi.BabiItem) -> list[tuple[str, str]]:
+        """The (question, answer) pairs that close a sample: the item's own; with every_person, then one for
+        every other person the story has placed (story order of first mention), each answered from the story."""
+        pairs = [(item.question, item.answer)]
+        if self.every_person:
+            world = World()
+            for fact in item.facts:
+                world.read(fact)
+            pairs += [(f"Where is {p}?", place) for p, place in world.person.items()
+                      if f"Where is {p}?" != item.question]
+        return pairs
 
     def sample(self, n_segments: int, seed: int):
         """One sample of exactly n_segments * segment_size tokens (facts, noise, question, answer), from `seed`."""
@@ -241,7 +255,9 @@ class StoryTaskBuilder:
         item = self._item(rng, total)
         fact_ids = [self.ids(f) for f in item.facts]
         question_ids, answer_ids = self.ids(item.question), self.answer_ids(item.answer)
-        noise = total - sum(map(len, fact_ids)) - len(question_ids) - len(answer_ids)
+        more = [(self.ids(q), self.answer_ids(a)) for q, a in self._questions(item)[1:]]
+        noise = total - sum(map(len, fact_ids)) - len(question_ids) - len(answer_ids) - sum(
+            len(q) + len(a) for q, a in more)
         chunks = NoiseStream(self.noise, rng).take(noise, final=True)
         # Facts go in at sentence starts (or the end of the noise), each at a random one, kept in story order.
         boundaries = [i for i in range(len(chunks) + 1) if i == len(chunks) or chunks[i][1]]
@@ -265,6 +281,9 @@ class StoryTaskBuilder:
         answer_span = (len(input_ids), len(input_ids) + len(answer_ids))
         input_ids += answer_ids
         roles += [ROLE_ANSWER] * len(answer_ids)
+        for more_question, more_answer in more:  # every_person: the other people's places, after the asked one
+            input_ids += more_question + more_answer
+            roles += [ROLE_QUESTION] * len(more_question) + [ROLE_ANSWER] * len(more_answer)
         if len(input_ids) != total:  # a bug, never a user error
             raise AssertionError(f"sample has {len(input_ids)} tokens, expected {total}")
         facts, world = [], World()
@@ -278,7 +297,8 @@ class StoryTaskBuilder:
             facts=facts, question=item.question, question_span=question_span,
             answer=babi.PLACES.index(item.answer), answer_name=item.answer, seed=seed,
             sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
-                     "noise": self.noise.name, "split": self.split, "story_facts": len(item.facts)},
+                     "noise": self.noise.name, "split": self.split, "story_facts": len(item.facts),
+                     **({"more_questions": [list(p) for p in self._questions(item)[1:]]} if self.every_person else {})},
             answer_span=answer_span,
         )
 

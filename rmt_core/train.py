@@ -104,6 +104,7 @@ class TrainConfig:
     # reason only: this share of training samples needs the directions (place names alone leave two answers);
     # validation keeps the natural mix.
     hard_fraction: float = 0.0
+    every_person: bool = False  # qa1 training samples close with every placed person's question and answer
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
@@ -202,16 +203,18 @@ class Data:
         from rmt_core.babilong import make_builder
 
         hard = self.cfg.hard_fraction if training else 0.0
-        if (segment_size, hard) not in self.builders:
+        if (segment_size, hard, training) not in self.builders:
             c = self.cfg
             options = {"hard_fraction": hard}
+            if c.every_person and training:
+                options["every_person"] = True
             if c.architecture != "decoder":
                 options["question_form"] = c.question_form
-            self.builders[segment_size, hard] = make_builder(
+            self.builders[segment_size, hard, training] = make_builder(
                 c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
                 noise_file=c.noise_file, split="train", **options,
             )
-        return self.builders[segment_size, hard]
+        return self.builders[segment_size, hard, training]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
         return self.builder(stage.segment_size, training=True).batch(

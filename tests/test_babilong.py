@@ -203,3 +203,25 @@ def test_hard_samples_are_not_answered_by_the_last_fact(tokenizer):
                                                "Where is Mary?", "office"))
     with pytest.raises(TaskError, match="hard fraction"):
         StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", hard_fraction=1.5)
+
+
+def test_every_person_closes_a_training_sample_with_each_placed_persons_place(tokenizer):
+    builder = StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", every_person=True)
+    for seed in range(30):
+        sample = builder.sample(2, seed)
+        assert len(sample.input_ids) == len(sample.roles) == 128
+        q0, q1 = sample.question_span
+        a0, a1 = sample.answer_span
+        assert sample.input_ids[q0:q1] == builder.ids(sample.question) and q1 == a0
+        assert sample.input_ids[a0:a1] == builder.answer_ids(sample.answer_name)
+        assert set(sample.roles[a1:]) <= {ROLE_QUESTION, ROLE_ANSWER}  # only the other questions follow
+        facts = [f.text for f in sample.facts]
+        people = {f.person for f in sample.facts}
+        pairs = [(sample.question, sample.answer_name)] + [tuple(p) for p in sample.sources["more_questions"]]
+        assert sorted(q for q, _ in pairs) == sorted(f"Where is {p}?" for p in people)
+        assert all(solve(facts, q) == a for q, a in pairs)
+        assert sum(r == ROLE_ANSWER for r in sample.roles) == sum(len(builder.answer_ids(a)) for _, a in pairs)
+        (first,), (_, mask) = builder.samples(2, 1, seed), builder.batch(2, 1, seed)
+        assert int(mask.sum()) == sum(r == ROLE_ANSWER for r in first.roles)  # the loss sees every answer
+    with pytest.raises(TaskError, match="every_person is for qa1"):
+        StoryTaskBuilder("qa2", tokenizer, 64, noise_file="builtin:vocab", every_person=True)
