@@ -52,6 +52,7 @@ import torch
 from rmt_core.errors import RMTError
 
 FORMAT = "rmt-lens-drift"
+VERSION = 2  # raise when a measure changes: drift.json's finished checkpoints are then computed again
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINTS = ("memorize", "detect", "reason")
 GRID_PER_OCTAVE = 4  # trace values kept at this many log-spaced distances per doubling
@@ -196,7 +197,7 @@ def question_logits(model, states: np.ndarray, question_ids: np.ndarray, batch_s
     out = []
     for first in range(0, len(states), batch_size):
         rows = slice(first, first + batch_size)
-        batch = SegmentBatch.from_ids(torch.as_tensor(np.ascontiguousarray(question_ids[rows])), question_ids.shape[1])
+        batch = SegmentBatch.from_ids(torch.tensor(question_ids[rows]), question_ids.shape[1])  # a copy: rows may be a broadcast view
         memory = torch.as_tensor(states[rows], dtype=dtype, device=model.device)
         out.append(run(model, batch, memory=memory).logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.config.labels)), dtype=np.float32)
@@ -232,7 +233,8 @@ def probe_distances(kept: np.ndarray, samples, distances: list[int], seed: int =
 
     Returns {"all": [row per distance], "slots": [[row per slot] per distance], "fixed": [row per distance]}:
     rows of correct, total, accuracy, ci_low, ci_high (Wilson over all scored samples), control and majority
-    accuracy; `fixed` is the probe fit at distance 0 read at every distance."""
+    accuracy; `fixed` is the probe fit at distance 0 read at every distance, and "fixed_predictions" [K, J] its
+    predictions (each sample by the probe of the half it was not in)."""
     from threadpoolctl import threadpool_limits
 
     from probes.linear import fit_probe, probe_grid, split_samples
@@ -263,17 +265,18 @@ def probe_distances(kept: np.ndarray, samples, distances: list[int], seed: int =
                 "control_accuracy": entry["control"] / entry["total"], "majority": entry["majority"] / entry["total"]}
 
     y = target.labels[:, 0]
-    fixed = np.zeros(J, dtype=np.int64)
+    fixed_predictions = np.zeros((K, J), dtype=np.int64)
     with threadpool_limits(limits=1):
         for fit, test in folds:
             x_fit = kept[fit, 0].reshape(len(fit), -1)
             x_test = kept[test].reshape(len(test) * J, -1)  # every distance of the scored half
-            predicted = fit_probe(x_fit, y[fit], x_test, max_iter).reshape(len(test), J)
-            fixed += (predicted == y[test, None]).sum(axis=0)
+            fixed_predictions[test] = fit_probe(x_fit, y[fit], x_test, max_iter).reshape(len(test), J)
+    fixed = (fixed_predictions == y[:, None]).sum(axis=0)
     return {
         "all": [row(tally[(j, "all")], d) for j, d in enumerate(distances)],
         "slots": [[row(tally[(j, s)], d) for s in range(m)] for j, d in enumerate(distances)],
         "fixed": [{"distance": d, **_rate(int(fixed[j]), K)} for j, d in enumerate(distances)],
+        "fixed_predictions": fixed_predictions,
     }
 
 
@@ -300,7 +303,10 @@ def sample_findings(model, samples, distances: list[int], batch_size: int, seed:
     asked = []
     for j, d in enumerate(distances):
         predicted = question_logits(model, kept[:, j], questions).argmax(axis=1)
-        asked.append({"distance": d, **_rate(int((predicted == labels).sum()), K)})
+        fixed = probes["fixed_predictions"][:, j]
+        asked.append({"distance": d, **_rate(int((predicted == labels).sum()), K),
+                      "same_as_probe_from_0": int((predicted == fixed).sum()),  # the model and the d=0 probe agree
+                      "both_right": int(((predicted == labels) & (fixed == labels)).sum())})
     spreads = [{"distance": d, **spread(kept[:, j], labels)} for j, d in enumerate(distances)]
     majority = float(np.bincount(labels).max() / K)
     facts = measured["fact"]
@@ -429,6 +435,7 @@ def trace_findings(trace, model, max_questions: int = 8192, chunk_rows: int = 20
                     "spread": float(np.linalg.norm(late_states - late_mean, axis=1).mean()),
                     "reference_to_mean": float(np.linalg.norm(reference.reshape(-1) - late_mean)),
                     "initial_to_mean": float(np.linalg.norm(initial - late_mean)),
+                    "initial_norm": float(np.linalg.norm(initial)),
                     "mean_norm": float(np.linalg.norm(late_mean)),
                     "change_mean": float(change[late].mean())},
     }
@@ -500,7 +507,7 @@ def checkpoint_findings(name: str, folder: Path, args, trace_dir: Path | None) -
 def _settings_key(name: str, folder: Path, args, trace: str | None) -> str:
     from rmt_core.checkpoint import checkpoint_identity
 
-    parts = [FORMAT, name, checkpoint_identity(folder).get("sha256"), args.samples, args.max_distance,
+    parts = [FORMAT, VERSION, name, checkpoint_identity(folder).get("sha256"), args.samples, args.max_distance,
              args.max_fact_segment, args.seed, args.babi_dir, args.noise_file, args.trace_segments,
              args.trace_questions, trace]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
@@ -656,14 +663,14 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
                   + f"), answer majority {100 * s['answer_majority']:.1f}%. Probes: two-fold, so each accuracy "
                   f"scores all {K} samples once; 95% Wilson intervals.", "",
                   "| d | cos (median) | L2 (median) | norm | probe at d | control | probe from d=0 | model, question at d "
-                  "| spread / norm | class separation |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| model = probe from d=0 | spread / norm | class separation |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for j, d in enumerate(s["kept_distances"]):
             p, fx, q, sp = s["probe"][j], s["fixed_probe"][j], s["question"][j], s["spread"][j]
             i = by["distance"].index(d)
             lines.append(f"| {d} | {by['cos']['median'][i]:.3f} | {by['l2']['median'][i]:.2f} | "
                          f"{by['norm']['median'][i]:.2f} | {_pct(p)} | {100 * p['control_accuracy']:.1f} | {_pct(fx)} | "
-                         f"{_pct(q)} | {sp['relative_dispersion']:.3f} | {sp['class_separation']:.2f} |")
+                         f"{_pct(q)} | {q['same_as_probe_from_0']} of {q['total']} | {sp['relative_dispersion']:.3f} | {sp['class_separation']:.2f} |")
         summary = s["summary"]
         lines += ["", "First distance where accuracy falls below 50%: probe "
                   f"{_d(summary['probe_below_half'])}, probe from d=0 {_d(summary['fixed_probe_below_half'])}, "
