@@ -52,10 +52,11 @@ import torch
 from rmt_core.errors import RMTError
 
 FORMAT = "rmt-lens-drift"
-VERSION = 2  # raise when a measure changes: drift.json's finished checkpoints are then computed again
+VERSION = 3  # raise when a measure changes: drift.json's finished checkpoints are then computed again
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINTS = ("memorize", "detect", "reason")
 GRID_PER_OCTAVE = 4  # trace values kept at this many log-spaced distances per doubling
+SWITCH_COSINE = 0.5  # a memory with a lower cosine with the memory right after the fact has "switched"
 
 
 class DriftError(RMTError):
@@ -286,6 +287,17 @@ def _quantiles(values: np.ndarray) -> dict:
     return {"q25": q25.tolist(), "median": q50.tolist(), "q75": q75.tolist()}
 
 
+def _first_switch(cos: np.ndarray, max_distance: int) -> dict:
+    """How many samples first fall below SWITCH_COSINE in each window of distances (0, 1, 2-3, 4-7, ...)."""
+    below = cos < SWITCH_COSINE
+    first = np.where(below.any(axis=1), below.argmax(axis=1), -1)
+    windows = [(0, 0)] + [(2 ** k, min(max_distance, 2 ** (k + 1) - 1))
+                          for k in range(int(math.log2(max_distance)) + 1 if max_distance else 0)]
+    return {"windows": [{"from": lo, "to": hi, "count": int(((first >= lo) & (first <= hi)).sum())}
+                        for lo, hi in windows],
+            "never": int((first < 0).sum())}
+
+
 def first_distance(rows: list[dict], test) -> int | None:
     """The first row's distance for which test(row) holds (None when none does)."""
     return next((r["distance"] for r in rows if test(r)), None)
@@ -300,13 +312,17 @@ def sample_findings(model, samples, distances: list[int], batch_size: int, seed:
     log(f"  probes at {len(distances)} distances on {K} samples")
     probes = probe_distances(kept, samples, distances, seed=seed)
     questions = np.array([s.input_ids[(N - 1) * S:] for s in samples], dtype=np.int64)
-    asked = []
+    asked, switched = [], []
     for j, d in enumerate(distances):
         predicted = question_logits(model, kept[:, j], questions).argmax(axis=1)
         fixed = probes["fixed_predictions"][:, j]
-        asked.append({"distance": d, **_rate(int((predicted == labels).sum()), K),
+        right = predicted == labels
+        asked.append({"distance": d, **_rate(int(right.sum()), K),
                       "same_as_probe_from_0": int((predicted == fixed).sum()),  # the model and the d=0 probe agree
-                      "both_right": int(((predicted == labels) & (fixed == labels)).sum())})
+                      "both_right": int((right & (fixed == labels)).sum())})
+        away = measured["cos"][:, d] < SWITCH_COSINE
+        switched.append({"distance": d, "switched": int(away.sum()), "switched_right": int((away & right).sum()),
+                         "held": int((~away).sum()), "held_right": int((~away & right).sum())})
     spreads = [{"distance": d, **spread(kept[:, j], labels)} for j, d in enumerate(distances)]
     majority = float(np.bincount(labels).max() / K)
     facts = measured["fact"]
@@ -322,6 +338,8 @@ def sample_findings(model, samples, distances: list[int], batch_size: int, seed:
         "kept_distances": distances,
         "probe": probes["all"], "probe_slots": probes["slots"], "fixed_probe": probes["fixed"],
         "question": asked, "spread": spreads,
+        "switch": {"cosine": SWITCH_COSINE, "by_distance": switched,
+                   "first_switch": _first_switch(measured["cos"], max(distances))},
         "summary": {
             "probe_below_half": first_distance(probes["all"], lambda r: r["accuracy"] < 0.5),
             "question_below_half": first_distance(asked, lambda r: r["accuracy"] < 0.5),
@@ -676,6 +694,15 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
                   f"{_d(summary['probe_below_half'])}, probe from d=0 {_d(summary['fixed_probe_below_half'])}, "
                   f"model {_d(summary['question_below_half'])}; where its interval reaches the majority baseline: "
                   f"probe {_d(summary['probe_at_chance'])}, model {_d(summary['question_at_chance'])}.", ""]
+        sw = s["switch"]
+        lines.append(f"Memory that has switched (cosine with the memory right after the fact below {sw['cosine']}), "
+                     "and the model's answer (question at d) on switched and on held memory: " + ", ".join(
+                         f"d={r['distance']}: {r['switched']} switched ({r['switched_right']} right), "
+                         f"{r['held']} held ({r['held_right']} right)" for r in sw["by_distance"] if r["distance"]) + ". "
+                     "First switch: " + ", ".join(f"d {w['from']}-{w['to']}: {w['count']}" for w in
+                                                  sw["first_switch"]["windows"] if w["count"])
+                     + f"; never (to d={s['kept_distances'][-1]}): {sw['first_switch']['never']}.")
+        lines.append("")
         best = [max(range(len(slots)), key=lambda k: slots[k]["accuracy"]) for slots in s["probe_slots"]]
         lines.append("Best single slot by distance: " + ", ".join(
             f"d={d}: slot {k} {100 * s['probe_slots'][j][k]['accuracy']:.0f}%"

@@ -115,6 +115,10 @@ def test_end_to_end_with_a_trace(drift, model, tmp_path, capsys):
     assert trace["lost"]["right_at_end"] == (trace["answer"] == trace["final_prediction"])
     assert [r["distance"] for r in found["samples"]["probe"]] == [0, 1, 2, 3]
     assert all(r["total"] == 8 for r in found["samples"]["question"])
+    switch = found["samples"]["switch"]
+    assert switch["by_distance"][0]["switched"] == 0  # the memory right after the fact is the reference itself
+    assert all(r["switched"] + r["held"] == 8 and r["held_right"] <= r["held"] for r in switch["by_distance"])
+    assert sum(w["count"] for w in switch["first_switch"]["windows"]) + switch["first_switch"]["never"] == 8
     printed = capsys.readouterr().out
     assert "### tiny" in printed and "| 3 |" in printed
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
