@@ -675,7 +675,7 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
     for name, c in results["checkpoints"].items():
         s, t, by = c["samples"], c["trace"], c["samples"]["by_distance"]
         K, N = s["samples"], s["n_segments"]
-        lines += [f"### {name} (`checkpoints/{name}`, trained on {c['trained_segments']} segments)", "",
+        lines += [f"### {name}: memory after the fact (`checkpoints/{name}`, trained on {c['trained_segments']} segments)", "",
                   f"Samples: {K} held-out samples of {N} segments (facts in segments 0..{c['max_fact_segment']}: "
                   + ", ".join(f"{n} in segment {f}" for f, n in s["fact_segments"].items())
                   + f"), answer majority {100 * s['answer_majority']:.1f}%. Probes: two-fold, so each accuracy "
@@ -703,6 +703,13 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
                                                   sw["first_switch"]["windows"] if w["count"])
                      + f"; never (to d={s['kept_distances'][-1]}): {sw['first_switch']['never']}.")
         lines.append("")
+        last = len(by["distance"]) - 1
+        lines.append(f"Each slot at d=0 and d={by['distance'][last]} (medians): norm "
+                     + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(by["slot_norm"]["median"][0],
+                                                                    by["slot_norm"]["median"][last]))
+                     + f"; cosine with itself after the fact at d={by['distance'][last]}: "
+                     + ", ".join(f"{x:.2f}" for x in by["slot_cos"]["median"][last]) + ".")
+        lines.append("")
         best = [max(range(len(slots)), key=lambda k: slots[k]["accuracy"]) for slots in s["probe_slots"]]
         lines.append("Best single slot by distance: " + ", ".join(
             f"d={d}: slot {k} {100 * s['probe_slots'][j][k]['accuracy']:.0f}%"
@@ -719,6 +726,10 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
             margin = "-" if w["margin_mean"] is None else f"{w['margin_mean']:+.2f}"
             lines.append(f"| {w['from']}-{w['to']} | {w['cos_mean']:.3f} | {w['l2_mean']:.2f} | {w['norm_mean']:.2f} | "
                          f"{w['change_mean']:.3f} | {share} | {margin} |")
+        end = t["grid"][-1]
+        lines += ["", f"At the trace's last distance (d={end['distance']}) each slot's cosine with itself after the fact: "
+                  + ", ".join(f"{x:.2f}" for x in end["slot_cos"]) + f"; the whole memory's cosine with the initial "
+                  f"memory: {end['cos_initial']:.3f}."]
         lost, settled = t["lost"], t["settled"]
         lines += ["", f"The trace's answer: first wrong at d={_d(lost['first_wrong'])}, last right at "
                   f"d={_d(lost['last_right'])}, right at {100 * lost['correct_fraction']:.1f}% of the distances asked, "

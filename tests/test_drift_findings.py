@@ -120,7 +120,7 @@ def test_end_to_end_with_a_trace(drift, model, tmp_path, capsys):
     assert all(r["switched"] + r["held"] == 8 and r["held_right"] <= r["held"] for r in switch["by_distance"])
     assert sum(w["count"] for w in switch["first_switch"]["windows"]) + switch["first_switch"]["never"] == 8
     printed = capsys.readouterr().out
-    assert "### tiny" in printed and "| 3 |" in printed
+    assert "### tiny: memory after the fact" in printed and "| 3 |" in printed
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     key = found["key"]
     assert drift.main(argv) == 0  # reuses the finished checkpoint
