@@ -709,6 +709,11 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
                                                                     by["slot_norm"]["median"][last]))
                      + f"; cosine with itself after the fact at d={by['distance'][last]}: "
                      + ", ".join(f"{x:.2f}" for x in by["slot_cos"]["median"][last]) + ".")
+        one = by["distance"].index(1) if 1 in by["distance"] else 0
+        lines.append(f"At d={by['distance'][last]} the cosine with the memory after the fact has quartiles "
+                     f"{by['cos']['q25'][last]:.3f}, {by['cos']['median'][last]:.3f}, {by['cos']['q75'][last]:.3f}; "
+                     f"a segment changes memory by {by['change']['median'][one]:.3f} (median) at d=1 and "
+                     f"{by['change']['median'][last]:.3f} at d={by['distance'][last]}.")
         lines.append("")
         best = [max(range(len(slots)), key=lambda k: slots[k]["accuracy"]) for slots in s["probe_slots"]]
         lines.append("Best single slot by distance: " + ", ".join(
