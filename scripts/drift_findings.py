@@ -85,8 +85,8 @@ def grid_distances(max_distance: int, per_octave: int = GRID_PER_OCTAVE) -> list
     """Log-spaced distances 0..max_distance, about per_octave a doubling, with every power of two."""
     points = {0, max_distance} | set(log_distances(max_distance))
     if max_distance > 0:
-        points |= {int(round(x)) for x in np.geomspace(1, max_distance, per_octave * max(1, int(math.log2(max_distance)))
-                                                       + 1)}
+        count = per_octave * max(1, int(math.log2(max_distance))) + 1
+        points |= {int(round(x)) for x in np.geomspace(1, max_distance, count)}
     return sorted(p for p in points if 0 <= p <= max_distance)
 
 
@@ -198,7 +198,8 @@ def question_logits(model, states: np.ndarray, question_ids: np.ndarray, batch_s
     out = []
     for first in range(0, len(states), batch_size):
         rows = slice(first, first + batch_size)
-        batch = SegmentBatch.from_ids(torch.tensor(question_ids[rows]), question_ids.shape[1])  # a copy: rows may be a broadcast view
+        ids = torch.tensor(question_ids[rows])  # a copy: the rows may be a broadcast view
+        batch = SegmentBatch.from_ids(ids, question_ids.shape[1])
         memory = torch.as_tensor(states[rows], dtype=dtype, device=model.device)
         out.append(run(model, batch, memory=memory).logits.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.config.labels)), dtype=np.float32)
@@ -673,76 +674,9 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
     """The markdown section, every number read from drift.json's content."""
     lines = []
     for name, c in results["checkpoints"].items():
-        s, t, by = c["samples"], c["trace"], c["samples"]["by_distance"]
-        K, N = s["samples"], s["n_segments"]
-        lines += [f"### {name}: memory after the fact (`checkpoints/{name}`, trained on {c['trained_segments']} segments)", "",
-                  f"Samples: {K} held-out samples of {N} segments (facts in segments 0..{c['max_fact_segment']}: "
-                  + ", ".join(f"{n} in segment {f}" for f, n in s["fact_segments"].items())
-                  + f"), answer majority {100 * s['answer_majority']:.1f}%. Probes: two-fold, so each accuracy "
-                  f"scores all {K} samples once; 95% Wilson intervals.", "",
-                  "| d | cos (median) | L2 (median) | norm | probe at d | control | probe from d=0 | model, question at d "
-                  "| model = probe from d=0 | spread / norm | class separation |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for j, d in enumerate(s["kept_distances"]):
-            p, fx, q, sp = s["probe"][j], s["fixed_probe"][j], s["question"][j], s["spread"][j]
-            i = by["distance"].index(d)
-            lines.append(f"| {d} | {by['cos']['median'][i]:.3f} | {by['l2']['median'][i]:.2f} | "
-                         f"{by['norm']['median'][i]:.2f} | {_pct(p)} | {100 * p['control_accuracy']:.1f} | {_pct(fx)} | "
-                         f"{_pct(q)} | {q['same_as_probe_from_0']} of {q['total']} | {sp['relative_dispersion']:.3f} | {sp['class_separation']:.2f} |")
-        summary = s["summary"]
-        lines += ["", "First distance where accuracy falls below 50%: probe "
-                  f"{_d(summary['probe_below_half'])}, probe from d=0 {_d(summary['fixed_probe_below_half'])}, "
-                  f"model {_d(summary['question_below_half'])}; where its interval reaches the majority baseline: "
-                  f"probe {_d(summary['probe_at_chance'])}, model {_d(summary['question_at_chance'])}.", ""]
-        sw = s["switch"]
-        lines.append(f"Memory that has switched (cosine with the memory right after the fact below {sw['cosine']}), "
-                     "and the model's answer (question at d) on switched and on held memory: " + ", ".join(
-                         f"d={r['distance']}: {r['switched']} switched ({r['switched_right']} right), "
-                         f"{r['held']} held ({r['held_right']} right)" for r in sw["by_distance"] if r["distance"]) + ". "
-                     "First switch: " + ", ".join(f"d {w['from']}-{w['to']}: {w['count']}" for w in
-                                                  sw["first_switch"]["windows"] if w["count"])
-                     + f"; never (to d={s['kept_distances'][-1]}): {sw['first_switch']['never']}.")
-        lines.append("")
-        last = len(by["distance"]) - 1
-        lines.append(f"Each slot at d=0 and d={by['distance'][last]} (medians): norm "
-                     + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(by["slot_norm"]["median"][0],
-                                                                    by["slot_norm"]["median"][last]))
-                     + f"; cosine with itself after the fact at d={by['distance'][last]}: "
-                     + ", ".join(f"{x:.2f}" for x in by["slot_cos"]["median"][last]) + ".")
-        one = by["distance"].index(1) if 1 in by["distance"] else 0
-        lines.append(f"At d={by['distance'][last]} the cosine with the memory after the fact has quartiles "
-                     f"{by['cos']['q25'][last]:.3f}, {by['cos']['median'][last]:.3f}, {by['cos']['q75'][last]:.3f}; "
-                     f"a segment changes memory by {by['change']['median'][one]:.3f} (median) at d=1 and "
-                     f"{by['change']['median'][last]:.3f} at d={by['distance'][last]}.")
-        lines.append("")
-        best = [max(range(len(slots)), key=lambda k: slots[k]["accuracy"]) for slots in s["probe_slots"]]
-        lines.append("Best single slot by distance: " + ", ".join(
-            f"d={d}: slot {k} {100 * s['probe_slots'][j][k]['accuracy']:.0f}%"
-            for j, (d, k) in enumerate(zip(s["kept_distances"], best))) + ".")
-        lines += ["", f"Trace: `{t['path']}`, {t['n_segments']:,} segments ({t['n_tokens']:,} tokens), seed "
-                  f"{t['seed']}, facts in segment(s) {t['fact_segments']}, sources {_sources(t['sources'])}; "
-                  f"\"{t['question']}\" answer {t['answer']}, final prediction {t['final_prediction']}. Question "
-                  f"put after every {t['question_stride']} distance(s) ({t['questions_asked']:,} in all; the last "
-                  f"reproduces the trace's final logits: {t['final_logits_reproduced']}).", "",
-                  "| d | cos | L2 | norm | change a segment | model's answer right (share) | mean margin |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for w in t["windows"]:
-            share = "-" if w["question_correct"] is None else f"{100 * w['question_correct']:.0f}% of {w['questions']}"
-            margin = "-" if w["margin_mean"] is None else f"{w['margin_mean']:+.2f}"
-            lines.append(f"| {w['from']}-{w['to']} | {w['cos_mean']:.3f} | {w['l2_mean']:.2f} | {w['norm_mean']:.2f} | "
-                         f"{w['change_mean']:.3f} | {share} | {margin} |")
-        end = t["grid"][-1]
-        lines += ["", f"At the trace's last distance (d={end['distance']}) each slot's cosine with itself after the fact: "
-                  + ", ".join(f"{x:.2f}" for x in end["slot_cos"]) + f"; the whole memory's cosine with the initial "
-                  f"memory: {end['cos_initial']:.3f}."]
-        lost, settled = t["lost"], t["settled"]
-        lines += ["", f"The trace's answer: first wrong at d={_d(lost['first_wrong'])}, last right at "
-                  f"d={_d(lost['last_right'])}, right at {100 * lost['correct_fraction']:.1f}% of the distances asked, "
-                  f"right at the end: {lost['right_at_end']}. Settled memory (d={settled['from']}..{settled['to']}): "
-                  f"spread around its mean {settled['spread']:.2f}, mean norm {settled['mean_norm']:.2f}, distance "
-                  f"of that mean from the memory after the fact {settled['reference_to_mean']:.2f} and from the "
-                  f"initial memory {settled['initial_to_mean']:.2f}; a segment changes it by "
-                  f"{settled['change_mean']:.3f} on average.", ""]
+        lines += [f"### {name}: memory after the fact (`checkpoints/{name}`, "
+                  f"trained on {c['trained_segments']} segments)", ""]
+        lines += _sample_lines(c) + [""] + _trace_lines(c["trace"])
         ev = c.get("eval")
         if ev:
             lines.append("eval.json (the model's accuracy at N segments, not rerun): " + ", ".join(
@@ -750,6 +684,82 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
         lines += ["", "Figures: " + ", ".join(f"[{n}]({figure_dir}/{name}_{n}.png)"
                                                for n in ("distance", "slots", "answer")), ""]
     return "\n".join(lines)
+
+
+def _sample_lines(c: dict) -> list[str]:
+    """The markdown of the 200-sample measures of one checkpoint."""
+    s, by = c["samples"], c["samples"]["by_distance"]
+    K, N = s["samples"], s["n_segments"]
+    lines = [f"Samples: {K} held-out samples of {N} segments (facts in segments 0..{c['max_fact_segment']}: "
+             + ", ".join(f"{n} in segment {f}" for f, n in s["fact_segments"].items())
+             + f"), answer majority {100 * s['answer_majority']:.1f}%. Probes: two-fold, so each accuracy "
+             f"scores all {K} samples once; 95% Wilson intervals.", "",
+             "| d | cos (median) | L2 (median) | norm | probe at d | control | probe from d=0 "
+             "| model, question at d | model = probe from d=0 | spread / norm | class separation |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for j, d in enumerate(s["kept_distances"]):
+        p, fx, q, sp = s["probe"][j], s["fixed_probe"][j], s["question"][j], s["spread"][j]
+        i = by["distance"].index(d)
+        cells = [str(d), f"{by['cos']['median'][i]:.3f}", f"{by['l2']['median'][i]:.2f}",
+                 f"{by['norm']['median'][i]:.2f}", _pct(p), f"{100 * p['control_accuracy']:.1f}", _pct(fx), _pct(q),
+                 f"{q['same_as_probe_from_0']} of {q['total']}", f"{sp['relative_dispersion']:.3f}",
+                 f"{sp['class_separation']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    summary = s["summary"]
+    lines += ["", "First distance where accuracy falls below 50%: probe "
+              f"{_d(summary['probe_below_half'])}, probe from d=0 {_d(summary['fixed_probe_below_half'])}, "
+              f"model {_d(summary['question_below_half'])}; where its interval reaches the majority baseline: "
+              f"probe {_d(summary['probe_at_chance'])}, model {_d(summary['question_at_chance'])}.", ""]
+    sw = s["switch"]
+    counts = ", ".join(f"d={r['distance']}: {r['switched']} switched ({r['switched_right']} right), "
+                       f"{r['held']} held ({r['held_right']} right)" for r in sw["by_distance"] if r["distance"])
+    first = ", ".join(f"d {w['from']}-{w['to']}: {w['count']}" for w in sw["first_switch"]["windows"] if w["count"])
+    lines += [f"Memory that has switched (cosine with the memory right after the fact below {sw['cosine']}), and "
+              f"the model's answer (question at d) on switched and on held memory: {counts}. First switch: {first}; "
+              f"never (to d={s['kept_distances'][-1]}): {sw['first_switch']['never']}.", ""]
+    last = len(by["distance"]) - 1
+    D = by["distance"][last]
+    norms = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(by["slot_norm"]["median"][0], by["slot_norm"]["median"][last]))
+    lines.append(f"Each slot at d=0 and d={D} (medians): norm {norms}; cosine with itself after the fact at d={D}: "
+                 + ", ".join(f"{x:.2f}" for x in by["slot_cos"]["median"][last]) + ".")
+    one = by["distance"].index(1) if 1 in by["distance"] else 0
+    lines += [f"At d={D} the cosine with the memory after the fact has quartiles {by['cos']['q25'][last]:.3f}, "
+              f"{by['cos']['median'][last]:.3f}, {by['cos']['q75'][last]:.3f}; a segment changes memory by "
+              f"{by['change']['median'][one]:.3f} (median) at d=1 and {by['change']['median'][last]:.3f} at d={D}.", ""]
+    best = [max(range(len(slots)), key=lambda k: slots[k]["accuracy"]) for slots in s["probe_slots"]]
+    lines.append("Best single slot by distance: " + ", ".join(
+        f"d={d}: slot {k} {100 * s['probe_slots'][j][k]['accuracy']:.0f}%"
+        for j, (d, k) in enumerate(zip(s["kept_distances"], best))) + ".")
+    return lines
+
+
+def _trace_lines(t: dict) -> list[str]:
+    """The markdown of one checkpoint's long trace."""
+    lines = [f"Trace: `{t['path']}`, {t['n_segments']:,} segments ({t['n_tokens']:,} tokens), seed "
+             f"{t['seed']}, facts in segment(s) {t['fact_segments']}, sources {_sources(t['sources'])}; "
+             f"\"{t['question']}\" answer {t['answer']}, final prediction {t['final_prediction']}. Question "
+             f"put after every {t['question_stride']} distance(s) ({t['questions_asked']:,} in all; the last "
+             f"reproduces the trace's final logits: {t['final_logits_reproduced']}).", "",
+             "| d | cos | L2 | norm | change a segment | model's answer right (share) | mean margin |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for w in t["windows"]:
+        share = "-" if w["question_correct"] is None else f"{100 * w['question_correct']:.0f}% of {w['questions']}"
+        margin = "-" if w["margin_mean"] is None else f"{w['margin_mean']:+.2f}"
+        lines.append(f"| {w['from']}-{w['to']} | {w['cos_mean']:.3f} | {w['l2_mean']:.2f} | {w['norm_mean']:.2f} | "
+                     f"{w['change_mean']:.3f} | {share} | {margin} |")
+    end = t["grid"][-1]
+    lines += ["", f"At the trace's last distance (d={end['distance']}) each slot's cosine with itself after the "
+              "fact: " + ", ".join(f"{x:.2f}" for x in end["slot_cos"])
+              + f"; the whole memory's cosine with the initial memory: {end['cos_initial']:.3f}."]
+    lost, settled = t["lost"], t["settled"]
+    lines += ["", f"The trace's answer: first wrong at d={_d(lost['first_wrong'])}, last right at "
+              f"d={_d(lost['last_right'])}, right at {100 * lost['correct_fraction']:.1f}% of the distances asked, "
+              f"right at the end: {lost['right_at_end']}. Settled memory (d={settled['from']}..{settled['to']}): "
+              f"spread around its mean {settled['spread']:.2f}, mean norm {settled['mean_norm']:.2f}, distance "
+              f"of that mean from the memory after the fact {settled['reference_to_mean']:.2f} and from the "
+              f"initial memory {settled['initial_to_mean']:.2f}; a segment changes it by "
+              f"{settled['change_mean']:.3f} on average.", ""]
+    return lines
 
 
 def _d(value) -> str:
@@ -824,11 +834,13 @@ def _main(args, command: str) -> int:
     if args.max_fact_segment is not None and args.max_fact_segment < 0:
         raise DriftError(f"--max-fact-segment must be 0 or more, got {args.max_fact_segment}")
     torch.set_num_threads(args.threads)
-    checkpoints = _pairs(args.checkpoint, "--checkpoint") or {n: str(ROOT / "checkpoints" / n) for n in DEFAULT_CHECKPOINTS}
+    checkpoints = (_pairs(args.checkpoint, "--checkpoint")
+                   or {n: str(ROOT / "checkpoints" / n) for n in DEFAULT_CHECKPOINTS})
     traces = _pairs(args.trace, "--trace")
     unknown = sorted(set(traces) - set(checkpoints))
     if unknown:
-        raise DriftError(f"--trace names {unknown[0]!r}, which is not one of the checkpoints ({', '.join(checkpoints)})")
+        raise DriftError(f"--trace names {unknown[0]!r}, which is not one of the checkpoints "
+                         f"({', '.join(checkpoints)})")
     for name, folder in checkpoints.items():
         if not (Path(folder) / "config.json").is_file():
             raise DriftError(f"{folder} is not a checkpoint folder (no config.json); check --checkpoint {name}=...")
