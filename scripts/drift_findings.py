@@ -3,7 +3,7 @@ the answer is lost. Writes drift.json (every number) and PNG figures into --out;
 docs/findings.md, every number read back from drift.json.
 
     .venv/bin/python scripts/drift_findings.py --samples 200 --max-distance 512 \
-        --trace memorize=/work/traces16/memorize-31936 --trace-segments 4096 \
+        --trace memorize=runs/memorize-31936 --trace-segments 4096 \
         --babi-dir ../shared/data/babi/en-10k --noise-file ../shared/data/quality/questions.dev.txt \
         --out docs/figures/drift
 
