@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import sys
 import time
@@ -47,28 +48,45 @@ RESUME_VERSION = 1
 
 @dataclass
 class Stage:
+    """One curriculum stage: `segments` segments of `segment_size` tokens. With `min_segments`, each training batch
+    has a random number of segments from min_segments to segments (validation and the trained length: segments)."""
+
     segments: int
     segment_size: int
+    min_segments: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.segments}x{self.segment_size}"
+        low = "" if self.min_segments is None else f"{self.min_segments}-"
+        return f"{low}{self.segments}x{self.segment_size}"
+
+    def batch_segments(self, seed: int) -> int:
+        """The number of segments of the training batch drawn with `seed`."""
+        if self.min_segments is None:
+            return self.segments
+        return random.Random(f"segments {seed}").randint(self.min_segments, self.segments)
 
 
 def parse_stages(text: str | None, segments: str | None = None, segment_size: int = 64) -> list[Stage]:
-    """'1x16,2x32,3x64' -> stages; or `segments` '1,2,3' all at `segment_size`."""
+    """'1x16,2x32,3x64' -> stages ('1-32x64': a random number of segments from 1 to 32 each training batch);
+    or `segments` '1,2,3' all at `segment_size`."""
     try:
         if text:
             stages = []
             for part in text.split(","):
                 n, s = part.lower().strip().split("x")
-                stages.append(Stage(int(n), int(s)))
+                low, dash, high = n.rpartition("-")
+                if dash and not low:
+                    raise ValueError(part)
+                stages.append(Stage(int(high), int(s), int(low) if low else None))
         else:
             stages = [Stage(int(n), segment_size) for n in (segments or "1,2").split(",") if n.strip()]
     except ValueError:
         raise TrainError(f"cannot read the curriculum {text or segments!r}; write --stages 1x16,2x32 or --segments 1,2,3")
     if not stages or any(s.segments < 1 or s.segment_size < 4 for s in stages):
         raise TrainError("every curriculum stage needs at least 1 segment of at least 4 tokens")
+    if any(s.min_segments is not None and not 1 <= s.min_segments <= s.segments for s in stages):
+        raise TrainError(f"a random-length stage needs 1 <= low <= high segments ({text!r}); write e.g. --stages 1-32x64")
     return stages
 
 
@@ -217,8 +235,9 @@ class Data:
         return self.builders[segment_size, hard, training]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
+        seed = _batch_seed(self.cfg.seed, stage_index, step)
         return self.builder(stage.segment_size, training=True).batch(
-            stage.segments, self.cfg.batch_size, seed=_batch_seed(self.cfg.seed, stage_index, step)
+            stage.batch_segments(seed), self.cfg.batch_size, seed=seed
         )
 
     def validation(self, stage: Stage, batch_size: int = 64):

@@ -161,3 +161,21 @@ def test_question_form_restricts_training_and_validation(tmp_path):
     out = train(cfg, progress=False)
     assert read_config(out)["provenance"]["train_config"]["question_form"] == "is"
     assert "trains and validates on 'is' questions only" in (out / "README.md").read_text()
+
+
+def test_random_length_stages(tmp_path):
+    from rmt_core.train import Data, load_tokenizer
+
+    stages = parse_stages("1-4x16,2x16")
+    assert stages[0] == Stage(4, 16, 1) and [s.name for s in stages] == ["1-4x16", "2x16"]
+    for bad in ("0-4x16", "5-4x16", "-1x16", "a-4x16"):
+        with pytest.raises(TrainError):
+            parse_stages(bad)
+    cfg = tiny_config(tmp_path / "random", stages=stages[:1], max_steps=3)
+    data = Data(cfg, load_tokenizer(cfg))
+    lengths = {data.batch(stages[0], 0, step)[0].shape[1] // 16 for step in range(40)}
+    assert lengths == {1, 2, 3, 4}  # every length from low to high, drawn per batch
+    assert data.batch(stages[0], 0, 7)[0].shape == data.batch(stages[0], 0, 7)[0].shape  # one seed, one length
+    out = train(cfg, progress=False)
+    config = read_config(out)
+    assert config["rmt"]["trained_segments"] == 4 and config["provenance"]["curriculum"] == "1-4x16"

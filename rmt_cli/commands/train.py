@@ -20,7 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="run folder; the final checkpoint is written into it")
     parser.add_argument("--segments", default="1,2,3,4,5,6,7", help="curriculum of segment counts (default 1..7)")
     parser.add_argument("--segment-size", type=whole(4, 2**20), default=64, help="tokens per segment (paper: 499)")
-    parser.add_argument("--stages", default=None, help="full curriculum as NxS pairs, e.g. 1x16,2x32,2x64,3x64")
+    parser.add_argument("--stages", default=None, help="full curriculum as NxS pairs, e.g. 1x16,2x32,2x64,3x64; L-HxS draws a number "
+                        "of segments from L to H for each training batch (validated at H), e.g. 7x64,1-64x64")
     parser.add_argument("--backbone", default="small",
                         help="encoder: 'small' (BERT from scratch), 'minilm', or a local model folder; decoder: 'small' "
                              "or 'gpt2-small' (GPT-2 from scratch), 'llama-small' (Llama from scratch), or a local "
