@@ -4,7 +4,8 @@
     write_json_atomic(path, value)   JSON (NaN refused), indented, with a final newline
 
 A reader sees the old file or the new one, never a part; an error or interruption leaves the old file as it was
-and no temporary file behind.
+and no temporary file behind. The file gets the permissions a plain `open(path, "w")` would give it (the
+temporary file is created private, 0600).
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+
+def _plain_mode() -> int:
+    """0666 less the process umask: what open() gives a new file. Linux tells the umask without changing it
+    (/proc/self/status), which matters in threaded programs such as the dashboard; elsewhere it is set and reset."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -24,6 +37,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(payload)
+            os.fchmod(out.fileno(), _plain_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,29 @@
+"""Atomic writes: whole files or none, with the permissions a plain open() gives."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from rmt_core.files import write_atomic, write_json_atomic
+
+
+def test_an_atomic_write_has_plain_permissions_and_leaves_no_temporary(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = write_atomic(tmp_path / "a" / "figure.svg", "<svg/>")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "<svg/>"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0666 less the umask, not the temporary's private 0600
+    assert [p.name for p in path.parent.iterdir()] == ["figure.svg"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = write_json_atomic(tmp_path / "eval.json", {"ok": 1})
+    with pytest.raises(ValueError):
+        write_json_atomic(path, {"bad": float("nan")})
+    assert path.read_text() == '{\n "ok": 1\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]
