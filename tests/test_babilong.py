@@ -225,3 +225,18 @@ def test_every_person_closes_a_training_sample_with_each_placed_persons_place(to
         assert int(mask.sum()) == sum(r == ROLE_ANSWER for r in first.roles)  # the loss sees every answer
     with pytest.raises(TaskError, match="every_person is for qa1"):
         StoryTaskBuilder("qa2", tokenizer, 64, noise_file="builtin:vocab", every_person=True)
+
+
+def test_the_shortcut_script_scores_the_last_place_shortcut(tokenizer):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "qa1_shortcuts.py"
+    spec = importlib.util.spec_from_file_location("qa1_shortcuts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    natural = module.shortcut_accuracies(StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab"), 1, 100)
+    hard = module.shortcut_accuracies(
+        StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", hard_fraction=1.0), 1, 100)
+    assert 20 < natural["last place"][0] < 100 and natural["last place"][1] == 100
+    assert hard["last place"] == (0, 100)  # no hard story is answered by its last fact
