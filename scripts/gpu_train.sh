@@ -16,12 +16,7 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-1000}
 LONG=${LONG:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096}
 LONG499=${LONG499:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096}
 EVAL499_SAMPLES=${EVAL499_SAMPLES:-200}
-export RMT_MINILM_DIR=$DATA/minilm PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-BABI=$DATA/babi/en-10k
-NOISE=$DATA/quality/questions.dev.txt
-mkdir -p "$WORK"
-START=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - START ))s] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_lib.sh"
 
 COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 100 --max-steps 3000 --eval-every "${EVAL_EVERY:-100}" --val-samples "${VAL:-512}"
         --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet
@@ -31,12 +26,6 @@ MEM64=1x16,2x16,2x32,2x64,3x64,4x64,5x64,6x64,7x64,8x64,9x64,10x64
 REASON64=1x32,2x32,2x64,3x64,4x64,5x64,6x64
 MEM499=1x16,2x16,2x64,2x128,2x256,2x499,3x499,4x499,5x499,6x499,7x499
 
-train() {  # name, then rmt train arguments
-  local name=$1; shift
-  $PY -m rmt_cli.main train --out "$WORK/$name" "$@" > "$WORK/$name.log" 2>&1
-  stamp "trained $name (exit $?)"
-}
-stamp "start on $($PY -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")')"
 train memorize_a --task memorize --stages $MEM64 --lr 3e-4 "${COMMON[@]}" &
 train memorize_b --task memorize --stages $MEM64 --lr 1e-3 "${COMMON[@]}" &
 train detect_a --task detect --stages $MEM64 --lr 3e-4 --val-multiples 1,2 "${COMMON[@]}" &
@@ -53,11 +42,6 @@ train memorize499 --task memorize --stages $MEM499 --lr 3e-4 --batch-size "${BAT
   --stage-eval-segments 1,2,4,8 --stage-eval-samples "${STAGE_EVAL_SAMPLES:-100}" --stage-eval-babi-dir "$BABI" --stage-eval-noise-file "$NOISE" &
 wait
 
-evaluate() {  # name, segments, samples
-  $PY scripts/eval_checkpoint.py "$WORK/$1" --segments "$2" --samples "$3" --batch-size 1000 \
-    --babi-dir "$BABI" --noise-file "$NOISE" --max-batch-tokens 600000000 > "$WORK/$1.eval.log" 2>&1
-  stamp "evaluated $1 (exit $?): $(tail -c 400 "$WORK/$1.eval.log")"
-}
 for name in memorize_a memorize_b detect_a detect_b reason_a reason_b; do
   [ -f "$WORK/$name/config.json" ] && evaluate $name "$LONG" "$EVAL_SAMPLES" &
 done

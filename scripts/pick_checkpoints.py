@@ -2,7 +2,8 @@
 
     python scripts/pick_checkpoints.py WORK SHIP memorize=run_a,run_b detect=run_c,run_d ...
 
-Best: the highest accuracy at the run's own trained length in its eval.json, then the longer trained length.
+Best: the highest accuracy at the run's own trained length in its eval.json (or, for a run stopped before the
+lengths it was evaluated at, at the shortest one), then the longer trained length.
 Stage checkpoints and resume state stay behind; they are not shipped.
 """
 
@@ -19,7 +20,9 @@ def score(run: Path) -> tuple:
     config = json.loads((run / "config.json").read_text())
     trained = config["rmt"]["trained_segments"]
     results = json.loads((run / "eval.json").read_text())["results"]
-    at_trained = max((r for r in results if r["segments"] <= trained), key=lambda r: r["segments"])["accuracy"]
+    upto = [r for r in results if r["segments"] <= trained]  # a run stopped early may be evaluated only beyond
+    at_trained = (max(upto, key=lambda r: r["segments"]) if upto else min(results, key=lambda r: r["segments"]))[
+        "accuracy"]
     longer = [r["accuracy"] for r in results if r["segments"] > trained]
     return (round(at_trained, 2), trained, sum(longer))
 

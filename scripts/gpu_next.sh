@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The training that this 2-core CPU cannot give, in one device call (issues 14 and 17): on a GPU,
+#   1. continue the three shipped encoder checkpoints on random-length curricula (issue 17: hold at 4,096
+#      segments), then evaluate them at 1..4,096 segments (1,000 samples) and at 31,936 (memorize, detect);
+#   2. a small sweep of decoder RMTs on BABILong-style qa1 (issue 14), evaluated at 4, 8, 16 and 32 segments;
+# and copy the best of each into $WORK/ship. Training reads bAbI en-10k *train* facts and builtin:vocab noise;
+# evaluation the *test* facts in QuALITY dev question noise.
+#
+#   bash scripts/gpu_next.sh prepare      # here, once: the data and tokenizer into runs/gpu_data (about 5 MB)
+#   WORK=/tmp/rmt-gpu BUDGET=300 bash scripts/gpu_next.sh run     # on the device (carry runs/gpu_data)
+#
+# A smoke run on the CPU (minutes; numbers meaningless):
+#   WORK=/tmp/gpu-smoke BUDGET=1 EVAL_EVERY=2 BATCH=4 VAL=8 EVAL_SAMPLES=8 LONG=1,2 LONGEST=4 LONGEST_SAMPLES=4 \
+#     MEM_STAGES=1-2x64 REASON_STAGES=1-2x64 DECODER_STAGES=1x32,2x64 DECODER_SEGMENTS=2 bash scripts/gpu_next.sh run
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${PY:-python3}
+[[ "${1:-}" == prepare && -x .venv/bin/python && "$PY" == python3 ]] && PY=.venv/bin/python
+DATA=${DATA:-runs/gpu_data}
+SHARED=${SHARED:-../shared/data}
+
+if [[ "${1:-}" == prepare ]]; then
+  set -e
+  mkdir -p "$DATA/babi/en-10k" "$DATA/quality" "$DATA/minilm"
+  cp "$SHARED"/babi/en-10k/qa{1,2,4}_*.txt "$DATA/babi/en-10k/"
+  cp "$SHARED/quality/questions.dev.txt" "$DATA/quality/"
+  # The tokenizer folder, checked before anything is copied: an empty or wrong answer must never become "/".
+  minilm=$($PY -c 'from rmt_core.pretrained import minilm_dir; print(minilm_dir())')
+  if [[ -z "$minilm" || "$minilm" == / || ! -f "$minilm/config.json" || ! -f "$minilm/tokenizer.json" ]]; then
+    echo "gpu_next.sh: cannot find the MiniLM folder (got '$minilm'); run with PY=.venv/bin/python" >&2
+    exit 1
+  fi
+  cp "$minilm"/*.json "$minilm"/*.txt "$DATA/minilm/" 2>/dev/null || cp "$minilm"/*.json "$DATA/minilm/"
+  du -sh "$DATA"
+  exit 0
+fi
+[[ "${1:-}" == run ]] || { echo "usage: bash scripts/gpu_next.sh prepare|run" >&2; exit 1; }
+
+WORK=${WORK:-/tmp/rmt-gpu}
+BUDGET=${BUDGET:-300}              # seconds of training per run (all runs side by side)
+EVAL_SAMPLES=${EVAL_SAMPLES:-1000}
+LONG=${LONG:-1,2,4,8,16,32,64,128,256,512,1024,2048,4096}
+LONGEST=${LONGEST:-31936}          # memorize and detect, LONGEST_SAMPLES samples (empty: skip)
+LONGEST_SAMPLES=${LONGEST_SAMPLES:-100}
+DECODER_SEGMENTS=${DECODER_SEGMENTS:-4,8,16,32}
+MEM_STAGES=${MEM_STAGES:-7x64,1-64x64,1-256x64}      # memorize and detect (trained at 7x64)
+REASON_STAGES=${REASON_STAGES:-4x64,1-32x64,1-128x64}
+DECODER_STAGES=${DECODER_STAGES:-1x32,1x64,2x64,3x64,4x64}
+source scripts/gpu_lib.sh
+
+COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 50 --max-steps 4000 --eval-every "${EVAL_EVERY:-50}" --val-samples "${VAL:-256}"
+        --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet)
+# Issue 17: the trained length first (nothing lost there), then random lengths up to 32x and 128x it.
+train memorize_long --task memorize --init-from checkpoints/memorize --stages "$MEM_STAGES" --lr 3e-4 \
+  --val-multiples 1,4 "${COMMON[@]}" &
+train detect_long --task detect --init-from checkpoints/detect --stages "$MEM_STAGES" --lr 3e-4 \
+  --val-multiples 1,4 "${COMMON[@]}" &
+train reason_long --task reason --init-from checkpoints/reason --stages "$REASON_STAGES" --lr 3e-4 \
+  --val-multiples 1,4 --target-accuracy 0.95 "${COMMON[@]}" &
+# Issue 14: the decoder from scratch; stage 1 on short stories, a share of them where "the place mentioned last"
+# is wrong, with every placed person's question answered (more answers to learn binding from).
+DECODER=(--architecture decoder --task qa1 --mem 16 --hidden-size 128 --layers 4 --heads 4 --lr 1e-3
+         --stages "$DECODER_STAGES" --target-accuracy 0.98 --patience 2 --plateau 20 "${COMMON[@]}")
+train qa1_gpt2_ep --backbone gpt2-small --hard-fraction 0.5 --every-person "${DECODER[@]}" &
+train qa1_gpt2_hard --backbone gpt2-small --hard-fraction 1.0 --every-person "${DECODER[@]}" &
+train qa1_gpt2_plain --backbone gpt2-small --hard-fraction 0.5 "${DECODER[@]}" &
+train qa1_llama_ep --backbone llama-small --hard-fraction 0.5 --every-person "${DECODER[@]}" &
+wait
+
+for name in memorize_long detect_long reason_long; do
+  [ -f "$WORK/$name/config.json" ] && evaluate $name "$LONG" "$EVAL_SAMPLES" &
+done
+for name in qa1_gpt2_ep qa1_gpt2_hard qa1_gpt2_plain qa1_llama_ep; do
+  [ -f "$WORK/$name/config.json" ] && evaluate $name "$DECODER_SEGMENTS" "$EVAL_SAMPLES" &
+done
+wait
+if [[ -n "$LONGEST" ]]; then  # fewer samples at the longest length, merged into eval.json
+  longest() {
+    $PY -m rmt_cli.main eval --checkpoint "$WORK/$1" --segments "$LONGEST" --samples "$LONGEST_SAMPLES" \
+      --batch-size "$LONGEST_SAMPLES" --babi-dir "$BABI" --split test --noise-file "$NOISE" --no-progress \
+      --json "$WORK/$1.longest.json" > "$WORK/$1.longest.log" 2>&1 &&
+      $PY scripts/merge_eval.py "$WORK/$1" "$WORK/$1/eval.json" "$WORK/$1.longest.json"
+  }
+  for name in memorize_long detect_long; do
+    [ -f "$WORK/$name/config.json" ] && longest $name &
+  done
+  wait
+  stamp "evaluated $LONGEST segments"
+fi
+$PY scripts/pick_checkpoints.py "$WORK" "$WORK/ship" memorize=memorize_long detect=detect_long reason=reason_long \
+  qa1_decoder=qa1_gpt2_ep,qa1_gpt2_hard,qa1_gpt2_plain,qa1_llama_ep
+stamp "done"
