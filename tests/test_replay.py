@@ -465,3 +465,24 @@ def checkpoint_tokenizer(checkpoint):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+
+
+def test_rmt_replay_takes_a_babi_folder_and_records_its_split(shared_data, tmp_path, capsys):
+    import json
+
+    from rmt_cli.main import main
+
+    from pathlib import Path
+
+    checkpoint = str(Path(__file__).resolve().parents[1] / "checkpoints" / "memorize")
+    babi_dir = shared_data / "babi" / "en-10k"
+    for split, extra in (("test", []), ("train", ["--split", "train"])):
+        out = tmp_path / split
+        assert main(["replay", "--checkpoint", checkpoint, "--segments", "2", "--babi-dir",
+                     str(babi_dir), "--out", str(out), "--quiet", *extra]) == 0
+        sources = json.loads((out / "manifest.json").read_text())["metadata"]["sources"]
+        assert sources["split"] == split and sources["babi"].endswith(f"qa1_single-supporting-fact_{split}.txt")
+    assert main(["replay", "--checkpoint", checkpoint, "--segments", "2", "--babi-dir", str(babi_dir),
+                 "--babi-file", str(babi_dir / "qa1_single-supporting-fact_test.txt"), "--out",
+                 str(tmp_path / "both")]) == 1
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "both").exists()

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--segment-size", type=whole(1, MAX_SAMPLE_TOKENS),
                         help="ignored: a replay always uses the checkpoint's segment size")
     source.add_argument("--babi-file", help="a bAbI task file for the facts (default: built-in generator)")
+    source.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); the task's file of --split is used")
+    source.add_argument("--split", choices=("train", "test"), default=None,
+                        help="the bAbI split of --babi-dir, recorded in the trace (default test; the built-in "
+                             "generator's samples are recorded as train)")
     source.add_argument("--noise-file", help="noise text, one passage a line (default: built-in sentences)")
     source.add_argument("--text-file", help="a UTF-8 text file to replay instead of a sample ('-' reads stdin)")
     source.add_argument("--question", help="the question that ends the last segment (with --text-file)")
@@ -93,9 +97,10 @@ def run(args) -> int:
         print(f"rmt replay: note: --segment-size {args.segment_size} ignored; the checkpoint uses {size}",
               file=sys.stderr)
     text_meta = {"text_file": str(args.text_file)} if text_mode else None
+    split = args.split or ("test" if args.babi_file or args.babi_dir else "train")
     item = make_input(model, task=None if text_mode else args.task, n_segments=args.segments, seed=args.seed,
-                      text=text, question=args.question, babi_file=args.babi_file, noise_file=args.noise_file,
-                      metadata=text_meta)
+                      text=text, question=args.question, babi_file=args.babi_file, babi_dir=args.babi_dir,
+                      noise_file=args.noise_file, split=split, metadata=text_meta)
     folder = getattr(model, "checkpoint_dir", checkpoint)  # a Hub id's folder in the Hugging Face cache
     trace = replay(model, item, out=out, policy=policy, progress=not args.quiet, checkpoint_dir=folder)
 
