@@ -44,7 +44,7 @@ def _targets(rows: list[dict], target: str | None) -> list[str]:
     return [target]
 
 
-def _rgba(hex_colour: str, alpha: float) -> str:
+def rgba(hex_colour: str, alpha: float) -> str:
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
@@ -55,7 +55,7 @@ def _curve(fig, rows: list[dict], x_key: str, colour: str, name: str, row: int |
     rows = sorted(rows, key=lambda r: r[x_key])
     x = [r[x_key] for r in rows]
     fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["ci_high"] for r in rows] + [r["ci_low"] for r in rows][::-1],
-                             mode="lines", fill="toself", fillcolor=_rgba(colour, 0.18), line=dict(width=0),
+                             mode="lines", fill="toself", fillcolor=rgba(colour, 0.18), line=dict(width=0),
                              hoverinfo="skip",
                              showlegend=False), row=row, col=col)
     fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rows], mode="lines+markers", name=f"{name} probe",

@@ -53,14 +53,14 @@ def _key(*parts) -> str:
 
 
 # ----- files -----------------------------------------------------------------------------------------------
-def _plain(value):
+def json_safe(value):
     """JSON-safe copy: numpy scalars to Python, NaN and infinities to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -69,7 +69,7 @@ def _plain(value):
 
 
 def write_json(path: Path, results: dict) -> None:
-    write_atomic(Path(path), json.dumps(_plain(results), indent=1, allow_nan=False).encode("utf-8"))
+    write_atomic(Path(path), json.dumps(json_safe(results), indent=1, allow_nan=False).encode("utf-8"))
 
 
 def _save_states(path: Path, key: str, collected: Collected) -> None:
@@ -373,7 +373,7 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     if out is not None:
         results["files"] = write_outputs(results, out, figures=figures)
         write_json(out / "results.json", results)
-    return _plain(results)
+    return json_safe(results)
 
 
 def _ablation(model, input_ids, answers, collected, n, N, m, modes, batch_size, step) -> list[dict]:
@@ -425,7 +425,7 @@ def _csv(rows: list[dict]) -> bytes:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in _plain(row).items()})
+        writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v for k, v in json_safe(row).items()})
     return buffer.getvalue().encode("utf-8")
 
 

@@ -544,7 +544,7 @@ def figures(results: dict) -> dict:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from probes.figures import COLOURS, _rgba
+    from probes.figures import COLOURS, rgba
 
     out = {}
     for name, c in results["checkpoints"].items():
@@ -556,7 +556,7 @@ def figures(results: dict) -> dict:
         for col, key in ((1, "cos"), (2, "l2")):
             q = s["by_distance"][key]
             fig.add_trace(go.Scatter(x=x + x[::-1], y=q["q75"] + q["q25"][::-1], fill="toself", mode="lines",
-                                     line=dict(width=0), fillcolor=_rgba(COLOURS[0], 0.2), hoverinfo="skip",
+                                     line=dict(width=0), fillcolor=rgba(COLOURS[0], 0.2), hoverinfo="skip",
                                      showlegend=False), row=1, col=col)
             fig.add_trace(go.Scatter(x=x, y=q["median"], mode="lines", line=dict(color=COLOURS[0]),
                                      name=f"{s['samples']} samples: median, quartiles", showlegend=col == 1),
@@ -622,7 +622,7 @@ def figures(results: dict) -> dict:
 
 
 def _answer_curves(fig, c: dict, row: int, col: int, go) -> None:
-    from probes.figures import COLOURS, _rgba
+    from probes.figures import COLOURS, rgba
 
     s = c["samples"]
     for key, colour, label in (("probe", COLOURS[0], "answer probe, fit at d (all slots)"),
@@ -631,7 +631,7 @@ def _answer_curves(fig, c: dict, row: int, col: int, go) -> None:
         rows = s[key]
         x = [r["distance"] + 1 for r in rows]
         fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["ci_high"] for r in rows] + [r["ci_low"] for r in rows][::-1],
-                                 fill="toself", mode="lines", line=dict(width=0), fillcolor=_rgba(colour, 0.15),
+                                 fill="toself", mode="lines", line=dict(width=0), fillcolor=rgba(colour, 0.15),
                                  hoverinfo="skip", showlegend=False), row=row, col=col)
         fig.add_trace(go.Scatter(x=x, y=[r["accuracy"] for r in rows], mode="lines+markers", line=dict(color=colour),
                                  name=label), row=row, col=col)
@@ -816,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args, command: str) -> int:
-    from probes.run import _plain
+    from probes.run import json_safe
     from rmt_core.files import write_json_atomic
 
     out = Path(args.out)
@@ -872,7 +872,7 @@ def _main(args, command: str) -> int:
         trace_dir = Path(traces[name]) if name in traces else None
         found = checkpoint_findings(name, Path(folder), args, trace_dir)
         found["key"] = key
-        results["checkpoints"][name] = _plain(found)
+        results["checkpoints"][name] = json_safe(found)
         write_json_atomic(path, results)  # after each checkpoint: an interrupted run keeps what it finished
         log(f"{name}: done in {time.time() - started:.0f} s; wrote {path}")
     if args.figures != "none":
