@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from rmt_core import recurrence
 from rmt_core.inputs import SegmentBatch, batch_of
 from rmt_core.layout import DecoderLayout
+from rmt_core.memory_module import MemoryModule
 
 PLACES = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
 LOSS_ON = ("answer", "all")
@@ -89,7 +90,7 @@ class Generation:
     scores: torch.Tensor | None = None  # (B, V) logits of the first generated token
 
 
-class DecoderRMT(nn.Module):
+class DecoderRMT(MemoryModule):
     """Recurrent Memory Transformer around a Hugging Face causal language model (GPT-2, Llama, ...).
 
     backbone: an `AutoModelForCausalLM` model whose embeddings can be fed as `inputs_embeds`. pad_id fills the
@@ -125,21 +126,6 @@ class DecoderRMT(nn.Module):
     def layout(self) -> DecoderLayout:
         """Built from the config, so a curriculum stage that changes the segment size changes the layout."""
         return DecoderLayout(self.config.num_mem_tokens, self.config.segment_size, self.pad_id)
-
-    @property
-    def num_mem_tokens(self) -> int:
-        return self.config.num_mem_tokens
-
-    @property
-    def hidden_size(self) -> int:
-        return self.backbone.config.hidden_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.memory.device
-
-    def initial_memory(self, batch_size: int) -> torch.Tensor:
-        return self.memory.unsqueeze(0).expand(batch_size, -1, -1)  # (B, m, d)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)
@@ -328,20 +314,6 @@ class DecoderRMT(nn.Module):
                        else " ".join(map(str, ids)))
         return out
 
-    # ----- attention kernels -----------------------------------------------------------------------------
-    def set_attention_kernel(self, name: str) -> None:
-        """'sdpa' (fast, default) or 'eager' (returns attention probabilities)."""
-        self.backbone.set_attn_implementation(name)
-
-    @property
-    def attention_kernel(self) -> str:
-        return self.backbone.config._attn_implementation
-
-    def recording(self):
-        """Context manager: the eager kernel inside (attention probabilities available), the previous one after."""
-        from rmt_core.model import _AttentionKernel
-
-        return _AttentionKernel(self, "eager")
 
 
 def prompts_of(ids: torch.Tensor, answer_mask: torch.Tensor, segment_size: int) -> tuple[SegmentBatch, list]:

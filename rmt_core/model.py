@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from rmt_core import recurrence
 from rmt_core.inputs import SegmentBatch
+from rmt_core.memory_module import MemoryModule
 from rmt_core.pretrained import minilm_dir  # noqa: F401  (part of this module's public names)
 from rmt_core.layout import (  # noqa: F401  (the roles are part of this module's public names)
     ROLE_FACT,
@@ -85,7 +86,7 @@ class RMTOutput:
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
 
 
-class RMT(nn.Module):
+class RMT(MemoryModule):
     """Recurrent Memory Transformer around a Hugging Face BERT-style encoder (`BertModel`, `RobertaModel`, ...).
 
     The backbone must have been built with its pooler (`add_pooling_layer=True`); the answer head is
@@ -115,22 +116,7 @@ class RMT(nn.Module):
         nn.init.zeros_(self.classifier.bias)
         self.tokenizer = None  # set by load_checkpoint / build helpers; not part of the weights
 
-    # ----- shapes and layout -------------------------------------------------------------------------------
-    @property
-    def num_mem_tokens(self) -> int:
-        return self.config.num_mem_tokens
-
-    @property
-    def hidden_size(self) -> int:
-        return self.backbone.config.hidden_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.memory.device
-
-    def initial_memory(self, batch_size: int) -> torch.Tensor:
-        return self.memory.unsqueeze(0).expand(batch_size, -1, -1)  # (B, m, d)
-
+    # ----- shapes and layout (num_mem_tokens, hidden_size, device, initial_memory: MemoryModule) ----------
     def segment_inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
         """Input ids (B, T) and attention mask (B, T) of one segment: `layout.build`."""
         return self.layout.build(tokens, mask)
@@ -196,34 +182,6 @@ class RMT(nn.Module):
             segment_logits=segment_logits if return_segment_logits else None,
         )
 
-    # ----- attention kernels -----------------------------------------------------------------------------
-    def set_attention_kernel(self, name: str) -> None:
-        """'sdpa' (fast, default for training and evaluation) or 'eager' (returns attention probabilities)."""
-        self.backbone.set_attn_implementation(name)
-
-    @property
-    def attention_kernel(self) -> str:
-        return self.backbone.config._attn_implementation
-
-    def recording(self):
-        """Context manager: the eager kernel inside (attention probabilities available), the previous one after."""
-        return _AttentionKernel(self, "eager")
-
-
-class _AttentionKernel:
-    def __init__(self, model: RMT, name: str):
-        self.model, self.name, self.previous = model, name, None
-
-    def __enter__(self):
-        self.previous = self.model.attention_kernel
-        if self.previous != self.name:
-            self.model.set_attention_kernel(self.name)
-        return self.model
-
-    def __exit__(self, *exc):
-        if self.previous != self.name:
-            self.model.set_attention_kernel(self.previous)
-        return False
 
 
 # ----- constructors ----------------------------------------------------------------------------------------
