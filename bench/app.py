@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,11 +71,7 @@ button.click();
 """ % json.dumps(_SHOWS_SEGMENT)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from rmt_cli.commands.app import free_port  # noqa: E402  (after the path is set)
 
 PORT = free_port()  # every launch serves on the same port, as `rmt app` does (8501), so the browser's cache of
 # Streamlit's own JavaScript is warm after the first launch, as it is for a person who opened the app before

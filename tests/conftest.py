@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
+
+from rmt_cli.commands.app import free_port  # noqa: F401  (tests import it from here)
 
 # Nothing in the tests reaches the network: a Hub id resolves from the Hugging Face cache alone (rmt_core.hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,42 +61,19 @@ def shared_data():
     return SHARED_DATA
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_app(command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None, wait_s: float = 90):
-    """Run `command` (an `rmt app` launch) with `--port P` on a free port, in its own process group, its output
-    in `log`; yield the URL once /_stcore/health answers ok (fail with the log's tail if it never does), and
-    stop the whole group on leaving."""
-    port = free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """Run `command` (an `rmt app` launch) on a free port with exactly `env`, its output in `log`; yield the URL
+    once it serves (fail the test with the log's tail if it never does); stop it on leaving
+    (`rmt_cli.commands.app.served`)."""
+    from rmt_cli.commands.app import served
+    from rmt_core.errors import RMTError
+
     try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
-                    if reply.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rmt app did not serve {url}: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with served(env=env, replace_env=True, log=log, seconds=wait_s, cwd=cwd, command=command) as (url, _):
+            yield url
+    except RMTError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -107,18 +107,33 @@ def _warm_up() -> None:
         quiet.setLevel(level)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextlib.contextmanager
-def served(arguments=(), env: dict | None = None, log: str | Path | None = None, port: int = 8501,
-           seconds: float = 120, cwd: str | Path | None = None):
-    """Run `rmt app --port PORT ARGUMENTS` in a child process (its own process group) until its health check
-    answers; yield (url, process); stop it on the way out. For tests and benchmarks that drive the dashboard.
-    RMTError, with the end of its output, when it does not serve within `seconds`."""
+def served(arguments=(), env: dict | None = None, log: str | Path | None = None, port: int | None = None,
+           seconds: float = 120, cwd: str | Path | None = None, command: list[str] | None = None,
+           replace_env: bool = False):
+    """Run `COMMAND --port PORT ARGUMENTS` (COMMAND: this Python's `rmt app` unless given, e.g. an installed
+    `rmt app`) in a child process of its own process group until its health check answers; yield (url,
+    process); stop the group on the way out. For tests and benchmarks that drive the dashboard. `env` adds to
+    this process's environment (replaces it with replace_env); `port`: a free one when None. RMTError, with the
+    end of its output, when it does not serve within `seconds`."""
     import subprocess
     import urllib.request
 
+    command = list(command or [sys.executable, "-m", "rmt_cli.main", "app"])
+    port = port or free_port()
     output = open(log, "wb") if log else subprocess.DEVNULL
-    process = subprocess.Popen([sys.executable, "-m", "rmt_cli.main", "app", "--port", str(port), *arguments],
-                               env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, cwd=cwd, stdout=output,
+    environment = dict(env or {}) if replace_env else {**os.environ, **(env or {})}
+    process = subprocess.Popen([*command, "--port", str(port), *arguments],
+                               env={**environment, "PYTHONUNBUFFERED": "1"}, cwd=cwd, stdout=output,
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
