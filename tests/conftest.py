@@ -39,6 +39,19 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
 
 
+def save_tiny_decoder(tokenizer, folder: Path) -> Path:
+    """A small random decoder RMT (GPT-2, 2 layers, 4 memory tokens, 40-token segments) saved as a checkpoint
+    folder: what the dashboard tests open as a decoder checkpoint."""
+    from rmt_core.checkpoint import save_checkpoint
+    from rmt_core.decoder import DecoderConfig, decoder_from_backbone, small_gpt2_config
+
+    torch.manual_seed(0)
+    backbone = small_gpt2_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, max_positions=128)
+    model = decoder_from_backbone(backbone, tokenizer, DecoderConfig(num_mem_tokens=4, segment_size=40,
+                                                                     trained_segments=2, max_new_tokens=3))
+    return save_checkpoint(model, folder, dtype="float32")
+
+
 def make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=4, hidden=32, layers=2, heads=2, seed=0, **rmt):
     """A small random RMT (eval mode, float32, CPU) for fast tests."""
     from rmt_core.model import RMTConfig, from_backbone, small_bert_config

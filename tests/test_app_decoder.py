@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+
+from conftest import save_tiny_decoder
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -19,14 +20,7 @@ PAGES = ["sections/replay.py", "sections/memory.py", "sections/probes.py", "sect
 
 @pytest.fixture(scope="module")
 def decoder_checkpoint(tmp_path_factory, tokenizer):
-    from rmt_core.checkpoint import save_checkpoint
-    from rmt_core.decoder import DecoderConfig, decoder_from_backbone, small_gpt2_config
-
-    torch.manual_seed(0)
-    backbone = small_gpt2_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, max_positions=128)
-    model = decoder_from_backbone(backbone, tokenizer, DecoderConfig(num_mem_tokens=4, segment_size=40,
-                                                                     trained_segments=2, max_new_tokens=3))
-    return save_checkpoint(model, tmp_path_factory.mktemp("app") / "qa1_tiny", dtype="float32")
+    return save_tiny_decoder(tokenizer, tmp_path_factory.mktemp("app") / "qa1_tiny")
 
 
 @pytest.fixture

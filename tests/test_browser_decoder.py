@@ -7,9 +7,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 
-from conftest import serve_app
+from conftest import save_tiny_decoder, serve_app
 from test_browser import _skip_reason, chart_titles, texts, wait_for
 
 pytestmark = pytest.mark.browser
@@ -26,14 +25,7 @@ from test_browser import CHROMEDRIVER, CHROMIUM  # noqa: E402
 
 @pytest.fixture(scope="module")
 def decoder_checkpoint(tmp_path_factory, tokenizer):
-    from rmt_core.checkpoint import save_checkpoint
-    from rmt_core.decoder import DecoderConfig, decoder_from_backbone, small_gpt2_config
-
-    torch.manual_seed(0)
-    backbone = small_gpt2_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, max_positions=128)
-    model = decoder_from_backbone(backbone, tokenizer, DecoderConfig(num_mem_tokens=4, segment_size=40,
-                                                                     trained_segments=2, max_new_tokens=3))
-    return save_checkpoint(model, tmp_path_factory.mktemp("browser") / "qa1_tiny", dtype="float32")
+    return save_tiny_decoder(tokenizer, tmp_path_factory.mktemp("browser") / "qa1_tiny")
 
 
 def test_decoder_replay_page_in_a_real_browser(decoder_checkpoint, tmp_path):
