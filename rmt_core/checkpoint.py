@@ -490,17 +490,18 @@ def portable_path(path: str | Path | None) -> str | None:
     return str(Path("...", *resolved.parts[-2:]))
 
 
-def portable_command(argv: list[str]) -> str:
-    """`rmt ARGS` as typed, with absolute paths written by `portable_path`: what results and model cards record."""
+def portable_command(argv: list[str], program: str = "rmt") -> str:
+    """`PROGRAM ARGS` as typed, with absolute paths (also after an `=`, as in `--out=/x` or `name=/x`) written
+    by `portable_path`: what results and model cards record."""
     import shlex
 
     words = []
     for word in argv:
-        flag, equals, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        head, equals, value = word.rpartition("=") if "=" in word else ("", "", word)
         if value.startswith("/"):
             value = portable_path(value)
-        words.append(flag + equals + value)
-    return "rmt " + " ".join(shlex.quote(w) for w in words)
+        words.append(head + equals + value)
+    return program + " " + " ".join(shlex.quote(w) for w in words)
 
 
 _IDENTITY_CACHE: dict[tuple, dict] = {}

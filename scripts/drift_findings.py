@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rmt_core.checkpoint import portable_command, portable_path
 from rmt_core.errors import RMTError
 
 FORMAT = "rmt-lens-drift"
@@ -438,8 +438,9 @@ def trace_findings(trace, model, max_questions: int = 8192, chunk_rows: int = 20
     late_mean = late_states.astype(np.float64).mean(axis=0)
     meta = trace.metadata
     return {
-        "path": str(trace.path), "n_segments": n, "n_tokens": trace.manifest.get("n_tokens"),
-        "checkpoint": trace.manifest.get("checkpoint"), "sources": meta.get("sources"), "seed": meta.get("seed"),
+        "path": portable_path(trace.path), "n_segments": n, "n_tokens": trace.manifest.get("n_tokens"),
+        "checkpoint": _portable_identity(trace.manifest.get("checkpoint")), "sources": meta.get("sources"),
+        "seed": meta.get("seed"),
         "fact_segments": sorted({int(f["segment"]) for f in meta.get("facts") or []}),
         "question": meta.get("question"), "answer": trace.labels[answer],
         "final_prediction": trace.labels[int(trace.prediction)], "reference": stats.reference,
@@ -473,13 +474,18 @@ def record_trace(model, builder, task: str, segments: int, max_fact_segment: int
 
 
 # ----- eval.json --------------------------------------------------------------------------------------------------
+def _portable_identity(identity: dict | None) -> dict | None:
+    """A trace's checkpoint identity with its path as `portable_path` writes it (older traces kept absolute ones)."""
+    return None if identity is None else {**identity, "path": portable_path(identity.get("path"))}
+
+
 def eval_rows(checkpoint: Path) -> dict | None:
     """The model's own accuracy by length, from the checkpoint's eval.json (None when it has none)."""
     path = Path(checkpoint) / "eval.json"
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    return {"file": str(path), "sources": data.get("sources"),
+    return {"file": portable_path(path), "sources": data.get("sources"),
             "rows": [{k: r.get(k) for k in ("segments", "accuracy", "samples", "correct", "ci_low", "ci_high")}
                      for r in data.get("results", [])]}
 
@@ -807,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only print the markdown from --out/drift.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    command = "python scripts/drift_findings.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/drift_findings.py")
     try:
         return _main(args, command)
     except (RMTError, OSError) as error:
@@ -854,8 +860,8 @@ def _main(args, command: str) -> int:
             raise DriftError(f"{path} was not written by drift_findings; choose another --out")
     results = {"format": FORMAT, "command": command,
                "settings": {"samples": args.samples, "max_distance": args.max_distance,
-                            "max_fact_segment": args.max_fact_segment, "babi_dir": args.babi_dir,
-                            "noise_file": args.noise_file, "split": "test", "seed": args.seed,
+                            "max_fact_segment": args.max_fact_segment, "babi_dir": portable_path(args.babi_dir),
+                            "noise_file": portable_path(args.noise_file), "split": "test", "seed": args.seed,
                             "trace_segments": args.trace_segments, "trace_questions": args.trace_questions,
                             "threads": args.threads,
                             "probe": "standardised features, multinomial logistic regression (lbfgs, L2 C=1), "

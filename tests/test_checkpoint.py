@@ -500,3 +500,24 @@ def test_a_planted_pickle_is_never_unpickled(saved, saved_sharded, tmp_path, mon
             checkpoint_identity(folder)
     read_config(folder)
     assert not marker.exists()
+
+
+def test_portable_command_rewrites_absolute_paths_also_after_an_equals_sign():
+    from rmt_core.checkpoint import REPO_ROOT, portable_command
+
+    command = portable_command(["eval", "--out=/elsewhere/x/y.json", "--trace", f"memorize={REPO_ROOT}/runs/t",
+                                "--babi-dir", "rel/dir"], "python s.py")
+    assert command == "python s.py eval --out=.../x/y.json --trace memorize=runs/t --babi-dir rel/dir"
+
+
+def test_shipped_checkpoints_record_no_absolute_paths():
+    import re
+
+    from rmt_core.checkpoint import REPO_ROOT
+
+    absolute = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|Users|mnt)/")
+    files = [f for f in (REPO_ROOT / "checkpoints").rglob("*") if f.suffix in (".json", ".jsonl", ".md")]
+    assert files
+    found = [f"{f.relative_to(REPO_ROOT)}:{n}" for f in files
+             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if absolute.search(line)]
+    assert not found, found[:5]
