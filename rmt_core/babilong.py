@@ -255,7 +255,8 @@ class StoryTaskBuilder:
         item = self._item(rng, total)
         fact_ids = [self.ids(f) for f in item.facts]
         question_ids, answer_ids = self.ids(item.question), self.answer_ids(item.answer)
-        more = [(self.ids(q), self.answer_ids(a)) for q, a in self._questions(item)[1:]]
+        more_pairs = self._questions(item)[1:]
+        more = [(self.ids(q), self.answer_ids(a)) for q, a in more_pairs]
         noise = total - sum(map(len, fact_ids)) - len(question_ids) - len(answer_ids) - sum(
             len(q) + len(a) for q, a in more)
         chunks = NoiseStream(self.noise, rng).take(noise, final=True)
@@ -298,7 +299,7 @@ class StoryTaskBuilder:
             answer=babi.PLACES.index(item.answer), answer_name=item.answer, seed=seed,
             sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
                      "noise": self.noise.name, "split": self.split, "story_facts": len(item.facts),
-                     **({"more_questions": [list(p) for p in self._questions(item)[1:]]} if self.every_person else {})},
+                     **({"more_questions": [list(p) for p in more_pairs]} if self.every_person else {})},
             answer_span=answer_span,
         )
 

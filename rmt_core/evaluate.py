@@ -25,7 +25,6 @@ at the end; per-length "seconds" and "peak_memory_bytes" are then the largest of
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from datetime import datetime, timezone
@@ -37,6 +36,7 @@ import torch
 from rmt_core import recurrence
 from rmt_core.checkpoint import model_identity
 from rmt_core.errors import CheckpointError, TaskError
+from rmt_core.files import read_json
 
 from rmt_core.inputs import SegmentBatch
 from rmt_core.stats import wilson_interval
@@ -269,12 +269,7 @@ def _progress_bar(progress: bool, total: int, task: str):
 def read_results(path: str | Path) -> dict:
     """An eval.json (or any results file) checked for the SPEC format; TaskError on a bad file."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TaskError(f"{path} does not exist; write it with rmt eval --json {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TaskError(f"{path} is not readable JSON ({error}); run rmt eval again") from None
+    data = read_json(path, TaskError, f"write it with rmt eval --json {path}", "run rmt eval again")
     rows = data.get("results") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not all(
             isinstance(r, dict) and {"segments", "accuracy"} <= set(r) for r in rows):

@@ -2,6 +2,7 @@
 
     write_atomic(path, data)         bytes or str
     write_json_atomic(path, value)   JSON (NaN refused), indented, with a final newline
+    read_json(path, error, ...)      JSON back, a missing or damaged file as one `error` naming the fix
 
 A reader sees the old file or the new one, never a part; an error or interruption leaves the old file as it was
 and no temporary file behind. The file gets the permissions a plain `open(path, "w")` would give it (the
@@ -48,3 +49,15 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 def write_json_atomic(path: str | Path, value, allow_nan: bool = False) -> Path:
     """`value` as indented JSON at `path`, atomically."""
     return write_atomic(path, json.dumps(value, indent=1, allow_nan=allow_nan) + "\n")
+
+
+def read_json(path: str | Path, error: type[Exception], missing: str, damaged: str):
+    """The JSON value in `path`; `error` "PATH does not exist; MISSING" or "PATH is not readable JSON (why);
+    DAMAGED" when it cannot be read."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path} does not exist; {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as why:
+        raise error(f"{path} is not readable JSON ({why}); {damaged}") from None

@@ -220,19 +220,17 @@ class Data:
         A question_form restricts training and validation alike: the stage's best is its best on that form."""
         from rmt_core.babilong import make_builder
 
-        hard = self.cfg.hard_fraction if training else 0.0
-        if (segment_size, hard, training) not in self.builders:
-            c = self.cfg
-            options = {"hard_fraction": hard}
-            if c.every_person and training:
-                options["every_person"] = True
-            if c.architecture != "decoder":
-                options["question_form"] = c.question_form
-            self.builders[segment_size, hard, training] = make_builder(
-                c.task, self.tokenizer, segment_size, babi_file=c.babi_file, babi_dir=c.babi_dir,
-                noise_file=c.noise_file, split="train", **options,
-            )
-        return self.builders[segment_size, hard, training]
+        c = self.cfg
+        options = {"hard_fraction": c.hard_fraction if training else 0.0}
+        if c.every_person and training:
+            options["every_person"] = True
+        if c.architecture != "decoder":
+            options["question_form"] = c.question_form
+        key = (segment_size, *sorted(options.items()))  # validation shares the training builder when they agree
+        if key not in self.builders:
+            self.builders[key] = make_builder(c.task, self.tokenizer, segment_size, babi_file=c.babi_file,
+                                              babi_dir=c.babi_dir, noise_file=c.noise_file, split="train", **options)
+        return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
         seed = _batch_seed(self.cfg.seed, stage_index, step)

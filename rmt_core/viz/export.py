@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import queue
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 
 from rmt_core.viz import figures
 from rmt_core.errors import RMTError
+from rmt_core.files import read_json
 from rmt_core.model import PLACES, ROLE_NAMES
 
 FIGURE_FORMATS = ("png", "svg", "pdf", "html")
@@ -186,12 +186,8 @@ def read_results(path: str | Path) -> dict:
     """The parsed results.json of a probe run (a folder holding it, or the file)."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
-    try:
-        results = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{file} does not exist; pass --results with the folder or results.json of rmt probe") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{file} is not readable JSON ({error}); run rmt probe again") from None
+    results = read_json(file, ExportError, "pass --results with the folder or results.json of rmt probe",
+                        "run rmt probe again")
     if not isinstance(results, dict):
         raise ExportError(f"{file} must hold a JSON object with probes/ablation/patching; run rmt probe again")
     return results

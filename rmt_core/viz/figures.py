@@ -161,6 +161,26 @@ def _attention_figure(z: np.ndarray, tokens, roles, positions: np.ndarray, m: in
     return fig
 
 
+# (map, architecture) -> (title, what a cell's hover says, the row name of a slot)
+_MAP_TEXT = {
+    ("read", "encoder"): ("Read: tokens attending to memory", "the token (query) reads this slot (key)", "mem"),
+    ("read", "decoder"): ("Read: tokens attending to the read memory at the front",
+                          "the token (query) reads this read slot (key)", "read"),
+    ("write", "encoder"): ("Write: memory attending to tokens", "the slot (query) writes from this token (key)", "mem"),
+    ("write", "decoder"): ("Write: the write memory at the end attending to tokens and read memory",
+                           "the write slot (query) writes from this key", "write"),
+}
+
+
+def _map_figure(kind: str, architecture: str, z: np.ndarray, tokens, roles, positions: np.ndarray, m: int,
+                layer: int | None, head: int | None, segment: int | None, token_labels: bool) -> go.Figure:
+    """The read or write map of an encoder or decoder segment, titled and labelled for what it shows."""
+    title, hover, slot = _MAP_TEXT[kind, "decoder" if architecture == "decoder" else "encoder"]
+    where = "" if segment is None else f"segment {segment} · "
+    return _attention_figure(z, tokens, roles, positions, m, f"{title} ({where}{head_label(layer, head)})", hover,
+                             slot, token_labels)
+
+
 def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
                           layer: int | None = None, head: int | None = None, segment: int | None = None,
                           keep_pad: bool = False, token_labels: bool = True,
@@ -173,15 +193,7 @@ def read_attention_figure(read_attention: np.ndarray, tokens: Sequence[str], rol
     _check_tokens(tokens, roles, T, "read attention")
     positions = visible_positions(roles, keep_pad)
     z = head_slice(read, layer, head)[positions].T  # (m, T') slot k: how much each token reads from slot k
-    where = "" if segment is None else f"segment {segment} · "
-    if architecture == "decoder":
-        return _attention_figure(z, tokens, roles, positions, m,
-                                 f"Read: tokens attending to the read memory at the front ({where}"
-                                 f"{head_label(layer, head)})", "the token (query) reads this read slot (key)", "read",
-                                 token_labels)
-    return _attention_figure(z, tokens, roles, positions, m,
-                             f"Read: tokens attending to memory ({where}{head_label(layer, head)})",
-                             "the token (query) reads this slot (key)", token_labels=token_labels)
+    return _map_figure("read", architecture, z, tokens, roles, positions, m, layer, head, segment, token_labels)
 
 
 def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], roles: Sequence[int],
@@ -196,15 +208,7 @@ def write_attention_figure(write_attention: np.ndarray, tokens: Sequence[str], r
     _check_tokens(tokens, roles, T, "write attention")
     positions = visible_positions(roles, keep_pad)
     z = head_slice(write, layer, head)[:, positions]  # (m, T')
-    where = "" if segment is None else f"segment {segment} · "
-    if architecture == "decoder":
-        return _attention_figure(z, tokens, roles, positions, m,
-                                 f"Write: the write memory at the end attending to tokens and read memory ({where}"
-                                 f"{head_label(layer, head)})", "the write slot (query) writes from this key", "write",
-                                 token_labels)
-    return _attention_figure(z, tokens, roles, positions, m,
-                             f"Write: memory attending to tokens ({where}{head_label(layer, head)})",
-                             "the slot (query) writes from this token (key)", token_labels=token_labels)
+    return _map_figure("write", architecture, z, tokens, roles, positions, m, layer, head, segment, token_labels)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
