@@ -135,6 +135,8 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
     browser.get(url)
     wait_for(browser, lambda d: any(t.startswith("Read:") for t in chart_titles(d)), 120, "the Replay charts")
     first_chart = time.perf_counter() - launched
+    # The overview is drawn by its own element and may land a moment after the segment's maps.
+    wait_for(browser, lambda d: any(t.startswith("The whole run") for t in chart_titles(d)), 30, "the overview")
     titles = chart_titles(browser)
     assert shown_segment(browser) == 0  # the token strip (HTML) of the fact's segment
     assert "Segment 0: tokens and roles" in texts(browser, "[data-rmt-segment]")[0]
