@@ -182,7 +182,7 @@ class StoryTaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
-                 hard_fraction: float = 0.0, every_person: bool = False):
+                 hard_fraction: float = 0.0, every_person: bool = False, quiz: bool = False):
         from rmt_core.tasks import _check_int, check_sources
 
         if task not in GENERATIVE_TASKS:
@@ -193,7 +193,9 @@ class StoryTaskBuilder:
         self.task, self.tokenizer, self.split = task, tokenizer, split
         if every_person and task != "qa1":
             raise TaskError(f"every_person is for qa1 (people's places), not {task}; drop --every-person")
-        self.hard_fraction, self.every_person = hard_fraction, every_person
+        if quiz and task != "qa1":
+            raise TaskError(f"quiz is for qa1 (people's places), not {task}; drop --quiz")
+        self.hard_fraction, self.every_person, self.quiz = hard_fraction, every_person, quiz
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
         if babi_dir is not None:
             babi_file = babi.find_task_file(babi_dir, task, split)
@@ -214,7 +216,7 @@ class StoryTaskBuilder:
         """The tokens a model generates for `answer`: the word, then the end-of-answer token."""
         return self.ids(answer) + ([] if self.end_id is None else [self.end_id])
 
-    def _item(self, rng: random.Random, room: int) -> babi.BabiItem:
+    def _item(self, rng: random.Random, room: int, quiz_rng: random.Random | None = None):
         # With hard_fraction, that share of samples is redrawn until the story's last fact does not give the answer
         # (so "the place mentioned last" is wrong and only binding the asked person to their place answers it).
         hard = self.hard_fraction > 0 and rng.random() < self.hard_fraction
@@ -223,10 +225,11 @@ class StoryTaskBuilder:
                 item = self.items[rng.randrange(len(self.items))]
             else:
                 item = generate_story(self.task, rng)
+            quiz = self._quiz(item, quiz_rng) if self.quiz else [None] * len(item.facts)
             need = sum(len(self.ids(f)) for f in item.facts) + sum(
-                len(self.ids(q)) + len(self.answer_ids(a)) for q, a in self._questions(item))
+                len(self.ids(q)) + len(self.answer_ids(a)) for q, a in self._questions(item) + [p for p in quiz if p])
             if need <= room and not (hard and last_fact_answers(item)):
-                return item
+                return item, quiz
         raise TaskError(f"no {self.task} story of {self.babi_path or 'the generator'} fits in {room} tokens with its "
                         "question and answer after many draws; use more or longer segments")
 
@@ -242,6 +245,19 @@ class StoryTaskBuilder:
                       if f"Where is {p}?" != item.question]
         return pairs
 
+    @staticmethod
+    def _quiz(item: babi.BabiItem, rng: random.Random) -> list[tuple[str, str] | None]:
+        """One question and answer after each fact, about a person placed so far other than the fact's own (when
+        there is one), answered from the story up to that fact: places must be bound to people and kept current,
+        and neither "the place just mentioned" nor elimination answers them."""
+        world, pairs = World(), []
+        for fact in item.facts:
+            said = world.read(fact)
+            others = sorted(p for p in world.person if p != said.get("person")) or sorted(world.person)
+            person = rng.choice(others) if others else None
+            pairs.append((f"Where is {person}?", world.person[person]) if person else None)
+        return pairs
+
     def sample(self, n_segments: int, seed: int):
         """One sample of exactly n_segments * segment_size tokens (facts, noise, question, answer), from `seed`."""
         from rmt_core.tasks import Fact, Sample, _as_int, _check_int
@@ -252,13 +268,15 @@ class StoryTaskBuilder:
             raise TaskError("seed must be an integer; give --seed as a whole number")
         total = n * self.segment_size
         rng = random.Random(seed)
-        item = self._item(rng, total)
+        item, quiz = self._item(rng, total, random.Random(seed * 7919 + 1))
         fact_ids = [self.ids(f) for f in item.facts]
+        quiz_ids = [(self.ids(q), self.answer_ids(a)) if (q, a) != (None, None) else ([], [])
+                    for q, a in (p or (None, None) for p in quiz)]
         question_ids, answer_ids = self.ids(item.question), self.answer_ids(item.answer)
         more_pairs = self._questions(item)[1:]
         more = [(self.ids(q), self.answer_ids(a)) for q, a in more_pairs]
         noise = total - sum(map(len, fact_ids)) - len(question_ids) - len(answer_ids) - sum(
-            len(q) + len(a) for q, a in more)
+            len(q) + len(a) for q, a in more + quiz_ids)
         chunks = NoiseStream(self.noise, rng).take(noise, final=True)
         # Facts go in at sentence starts (or the end of the noise), each at a random one, kept in story order.
         boundaries = [i for i in range(len(chunks) + 1) if i == len(chunks) or chunks[i][1]]
@@ -272,6 +290,9 @@ class StoryTaskBuilder:
                 spans.append((len(input_ids), len(input_ids) + len(fact_ids[k])))
                 input_ids += fact_ids[k]
                 roles += [ROLE_FACT] * len(fact_ids[k])
+                quiz_question, quiz_answer = quiz_ids[k]  # quiz: a question about someone, right after the fact
+                input_ids += quiz_question + quiz_answer
+                roles += [ROLE_QUESTION] * len(quiz_question) + [ROLE_ANSWER] * len(quiz_answer)
                 k += 1
             if i < len(chunks):
                 input_ids += chunks[i][0]
@@ -299,7 +320,8 @@ class StoryTaskBuilder:
             answer=babi.PLACES.index(item.answer), answer_name=item.answer, seed=seed,
             sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
                      "noise": self.noise.name, "split": self.split, "story_facts": len(item.facts),
-                     **({"more_questions": [list(p) for p in more_pairs]} if self.every_person else {})},
+                     **({"more_questions": [list(p) for p in more_pairs]} if self.every_person else {}),
+                     **({"quiz": [list(p) if p else None for p in quiz]} if self.quiz else {})},
             answer_span=answer_span,
         )
 

@@ -123,6 +123,7 @@ class TrainConfig:
     # validation keeps the natural mix.
     hard_fraction: float = 0.0
     every_person: bool = False  # qa1 training samples close with every placed person's question and answer
+    quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
@@ -224,6 +225,8 @@ class Data:
         options = {"hard_fraction": c.hard_fraction if training else 0.0}
         if c.every_person and training:
             options["every_person"] = True
+        if c.quiz and training:
+            options["quiz"] = True
         if c.architecture != "decoder":
             options["question_form"] = c.question_form
         key = (segment_size, *sorted(options.items()))  # validation shares the training builder when they agree

@@ -227,6 +227,34 @@ def test_every_person_closes_a_training_sample_with_each_placed_persons_place(to
         StoryTaskBuilder("qa2", tokenizer, 64, noise_file="builtin:vocab", every_person=True)
 
 
+def test_quiz_asks_about_another_placed_person_after_every_fact(tokenizer):
+    builder = StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", quiz=True)
+    plain = StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab")
+    asked_other = 0
+    for seed in range(30):
+        sample = builder.sample(2, seed)
+        assert len(sample.input_ids) == len(sample.roles) == 128
+        facts, quiz = [f.text for f in sample.facts], sample.sources["quiz"]
+        assert len(quiz) == len(facts) and quiz[0] is not None  # the first fact's person is the only one placed
+        for index, (fact, pair) in enumerate(zip(sample.facts, quiz)):
+            question, answer = pair
+            assert solve(facts[:index + 1], question) == answer  # the place at that point of the story
+            asked_other += question != f"Where is {fact.person}?"
+            # the question and answer follow the fact directly
+            end = fact.end + len(builder.ids(question))
+            assert sample.input_ids[fact.end:end] == builder.ids(question)
+            assert sample.input_ids[end:end + len(builder.answer_ids(answer))] == builder.answer_ids(answer)
+        a0, a1 = sample.answer_span  # the asked question still closes the sample
+        assert a1 == 128 and sample.answer_name == solve(facts, sample.question)
+        answers = sum(len(builder.answer_ids(a)) for _, a in quiz) + a1 - a0
+        assert sum(r == ROLE_ANSWER for r in sample.roles) == answers
+        assert builder.sample(2, seed).input_ids == sample.input_ids  # deterministic
+        assert "quiz" not in plain.sample(2, seed).sources
+    assert asked_other > 30  # mostly about someone other than the fact's own person
+    with pytest.raises(TaskError, match="quiz is for qa1"):
+        StoryTaskBuilder("qa2", tokenizer, 64, noise_file="builtin:vocab", quiz=True)
+
+
 def test_the_shortcut_script_scores_the_last_place_shortcut(tokenizer):
     import importlib.util
     from pathlib import Path

@@ -49,6 +49,10 @@ def add_arguments(parser) -> None:
                         help="qa1: training samples close with a question and answer for every person the story "
                              "places, not only the asked one (more answers to learn from; validation and eval keep "
                              "one question)")
+    parser.add_argument("--quiz", action="store_true",
+                        help="qa1: after every fact of a training story, a question and answer about another person "
+                             "placed so far (their place at that point), so binding people to places pays from the "
+                             "first steps (validation and eval keep one question at the end)")
     parser.add_argument("--question-form", choices=("any", "of", "is"), default="any",
                         help="reason: train and validate on questions of one form only, 'of' (What is D of the P?) "
                              "or 'is' (What is the P D of?), a curriculum step before the full mix (default any)")
@@ -111,7 +115,7 @@ def run(args) -> int:
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
-        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person,
+        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
