@@ -627,6 +627,46 @@ def figures(results: dict) -> dict:
     return out
 
 
+def before_after_figures(before: dict, after: dict) -> dict:
+    """name -> plotly figure for each checkpoint name in both drift.json contents: the cosine with the memory
+    right after the fact (median and quartiles) and the model's answer with the question at d, before and after."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from probes.figures import COLOURS, rgba
+
+    out = {}
+    for name in [n for n in after["checkpoints"] if n in before["checkpoints"]]:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("cosine with the memory right after the fact "
+                                                            "(median, quartiles)", "model's answer, question at d"))
+        runs = (("before", before["checkpoints"][name], COLOURS[1]), ("after", after["checkpoints"][name], COLOURS[0]))
+        for label, c, colour in runs:
+            s = c["samples"]
+            tag = f"{label}: {c['trained_segments']} trained segments, sha256 {c['checkpoint']['sha256'][:8]}"
+            x = [d + 1 for d in s["by_distance"]["distance"]]
+            q = s["by_distance"]["cos"]
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=q["q75"] + q["q25"][::-1], fill="toself", mode="lines",
+                                     line=dict(width=0), fillcolor=rgba(colour, 0.2), hoverinfo="skip",
+                                     showlegend=False), row=1, col=1)
+            fig.add_trace(go.Scatter(x=x, y=q["median"], mode="lines", line=dict(color=colour), name=tag),
+                          row=1, col=1)
+            rows = s["question"]
+            fig.add_trace(go.Scatter(x=[r["distance"] + 1 for r in rows], y=[r["accuracy"] for r in rows],
+                                     error_y=dict(type="data", symmetric=False,
+                                                  array=[r["ci_high"] - r["accuracy"] for r in rows],
+                                                  arrayminus=[r["accuracy"] - r["ci_low"] for r in rows]),
+                                     mode="lines+markers", line=dict(color=colour), showlegend=False), row=1, col=2)
+        limit = max(c["samples"]["kept_distances"][-1] for _, c, _ in runs)
+        _log_axis(fig, limit, 1, 1)
+        _log_axis(fig, limit, 1, 2)
+        fig.update_yaxes(range=[-1.02, 1.02], row=1, col=1)
+        fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI)", row=1, col=2)
+        fig.update_layout(title=f"{name}: memory after the fact, before and after random-length training",
+                          width=1200, height=480, legend=dict(orientation="h", y=-0.2))
+        out[f"{name}_before_after"] = fig
+    return out
+
+
 def _answer_curves(fig, c: dict, row: int, col: int, go) -> None:
     from probes.figures import COLOURS, rgba
 
@@ -655,12 +695,12 @@ def _answer_curves(fig, c: dict, row: int, col: int, go) -> None:
                       row=row, col=col)
 
 
-def write_figures(results: dict, out: Path, fmt: str) -> list[str]:
+def write_figures(results: dict, out: Path, fmt: str, drawn: dict | None = None) -> list[str]:
     from rmt_core.files import write_atomic
     from rmt_core.viz.export import ExportError, figure_bytes
 
     written = []
-    for name, fig in figures(results).items():
+    for name, fig in (figures(results) if drawn is None else drawn).items():
         try:
             data = figure_bytes(fig, fmt)
         except ExportError as error:
@@ -811,6 +851,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", choices=("png", "html", "none"), default="png")
     parser.add_argument("--out", default="docs/figures/drift", help="folder for drift.json and the figures")
     parser.add_argument("--report", action="store_true", help="only print the markdown from --out/drift.json")
+    parser.add_argument("--before", help="the --out folder of an earlier run (such as docs/figures/drift): draw each "
+                        "checkpoint found in both before and after (NAME_before_after in --out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/drift_findings.py")
@@ -819,6 +861,13 @@ def main(argv: list[str] | None = None) -> int:
     except (RMTError, OSError) as error:
         print(f"drift_findings: error: {error}", file=sys.stderr)
         return 1
+
+
+def _drift_json(folder: Path) -> Path:
+    path = folder / "drift.json"
+    if not path.is_file():
+        raise DriftError(f"{path} does not exist; give --before the --out folder of an earlier run")
+    return path
 
 
 def _main(args, command: str) -> int:
@@ -830,7 +879,13 @@ def _main(args, command: str) -> int:
     if args.report:
         if not path.is_file():
             raise DriftError(f"{path} does not exist; run without --report first")
-        print(report(json.loads(path.read_text(encoding="utf-8"))))
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if args.before:
+            before = json.loads(_drift_json(Path(args.before)).read_text(encoding="utf-8"))
+            written = write_figures(results, out, "png" if args.figures == "none" else args.figures,
+                                    before_after_figures(before, results))
+            log(f"wrote {', '.join(written) or 'no figures (no checkpoint name in both)'} into {out}")
+        print(report(results, figure_dir=f"figures/{out.name}"))
         return 0
     for value, flag, low in ((args.samples, "--samples", 8), (args.max_distance, "--max-distance", 1),
                              (args.trace_segments, "--trace-segments", 2), (args.batch_size, "--batch-size", 1),
@@ -885,7 +940,7 @@ def _main(args, command: str) -> int:
         written = write_figures(results, out, args.figures)
         log(f"wrote {len(written)} figures into {out}")
     write_json_atomic(path, results)
-    print(report(json.loads(path.read_text(encoding="utf-8"))))
+    print(report(json.loads(path.read_text(encoding="utf-8")), figure_dir=f"figures/{Path(args.out).name}"))
     return 0
 
 

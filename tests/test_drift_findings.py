@@ -127,3 +127,20 @@ def test_end_to_end_with_a_trace(drift, model, tmp_path, capsys):
     assert json.loads((out / "drift.json").read_text())["checkpoints"]["tiny"]["key"] == key
     assert drift.main(["--checkpoint", "tiny=" + str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_before_after_figure_draws_the_checkpoints_found_in_both(drift, tmp_path, capsys):
+    """--report --before draws, per checkpoint name in both drift.json files, the cosine band and the model's
+    answer before and after; an earlier run folder without drift.json is a one-line error."""
+    docs = Path(__file__).resolve().parents[1] / "docs" / "figures"
+    before = json.loads((docs / "drift" / "drift.json").read_text())
+    after = json.loads((docs / "drift_long" / "drift.json").read_text())
+    figures = drift.before_after_figures(before, after)
+    assert set(figures) == {f"{n}_before_after" for n in after["checkpoints"] if n in before["checkpoints"]}
+    fig = figures["memorize_before_after"]
+    medians = [t for t in fig.data if t.name and t.name.startswith(("before", "after"))]
+    assert [t.name.split(":")[0] for t in medians] == ["before", "after"]
+    assert list(medians[1].y) == after["checkpoints"]["memorize"]["samples"]["by_distance"]["cos"]["median"]
+    assert drift.before_after_figures(before, {"checkpoints": {}}) == {}
+    assert drift.main(["--report", "--out", str(docs / "drift_long"), "--before", str(tmp_path)]) == 1
+    assert "give --before the --out folder of an earlier run" in capsys.readouterr().err
