@@ -48,6 +48,14 @@ def model_card(folder: str | Path) -> str:
     stages = [e for e in log if e.get("event") == "stage_end"]
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else None
     decoder = rmt.get("architecture", "encoder") == "decoder"
+    # A stage folder of a run that was stopped before its end records less provenance than a finished run's
+    # checkpoint; the run's start event in the training log holds the rest.
+    start = next((e for e in log if e.get("event") == "start"), {})
+    train_config = prov.get("train_config") or start.get("config") or {}
+    prov = {"train_config": train_config, "device": start.get("device"), "date": start.get("date"),
+            "curriculum": train_config.get("stages"), "steps": prov.get("step"),
+            "data": {"babi": train_config.get("babi_dir") or train_config.get("babi_file") or "built-in generator",
+                     "noise": train_config.get("noise_file") or "built-in noise"}, **prov}
     source = prov.get("train_config", {}).get("backbone", "?")
     kind = ("A decoder Recurrent Memory Transformer (read memory at the front of every segment, write memory at its "
             "end; the answer generated)" if decoder else "A Recurrent Memory Transformer")
@@ -75,7 +83,8 @@ def model_card(folder: str | Path) -> str:
         f"- facts: {prov.get('data', {}).get('babi', '?')}; noise: {prov.get('data', {}).get('noise', '?')}",
         f"- curriculum (segments x segment size): {prov.get('curriculum', '?')}",
         f"- hardware: {prov.get('device', '?')}; wall time {prov.get('wall_s', '?')} s; "
-        f"{prov.get('steps', '?')} optimizer steps; finished {prov.get('date', '?')}",
+        f"{prov.get('steps', '?')} optimizer steps; {'started' if 'wall_s' not in prov else 'finished'} "
+        f"{prov.get('date', '?')}",
         "",
         "| stage | segments x size | steps | best validation accuracy | kept model from step |",
         "| --- | --- | --- | --- | --- |",
@@ -83,6 +92,17 @@ def model_card(folder: str | Path) -> str:
     for e in stages:
         lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | "
                      f"{e['best_val_accuracy']:.3f} | {_best_step(log, e)} |")
+    ended = {e["stage"] for e in stages}
+    stopped = [e for e in log if e.get("event") == "eval" and e["stage"] not in ended]
+    if stopped:  # the run was stopped inside this stage; this folder holds the stage's best model up to then
+        last = stopped[-1]
+        step = prov.get("step", _best_step(log, last))
+        name = prov.get("stage") or f"{last['segments']}x{last['segment_size']}"
+        lines.append(f"| {last['stage'] + 1} | {name} | {last['step']} (stopped) | "
+                     f"{max(e['val_accuracy'] for e in stopped):.3f} | {step} |")
+        lines += ["", f"The run was stopped during stage {last['stage'] + 1}, after its evaluation at step "
+                  f"{last['step']} ({last.get('elapsed_s', '?')} s in); this checkpoint is that stage's best model "
+                  f"up to then, saved at step {step}."]
     multiples = [int(k) for k in prov.get("train_config", {}).get("val_multiples") or [1]]
     pooled = (f" Each stage validates at {' and '.join(f'{k}x' for k in multiples)} its number of segments, pooled."
               if multiples != [1] else "")

@@ -179,3 +179,26 @@ def test_random_length_stages(tmp_path):
     out = train(cfg, progress=False)
     config = read_config(out)
     assert config["rmt"]["trained_segments"] == 4 and config["provenance"]["curriculum"] == "1-4x16"
+
+
+def test_model_card_of_a_stage_folder_from_a_stopped_run(tmp_path):
+    """A run stopped inside a stage leaves its stage's best model; a card for that folder (with the run's log
+    beside it) reads the run's command, data and curriculum from the log's start event and says it stopped."""
+    import shutil
+
+    from rmt_core.model_card import model_card
+
+    cut = tiny_config(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, stop_after=9, progress=False)  # stopped inside stage 2
+    stage = tmp_path / "cut" / "stages" / "02-2x16"
+    shipped = tmp_path / "shipped"
+    shutil.copytree(stage, shipped)
+    shutil.copy(tmp_path / "cut" / "training_log.jsonl", shipped / "training_log.jsonl")
+    card = model_card(shipped)
+    step = read_config(stage)["provenance"]["step"]
+    last = log_entries(tmp_path / "cut", "eval")[-1]
+    assert f"| 2 | 2x16 | {last['step']} (stopped) |" in card
+    assert f"this checkpoint is that stage's best model up to then, saved at step {step}" in card
+    assert "- curriculum (segments x segment size): 1x16,2x16" in card and "built-in noise" in card
+    assert "?" not in card.split("## Training")[1].split("|")[0].replace("wall time ? s", "")
