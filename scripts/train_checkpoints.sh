@@ -84,8 +84,18 @@ wait
   --stage-eval-samples 200 --noise-file builtin:vocab --threads 1 --quiet "${babi[@]}" "${stage_data[@]}"
 wait
 
-# Evaluation: 1,000 samples up to 32 segments (4x the trained length), fewer samples at the long lengths
-# (CPU time grows with samples x segments), merged into one eval.json.
+# Long lengths (issue 17): each model then trains on random lengths. With --stages 1-32x64 every batch draws its
+# number of segments from 1 to 32; the rate is low (3e-4 wrecked memorize within 50 steps) and gradients flow
+# through the last 8 segments. This is what makes memory hold for thousands of segments (docs/findings.md,
+# "Why memory fails at length"). The shipped memorize run (named runs/memlong2, run with --threads 2
+# --time-budget-s 1500) was stopped by hand after step 300, and the best model of its stage so far
+# (stages/01-1-32x64, float32, from step 300) shipped; this command runs on to its step limit.
+"$RMT" train --task memorize --init-from "$RUNS/cpu_memorize" --out "$RUNS/cpu_memorize2" --stages 1-32x64 \
+  --bptt-depth 8 --batch-size 32 --lr 5e-5 --warmup-steps 50 --max-steps 1000 --eval-every 25 --val-samples 64 \
+  --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-file builtin:vocab --threads 1 --quiet "${babi[@]}"
+
+# Evaluation: 1,000 samples up to 32 segments, 100 from 64 to 4,096 segments and 20 at 31,936 segments
+# (2,043,904 tokens, the paper's longest; reason stops at 4,096), merged into one eval.json.
 evaluate() {  # folder, output, segments, samples
   "$RMT" eval --checkpoint "$1" --segments "$3" --samples "$4" --batch-size "$(( $4 < 250 ? $4 : 250 ))" \
     "${babi[@]}" "${noise[@]}" --json "$2" --device cpu --no-progress
@@ -94,7 +104,7 @@ for task in memorize detect reason; do
   new="checkpoints/$task.new" run="$RUNS/cpu_$task"
   rm -rf "$new"; mkdir -p "$new"
   # The shipped model is the last run of the task's chain; each earlier run's log ships beside it.
-  chain=("$RUNS/cpu_$task"); for n in 2 3 4 5 6; do [[ -d "$RUNS/cpu_$task$n" ]] && chain+=("$RUNS/cpu_$task$n"); done
+  chain=("$RUNS/cpu_$task"); for n in 2 3 4 5 6 7; do [[ -d "$RUNS/cpu_$task$n" ]] && chain+=("$RUNS/cpu_$task$n"); done
   run=${chain[-1]}
   for (( i = ${#chain[@]} - 2, depth = 1; i >= 0; i--, depth++ )); do
     suffix=$([[ $depth == 1 ]] && echo "" || echo "$depth")
@@ -104,10 +114,11 @@ for task in memorize detect reason; do
     cp "$run/$f" "$new/"
   done
   evaluate "$new" "$RUNS/${task}_eval_short.json" "$EVAL_SEGMENTS" "$EVAL_SAMPLES"
-  evaluate "$new" "$RUNS/${task}_eval_64.json" 64,128 100
-  evaluate "$new" "$RUNS/${task}_eval_256.json" 256,512,1024 20
-  evaluate "$new" "$RUNS/${task}_eval_4096.json" 2048,4096 5
-  "$PY" scripts/merge_eval.py "$new" "$RUNS/${task}_eval_short.json" "$RUNS/${task}_eval_64.json" \
-    "$RUNS/${task}_eval_256.json" "$RUNS/${task}_eval_4096.json"
+  evaluate "$new" "$RUNS/${task}_eval_long.json" 64,128,256,512,1024,2048,4096 100
+  parts=("$RUNS/${task}_eval_long.json")
+  if [[ $task != reason ]]; then
+    evaluate "$new" "$RUNS/${task}_eval_31936.json" 31936 20; parts+=("$RUNS/${task}_eval_31936.json")
+  fi
+  "$PY" scripts/merge_eval.py "$new" "${parts[@]}" "$RUNS/${task}_eval_short.json"
   rm -rf "checkpoints/$task"; mv "$new" "checkpoints/$task"
 done
