@@ -20,6 +20,7 @@ from rmt_core.layout import ROLE_FACT, ROLE_NOISE, ROLE_QUESTION  # noqa: F401  
 from rmt_core.noise import NoiseSource, NoiseStream
 
 TASKS = ("memorize", "detect", "reason")
+LATE_WINDOW = 8  # late_facts: facts land in the last this many segments
 PLACES = babi.PLACES  # label index = position
 DEFAULT_SEGMENT_SIZE = 499  # 512 input positions - [CLS], [SEP], [SEP] - 10 memory tokens, as in the paper
 SPLITS = ("train", "test")
@@ -184,7 +185,7 @@ class TaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
-                 hard_fraction: float = 0.0, question_form: str | None = None):
+                 hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
@@ -194,8 +195,12 @@ class TaskBuilder:
             raise TaskError(f"question form {question_form!r} must be "
                             + " or ".join(f"'{k}' ('{v}')" for k, v in babi.QUESTION_FORMS.items())
                             + " and is for the reason task only")
+        if not 0.0 <= late_facts <= 1.0 or (late_facts and task == "memorize"):
+            raise TaskError(f"late facts {late_facts!r} must lie in 0..1 and is for detect and reason (memorize's "
+                            "fact is always in the first segment)")
         self.task = task
         self.hard_fraction = hard_fraction
+        self.late_facts = late_facts
         self.question_form = question_form
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
@@ -271,11 +276,14 @@ class TaskBuilder:
         fact_ids = [self.ids(text) for text in item.facts]
         question_ids = self.ids(item.question)
 
-        # Segment of each fact: memorize the first; detect and reason uniformly at random, each fact alone.
+        # Segment of each fact: memorize the first; detect and reason uniformly at random, each fact alone. With
+        # late_facts, that share of samples draws them from the last LATE_WINDOW segments instead: facts written
+        # after a long stretch of noise.
         if self.task == "memorize":
             fact_segments = [0] * len(fact_ids)
         else:
-            fact_segments = [rng.randrange(n) for _ in fact_ids]
+            first = max(0, n - LATE_WINDOW) if self.late_facts and rng.random() < self.late_facts else 0
+            fact_segments = [rng.randrange(first, n) for _ in fact_ids]
 
         input_ids: list[int] = []
         roles: list[int] = []

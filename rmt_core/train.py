@@ -124,6 +124,7 @@ class TrainConfig:
     hard_fraction: float = 0.0
     every_person: bool = False  # qa1 training samples close with every placed person's question and answer
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
+    late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
@@ -227,6 +228,8 @@ class Data:
             options["every_person"] = True
         if c.quiz and training:
             options["quiz"] = True
+        if c.late_facts and training:
+            options["late_facts"] = c.late_facts
         if c.architecture != "decoder":
             options["question_form"] = c.question_form
         key = (segment_size, *sorted(options.items()))  # validation shares the training builder when they agree

@@ -318,3 +318,48 @@ def test_relation_kind_says_where_the_asked_place_sits():
     # Only the "both" kinds need the directions; every kind with two mentions needs_direction.
     for question in ("What is north of the kitchen?", "What is the office south of?"):
         assert babi.needs_direction(two, question) == (babi.relation_kind(two, question) != "one")
+
+
+def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
+    from rmt_core.tasks import LATE_WINDOW
+
+    late = TaskBuilder("detect", tok, 32, late_facts=1.0)
+    segments = [late.sample(40, seed).facts[0].segment for seed in range(60)]
+    assert min(segments) >= 40 - LATE_WINDOW and len(set(segments)) > 3
+    mixed = [TaskBuilder("reason", tok, 32, late_facts=0.5).sample(40, seed).facts for seed in range(400)]
+    early = sum(all(f.segment < 40 - LATE_WINDOW for f in facts) for facts in mixed)
+    assert 95 < early < 160  # half draw both facts from all 40 segments: 400 x 0.5 x 0.8^2 = 128 expected
+    short = TaskBuilder("detect", tok, 32, late_facts=1.0).sample(3, 0)  # fewer segments than the window
+    assert 0 <= short.facts[0].segment < 3
+    plain = TaskBuilder("detect", tok, 32)
+    assert plain.sample(40, 7).input_ids == TaskBuilder("detect", tok, 32, late_facts=0.0).sample(40, 7).input_ids
+    for bad, task in ((1.5, "detect"), (0.5, "memorize")):
+        with pytest.raises(TaskError, match="late facts"):
+            TaskBuilder(task, tok, 32, late_facts=bad)
+
+
+def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from rmt_core.evaluate import eval_sample_seed
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "errors_by_distance.py"
+    spec = importlib.util.spec_from_file_location("errors_by_distance", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.buckets(8) == [(0, 0), (1, 1), (2, 3), (4, 7)]
+    seeds = [eval_sample_seed(5, 8, i) for i in range(40)]
+    builder = TaskBuilder("detect", tok, 32)
+    late = [s for s in seeds if builder.sample(8, s).facts[0].segment >= 6]  # distance 0 or 1
+    result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
+              "results": [{"segments": 8, "samples": 40, "wrong_seeds": late}]}
+    rows = module.errors_by_distance(result, tok)
+    assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late) > 0
+    assert all(r["wrong"] == (r["samples"] if r["distance"][1] <= 1 else 0) for r in rows)
+    (tmp_path / "e.json").write_text(json.dumps(result))
+    assert module.main([str(tmp_path / "e.json")]) == 0
+    assert "| 8 | 0 |" in capsys.readouterr().out
+    (tmp_path / "q.json").write_text(json.dumps(dict(result, task="qa1")))
+    assert module.main([str(tmp_path / "q.json")]) == 1
+    assert "encoder tasks" in capsys.readouterr().err

@@ -49,6 +49,10 @@ def add_arguments(parser) -> None:
                         help="qa1: training samples close with a question and answer for every person the story "
                              "places, not only the asked one (more answers to learn from; validation and eval keep "
                              "one question)")
+    parser.add_argument("--late-facts", type=real(0.0, 1.0), default=0.0,
+                        help="detect, reason: this share of training samples puts its facts in the last 8 segments, "
+                             "after a long stretch of noise (with random-length stages: a fact written late in a "
+                             "long input; validation keeps facts anywhere; default 0)")
     parser.add_argument("--quiz", action="store_true",
                         help="qa1: after every fact of a training story, a question and answer about another person "
                              "placed so far (their place at that point), so binding people to places pays from the "
@@ -109,13 +113,15 @@ def run(args) -> int:
     if (task in GENERATIVE_TASKS) != (args.architecture == "decoder"):
         wanted = "decoder" if task in GENERATIVE_TASKS else "encoder"
         raise TrainError(f"task {task} is for the {wanted}; give --architecture {wanted} or another --task")
+    if args.late_facts and task not in ("detect", "reason"):
+        raise TrainError(f"--late-facts is for detect and reason, whose facts land anywhere, not {task}; drop it")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
         task=task, architecture=args.architecture, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
-        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz,
+        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
