@@ -6,7 +6,9 @@ separate the last fact from the question segment.
     .venv/bin/python scripts/errors_by_distance.py runs/detect-32.json
 
 The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
-Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back. Few
+Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back.
+`rmt eval` lists at most 20 wrong answers a length, those of the first samples; past that the script counts
+only the samples up to the last one listed, where the list is complete. Few
 errors at large distances and many at small ones mean the model holds what it wrote but fails to write a fact
 that comes late, after much noise; the opposite means it forgets.
 """
@@ -42,10 +44,15 @@ def errors_by_distance(result: dict, tokenizer) -> list[dict]:
                           noise_file=noise, split=sources.get("split", "test"))
     rows = []
     for row in result["results"]:
-        n, wrong = row["segments"], set(row.get("wrong_seeds") or [])
+        n, listed = row["segments"], list(row.get("wrong_seeds") or [])
+        wrong, total_wrong = set(listed), row["samples"] - row["correct"]
         counts = {b: [0, 0] for b in buckets(n)}
-        for index in range(row["samples"]):
-            seed = eval_sample_seed(result["seed"], n, index)
+        seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
+        if len(listed) < total_wrong:
+            # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
+            # to the last one listed, the list is complete, so count that prefix of the samples.
+            seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
+        for seed in seeds:
             distance = n - 1 - max(fact.segment for fact in builder.sample(n, seed).facts)
             bucket = next(b for b in counts if b[0] <= distance <= b[1])
             counts[bucket][0] += 1
@@ -54,7 +61,8 @@ def errors_by_distance(result: dict, tokenizer) -> list[dict]:
             if total:
                 ci_low, ci_high = wilson_interval(total - bad, total)
                 rows.append({"segments": n, "distance": (low, high), "samples": total, "wrong": bad,
-                             "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high})
+                             "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high,
+                             "of_samples": len(seeds), "evaluated": row["samples"]})
     return rows
 
 
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RMTError, OSError) as error:
         print(f"errors_by_distance: error: {error}", file=sys.stderr)
         return 1
+    for n, counted, evaluated in sorted({(r["segments"], r["of_samples"], r["evaluated"]) for r in rows}):
+        if counted < evaluated:
+            print(f"{n} segments: the file lists the wrong answers of its first {counted} of {evaluated} samples "
+                  "only (rmt eval keeps the first 20); the rows count those samples")
     print("| segments | last fact, segments before the question | samples | wrong | accuracy (95% CI) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

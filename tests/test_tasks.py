@@ -353,10 +353,14 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
     builder = TaskBuilder("detect", tok, 32)
     late = [s for s in seeds if builder.sample(8, s).facts[0].segment >= 6]  # distance 0 or 1
     result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
-              "results": [{"segments": 8, "samples": 40, "wrong_seeds": late}]}
+              "results": [{"segments": 8, "samples": 40, "correct": 40 - len(late), "wrong_seeds": late}]}
     rows = module.errors_by_distance(result, tok)
-    assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late) > 0
+    assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late) > 2
     assert all(r["wrong"] == (r["samples"] if r["distance"][1] <= 1 else 0) for r in rows)
+    # a list cut short (rmt eval keeps the first wrong answers only) counts the samples up to its last entry
+    cut = dict(result, results=[dict(result["results"][0], wrong_seeds=late[:2])])
+    rows = module.errors_by_distance(cut, tok)
+    assert sum(r["samples"] for r in rows) == seeds.index(late[1]) + 1 and sum(r["wrong"] for r in rows) == 2
     (tmp_path / "e.json").write_text(json.dumps(result))
     assert module.main([str(tmp_path / "e.json")]) == 0
     assert "| 8 | 0 |" in capsys.readouterr().out
