@@ -248,8 +248,8 @@ class StoryTaskBuilder:
     @staticmethod
     def _quiz(item: babi.BabiItem, rng: random.Random) -> list[tuple[str, str] | None]:
         """One question and answer after each fact, about a person placed so far other than the fact's own (when
-        there is one), answered from the story up to that fact: places must be bound to people and kept current,
-        and neither "the place just mentioned" nor elimination answers them."""
+        there is one), answered from the story up to that fact: "the place just mentioned" is then wrong whenever
+        someone else has been placed (with two people placed, "the place before it" still answers)."""
         world, pairs = World(), []
         for fact in item.facts:
             said = world.read(fact)
