@@ -29,7 +29,7 @@ import torch
 from probes import interventions, linear, targets as targets_module
 from probes.attention import summary as attention_summary
 from probes.states import Collected, collect, small_model_threaded
-from rmt_core.checkpoint import model_identity
+from rmt_core.checkpoint import model_identity, portable_path
 from rmt_core.errors import ProbeError
 from rmt_core.files import write_atomic
 
@@ -247,15 +247,15 @@ def run_probes(model, task: str, segments: int, samples: int, *, seed: int = 0, 
     settings = {
         "task": task, "segments": N, "samples": K, "seed": int(seed), "segment_size": segment_size,
         "num_mem_tokens": m, "hidden_size": getattr(model, "hidden_size", None),
-        "babi_file": str(babi_file) if babi_file else None, "babi_dir": str(babi_dir) if babi_dir else None,
-        "noise_file": str(noise_file) if noise_file else None, "split": split, "test_fraction": test_fraction,
+        "babi_file": portable_path(babi_file or None), "babi_dir": portable_path(babi_dir or None),
+        "noise_file": portable_path(noise_file or None), "split": split, "test_fraction": test_fraction,
         "max_iter": max_iter, "per_slot": per_slot, "attention": attention, "ablation": ablation,
         "patching": patching, "intervention_samples": n_int, "modes": list(modes), "batch_size": batch_size,
         "probe": "standardised features, multinomial logistic regression (lbfgs, L2 C=1)",
         "ci": "95% Wilson score interval over held-out samples",
     }
     if recorded is not None:
-        settings["traces"] = str(traces)
+        settings["traces"] = portable_path(traces)
     data_key = [identity.get("sha256"), task, N, K, int(seed), segment_size, settings["babi_file"],
                 settings["babi_dir"], settings["noise_file"], split, sample_list[0].sources.get("noise"),
                 [s.seed for s in sample_list] if recorded is not None else None]

@@ -549,6 +549,22 @@ def test_eval_json_and_model_cards_record_no_absolute_paths(ck, run, tmp_path, c
         assert str(run.parent) not in text, name
 
 
+def test_probe_results_record_no_absolute_paths(ck, tmp_path, capsys):
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(f"Sentence number {i} says the weather was mild and the shops stayed open late.\n"
+                             for i in range(40)))
+    out = tmp_path / "probe"
+    result = rmt(capsys, "probe", "--checkpoint", ck.resolve(), "--noise-file", noise.resolve(), "--segments", "2",
+                 "--samples", "16", "--no-slots", "--no-ablation", "--no-patching", "--no-attention", "--figures",
+                 "none", "--no-progress", "--out", out.resolve())
+    assert result.code == 0, result.err
+    for name in ("results.json", "summary.md"):
+        if (out / name).exists():
+            assert str(tmp_path) not in (out / name).read_text(), name
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["noise_file"] == f".../{tmp_path.name}/noise.txt"
+
+
 def test_an_unexpected_error_is_one_line_naming_its_traceback_file(ck, tmp_path, capsys, monkeypatch):
     import rmt_core.evaluate
 

@@ -510,13 +510,14 @@ def test_portable_command_rewrites_absolute_paths_also_after_an_equals_sign():
     assert command == "python s.py eval --out=.../x/y.json --trace memorize=runs/t --babi-dir rel/dir"
 
 
-def test_shipped_checkpoints_record_no_absolute_paths():
+def test_shipped_checkpoints_and_docs_record_no_absolute_paths():
     import re
 
     from rmt_core.checkpoint import REPO_ROOT
 
     absolute = re.compile(r"(?<![\w.])/(?:work|home|root|tmp|Users|mnt)/")
-    files = [f for f in (REPO_ROOT / "checkpoints").rglob("*") if f.suffix in (".json", ".jsonl", ".md")]
+    files = [f for folder in ("checkpoints", "docs") for f in (REPO_ROOT / folder).rglob("*")
+             if f.suffix in (".json", ".jsonl", ".md")]
     assert files
     found = [f"{f.relative_to(REPO_ROOT)}:{n}" for f in files
              for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if absolute.search(line)]
