@@ -270,8 +270,7 @@ class StoryTaskBuilder:
         rng = random.Random(seed)
         item, quiz = self._item(rng, total, random.Random(seed * 7919 + 1))
         fact_ids = [self.ids(f) for f in item.facts]
-        quiz_ids = [(self.ids(q), self.answer_ids(a)) if (q, a) != (None, None) else ([], [])
-                    for q, a in (p or (None, None) for p in quiz)]
+        quiz_ids = [(self.ids(pair[0]), self.answer_ids(pair[1])) if pair else ([], []) for pair in quiz]
         question_ids, answer_ids = self.ids(item.question), self.answer_ids(item.answer)
         more_pairs = self._questions(item)[1:]
         more = [(self.ids(q), self.answer_ids(a)) for q, a in more_pairs]

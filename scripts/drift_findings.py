@@ -880,10 +880,9 @@ def _main(args, command: str) -> int:
         if not path.is_file():
             raise DriftError(f"{path} does not exist; run without --report first")
         results = json.loads(path.read_text(encoding="utf-8"))
-        if args.before:
+        if args.before and args.figures != "none":
             before = json.loads(_drift_json(Path(args.before)).read_text(encoding="utf-8"))
-            written = write_figures(results, out, "png" if args.figures == "none" else args.figures,
-                                    before_after_figures(before, results))
+            written = write_figures(results, out, args.figures, before_after_figures(before, results))
             log(f"wrote {', '.join(written) or 'no figures (no checkpoint name in both)'} into {out}")
         print(report(results, figure_dir=f"figures/{out.name}"))
         return 0
