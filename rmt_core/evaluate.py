@@ -12,7 +12,8 @@ split's facts are used (split="test").
 
 Results format (SPEC section 7), plus extra keys:
     {"results": [{"segments": n, "tokens": n * segment_size, "accuracy": a (0..1), "samples": s,
-                  "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds",
+                  "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds" (the first 20),
+                  "wrong_indexes" (every wrong sample's index: its seed is eval_sample_seed(seed, n, index)),
                   "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
      "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
@@ -185,6 +186,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
                      "samples": samples, "correct": correct, "ci_low": low, "ci_high": high,
                      "seconds": round(seconds, 3),
                      "wrong_seeds": [s for _, s in sorted(wrong)][:MAX_WRONG_SEEDS],
+                     "wrong_indexes": sorted(i for i, _ in wrong),
                      "peak_memory_bytes": peak})
     peaks = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     return {

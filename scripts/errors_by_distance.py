@@ -7,8 +7,9 @@ separate the last fact from the question segment.
 
 The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
 Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back.
-`rmt eval` lists at most 20 wrong answers a length, those of the first samples; past that the script counts
-only the samples up to the last one listed, where the list is complete. Few
+Files of `rmt eval` record every wrong sample's index (`wrong_indexes`); older ones list only the first 20
+wrong seeds of a length, and for those the script counts only the samples up to the last one listed, where the
+list is complete. Few
 errors at large distances and many at small ones mean the model holds what it wrote but fails to write a fact
 that comes late, after much noise; the opposite means it forgets.
 """
@@ -48,7 +49,9 @@ def errors_by_distance(result: dict, tokenizer) -> list[dict]:
         wrong, total_wrong = set(listed), row["samples"] - row["correct"]
         counts = {b: [0, 0] for b in buckets(n)}
         seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
-        if len(listed) < total_wrong:
+        if row.get("wrong_indexes") is not None:
+            wrong = {seeds[index] for index in row["wrong_indexes"]}
+        elif len(listed) < total_wrong:
             # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
             # to the last one listed, the list is complete, so count that prefix of the samples.
             seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, counted, evaluated in sorted({(r["segments"], r["of_samples"], r["evaluated"]) for r in rows}):
         if counted < evaluated:
             print(f"{n} segments: the file lists the wrong answers of its first {counted} of {evaluated} samples "
-                  "only (rmt eval keeps the first 20); the rows count those samples")
+                  "only (files of rmt eval before wrong_indexes kept the first 20); the rows count those samples")
     print("| segments | last fact, segments before the question | samples | wrong | accuracy (95% CI) |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

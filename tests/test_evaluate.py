@@ -43,6 +43,7 @@ def test_three_segments_give_the_forward_pass_predictions(model):
     row = result["results"][0]
     assert row["correct"] == int((predicted == answers).sum())
     assert row["wrong_seeds"] == [s for s, p, a in zip(seeds, predicted, answers) if p != a]
+    assert row["wrong_indexes"] == [i for i, (p, a) in enumerate(zip(predicted, answers)) if p != a]
 
 
 def test_rmt_eval_command_matches_the_forward_pass(model, tmp_path, capsys):

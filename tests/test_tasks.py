@@ -361,6 +361,10 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
     cut = dict(result, results=[dict(result["results"][0], wrong_seeds=late[:2])])
     rows = module.errors_by_distance(cut, tok)
     assert sum(r["samples"] for r in rows) == seeds.index(late[1]) + 1 and sum(r["wrong"] for r in rows) == 2
+    # files that record every wrong sample's index count all the samples, whatever wrong_seeds lists
+    indexed = dict(result, results=[dict(cut["results"][0], wrong_indexes=[seeds.index(s) for s in late])])
+    rows = module.errors_by_distance(indexed, tok)
+    assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late)
     (tmp_path / "e.json").write_text(json.dumps(result))
     assert module.main([str(tmp_path / "e.json")]) == 0
     assert "| 8 | 0 |" in capsys.readouterr().out
