@@ -1,0 +1,63 @@
+"""scripts/noise_switch.py: the memory it measures is the recurrence's own, and switches are found where they are."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import make_tiny_rmt
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "noise_switch.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("noise_switch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_first_switch_is_the_first_segment_below_the_threshold_after_the_reference():
+    ns = _module()
+    cosines = np.array([[0.1, 0.2], [1.0, 1.0], [0.9, 0.4], [0.3, 0.9], [0.2, 0.1]])  # (N=5, B=2)
+    # reference 2: segment 2's memory; segment 1's low cosine comes before it and does not count
+    assert ns.first_switch(cosines, 2, 0.5) == [4, 3]
+    assert ns.first_switch(cosines, 2, 0.05) == [None, None]
+    assert ns.log_points(10) == [1, 2, 4, 8, 10]
+
+
+def test_memory_in_noise_reads_the_recurrences_memory(tokenizer, tmp_path, capsys):
+    from rmt_core import recurrence
+    from rmt_core.checkpoint import save_checkpoint
+    from rmt_core.inputs import SegmentBatch
+    from rmt_core.noise import NoiseSource
+
+    ns = _module()
+    model = make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3).eval()
+    row = ns.memory_in_noise(model, "builtin", segments=12, samples=3, reference=2, threshold=0.5, seed=1)
+    source = NoiseSource.load("builtin", tokenizer)
+    ids = np.array([ns.noise_ids(source, 12 * 16, 100_003 + b) for b in range(3)], dtype=np.int32)
+    with torch.no_grad():
+        cache = recurrence.run_with_cache(model, SegmentBatch.from_ids(ids, 16), names=["seg.*.mem_out"]).cache
+    flat = {t: cache[f"seg.{t}.mem_out"].flatten(1) for t in range(12)}
+    for t in (2, 4, 8, 12):  # 1-based segments
+        expected = torch.nn.functional.cosine_similarity(flat[t - 1], flat[1], dim=-1).median().item()
+        assert abs(row["cosine_median"][t] - expected) < 1e-5
+        assert abs(row["norm_median"][t] - flat[t - 1].norm(dim=-1).median().item()) < 1e-4
+    assert row["cosine_median"][2] > 0.9999 and len(row["switches"]) == 3
+
+    folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=tokenizer)
+    out = tmp_path / "switch.json"
+    assert ns.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "2", "--reference", "2",
+                    "--noise", "a=builtin", "--noise", "b=builtin:vocab", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| a | " in printed and "| b | " in printed
+    assert set(json.loads(out.read_text())["rows"]) == {"a", "b"}
+    assert ns.main(["--checkpoint", str(folder), "--noise", "nonsense"]) == 1
+    assert "NAME=SOURCE" in capsys.readouterr().err
+    assert ns.main(["--checkpoint", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.startswith("noise_switch: error:")
