@@ -40,6 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from rmt_core.checkpoint import load_checkpoint, plain_state, read_weights, save_checkpoint
+from rmt_core.deep_memory import REFRESH_STEPS
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
 
@@ -125,6 +126,8 @@ class TrainConfig:
     every_person: bool = False  # qa1 training samples close with every placed person's question and answer
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
+    deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
+    deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
@@ -349,12 +352,13 @@ def load_tokenizer(cfg: TrainConfig):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
-    causal-LM loss on the answer tokens (decoder, labels = the answer mask)."""
+    causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
+    reads (default: the initial memory)."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
-        return model(ids, labels_mask=labels).loss
-    return model(ids, labels=labels).loss
+        return model(ids, labels_mask=labels, memory=memory).loss
+    return model(ids, labels=labels, memory=memory).loss
 
 
 @torch.no_grad()
@@ -602,14 +606,20 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             if procs.main:
                 _save_stage(model, tokenizer, stage_dir, cfg, stage, 0, state["best"], origin)
         first_step = state["step"]
+        pool = _deep_memory_pool(model, cfg, data, stage, stage_index, procs, log)
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
         losses = []
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
             ids, labels = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
+            memory = None
+            if pool is not None:
+                if step % REFRESH_STEPS == 0:
+                    pool.advance(model)
+                memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                loss = batch_loss(model, ids, labels)
+                loss = batch_loss(model, ids, labels, memory)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             procs.average_gradients(model)
@@ -701,6 +711,24 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         write_model_card(out)
     procs.close()
     return out
+
+
+def _deep_memory_pool(model, cfg: TrainConfig, data: Data, stage: Stage, stage_index: int, procs, log):
+    """With --deep-memory: this stage's pool of memory states after long noise, filled (rmt_core.deep_memory)."""
+    if not cfg.deep_memory:
+        return None
+    from rmt_core.checkpoint import portable_path
+    from rmt_core.deep_memory import DeepMemoryPool
+
+    started = time.time()
+    noise = data.builder(stage.segment_size, training=True).noise
+    size = cfg.batch_size // procs.world
+    pool = DeepMemoryPool(model, noise, size, cfg.deep_segments, seed=cfg.seed * 1009 + stage_index * 31 + procs.rank)
+    pool.fill(model)
+    log.write(event="deep_memory", stage=stage_index, streams=size, max_depth=cfg.deep_segments,
+              advance_segments=pool.advance_segments, refresh_steps=REFRESH_STEPS, noise=portable_path(noise.name),
+              fill_s=round(time.time() - started, 1))
+    return pool
 
 
 def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, log: Log, progress: bool) -> None:

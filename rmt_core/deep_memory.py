@@ -1,0 +1,94 @@
+"""Memory states left by long stretches of noise, for training samples that start from them (`rmt train
+--deep-memory P`).
+
+A model trained on inputs of up to N segments only ever writes facts into, and reads them out of, memory that
+at most N segments of noise have shaped. On longer inputs the memory can move on to states training never
+showed it (`scripts/noise_switch.py` measures when), and facts written or held there are lost. Training on
+inputs of thousands of segments would show them, at thousands of segments' cost per sample.
+
+The pool shows them cheaply. It keeps one stream of pure noise (the training noise source) per pool slot, each
+run through the model under `torch.no_grad()` up to its own depth, drawn uniformly from 1..max_depth segments;
+every `refresh` training steps each stream goes `advance` segments further under the current weights, and a
+stream that has reached its depth starts again from the model's initial memory with a new depth. A training
+sample given a pool state is the tail of an input whose first (up to max_depth) segments were noise: no
+gradient reaches those segments (truncated backpropagation, as with --bptt-depth), and the weights that wrote
+their memory are at most a few hundred steps old. Filling the pool before the first step costs
+size x max_depth segments in inference (about a minute for 16 x 1,024 on one CPU thread of the default model).
+The pool is not part of the resume state: `rmt train --resume` refills it with the resumed weights, so a resumed
+run's losses are close to an uninterrupted run's, not equal to them.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from rmt_core import recurrence
+from rmt_core.errors import TrainError
+from rmt_core.inputs import SegmentBatch
+from rmt_core.noise import NoiseSource, NoiseStream
+
+REFRESH_STEPS = 10  # training steps between advances of the pool
+ADVANCE_FRACTION = 64  # each advance moves every stream max_depth // 64 segments (at least 1)
+
+
+class DeepMemoryPool:
+    """`size` memory states (size, m, d), each the memory after its own stretch of noise (see the module doc)."""
+
+    def __init__(self, model, noise: NoiseSource, size: int, max_depth: int, seed: int = 0):
+        if getattr(model.config, "architecture", "encoder") != "encoder":
+            raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
+        if size < 1 or max_depth < 1:
+            raise TrainError(f"a deep-memory pool needs at least one stream and one segment, got {size} x {max_depth}")
+        self.noise, self.size, self.max_depth = noise, size, max_depth
+        self.segment_size = model.config.segment_size
+        self.advance_segments = max(1, max_depth // ADVANCE_FRACTION)
+        self.rng = random.Random(seed)
+        self.streams = [self._stream() for _ in range(size)]
+        self.depth = [0] * size  # segments of noise each stream has read since its start
+        self.target = [self.rng.randint(1, max_depth) for _ in range(size)]
+        with torch.no_grad():
+            self.memory = model.initial_memory(size).detach().clone()  # (size, m, d)
+        self.last_ids = None  # the noise ids of the last advance (size, k * S), for tests and checks
+
+    def _stream(self) -> NoiseStream:
+        return NoiseStream(self.noise, random.Random(self.rng.randrange(2**63)))
+
+    def fill(self, model) -> None:
+        """Advance until every stream has read its first depth's worth of noise (before the first step)."""
+        for _ in range(-(-self.max_depth // self.advance_segments)):
+            self.advance(model)
+
+    @torch.no_grad()
+    def advance(self, model, segments: int | None = None) -> None:
+        """Every stream reads `segments` (default advance_segments) more noise segments under the current
+        weights; streams past their depth then restart from the initial memory with a new depth."""
+        k = segments or self.advance_segments
+        S = self.segment_size
+        ids = torch.tensor([[t for chunk in stream.take(k * S) for t in chunk[0]] for stream in self.streams],
+                           dtype=torch.long)
+        was_training = model.training
+        model.eval()
+        try:
+            self.memory = recurrence.run(model, SegmentBatch.from_ids(ids, S), memory=self.memory).memory.detach()
+        finally:
+            model.train(was_training)
+        self.last_ids = ids
+        initial = model.initial_memory(1)[0].detach()
+        for i in range(self.size):
+            self.depth[i] += k
+            if self.depth[i] >= self.target[i]:
+                self.memory[i] = initial
+                self.depth[i], self.target[i] = 0, self.rng.randint(1, self.max_depth)
+                self.streams[i] = self._stream()
+
+    def batch_memory(self, model, batch_size: int, share: float, step: int) -> torch.Tensor:
+        """(batch_size, m, d): the first round(share * batch_size) rows from pool states drawn at random (with the
+        step's own generator, so a resumed run draws the same), the rest the model's initial memory (which keeps
+        its gradient)."""
+        k = min(batch_size, round(share * batch_size))
+        picks = random.Random(step).choices(range(self.size), k=k)
+        device = model.initial_memory(1).device
+        deep = self.memory[picks].to(device)
+        return torch.cat([deep, model.initial_memory(batch_size - k)], dim=0)
