@@ -177,8 +177,12 @@ def test_replay_page_in_a_real_browser(server, browser, downloads, tmp_path):
         button = browser.find_element(By.CSS_SELECTOR, f".st-key-dl_tokens_{fmt} button")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", button)
     def finished(_):
-        names = sorted(p.name for p in downloads.iterdir())
-        return names if len(names) >= 4 and not any(n.endswith(".crdownload") for n in names) else None
+        # Chromium writes a download under a temporary name (".crdownload", or a hidden ".org.chromium.*" file)
+        # and renames it when done: wait until none is left.
+        present = [p.name for p in downloads.iterdir()]
+        names = sorted(n for n in present if not n.startswith("."))
+        busy = any(n.startswith(".") or n.endswith(".crdownload") for n in present)
+        return names if len(names) >= 4 and not busy else None
 
     files = wait_for(browser, finished, 90, "four finished downloads")
     assert files == ["tokens.html", "tokens.pdf", "tokens.png", "tokens.svg"], files
