@@ -48,8 +48,7 @@ class DeepMemoryPool:
         self.streams = [self._stream() for _ in range(size)]
         self.depth = [0] * size  # segments of noise each stream has read since its start
         self.target = [self.rng.randint(1, max_depth) for _ in range(size)]
-        with torch.no_grad():
-            self.memory = model.initial_memory(size).detach().clone()  # (size, m, d)
+        self.memory = model.initial_memory(size).detach().clone()  # (size, m, d), on the model's device
         self.last_ids = None  # the noise ids of the last advance (size, k * S), for tests and checks
 
     def _stream(self) -> NoiseStream:
@@ -66,8 +65,7 @@ class DeepMemoryPool:
         weights; streams past their depth then restart from the initial memory with a new depth."""
         k = segments or self.advance_segments
         S = self.segment_size
-        ids = torch.tensor([[t for chunk in stream.take(k * S) for t in chunk[0]] for stream in self.streams],
-                           dtype=torch.long)
+        ids = torch.tensor([stream.take_ids(k * S) for stream in self.streams], dtype=torch.long)
         was_training = model.training
         model.eval()
         try:
@@ -89,6 +87,4 @@ class DeepMemoryPool:
         its gradient)."""
         k = min(batch_size, round(share * batch_size))
         picks = random.Random(step).choices(range(self.size), k=k)
-        device = model.initial_memory(1).device
-        deep = self.memory[picks].to(device)
-        return torch.cat([deep, model.initial_memory(batch_size - k)], dim=0)
+        return torch.cat([self.memory[picks], model.initial_memory(batch_size - k)], dim=0)

@@ -326,6 +326,10 @@ class NoiseStream:
             self.leftover = []
         return chunks
 
+    def take_ids(self, budget: int) -> list[int]:
+        """Exactly `budget` noise token ids, as one flat list (the sentence boundaries dropped)."""
+        return [t for ids, _, _ in self.take(budget) for t in ids]
+
 
 def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
     """Token ids of each sentence, without special tokens."""

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rmt_core.checkpoint import load_checkpoint, plain_state, read_weights, save_checkpoint
-from rmt_core.deep_memory import REFRESH_STEPS
+from rmt_core.checkpoint import load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint
+from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
 
@@ -154,8 +154,6 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         """The settings as checkpoints record them: paths by `portable_path`, never absolute ones."""
-        from rmt_core.checkpoint import portable_path
-
         values = asdict(self)
         values["stages"] = ",".join(Stage(**s).name for s in values["stages"])
         for key in PATH_SETTINGS:
@@ -717,9 +715,6 @@ def _deep_memory_pool(model, cfg: TrainConfig, data: Data, stage: Stage, stage_i
     """With --deep-memory: this stage's pool of memory states after long noise, filled (rmt_core.deep_memory)."""
     if not cfg.deep_memory:
         return None
-    from rmt_core.checkpoint import portable_path
-    from rmt_core.deep_memory import DeepMemoryPool
-
     started = time.time()
     noise = data.builder(stage.segment_size, training=True).noise
     size = cfg.batch_size // procs.world
@@ -754,8 +749,6 @@ def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stag
 
 
 def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict, origin: dict | None) -> dict:
-    from rmt_core.checkpoint import portable_path
-
     device = procs.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return {

@@ -15,7 +15,6 @@ then one that training never showed it.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -26,13 +25,6 @@ import torch
 from rmt_core.errors import RMTError
 
 DEFAULT_CHECKPOINT = "checkpoints/detect"
-
-
-def noise_ids(source, n_tokens: int, seed: int) -> list[int]:
-    """n_tokens of noise from a NoiseSource, as a task sample's noise is drawn."""
-    from rmt_core.noise import NoiseStream
-
-    return [t for chunk in NoiseStream(source, random.Random(seed)).take(n_tokens) for t in chunk[0]]
 
 
 def first_switch(cosines: np.ndarray, reference: int, threshold: float) -> list[int | None]:
@@ -59,11 +51,12 @@ def memory_in_noise(model, noise_file: str, segments: int, samples: int, referen
     """Cosine of every segment's written memory with the reference memory, memory norms, and switches."""
     from rmt_core import recurrence
     from rmt_core.inputs import SegmentBatch
-    from rmt_core.noise import NoiseSource
+    from rmt_core.noise import NoiseSource, NoiseStream
 
     S = model.config.segment_size
     source = NoiseSource.load(noise_file, model.tokenizer)
-    ids = np.array([noise_ids(source, segments * S, seed * 100_003 + b) for b in range(samples)], dtype=np.int32)
+    ids = np.array([NoiseStream(source, random.Random(seed * 100_003 + b)).take_ids(segments * S)
+                    for b in range(samples)], dtype=np.int32)
     cosines = np.zeros((segments, samples), dtype=np.float32)
     norms = np.zeros((segments, samples), dtype=np.float32)
     kept: dict[str, torch.Tensor] = {}

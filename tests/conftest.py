@@ -30,6 +30,17 @@ def cache_folder(tmp_path_factory):
         os.environ["RMT_CACHE_DIR"] = before
 
 
+def load_script(name: str):
+    """A script of scripts/ (scripts/NAME.py) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from transformers import AutoTokenizer

@@ -224,3 +224,11 @@ def test_special_token_text_dropped(tmp_path, tok):
     assert len(source) == 30
     special = set(tok.all_special_ids)
     assert not any(special.intersection(ids) for ids in source.token_ids)
+
+
+def test_take_ids_is_take_flattened_and_carries_the_cut_sentence_on(tokenizer):
+    source = noise.NoiseSource.load("builtin", tokenizer)
+    chunks, flat = noise.NoiseStream(source, random.Random(3)), noise.NoiseStream(source, random.Random(3))
+    for budget in (7, 64, 5, 100):  # budgets that cut sentences: the rest starts the next call
+        expected = [t for ids, _, _ in chunks.take(budget) for t in ids]
+        assert flat.take_ids(budget) == expected and len(expected) == budget

@@ -256,13 +256,9 @@ def test_quiz_asks_about_another_placed_person_after_every_fact(tokenizer):
 
 
 def test_the_shortcut_script_scores_the_last_place_shortcut(tokenizer):
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "qa1_shortcuts.py"
-    spec = importlib.util.spec_from_file_location("qa1_shortcuts", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("qa1_shortcuts")
     natural = module.shortcut_accuracies(StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab"), 1, 100)
     hard = module.shortcut_accuracies(
         StoryTaskBuilder("qa1", tokenizer, 64, noise_file="builtin:vocab", hard_fraction=1.0), 1, 100)

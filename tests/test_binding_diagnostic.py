@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "binding_diagnostic.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("binding_diagnostic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_samples_answer_each_question_from_the_story(tokenizer):
     from rmt_core.babilong import solve
 
-    bd = _module()
+    bd = load_script("binding_diagnostic")
     rng = random.Random(0)
     for kind, every in (("two", False), ("unique", True), ("any", True)):
         data = bd.Samples(tokenizer, kind)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_tiny_rmt
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "drift_findings.py"
+from conftest import load_script, make_tiny_rmt
 
 
 @pytest.fixture(scope="module")
 def drift():
-    spec = importlib.util.spec_from_file_location("drift_findings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("drift_findings")
 
 
 @pytest.fixture(scope="module")

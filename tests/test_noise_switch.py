@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+import random
 
 import numpy as np
 import torch
 
-from conftest import make_tiny_rmt
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "noise_switch.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("noise_switch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script, make_tiny_rmt
 
 
 def test_first_switch_is_the_first_segment_below_the_threshold_after_the_reference():
-    ns = _module()
+    ns = load_script("noise_switch")
     cosines = np.array([[0.1, 0.2], [1.0, 1.0], [0.9, 0.4], [0.3, 0.9], [0.2, 0.1]])  # (N=5, B=2)
     # reference 2: segment 2's memory; segment 1's low cosine comes before it and does not count
     assert ns.first_switch(cosines, 2, 0.5) == [4, 3]
@@ -34,13 +24,14 @@ def test_memory_in_noise_reads_the_recurrences_memory(tokenizer, tmp_path, capsy
     from rmt_core import recurrence
     from rmt_core.checkpoint import save_checkpoint
     from rmt_core.inputs import SegmentBatch
-    from rmt_core.noise import NoiseSource
+    from rmt_core.noise import NoiseSource, NoiseStream
 
-    ns = _module()
+    ns = load_script("noise_switch")
     model = make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3).eval()
     row = ns.memory_in_noise(model, "builtin", segments=12, samples=3, reference=2, threshold=0.5, seed=1)
     source = NoiseSource.load("builtin", tokenizer)
-    ids = np.array([ns.noise_ids(source, 12 * 16, 100_003 + b) for b in range(3)], dtype=np.int32)
+    ids = np.array([NoiseStream(source, random.Random(100_003 + b)).take_ids(12 * 16) for b in range(3)],
+                   dtype=np.int32)
     with torch.no_grad():
         cache = recurrence.run_with_cache(model, SegmentBatch.from_ids(ids, 16), names=["seg.*.mem_out"]).cache
     flat = {t: cache[f"seg.{t}.mem_out"].flatten(1) for t in range(12)}

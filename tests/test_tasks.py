@@ -339,15 +339,10 @@ def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
 
 
 def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
+    from conftest import load_script
     from rmt_core.evaluate import eval_sample_seed
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "errors_by_distance.py"
-    spec = importlib.util.spec_from_file_location("errors_by_distance", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("errors_by_distance")
     assert module.buckets(8) == [(0, 0), (1, 1), (2, 3), (4, 7)]
     seeds = [eval_sample_seed(5, 8, i) for i in range(40)]
     builder = TaskBuilder("detect", tok, 32)
