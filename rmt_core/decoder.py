@@ -131,8 +131,10 @@ class DecoderRMT(MemoryModule):
         return self.backbone.get_input_embeddings()(ids)
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Language-model logits of final hidden states (..., d) -> (..., V): the backbone's output head."""
-        return self.backbone.get_output_embeddings()(hidden)
+        """Language-model logits of final hidden states (..., d) -> (..., V): the backbone's whole output head
+        (BERT's decoder mode has a transform before its output embeddings; GPT-2's and Llama's are those alone)."""
+        head = getattr(self.backbone, "cls", None)
+        return (head if head is not None else self.backbone.get_output_embeddings())(hidden)
 
     # ----- one segment -----------------------------------------------------------------------------------
     def segment_step(self, memory: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None,
@@ -405,4 +407,38 @@ def small_llama_config(vocab_size: int, hidden_size: int = 128, num_layers: int 
                        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
-BACKBONES = {"gpt2": small_gpt2_config, "llama": small_llama_config}
+def minilm_causal(dropout: float = 0.0):
+    """The pretrained all-MiniLM-L6-v2 weights (6 layers, hidden 384) as a causal LM: BERT in decoder mode (a
+    causal mask; its prediction head, absent from the sentence encoder, starts fresh with the output embeddings
+    tied to the input ones). A pretrained backbone that ships with the requirements, loaded offline."""
+    from transformers import BertConfig, BertLMHeadModel
+    from transformers.utils import logging as hf_logging
+
+    from rmt_core.pretrained import minilm_dir
+
+    config = BertConfig.from_pretrained(str(minilm_dir()), is_decoder=True, hidden_dropout_prob=dropout,
+                                        attention_probs_dropout_prob=dropout, local_files_only=True)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the load report lists the new head and the unused pooler: expected
+    hf_logging.disable_progress_bar()
+    try:
+        return BertLMHeadModel.from_pretrained(str(minilm_dir()), config=config, local_files_only=True,
+                                               attn_implementation="sdpa")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def small_bert_decoder_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
+                              max_positions: int = 512):
+    """BERT in decoder mode (the architecture of `minilm_causal`), small and fresh: for tests."""
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                      num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
+                      max_position_embeddings=max_positions, is_decoder=True, hidden_dropout_prob=0.0,
+                      attention_probs_dropout_prob=0.0, pad_token_id=0)
+
+
+BACKBONES = {"gpt2": small_gpt2_config, "llama": small_llama_config, "bert": small_bert_decoder_config}

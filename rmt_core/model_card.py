@@ -73,7 +73,8 @@ def model_card(folder: str | Path) -> str:
         f"{backbone.get('num_attention_heads', backbone.get('n_head'))} heads, vocabulary {backbone.get('vocab_size')} "
         + ("(uncased WordPiece of all-MiniLM-L6-v2)" if minilm_vocabulary else "(the backbone's own tokenizer)"),
         f"- source: {source} "
-        + ("('small' / 'gpt2-small' = GPT-2 and 'llama-small' = Llama, initialised from scratch)" if decoder else
+        + ("('small' / 'gpt2-small' = GPT-2 and 'llama-small' = Llama, initialised from scratch; 'minilm' = the "
+             "pretrained all-MiniLM-L6-v2 weights as a causal LM, BERT in decoder mode)" if decoder else
            "('small' = initialised from scratch, 'minilm' = the pretrained all-MiniLM-L6-v2 weights)"),
         f"- weights stored as {config.get('dtype')}",
         *_lineage(prov.get("init_from")),

@@ -129,8 +129,9 @@ class _Hooks:
 
 # ----- the backbone's layers ---------------------------------------------------------------------------------
 def backbone_layers(backbone) -> list[torch.nn.Module]:
-    """The transformer blocks of a Hugging Face backbone, in order (BERT-style encoders, GPT-2, Llama-family)."""
-    for path in ("encoder.layer", "transformer.h", "h", "model.layers", "layers", "decoder.layers"):
+    """The transformer blocks of a Hugging Face backbone, in order (BERT-style encoders and BERT in decoder mode,
+    GPT-2, Llama-family)."""
+    for path in ("encoder.layer", "bert.encoder.layer", "transformer.h", "h", "model.layers", "layers", "decoder.layers"):
         module = backbone
         for part in path.split("."):
             module = getattr(module, part, None)

@@ -19,7 +19,8 @@ Several processes (torchrun / accelerate launch) split each global batch; rank 0
 `architecture="decoder"` trains a decoder RMT (`rmt_core.decoder`) on a generative task (qa1, qa2): the loss is
 the shifted causal-LM loss on the answer tokens, and validation accuracy is the exact match of the greedily
 generated answer. Backbones: "small" / "gpt2-small" (a GPT-2 from scratch), "llama-small" (a Llama from
-scratch), both sized by hidden_size, num_layers and num_heads with the MiniLM tokenizer; or a causal-LM folder.
+scratch), both sized by hidden_size, num_layers and num_heads with the MiniLM tokenizer; "minilm" (the pretrained
+all-MiniLM-L6-v2 weights as a causal LM: BERT in decoder mode); or a causal-LM folder.
 """
 
 from __future__ import annotations
@@ -261,12 +262,14 @@ DECODER_BACKBONES = {"small": "gpt2", "gpt2-small": "gpt2", "llama-small": "llam
 
 
 def build_decoder(cfg: TrainConfig, tokenizer):
-    from rmt_core.decoder import BACKBONES, DecoderConfig, decoder_from_backbone
+    from rmt_core.decoder import BACKBONES, DecoderConfig, decoder_from_backbone, minilm_causal
 
     first = cfg.stages[0]
     rmt = DecoderConfig(task=cfg.task, num_mem_tokens=cfg.num_mem_tokens, segment_size=first.segment_size,
                         bptt_depth=cfg.bptt_depth, loss_on="all" if cfg.loss_on == "all" else "answer")
-    if cfg.backbone in DECODER_BACKBONES:
+    if cfg.backbone == "minilm":
+        backbone = minilm_causal(cfg.dropout)
+    elif cfg.backbone in DECODER_BACKBONES:
         make = BACKBONES[DECODER_BACKBONES[cfg.backbone]]
         backbone = make(len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.max_positions)
         if DECODER_BACKBONES[cfg.backbone] == "gpt2":
@@ -303,7 +306,7 @@ def build_model(cfg: TrainConfig, tokenizer) -> RMT:
 def check_backbone(backbone: str, architecture: str = "encoder") -> None:
     """TrainError unless `backbone` is one of the architecture's built-in names or a local model folder: nothing is
     looked up online."""
-    names = tuple(DECODER_BACKBONES) if architecture == "decoder" else ("small", "minilm")
+    names = (*DECODER_BACKBONES, "minilm") if architecture == "decoder" else ("small", "minilm")
     if backbone in names:
         return
     folder = Path(backbone)

@@ -9,6 +9,8 @@ once each (binding without "latest"), `two` two people placed once each (the sma
 that only learned "one of the places" scores 50%). --every-person adds every placed person's question and answer
 to training samples (held-out samples keep one). --induction-steps N first trains N steps on repeated random
 token sequences (the loss on the repeat), the task that forms copying heads in small transformers.
+--backbone minilm starts from the pretrained all-MiniLM-L6-v2 weights run as a causal LM (sizes ignored);
+--lm-loss adds the next-token loss on every token of the stories.
 """
 
 from __future__ import annotations
@@ -71,19 +73,40 @@ class Samples:
         return torch.tensor([r[0] for r in rows]), [r[1] for r in rows]
 
 
-def answer_loss(model, body, ids: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-    """Cross-entropy of each answer's first token, read from the hidden state before it (no full-vocab logits)."""
+def answer_loss(head, body, ids: torch.Tensor, targets: list[list[int]], lm_loss: bool = False) -> torch.Tensor:
+    """Cross-entropy of each answer's first token, read from the hidden state before it (no full-vocab logits);
+    with lm_loss, plus the mean next-token loss over every other token of the text (padding left out)."""
     hidden = body(ids).last_hidden_state
     rows = torch.tensor([b for b, ts in enumerate(targets) for _ in ts])
     cols = torch.tensor([t for ts in targets for t in ts])
-    return F.cross_entropy(model.lm_head(hidden[rows, cols - 1]), ids[rows, cols])
+    loss = F.cross_entropy(head(hidden[rows, cols - 1]), ids[rows, cols])
+    if lm_loss:
+        keep = ids[:, 1:] != 0
+        loss = loss + F.cross_entropy(head(hidden[:, :-1][keep]), ids[:, 1:][keep])
+    return loss
+
+
+def backbone(name: str, vocab_size: int, hidden_size: int, layers: int, heads: int):
+    """(model, body, head): a small GPT-2 or Llama from scratch, or `minilm`: the pretrained all-MiniLM-L6-v2
+    weights run as a causal LM (BERT's decoder mode; its prediction head is new)."""
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM
+
+    from rmt_core.decoder import minilm_causal, small_gpt2_config, small_llama_config
+
+    if name == "minilm":
+        model = minilm_causal()
+        return model, model.bert, model.cls
+    make = small_llama_config if name == "llama" else small_gpt2_config
+    model = (LlamaForCausalLM if name == "llama" else GPT2LMHeadModel)(make(vocab_size, hidden_size, layers, heads))
+    return model, (model.model if name == "llama" else model.transformer), model.lm_head
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", choices=("gpt2", "llama"), default="gpt2")
+    parser.add_argument("--backbone", choices=("gpt2", "llama", "minilm"), default="gpt2")
     parser.add_argument("--stories", choices=("any", "unique", "two"), default="two")
     parser.add_argument("--every-person", action="store_true")
+    parser.add_argument("--lm-loss", action="store_true", help="also train next-token prediction on the stories")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--induction-steps", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -100,18 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         print("binding_diagnostic: error: give positive --steps, --batch-size, --val-samples and --eval-every",
               file=sys.stderr)
         return 1
-    from transformers import AutoTokenizer, GPT2LMHeadModel, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    from rmt_core.decoder import small_gpt2_config, small_llama_config
     from rmt_core.model import minilm_dir
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
-    make = small_llama_config if args.backbone == "llama" else small_gpt2_config
-    config = make(len(tokenizer), args.hidden_size, args.layers, args.heads)
-    model = (LlamaForCausalLM if args.backbone == "llama" else GPT2LMHeadModel)(config)
-    body = model.model if args.backbone == "llama" else model.transformer
+    model, body, head = backbone(args.backbone, len(tokenizer), args.hidden_size, args.layers, args.heads)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
     data = Samples(tokenizer, args.stories)
@@ -130,21 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         half = torch.randint(2000, len(tokenizer), (args.batch_size, 40), generator=generator)
         ids = torch.cat([half, half], dim=1)
         hidden = body(ids).last_hidden_state
-        loss = F.cross_entropy(model.lm_head(hidden[:, 40:-1]).flatten(0, 1), ids[:, 41:].flatten())
+        loss = F.cross_entropy(head(hidden[:, 40:-1]).flatten(0, 1), ids[:, 41:].flatten())
         step(loss)
         if n % args.eval_every == 0:
             print(f"induction step {n}: loss {loss.item():.3f} ({time.time() - started:.0f} s)", flush=True)
     rng = random.Random(args.seed)
     for n in range(1, args.steps + 1):
         ids, targets = data.batch(rng, args.batch_size, args.every_person)
-        loss = answer_loss(model, body, ids, targets)
+        loss = answer_loss(head, body, ids, targets, args.lm_loss)
         step(loss)
         if n % args.eval_every == 0:
             with torch.no_grad():
                 hidden = body(val_ids).last_hidden_state
                 cols = torch.tensor([ts[0] for ts in val_targets])
                 rows = torch.arange(len(cols))
-                right = (model.lm_head(hidden[rows, cols - 1]).argmax(-1) == val_ids[rows, cols]).float().mean()
+                right = (head(hidden[rows, cols - 1]).argmax(-1) == val_ids[rows, cols]).float().mean()
             print(f"step {n}: training loss {loss.item():.3f}, held-out exact match {right.item():.3f} "
                   f"({time.time() - started:.0f} s)", flush=True)
     return 0

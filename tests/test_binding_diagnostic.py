@@ -32,3 +32,19 @@ def test_samples_answer_each_question_from_the_story(tokenizer):
             assert ids[first] == data.ids(item.answer)[0]
             assert ids[first - len(data.ids(item.question)):first] == data.ids(item.question)
     assert bd.main(["--steps", "0"]) == 1
+
+
+def test_the_lm_loss_adds_the_next_token_loss_of_every_real_token():
+    import torch
+    from torch.nn import functional as F
+
+    bd = load_script("binding_diagnostic")
+    torch.manual_seed(0)
+    model, body, head = bd.backbone("gpt2", 50, 16, 1, 2)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 0, 0], [5, 6, 7, 8, 10, 11, 0]])
+    targets = [[4], [4, 5]]
+    answers = bd.answer_loss(head, body, ids, targets)
+    both = bd.answer_loss(head, body, ids, targets, lm_loss=True)
+    logits = head(body(ids).last_hidden_state)
+    by_hand = F.cross_entropy(torch.cat([logits[0, :4], logits[1, :5]]), torch.tensor([6, 7, 8, 9, 6, 7, 8, 10, 11]))
+    assert torch.allclose(both - answers, by_hand, atol=1e-6)

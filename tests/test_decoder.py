@@ -40,7 +40,7 @@ def _ids(*shape, seed=1) -> torch.Tensor:
     return torch.randint(2, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
 
-KINDS = pytest.mark.parametrize("kind", ["gpt2", "llama"])
+KINDS = pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])  # bert: decoder mode, as the minilm backbone
 
 
 @KINDS
@@ -83,8 +83,11 @@ def test_earlier_segments_reach_later_ones_only_through_memory(kind):
         plain_b = run_with_cache(model, SegmentBatch.from_ids(b, S), names=["seg.2.logits"])
     patched_b = run_with_cache(model, SegmentBatch.from_ids(b, S), names=["seg.2.logits"],
                                hooks=[("seg.1.mem_out", lambda v, name: out_a.cache["seg.1.mem_out"])])
-    assert not torch.allclose(plain_b.cache["seg.2.logits"], out_a.cache["seg.2.logits"], atol=1e-4)
-    assert torch.allclose(patched_b.cache["seg.2.logits"], out_a.cache["seg.2.logits"], atol=1e-6)
+    # A fresh post-LN BERT mixes weakly, so the check is relative: the earlier segments change the last one's
+    # logits, and with their memory patched in they do not, to 1e-6 and 100 times less than without.
+    apart = (plain_b.cache["seg.2.logits"] - out_a.cache["seg.2.logits"]).abs().max()
+    patched = (patched_b.cache["seg.2.logits"] - out_a.cache["seg.2.logits"]).abs().max()
+    assert apart > 1e-6 and patched < min(1e-6, apart / 100)
     assert torch.allclose(patched_b.memory, out_a.memory, atol=1e-6)
 
 

@@ -21,7 +21,7 @@ def _decoder(kind, tokenizer):
     return decoder_from_backbone(backbone, tokenizer, DecoderConfig(num_mem_tokens=4, segment_size=12)).eval()
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "bert"])
 def test_a_decoder_round_trips_through_safetensors(kind, gpt2_tokenizer, tmp_path):
     model = _decoder(kind, gpt2_tokenizer)
     folder = save_checkpoint(model, tmp_path / "dec", dtype="float32")
@@ -37,6 +37,28 @@ def test_a_decoder_round_trips_through_safetensors(kind, gpt2_tokenizer, tmp_pat
     assert torch.equal(loaded.generate(ids, max_new_tokens=4).tokens, model.generate(ids, max_new_tokens=4).tokens)
     with torch.no_grad():
         assert torch.allclose(loaded(ids).loss, model(ids).loss, atol=1e-6)
+
+
+def test_the_minilm_decoder_backbone_is_the_pretrained_encoder_in_decoder_mode(tokenizer):
+    from safetensors.torch import load_file
+
+    from rmt_core.decoder import minilm_causal
+    from rmt_core.pretrained import minilm_dir
+    from rmt_core.train import check_backbone
+
+    check_backbone("minilm", "decoder")  # a built-in name for both architectures
+    backbone = minilm_causal()
+    assert backbone.config.is_decoder and type(backbone).__name__ == "BertLMHeadModel"
+    pretrained = load_file(str(minilm_dir() / "model.safetensors"))
+    key = next(k for k in pretrained if k.endswith("encoder.layer.5.attention.self.query.weight"))
+    assert torch.equal(backbone.bert.encoder.layer[5].attention.self.query.weight, pretrained[key])
+    model = decoder_from_backbone(backbone, tokenizer, DecoderConfig(num_mem_tokens=2, segment_size=8)).eval()
+    ids = torch.tensor([tokenizer(" mary went to the kitchen. where is", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():  # the logits are the whole prediction head's (its transform, then the tied embeddings)
+        step = model.segment_step(model.memory.expand(1, -1, -1), ids[:, :8])
+        full = backbone(inputs_embeds=torch.cat([model.memory[None], model.embed(ids[:, :8]), model.memory[None]], 1))
+    assert torch.allclose(step.logits, full.logits[:, 2:10], atol=1e-4)
+    assert backbone.cls.predictions.decoder.weight.data_ptr() == backbone.get_input_embeddings().weight.data_ptr()
 
 
 def test_tied_embeddings_stay_tied_after_a_half_precision_save(gpt2_tokenizer, tmp_path):

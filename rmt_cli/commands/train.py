@@ -24,8 +24,9 @@ def add_arguments(parser) -> None:
                         "of segments from L to H for each training batch (validated at H), e.g. 7x64,1-64x64")
     parser.add_argument("--backbone", default="small",
                         help="encoder: 'small' (BERT from scratch), 'minilm', or a local model folder; decoder: 'small' "
-                             "or 'gpt2-small' (GPT-2 from scratch), 'llama-small' (Llama from scratch), or a local "
-                             "causal-LM folder. Sizes from --hidden-size, --layers, --heads")
+                             "or 'gpt2-small' (GPT-2 from scratch), 'llama-small' (Llama from scratch), 'minilm' (the "
+                             "pretrained all-MiniLM-L6-v2 as a causal LM), or a local causal-LM folder. Sizes of the "
+                             "from-scratch ones from --hidden-size, --layers, --heads")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (continue or fine-tune a trained model)")
     parser.add_argument("--hidden-size", type=whole(2, 8192), default=128, help="(small backbone; default 128)")
