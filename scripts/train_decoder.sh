@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Train the decoder RMT checkpoint (a small GPT-2 from scratch, 16 memory tokens, 64-token segments, curriculum
-# to 4 segments) on BABILong-style qa1, evaluate it on held-out data and copy it into checkpoints/qa1_decoder.
-# Run it again after an interruption: training resumes where it stopped (runs/qa1_decoder/resume).
+# Train the decoder RMT checkpoint (the pretrained all-MiniLM-L6-v2 run as a causal LM, 16 memory tokens, 64-token
+# segments, curriculum to 4 segments) on BABILong-style qa1, evaluate it on held-out data and copy it into
+# checkpoints/qa1_decoder. Run it again after an interruption: training resumes where it stopped (runs/qa1_decoder/resume).
 #
 # Facts: bAbI v1.2 en-10k (train split for training, test split for evaluation), from BABI_DIR;
-# noise: builtin:vocab for training, QuALITY question text (NOISE_FILE) for evaluation.
+# noise: builtin:pydoc (Python's documentation prose) for training, QuALITY question text (NOISE_FILE) for evaluation.
 # The answer is generated; rmt eval scores the exact match of the generated answer tokens (the place, then the
 # end-of-answer token), 1,000 samples a length, with Wilson 95% intervals, at 1x, 2x, 4x and 8x the trained length.
 set -euo pipefail
@@ -17,15 +17,12 @@ RUN=${RUN:-runs/qa1_decoder}
 THREADS=${THREADS:-2}
 
 resume=(); [[ -d "$RUN/resume" ]] && resume=(--resume)
-# Stage 1 reads short stories (32-token segments hold 2 or 4 facts); half the training stories end with a fact
-# about someone else than the asked person (--hard-fraction: "the place mentioned last" is then wrong, and
-# a model that learned only that shortcut scores 58% on the natural mix); every placed person's question is
-# answered after the asked one (--every-person: more answers to learn binding from). Validation keeps the
-# natural mix with one question.
-nice "$RMT" train --architecture decoder --task qa1 --backbone gpt2-small --out "$RUN" \
-  --stages 1x32,1x64,2x64,3x64,4x64 --mem 16 --hidden-size 128 --layers 4 --heads 4 --batch-size 32 --lr 1e-3 \
-  --warmup-steps 100 --max-steps 6000 --eval-every 100 --val-samples 256 --target-accuracy 0.98 --patience 2 \
-  --plateau 20 --hard-fraction 0.5 --every-person --babi-dir "$BABI_DIR" --noise-file builtin:vocab \
+# A GPT-2 or Llama from scratch does not learn qa1's binding on this CPU (docs/experiments/decoder-binding/); the
+# pretrained MiniLM learns it within a few hundred steps at a fine-tuning rate. Each stage ends once two
+# validations in a row reach 99% (256 samples, the natural mix, one question).
+nice "$RMT" train --architecture decoder --task qa1 --backbone minilm --out "$RUN" \
+  --stages 1x64,2x64,4x64 --mem 16 --batch-size 32 --lr 1e-4 --warmup-steps 50 --max-steps 800 --eval-every 50 \
+  --val-samples 256 --target-accuracy 0.99 --patience 2 --babi-dir "$BABI_DIR" --noise-file builtin:pydoc \
   --threads "$THREADS" --quiet "${resume[@]}"
 
 nice "$RMT" eval --checkpoint "$RUN" --segments 4,8,16,32 --samples 1000 --batch-size 100 \
