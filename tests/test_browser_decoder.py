@@ -1,6 +1,7 @@
-"""The Replay page of a decoder checkpoint in a real headless Chromium: both maps are drawn (the read map onto
-the read memory at the front, the write map of the write memory at the end), the generated answer is shown,
-and the offline bertviz view labels both blocks of slots. Skips like tests/test_browser.py without a browser."""
+"""The Replay page of a decoder checkpoint (a tiny random one, and the shipped qa1_decoder) in a real headless
+Chromium: both maps are drawn (the read map onto the read memory at the front, the write map of the write memory
+at the end), the generated answer is shown, and the offline bertviz view labels both blocks of slots. Skips like
+tests/test_browser.py without a browser."""
 
 from __future__ import annotations
 
@@ -23,8 +24,16 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from test_browser import CHROMEDRIVER, CHROMIUM  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def decoder_checkpoint(tmp_path_factory, tokenizer):
+@pytest.fixture(scope="module", params=["tiny", "shipped"])
+def decoder_checkpoint(request, tmp_path_factory, tokenizer):
+    """A tiny random decoder, and the shipped qa1 decoder checkpoint (the MiniLM backbone)."""
+    if request.param == "shipped":
+        from rmt_core.checkpoint import shipped_checkpoints
+
+        folder = shipped_checkpoints().get("qa1_decoder")
+        if folder is None:
+            pytest.skip("no shipped checkpoints/qa1_decoder")
+        return folder
     return save_tiny_decoder(tokenizer, tmp_path_factory.mktemp("browser") / "qa1_tiny")
 
 
