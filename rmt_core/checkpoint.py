@@ -91,7 +91,7 @@ def save_checkpoint(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "backbone": model.backbone.config.to_dict(),
+        "backbone": _backbone_config(model.backbone.config),
         "rmt": {"architecture": "encoder", **model.config.to_dict()},
         "dtype": sorted(stored)[0] if len(stored) == 1 else sorted(stored),
         "provenance": provenance or {},
@@ -472,6 +472,15 @@ def checkpoint_identity(path: str | Path) -> dict:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return {"name": path.name, "path": portable_path(path), "sha256": digest.hexdigest()}
+
+
+def _backbone_config(config) -> dict:
+    """The backbone's config as config.json stores it: where a pretrained backbone was loaded from
+    (`_name_or_path`) as `portable_path` records paths, not this machine's absolute path."""
+    values = config.to_dict()
+    if values.get("_name_or_path"):
+        values["_name_or_path"] = portable_path(values["_name_or_path"])
+    return values
 
 
 def portable_path(path: str | Path | None) -> str | None:

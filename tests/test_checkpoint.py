@@ -522,3 +522,12 @@ def test_shipped_checkpoints_and_docs_record_no_absolute_paths():
     found = [f"{f.relative_to(REPO_ROOT)}:{n}" for f in files
              for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if absolute.search(line)]
     assert not found, found[:5]
+
+
+def test_a_pretrained_backbone_s_origin_is_saved_as_a_portable_path(tiny_rmt, tmp_path):
+    from rmt_core.checkpoint import read_config
+
+    tiny_rmt.backbone.config._name_or_path = str(tmp_path / "deep" / "pip" / "site-packages" / "minilm" / "model")
+    folder = save_checkpoint(tiny_rmt, tmp_path / "ckpt")
+    assert read_config(folder)["backbone"]["_name_or_path"] == ".../minilm/model"
+    assert str(tmp_path) not in (folder / "config.json").read_text()
