@@ -129,10 +129,12 @@ class _Hooks:
 
 # ----- the backbone's layers ---------------------------------------------------------------------------------
 def backbone_layers(backbone) -> list[torch.nn.Module]:
-    """The transformer blocks of a Hugging Face backbone, in order (BERT-style encoders and BERT in decoder mode,
-    GPT-2, Llama-family)."""
-    for path in ("encoder.layer", "bert.encoder.layer", "transformer.h", "h", "model.layers", "layers", "decoder.layers"):
-        module = backbone
+    """The transformer blocks of a Hugging Face backbone, in order (BERT-style encoders, GPT-2, Llama-family), looked
+    up in its base model, so that a model with a language-model head (GPT-2's, Llama's, BERT's decoder mode) finds
+    the same blocks as its body."""
+    body = getattr(backbone, "base_model", backbone)
+    for path in ("encoder.layer", "h", "layers", "decoder.layers"):
+        module = body
         for part in path.split("."):
             module = getattr(module, part, None)
             if module is None:
