@@ -84,6 +84,14 @@ class RMTOutput:
     loss: torch.Tensor | None = None
     memory_out: torch.Tensor | None = None  # (B, m, d) memory after the last segment
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
+    stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
+
+
+def memory_change(memory_in: torch.Tensor, memory_out: torch.Tensor) -> torch.Tensor:
+    """(B,) how far a segment moved each sample's memory: |out - in|^2 / |in|^2 over all slots, in float32."""
+    memory_in, memory_out = memory_in.float(), memory_out.float()
+    moved = (memory_out - memory_in).pow(2).sum(dim=(1, 2))
+    return moved / memory_in.pow(2).sum(dim=(1, 2)).clamp_min(1e-6)
 
 
 class RMT(MemoryModule):
@@ -158,15 +166,32 @@ class RMT(MemoryModule):
         attention_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         return_segment_logits: bool = False,
+        still: torch.Tensor | None = None,
+        still_weight: float = 0.0,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
         attention_mask: same shape, 1 for real tokens. labels: (B,) answer indices.
+        still: (B, N) bool, the segments whose memory should stay as it came in (noise that holds no fact): the
+        mean relative squared change of memory over them (`memory_change`) is added to the loss, times
+        still_weight. It is local to each segment, so it reaches segments before a --bptt-depth cut too.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True)
+        changes = []
+        on_segment = None
+        if still is not None:
+            if tuple(still.shape) != (batch.batch_size, N):
+                raise ValueError(f"still has shape {tuple(still.shape)}; expected ({batch.batch_size}, {N})")
+
+            def on_segment(result):
+                mask = still[:, result.t].to(result.memory_out.device)
+                if mask.any():
+                    changes.append(memory_change(result.memory_in, result.memory_out)[mask])
+
+        run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
+                             on_segment=on_segment)
         memory, segment_logits = run.memory, run.segment_logits
         logits = segment_logits[-1]
         loss = None
@@ -175,11 +200,17 @@ class RMT(MemoryModule):
                 loss = torch.stack([F.cross_entropy(l.float(), labels) for l in segment_logits]).mean()
             else:
                 loss = F.cross_entropy(logits.float(), labels)
+        stillness = None
+        if still is not None:
+            stillness = torch.cat(changes).mean() if changes else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and still_weight:
+                loss = loss + still_weight * stillness
         return RMTOutput(
             logits=logits,
             loss=loss,
             memory_out=memory,
             segment_logits=segment_logits if return_segment_logits else None,
+            stillness=stillness,
         )
 
 

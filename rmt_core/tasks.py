@@ -350,14 +350,22 @@ class TaskBuilder:
                             f"the {MAX_BATCH_TOKENS:,} tokens one batch may hold; give a smaller --batch-size")
         return [self.sample(n_segments, sample_seed(seed, i)) for i in range(batch_size)]
 
-    def batch(self, n_segments: int, batch_size: int, seed: int):
-        """(input_ids LongTensor [B, n_segments * segment_size], labels LongTensor [B]), deterministic in seed."""
+    def batch(self, n_segments: int, batch_size: int, seed: int, fact_segments: bool = False):
+        """(input_ids LongTensor [B, n_segments * segment_size], labels LongTensor [B]), deterministic in seed.
+
+        fact_segments: also return a BoolTensor [B, n_segments], True where a segment holds a fact."""
         import torch
 
         samples = self.samples(n_segments, batch_size, seed)
         input_ids = torch.tensor([s.input_ids for s in samples], dtype=torch.long)  # (B, N * S)
         labels = torch.tensor([s.answer for s in samples], dtype=torch.long)  # (B,)
-        return input_ids, labels
+        if not fact_segments:
+            return input_ids, labels
+        holds = torch.zeros(len(samples), n_segments, dtype=torch.bool)
+        for i, sample in enumerate(samples):
+            for fact in sample.facts:
+                holds[i, fact.segment] = True
+        return input_ids, labels, holds
 
 
 def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,

@@ -129,6 +129,7 @@ class TrainConfig:
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
     deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
+    noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     patience: int = 2
@@ -241,10 +242,19 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
+        """(ids, labels, still): still is None, or with --noise-stillness the (B, N) segments whose memory change
+        is penalized: every segment without a fact but the first and the last (the question's, whose memory
+        nothing reads)."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
-        return self.builder(stage.segment_size, training=True).batch(
-            stage.batch_segments(seed), self.cfg.batch_size, seed=seed
-        )
+        builder = self.builder(stage.segment_size, training=True)
+        n = stage.batch_segments(seed)
+        if not self.cfg.noise_stillness:
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None)
+        ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
+        still = ~holds
+        still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
+        still[:, -1] = False
+        return ids, labels, still
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -353,13 +363,18 @@ def load_tokenizer(cfg: TrainConfig):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None,
+               still: torch.Tensor | None = None, still_weight: float = 0.0):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory)."""
+    reads (default: the initial memory). still (encoder): (B, N) segments whose memory change is added to the
+    loss times still_weight (--noise-stillness); then (loss, stillness) comes back instead of the loss."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
-    return model(ids, labels=labels, memory=memory).loss
+    if still is None:
+        return model(ids, labels=labels, memory=memory).loss
+    out = model(ids, labels=labels, memory=memory, still=still, still_weight=still_weight)
+    return out.loss, out.stillness
 
 
 @torch.no_grad()
@@ -609,10 +624,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         first_step = state["step"]
         pool = _deep_memory_pool(model, cfg, data, stage, stage_index, procs, log)
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
-        losses = []
+        losses, stills = [], []
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels = data.batch(stage, stage_index, step)
+            ids, labels, still = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -620,7 +635,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                loss = batch_loss(model, ids, labels, memory)
+                if still is None:
+                    loss = batch_loss(model, ids, labels, memory)
+                else:
+                    loss, stillness = batch_loss(model, ids, labels, memory, still[rank_slice], cfg.noise_stillness)
+                    stills.append(stillness.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             procs.average_gradients(model)
@@ -636,9 +655,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{state['best']:.3f}")
             if step % cfg.log_every == 0:
+                extra = {"stillness": sum(stills) / len(stills)} if stills else {}
                 log.write(event="step", stage=stage_index, step=step, loss=sum(losses) / len(losses),
-                          lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm))
-                losses = []
+                          lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), **extra)
+                losses, stills = [], []
             if stop_after is not None and state["total_steps"] >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (test)")
             if step % cfg.eval_every == 0 or step == cfg.max_steps:

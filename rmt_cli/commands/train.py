@@ -54,6 +54,10 @@ def add_arguments(parser) -> None:
                         help="detect, reason: this share of training samples puts its facts in the last 8 segments, "
                              "after a long stretch of noise (with random-length stages: a fact written late in a "
                              "long input; validation keeps facts anywhere; default 0)")
+    parser.add_argument("--noise-stillness", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times the memory's mean relative squared change over the "
+                             "training segments that hold no fact (noise; the question's segment aside), so noise "
+                             "learns to leave memory as it is and only facts write (default 0)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -125,6 +129,8 @@ def run(args) -> int:
         raise TrainError(f"--late-facts is for detect and reason, whose facts land anywhere, not {task}; drop it")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
+    if args.noise_stillness and args.architecture != "encoder":
+        raise TrainError("--noise-stillness is for the encoder (the paper's RMT); drop it for a decoder")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
         task=task, architecture=args.architecture, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
@@ -132,7 +138,7 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
-        deep_memory=args.deep_memory, deep_segments=args.deep_segments,
+        deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,

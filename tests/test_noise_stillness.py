@@ -1,0 +1,103 @@
+"""rmt train --noise-stillness: the memory's change over segments without a fact, added to the loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import make_tiny_rmt
+from rmt_core import recurrence
+from rmt_core.model import memory_change
+from rmt_core.tasks import TaskBuilder
+from rmt_core.train import Stage, TrainConfig, train
+
+
+@pytest.fixture
+def model(tokenizer):
+    return make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=4)
+
+
+def test_fact_segments_mark_exactly_the_segments_that_hold_a_fact(tokenizer):
+    builder = TaskBuilder("reason", tokenizer, 32)
+    ids, labels, holds = builder.batch(9, 6, seed=5, fact_segments=True)
+    plain_ids, plain_labels = builder.batch(9, 6, seed=5)
+    assert torch.equal(ids, plain_ids) and torch.equal(labels, plain_labels)
+    assert holds.shape == (6, 9) and holds.dtype == torch.bool
+    for row, sample in zip(holds, builder.samples(9, 6, seed=5)):
+        assert set(torch.nonzero(row).flatten().tolist()) == {fact.segment for fact in sample.facts}
+
+
+def test_stillness_is_the_mean_relative_change_over_the_marked_segments(model, tokenizer):
+    ids, labels, holds = TaskBuilder("detect", tokenizer, 16).batch(5, 4, seed=2, fact_segments=True)
+    still = ~holds
+    still[:, 0] = False
+    changes = []
+    with torch.no_grad():
+        recurrence.run(model, ids, on_segment=lambda r: changes.append(memory_change(r.memory_in, r.memory_out)))
+        plain = model(ids, labels=labels)
+        out = model(ids, labels=labels, still=still, still_weight=2.5)
+    by_segment = torch.stack(changes, dim=1)  # (B, N)
+    expected = by_segment[still].mean()
+    run = recurrence.run(model, ids, names=["seg.1.mem_in", "seg.1.mem_out"])
+    m_in, m_out = run.cache["seg.1.mem_in"][0], run.cache["seg.1.mem_out"][0]
+    manual = ((m_out - m_in).pow(2).sum() / m_in.pow(2).sum()).item()
+    assert by_segment[0, 1].item() == pytest.approx(manual, rel=1e-5)
+    assert out.stillness.item() == pytest.approx(expected.item(), rel=1e-5) and out.stillness > 0
+    assert out.loss.item() == pytest.approx(plain.loss.item() + 2.5 * expected.item(), rel=1e-5)
+    assert plain.stillness is None
+    unweighted = model(ids, labels=labels, still=still)  # weight 0: the loss is the task's, the term still reported
+    assert unweighted.loss.item() == pytest.approx(F.cross_entropy(plain.logits, labels).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        model(ids, labels=labels, still=still[:, :3])
+
+
+def test_stillness_trains_segments_before_the_truncation_point(model, tokenizer):
+    """The term is local to each segment: a segment the task loss's gradient cannot reach (--bptt-depth) still
+    gets one from its own change."""
+    model.config.bptt_depth = 1
+    ids, labels = TaskBuilder("detect", tokenizer, 16).batch(4, 3, seed=1)
+    still = torch.zeros(3, 4, dtype=torch.bool)
+    still[:, 1] = True  # only segment 1, three segments before the question's
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    model(ids, labels=labels).loss.backward()
+    task_grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    model.zero_grad()
+    model(ids, labels=labels, still=still, still_weight=1.0).loss.backward()
+    moved = [not torch.allclose(p.grad if p.grad is not None else torch.zeros_like(p), g) for p, g in zip(params, task_grads)]
+    assert any(moved)
+
+
+def test_training_with_noise_stillness_logs_the_term_and_lowers_it(tmp_path):
+    cfg = dict(task="detect", stages=[Stage(4, 16)], hidden_size=16, num_layers=1, num_heads=2, max_positions=64,
+               num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=40, eval_every=20,
+               val_samples=8, target_accuracy=1.01, plateau=100, log_every=10, save_dtype="float32", threads=1,
+               seed=3)
+    still = train(TrainConfig(out=str(tmp_path / "still"), noise_stillness=50.0, **cfg), progress=False)
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), **cfg), progress=False)
+
+    def steps(folder):
+        return [e for e in map(json.loads, (folder / "training_log.jsonl").read_text().splitlines())
+                if e["event"] == "step"]
+
+    logged = [e["stillness"] for e in steps(still)]
+    assert len(logged) == 4 and all(v >= 0 for v in logged)
+    assert logged[-1] < logged[0]  # a heavy weight drives the memory's change on noise down
+    assert all("stillness" not in e for e in steps(plain))
+    config = json.loads((still / "config.json").read_text())
+    assert config["provenance"]["train_config"]["noise_stillness"] == 50.0
+
+
+def test_noise_stillness_flag_is_checked(tmp_path, capsys):
+    from rmt_cli.main import main
+
+    assert main(["train", "--architecture", "decoder", "--task", "qa1", "--noise-stillness", "1",
+                 "--out", str(tmp_path / "d")]) != 0
+    assert "--noise-stillness is for the encoder" in capsys.readouterr().err
+    for bad in ("-1", "nan", "inf"):
+        assert main(["train", "--noise-stillness", bad, "--out", str(tmp_path / "e")]) != 0
+        assert "--noise-stillness" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
