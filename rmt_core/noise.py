@@ -7,6 +7,11 @@ machine). Optionally Python's own documentation prose (`pydoc_data.topics`) can 
 mixes in sentences whose words are drawn from the tokenizer's own vocabulary, so that a model trained on it
 has seen (nearly) every token as noise and meets real text without out-of-vocabulary surprises.
 
+"builtin:decoys" is builtin:vocab plus decoys: sentences that look like facts but are not, such as people who
+are not bAbI's going to places (bAbI's rooms among them), someone else's office, a harbour north of the
+kitchen. Real text is full of them ("what did he expect when he went into the church?"); a model that never
+met one in training takes the first it reads for a fact.
+
 No noise sentence may state where a bAbI person is or how two bAbI places relate (see `is_fact_like`).
 Each sentence is tokenised once; samples draw token-id lists from the cached pool.
 """
@@ -18,14 +23,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmt_core.babi import DIRECTIONS, PEOPLE, PLACES, _open_text
+from rmt_core.babi import DIRECTIONS, MOVE_VERBS, PEOPLE, PLACES, _open_text
 from rmt_core.errors import TaskError
 
 BUILTIN = "builtin"
 BUILTIN_PYDOC = "builtin:pydoc"
 BUILTIN_VOCAB = "builtin:vocab"
-BUILTIN_NAMES = (BUILTIN, BUILTIN_PYDOC, BUILTIN_VOCAB)
+BUILTIN_DECOYS = "builtin:decoys"
+BUILTIN_NAMES = (BUILTIN, BUILTIN_PYDOC, BUILTIN_VOCAB, BUILTIN_DECOYS)
 VOCAB_POOL_SIZE = 12000
+DECOY_POOL_SIZE = 4000
 BUILTIN_POOL_SIZE = 6000
 MIN_SENTENCES = 20
 
@@ -162,6 +169,51 @@ def builtin_sentences(count: int = BUILTIN_POOL_SIZE, seed: int = 0) -> list[str
     return clean_sentences(seen)
 
 
+_DECOY_VERBS = MOVE_VERBS + ("walked", "ran", "drove", "hurried", "came back", "returned", "rushed", "crept")
+_DECOY_BASE_VERBS = ("go", "move", "travel", "run", "walk", "come back", "return", "hurry")
+_DECOY_PLACES = PLACES + ("cellar", "attic", "porch", "library", "study")
+_DECOY_PREPOSITIONS = ("to the", "into the", "out of the", "back to the", "towards the", "through the")
+
+
+def _decoy_destination(rng: random.Random) -> str:
+    return f"the {rng.choice(_DECOY_PLACES)}" if rng.random() < 0.6 else rng.choice(_SETTINGS)
+
+
+def generate_decoy(rng: random.Random) -> str:
+    """One fact-like sentence that states no bAbI fact: someone who is not a bAbI person goes somewhere, owns or
+    visits a room, asks why; or a place lies in a direction of another where at most one is a bAbI place."""
+    pick = rng.randrange(7)
+    if pick == 0:
+        text = f"{_subject(rng)} {rng.choice(_DECOY_VERBS)} {rng.choice(_DECOY_PREPOSITIONS)} {rng.choice(_DECOY_PLACES)}"
+    elif pick == 1:
+        text = f"{_subject(rng)} {rng.choice(_DECOY_VERBS)} to {_decoy_destination(rng)} {rng.choice(_TIMES)}"
+    elif pick == 2:
+        text = f"{rng.choice(_NAMES)}'s {rng.choice(_DECOY_PLACES)} was {rng.choice(_ADJECTIVES)} {rng.choice(_TIMES)}"
+    elif pick == 3:
+        text = (f"{rng.choice(('why did', 'when did', 'where did', 'how did'))} {_subject(rng)} "
+                f"{rng.choice(_DECOY_BASE_VERBS)} to {_decoy_destination(rng)}")
+        return _capital(text) + "?"
+    elif pick == 4:
+        text = f"{_subject(rng)} {rng.choice(_PAST_VERBS)} {rng.choice(_THINGS)} in the {rng.choice(_DECOY_PLACES)}"
+    elif pick == 5:
+        text = f"after {_clause(rng)}, {_subject(rng)} {rng.choice(_DECOY_VERBS)} to {_decoy_destination(rng)}"
+    else:
+        here, there = rng.choice(_SETTINGS), (f"the {rng.choice(PLACES)}" if rng.random() < 0.5 else rng.choice(_SETTINGS))
+        text = f"{here} is {rng.choice(DIRECTIONS)} of {there}"
+    return _capital(text) + "."
+
+
+def decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
+    """A fixed pool of distinct decoys (the same on every machine); any that `is_fact_like` would flag are dropped."""
+    rng = random.Random(seed)
+    seen: dict[str, None] = {}
+    for _ in range(count * 20):
+        if len(seen) >= count:
+            break
+        seen.setdefault(generate_decoy(rng), None)
+    return clean_sentences(seen)
+
+
 def pydoc_sentences() -> list[str]:
     """English prose sentences from Python's own documentation (`pydoc_data.topics`), cleaned."""
     try:
@@ -248,7 +300,7 @@ def file_sentences(path: str | Path) -> list[str]:
 class NoiseSource:
     """A pool of noise sentences and their token ids (no special tokens), drawn from by samples."""
 
-    name: str  # file path, "builtin", "builtin:pydoc" or "builtin:vocab"
+    name: str  # file path or one of BUILTIN_NAMES
     sentences: list[str]
     token_ids: list[list[int]]
     by_length: dict[int, list[int]] = field(init=False, repr=False)  # token count -> sentence indices
@@ -260,7 +312,8 @@ class NoiseSource:
 
     @classmethod
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
-        """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc" / "builtin:vocab"; cached."""
+        """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc" / "builtin:vocab" /
+        "builtin:decoys"; cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
         key = (name, _file_stamp(name), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
@@ -270,6 +323,8 @@ class NoiseSource:
                 sentences = builtin_sentences() + pydoc_sentences()
             elif name == BUILTIN_VOCAB:
                 sentences = builtin_sentences() + vocab_sentences(tokenizer)
+            elif name == BUILTIN_DECOYS:
+                sentences = builtin_sentences() + vocab_sentences(tokenizer) + decoy_sentences()
             else:
                 sentences = file_sentences(name)
             token_ids = tokenize_all(tokenizer, sentences)

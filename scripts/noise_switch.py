@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="an encoder checkpoint folder")
     parser.add_argument("--noise", action="append", metavar="NAME=SOURCE",
-                        help="a noise source to run (builtin, builtin:vocab, builtin:pydoc or a noise file), "
+                        help="a noise source to run (builtin, builtin:vocab, builtin:pydoc, builtin:decoys or a noise file), "
                              "repeatable (default: training=builtin:vocab)")
     parser.add_argument("--segments", type=int, default=1024)
     parser.add_argument("--samples", type=int, default=16)

@@ -182,6 +182,25 @@ def test_vocab_noise_covers_the_vocabulary_without_babi_words(tok):
     assert sample.sources["noise"] == noise.BUILTIN_VOCAB and len(sample.input_ids) == 256
 
 
+def test_decoy_noise_looks_like_facts_and_states_none(tok):
+    decoys = noise.decoy_sentences()
+    assert decoys == noise.decoy_sentences() and len(set(decoys)) >= 3000
+    assert not any(noise.is_fact_like(s) for s in decoys)  # no bAbI person with a place, no two bAbI places
+    assert not any(re.search(r"\b(" + "|".join(babi.PEOPLE) + r")\b", s) for s in decoys)
+    moves = [s for s in decoys if re.search(r"\b(went|moved|journeyed|travelled)\b", s)]
+    rooms = [s for s in moves if re.search(r"\b(" + "|".join(babi.PLACES) + r")\b", s)]
+    assert len(moves) > 400 and len(rooms) > 200  # the verbs of bAbI's facts, with its rooms
+    assert any(s.endswith("?") for s in decoys) and any(re.search(r"'s (office|kitchen)", s) for s in decoys)
+    assert any(re.search(r" is (north|south|east|west) of the (" + "|".join(babi.PLACES) + r")\.", s) for s in decoys)
+    pooled = noise.NoiseSource.load(noise.BUILTIN_DECOYS, tok)
+    assert set(noise.NoiseSource.load(noise.BUILTIN_VOCAB, tok).sentences) < set(pooled.sentences)
+    assert set(decoys) <= set(pooled.sentences)
+    sample = TaskBuilder("detect", tok, 64, noise_file=noise.BUILTIN_DECOYS).sample(4, 3)
+    assert sample.sources["noise"] == noise.BUILTIN_DECOYS and len(sample.facts) == 1
+    # the one fact of the sample is still the one a bAbI question can be answered from
+    assert babi.parse_move(sample.facts[0].text)[0] in babi.PEOPLE
+
+
 def test_vocab_noise_needs_a_wordpiece_vocabulary():
     class Letters:
         def get_vocab(self):
