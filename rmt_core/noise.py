@@ -158,15 +158,20 @@ def generate_sentence(rng: random.Random) -> str:
     return _capital(text) + "."
 
 
-def builtin_sentences(count: int = BUILTIN_POOL_SIZE, seed: int = 0) -> list[str]:
-    """A fixed pool of distinct generated sentences (the same on every machine)."""
+def _distinct_pool(generate, count: int, seed: int) -> list[str]:
+    """Up to `count` distinct sentences of `generate(rng)`, in order, fact-like ones dropped (the same everywhere)."""
     rng = random.Random(seed)
     seen: dict[str, None] = {}
     for _ in range(count * 20):
         if len(seen) >= count:
             break
-        seen.setdefault(generate_sentence(rng), None)
+        seen.setdefault(generate(rng), None)
     return clean_sentences(seen)
+
+
+def builtin_sentences(count: int = BUILTIN_POOL_SIZE, seed: int = 0) -> list[str]:
+    """A fixed pool of distinct generated sentences (the same on every machine)."""
+    return _distinct_pool(generate_sentence, count, seed)
 
 
 _DECOY_VERBS = MOVE_VERBS + ("walked", "ran", "drove", "hurried", "came back", "returned", "rushed", "crept")
@@ -205,13 +210,7 @@ def generate_decoy(rng: random.Random) -> str:
 
 def decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
     """A fixed pool of distinct decoys (the same on every machine); any that `is_fact_like` would flag are dropped."""
-    rng = random.Random(seed)
-    seen: dict[str, None] = {}
-    for _ in range(count * 20):
-        if len(seen) >= count:
-            break
-        seen.setdefault(generate_decoy(rng), None)
-    return clean_sentences(seen)
+    return _distinct_pool(generate_decoy, count, seed)
 
 
 def pydoc_sentences() -> list[str]:
