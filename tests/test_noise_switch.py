@@ -52,3 +52,31 @@ def test_memory_in_noise_reads_the_recurrences_memory(tokenizer, tmp_path, capsy
     assert "NAME=SOURCE" in capsys.readouterr().err
     assert ns.main(["--checkpoint", str(tmp_path / "missing")]) == 1
     assert capsys.readouterr().err.startswith("noise_switch: error:")
+
+
+def test_switch_triggers_finds_the_segment_that_moved_memory_most(tokenizer, tmp_path, capsys):
+    from rmt_core.checkpoint import save_checkpoint
+
+    st = load_script("switch_triggers")
+    assert st.kinds("Why did he go into the kitchen?") == {"room": True, "move": True, "room and move": True,
+                                                           "neither": False}
+    assert st.kinds("What is ironic about the story?")["neither"]
+    assert st.kinds("Adrian's offices were narrow.")["room"] and not st.kinds("An officer spoke.")["room"]
+    model = make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3).eval()
+    # a threshold of 1 counts every segment after the reference as a switch: each sample's trigger is then the
+    # largest change among the reference's next segment and the LOOKBACK before it
+    result = st.triggers(model, "builtin", segments=12, samples=3, reference=4, threshold=1.0001, seed=1)
+    assert result["switched"] == 3 and result["base_segments"] == 0
+    for found in result["triggers"]:
+        assert found["switch"] == 5 and 2 <= found["trigger"] <= 5 and found["change"] >= 0
+    never = st.triggers(model, "builtin", segments=12, samples=3, reference=4, threshold=-1.0, seed=1)
+    assert never["switched"] == 0 and never["base_segments"] == 3 * 8
+    assert abs(sum(never["base_share"][k] for k in ("room", "neither")) - 1.0
+               + never["base_share"]["move"] - never["base_share"]["room and move"]) < 1e-9
+    folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=tokenizer)
+    out = tmp_path / "t.json"
+    assert st.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "2", "--reference", "2",
+                    "--noise", "builtin", "--threshold", "1", "--json", str(out)]) == 0
+    assert "| room and move |" in capsys.readouterr().out and json.loads(out.read_text())["switched"] >= 0
+    assert st.main(["--checkpoint", str(folder), "--threshold", "2"]) == 1
+    assert "not a cosine" in capsys.readouterr().err

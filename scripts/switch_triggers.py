@@ -1,0 +1,148 @@
+"""What in the noise switches an encoder checkpoint's memory? Runs pure-noise inputs (as `noise_switch.py` does),
+finds each sample's switch (the first segment after --reference whose memory has a cosine below --threshold with
+the reference memory), takes the segment that moved memory most in the few segments up to it (the trigger), and
+compares the words of triggers with those of all segments: bAbI's rooms, movement verbs, both.
+
+    .venv/bin/python scripts/switch_triggers.py --checkpoint checkpoints/detect --segments 1024 --samples 32 \
+        --noise ../shared/data/quality/questions.dev.txt --json docs/figures/noise_switch/triggers.detect.json
+
+Prints a markdown table, then each trigger's text (the segment, decoded). A memory change is the relative
+squared change |out - in|^2 / |in|^2 of the segment (`rmt_core.model.memory_change`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+
+import numpy as np
+import torch
+
+from rmt_core.errors import RMTError
+
+LOOKBACK = 3  # the trigger is the largest change among the switch segment and the LOOKBACK before it
+MOVES = re.compile(r"\b(went|go|goes|going|gone|moved|move|moves|travel\w*|journey\w*|return\w*|ran|run|walk\w*|"
+                   r"came|come|comes|rode|ride|drove|drive|fled|hurried|rushed)\b", re.IGNORECASE)
+
+
+def kinds(text: str) -> dict[str, bool]:
+    from rmt_core.babi import PLACES
+
+    room = re.search(r"\b(" + "|".join(PLACES) + r")s?\b", text, re.IGNORECASE) is not None
+    move = MOVES.search(text) is not None
+    return {"room": room, "move": move, "room and move": room and move, "neither": not room and not move}
+
+
+def triggers(model, noise: str, segments: int, samples: int, reference: int, threshold: float, seed: int) -> dict:
+    from rmt_core import recurrence
+    from rmt_core.inputs import SegmentBatch
+    from rmt_core.model import memory_change
+    from rmt_core.noise import NoiseSource, NoiseStream
+
+    S = model.config.segment_size
+    source = NoiseSource.load(noise, model.tokenizer)
+    ids = np.array([NoiseStream(source, random.Random(seed * 100_003 + b)).take_ids(segments * S)
+                    for b in range(samples)], dtype=np.int32)
+    change = np.zeros((segments, samples), dtype=np.float32)
+    cosine = np.ones((segments, samples), dtype=np.float32)
+    kept: dict[str, torch.Tensor] = {}
+
+    def on_segment(result) -> None:
+        change[result.t] = memory_change(result.memory_in, result.memory_out).numpy()
+        memory = result.memory_out.flatten(1).float()
+        if result.t == reference - 1:
+            kept["reference"] = memory.clone()
+        if "reference" in kept:
+            cosine[result.t] = torch.nn.functional.cosine_similarity(memory, kept["reference"], dim=-1).numpy()
+
+    with torch.inference_mode():
+        recurrence.run(model, SegmentBatch.from_ids(ids, S), on_segment=on_segment)
+
+    def text(b: int, t: int) -> str:
+        return model.tokenizer.decode(ids[b, t * S:(t + 1) * S].tolist())
+
+    found = []
+    for b in range(samples):
+        below = np.nonzero(cosine[reference:, b] < threshold)[0]
+        if not len(below):
+            continue
+        t = int(below[0]) + reference
+        lo = max(reference, t - LOOKBACK)
+        trigger = lo + int(np.argmax(change[lo:t + 1, b]))
+        found.append({"sample": b, "switch": t + 1, "trigger": trigger + 1, "change": float(change[trigger, b]),
+                      "median_change": float(np.median(change[reference:t, b])) if t > reference else None,
+                      "text": text(b, trigger), **kinds(text(b, trigger))})
+    # The base rate: every segment after the reference of every sample, up to its switch when it has one.
+    base = {k: 0 for k in kinds("")}
+    count = 0
+    ends = {f["sample"]: f["switch"] - 1 for f in found}
+    for b in range(samples):
+        for t in range(reference, ends.get(b, segments)):
+            for k, v in kinds(text(b, t)).items():
+                base[k] += v
+            count += 1
+    return {"noise": noise, "segments": segments, "samples": samples, "reference": reference,
+            "threshold": threshold, "switched": len(found), "triggers": found,
+            "trigger_share": {k: (sum(f[k] for f in found) / len(found) if found else None) for k in base},
+            "base_share": {k: v / max(count, 1) for k, v in base.items()}, "base_segments": count}
+
+
+def table(result: dict) -> str:
+    lines = ["| segments holding | share of triggers | share of all segments |", "| --- | --- | --- |"]
+    n = result["switched"]
+    for k, share in result["base_share"].items():
+        trig = result["trigger_share"][k]
+        hits = sum(f[k] for f in result["triggers"])
+        cell = "-" if trig is None else f"{100 * trig:.0f}% ({hits} of {n})"
+        lines.append(f"| {k} | {cell} | {100 * share:.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="checkpoints/detect", help="an encoder checkpoint folder")
+    parser.add_argument("--noise", default="../shared/data/quality/questions.dev.txt",
+                        help="a noise source (builtin, builtin:vocab, builtin:pydoc, builtin:decoys or a noise file)")
+    parser.add_argument("--segments", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--reference", type=int, default=8, help="the segment whose memory is the reference")
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", help="write every number and trigger text to this file")
+    args = parser.parse_args(argv)
+    try:
+        if not 1 <= args.reference < args.segments <= 1_000_000 or not 1 <= args.samples <= 4096:
+            raise RMTError("give 1 <= --reference < --segments <= 1,000,000 and 1 <= --samples <= 4,096")
+        if not -1.0 <= args.threshold <= 1.0:
+            raise RMTError(f"--threshold {args.threshold} is not a cosine; give a number from -1 to 1")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        from rmt_core.checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.checkpoint, device="cpu")
+        if getattr(model.config, "architecture", "encoder") != "encoder":
+            raise RMTError(f"{args.checkpoint} is a decoder; this script reads encoder checkpoints")
+        model.eval()
+        result = triggers(model, args.noise, args.segments, args.samples, args.reference, args.threshold, args.seed)
+        result["checkpoint"] = args.checkpoint
+        if args.json:
+            from rmt_core.files import write_json_atomic
+
+            write_json_atomic(args.json, result)
+    except (RMTError, OSError) as error:
+        print(f"switch_triggers: error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.checkpoint}: {result['switched']} of {args.samples} samples switch within {args.segments} "
+          f"segments of {args.noise}; a trigger is the segment that moved memory most up to the switch")
+    print(table(result))
+    for f in result["triggers"]:
+        print(f"\nsample {f['sample']}, switch at segment {f['switch']}, trigger segment {f['trigger']} "
+              f"(change {f['change']:.3f}, median before {f['median_change'] or 0:.4f}):\n  {f['text'][:300]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
