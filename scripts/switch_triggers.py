@@ -16,6 +16,7 @@ import argparse
 import random
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -83,10 +84,43 @@ def triggers(model, noise: str, segments: int, samples: int, reference: int, thr
             for k, v in kinds(text(b, t)).items():
                 base[k] += v
             count += 1
-    return {"noise": noise, "segments": segments, "samples": samples, "reference": reference,
+    return {"noise": noise, "segments": segments, "samples": samples, "reference": reference, "change": change,
+            "cosine": cosine,
             "threshold": threshold, "switched": len(found), "triggers": found,
             "trigger_share": {k: (sum(f[k] for f in found) / len(found) if found else None) for k in base},
             "base_share": {k: v / max(count, 1) for k, v in base.items()}, "base_segments": count}
+
+
+def figure(result: dict, path: str, shown: int = 4) -> None:
+    """Memory change a segment (log scale) and cosine with the reference for the first `shown` switched samples,
+    each trigger marked; PNG through the project's figure export (or HTML for a .html path)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from rmt_core.files import write_atomic
+    from rmt_core.viz.export import figure_bytes
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    x = np.arange(1, result["segments"] + 1)
+    for k, found in enumerate(result["triggers"][:shown]):
+        b = found["sample"]
+        colour = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")[k % 6]
+        fig.add_trace(go.Scatter(x=x, y=np.maximum(result["change"][:, b], 1e-6), mode="lines",
+                                 line=dict(color=colour, width=1), name=f"sample {b}: trigger at {found['trigger']}"),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=[found["trigger"]], y=[found["change"]], mode="markers", showlegend=False,
+                                 marker=dict(color=colour, size=9, symbol="circle-open")), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=result["cosine"][:, b], mode="lines", showlegend=False,
+                                 line=dict(color=colour, width=1)), row=2, col=1)
+    fig.add_hline(y=result["threshold"], line=dict(color="grey", dash="dot", width=1), row=2, col=1)
+    fig.update_yaxes(type="log", title_text="memory change a segment", row=1, col=1)
+    fig.update_yaxes(title_text=f"cosine with segment {result['reference']}", row=2, col=1)
+    fig.update_xaxes(title_text="segment of pure noise", row=2, col=1)
+    fig.update_layout(width=900, height=560, template="plotly_white", legend=dict(font=dict(size=10)),
+                      title=dict(text=f"{result.get('checkpoint', '')}: {result['switched']} of {result['samples']} "
+                                      f"samples switch in {Path(result['noise']).name}", font=dict(size=13)))
+    fmt = "html" if str(path).endswith(".html") else "png"
+    write_atomic(path, figure_bytes(fig, fmt))
 
 
 def table(result: dict) -> str:
@@ -112,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", help="write every number and trigger text to this file")
+    parser.add_argument("--figure", help="draw the memory change and cosine of the first switched samples (PNG)")
     args = parser.parse_args(argv)
     try:
         if not 1 <= args.reference < args.segments <= 1_000_000 or not 1 <= args.samples <= 4096:
@@ -128,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         model.eval()
         result = triggers(model, args.noise, args.segments, args.samples, args.reference, args.threshold, args.seed)
         result["checkpoint"] = args.checkpoint
+        if args.figure:
+            figure(result, args.figure)
+        series = {k: result.pop(k) for k in ("change", "cosine")}
         if args.json:
             from rmt_core.files import write_json_atomic
 
             write_json_atomic(args.json, result)
+        result.update(series)
     except (RMTError, OSError) as error:
         print(f"switch_triggers: error: {error}", file=sys.stderr)
         return 1

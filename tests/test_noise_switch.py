@@ -76,7 +76,9 @@ def test_switch_triggers_finds_the_segment_that_moved_memory_most(tokenizer, tmp
     folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=tokenizer)
     out = tmp_path / "t.json"
     assert st.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "2", "--reference", "2",
-                    "--noise", "builtin", "--threshold", "1", "--json", str(out)]) == 0
-    assert "| room and move |" in capsys.readouterr().out and json.loads(out.read_text())["switched"] >= 0
+                    "--noise", "builtin", "--threshold", "1", "--json", str(out), "--figure",
+                    str(tmp_path / "t.html")]) == 0
+    assert "| room and move |" in capsys.readouterr().out and json.loads(out.read_text())["switched"] == 2
+    assert "sample 0: trigger at" in (tmp_path / "t.html").read_text()
     assert st.main(["--checkpoint", str(folder), "--threshold", "2"]) == 1
     assert "not a cosine" in capsys.readouterr().err
