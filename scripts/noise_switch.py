@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             noises[name] = source
         if args.threads:
             torch.set_num_threads(args.threads)
-        from rmt_core.checkpoint import load_checkpoint
+        from rmt_core.checkpoint import load_checkpoint, portable_path
 
         model = load_checkpoint(args.checkpoint, device="cpu")
         if getattr(model.config, "architecture", "encoder") != "encoder":
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             from rmt_core.files import write_json_atomic
 
-            write_json_atomic(args.json, {"checkpoint": args.checkpoint, "rows": rows})
+            write_json_atomic(args.json, {"checkpoint": portable_path(args.checkpoint), "rows": rows})
     except (RMTError, OSError) as error:
         print(f"noise_switch: error: {error}", file=sys.stderr)
         return 1

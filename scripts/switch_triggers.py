@@ -155,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             raise RMTError(f"--threshold {args.threshold} is not a cosine; give a number from -1 to 1")
         if args.threads:
             torch.set_num_threads(args.threads)
-        from rmt_core.checkpoint import load_checkpoint
+        from rmt_core.checkpoint import load_checkpoint, portable_path
 
         model = load_checkpoint(args.checkpoint, device="cpu")
         if getattr(model.config, "architecture", "encoder") != "encoder":
             raise RMTError(f"{args.checkpoint} is a decoder; this script reads encoder checkpoints")
         model.eval()
         result = triggers(model, args.noise, args.segments, args.samples, args.reference, args.threshold, args.seed)
-        result["checkpoint"] = args.checkpoint
+        result["noise"] = portable_path(args.noise)
+        result["checkpoint"] = portable_path(args.checkpoint)
         if args.figure:
             figure(result, args.figure)
         series = {k: result.pop(k) for k in ("change", "cosine")}

@@ -48,6 +48,7 @@ def test_memory_in_noise_reads_the_recurrences_memory(tokenizer, tmp_path, capsy
     printed = capsys.readouterr().out
     assert "| a | " in printed and "| b | " in printed
     assert set(json.loads(out.read_text())["rows"]) == {"a", "b"}
+    assert not json.loads(out.read_text())["checkpoint"].startswith("/")
     assert ns.main(["--checkpoint", str(folder), "--noise", "nonsense"]) == 1
     assert "NAME=SOURCE" in capsys.readouterr().err
     assert ns.main(["--checkpoint", str(tmp_path / "missing")]) == 1
@@ -78,7 +79,9 @@ def test_switch_triggers_finds_the_segment_that_moved_memory_most(tokenizer, tmp
     assert st.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "2", "--reference", "2",
                     "--noise", "builtin", "--threshold", "1", "--json", str(out), "--figure",
                     str(tmp_path / "t.html")]) == 0
-    assert "| room and move |" in capsys.readouterr().out and json.loads(out.read_text())["switched"] == 2
+    assert "| room and move |" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["switched"] == 2 and not written["checkpoint"].startswith("/")  # no machine's absolute path
     assert "sample 0: trigger at" in (tmp_path / "t.html").read_text()
     assert st.main(["--checkpoint", str(folder), "--threshold", "2"]) == 1
     assert "not a cosine" in capsys.readouterr().err
