@@ -385,6 +385,12 @@ class NoiseStream:
         return [t for ids, _, _ in self.take(budget) for t in ids]
 
 
+def pure_noise(source: NoiseSource, tokens: int, samples: int, seed: int = 0) -> list[list[int]]:
+    """`samples` inputs of `tokens` noise tokens and nothing else, sample b drawn with seed * 100_003 + b (the
+    inputs the memory-in-noise scripts run)."""
+    return [NoiseStream(source, random.Random(seed * 100_003 + b)).take_ids(tokens) for b in range(samples)]
+
+
 def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
     """Token ids of each sentence, without special tokens."""
     if not sentences:

@@ -15,7 +15,6 @@ then one that training never showed it.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 
@@ -51,12 +50,11 @@ def memory_in_noise(model, noise_file: str, segments: int, samples: int, referen
     """Cosine of every segment's written memory with the reference memory, memory norms, and switches."""
     from rmt_core import recurrence
     from rmt_core.inputs import SegmentBatch
-    from rmt_core.noise import NoiseSource, NoiseStream
+    from rmt_core.noise import NoiseSource, pure_noise
 
     S = model.config.segment_size
     source = NoiseSource.load(noise_file, model.tokenizer)
-    ids = np.array([NoiseStream(source, random.Random(seed * 100_003 + b)).take_ids(segments * S)
-                    for b in range(samples)], dtype=np.int32)
+    ids = np.array(pure_noise(source, segments * S, samples, seed), dtype=np.int32)
     cosines = np.zeros((segments, samples), dtype=np.float32)
     norms = np.zeros((segments, samples), dtype=np.float32)
     kept: dict[str, torch.Tensor] = {}

@@ -13,7 +13,6 @@ squared change |out - in|^2 / |in|^2 of the segment (`rmt_core.model.memory_chan
 from __future__ import annotations
 
 import argparse
-import random
 import re
 import sys
 from pathlib import Path
@@ -40,12 +39,11 @@ def triggers(model, noise: str, segments: int, samples: int, reference: int, thr
     from rmt_core import recurrence
     from rmt_core.inputs import SegmentBatch
     from rmt_core.model import memory_change
-    from rmt_core.noise import NoiseSource, NoiseStream
+    from rmt_core.noise import NoiseSource, pure_noise
 
     S = model.config.segment_size
     source = NoiseSource.load(noise, model.tokenizer)
-    ids = np.array([NoiseStream(source, random.Random(seed * 100_003 + b)).take_ids(segments * S)
-                    for b in range(samples)], dtype=np.int32)
+    ids = np.array(pure_noise(source, segments * S, samples, seed), dtype=np.int32)
     change = np.zeros((segments, samples), dtype=np.float32)
     cosine = np.ones((segments, samples), dtype=np.float32)
     kept: dict[str, torch.Tensor] = {}
