@@ -90,9 +90,13 @@ def model_card(folder: str | Path) -> str:
         "| stage | segments x size | steps | best validation accuracy | kept model from step |",
         "| --- | --- | --- | --- | --- |",
     ]
+    keep_last = prov.get("train_config", {}).get("keep") == "last"
     for e in stages:
+        kept = e["kept_step"] if e.get("kept_step") is not None else _best_step(log, e)
+        if keep_last and "kept_accuracy" in e:
+            kept = f"{kept} (validation {e['kept_accuracy']:.3f})"
         lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | "
-                     f"{e['best_val_accuracy']:.3f} | {_best_step(log, e)} |")
+                     f"{e['best_val_accuracy']:.3f} | {kept} |")
     ended = {e["stage"] for e in stages}
     stopped = [e for e in log if e.get("event") == "eval" and e["stage"] not in ended]
     if stopped:  # the run was stopped inside this stage; this folder holds the stage's best model up to then
@@ -112,8 +116,10 @@ def model_card(folder: str | Path) -> str:
         pooled += (f" This run trains and validates on '{form}' questions only "
                    f"({QUESTION_FORMS[form]}), a curriculum step.")
     lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches."
-              f"{pooled} A stage keeps its best model; step 0 means the model it started from was already the best "
-              "on that stage's validation set.", ""]
+              f"{pooled} " + ("A stage keeps the weights of its last evaluation (`--keep last`), whatever their "
+                                 "validation accuracy." if keep_last else
+                                 "A stage keeps its best model; step 0 means the model it started from was already "
+                                 "the best on that stage's validation set."), ""]
     stage_evals = [e for e in log if e.get("event") == "stage_eval"]
     if stage_evals:
         lengths = [r["segments"] for r in stage_evals[0]["results"]]

@@ -132,6 +132,9 @@ class TrainConfig:
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
+    # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
+    # validation does not track what they are for, e.g. training noise against long held-out noise)
+    keep: str = "best"
     patience: int = 2
     plateau: int = 8
     grad_clip: float = 1.0
@@ -616,6 +619,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             # A fresh stage (or one resumed at its start): score the starting model, keep it as the first best.
             state.update(stage=stage_index, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0)
             state["best"], state["best_loss"] = validate(model, val, device, autocast)
+            state["kept_step"], state["kept_accuracy"] = 0, state["best"]
             log.write(event="eval", stage=stage_index, step=0, segments=stage.segments,
                       segment_size=stage.segment_size, val_segments=val_segments,
                       val_accuracy=state["best"], val_loss=state["best_loss"], best=state["best"])
@@ -668,6 +672,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 improved = (acc, -val_loss) > (state["best"], -state.get("best_loss", math.inf))
                 if improved:
                     state["best"], state["best_loss"] = acc, val_loss
+                if improved or cfg.keep == "last":
+                    state["kept_step"], state["kept_accuracy"] = step, acc
                     if procs.main:
                         _save_stage(model, tokenizer, stage_dir, cfg, stage, step, acc, origin)
                 state["good"] = state["good"] + 1 if acc >= cfg.target_accuracy else 0
@@ -688,15 +694,16 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     break
         if bar is not None:
             bar.close()
-        # The next stage starts from this stage's best checkpoint.
+        # The next stage starts from the model this stage kept (its best, or with --keep last its last).
         procs.barrier()
         best_weights = read_weights(stage_dir)
         model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in best_weights.items()})
         log.write(event="stage_end", stage=stage_index, step=step, segments=stage.segments,
                   segment_size=stage.segment_size, best_val_accuracy=state["best"],
+                  kept_step=state.get("kept_step"), kept_accuracy=state.get("kept_accuracy", state["best"]),
                   elapsed_s=round(time.time() - started, 1), out_of_time=out_of_time)
         trained = stage
-        if state["best"] >= cfg.target_accuracy:
+        if state.get("kept_accuracy", state["best"]) >= cfg.target_accuracy:
             converged = stage
         if procs.main and cfg.stage_eval_segments:
             _stage_eval(model, cfg, stage_index, stage, log, progress)

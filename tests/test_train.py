@@ -70,6 +70,31 @@ def test_best_checkpoint_of_a_stage_is_its_best_validation_accuracy(tmp_path):
     assert (out / "README.md").read_text().count("2x16") >= 1
 
 
+def test_keep_last_keeps_the_last_evaluation_not_the_best(tmp_path):
+    """--keep last: each stage keeps the weights of its last evaluation, and the next stage starts from them."""
+    best_run = train(tiny_config(tmp_path / "best", max_steps=12, lr=3e-3), progress=False)
+    out = train(tiny_config(tmp_path / "last", max_steps=12, lr=3e-3, keep="last"), progress=False)
+    # Same seeds and batches: the two runs train alike up to the end of stage 1, so their logs agree there.
+    first = lambda run: [(e["step"], e["val_accuracy"]) for e in log_entries(run, "eval") if e["stage"] == 0]
+    assert first(out) == first(best_run)
+    for index, stage in enumerate(["1x16", "2x16"]):
+        prov = read_config(out / "stages" / f"{index + 1:02d}-{stage}")["provenance"]
+        last = [e for e in log_entries(out, "eval") if e["stage"] == index][-1]
+        assert prov["step"] == last["step"] == 12 and prov["val_accuracy"] == last["val_accuracy"]
+        end = [e for e in log_entries(out, "stage_end") if e["stage"] == index][0]
+        assert end["kept_step"] == 12 and end["kept_accuracy"] == last["val_accuracy"]
+        best_end = [e for e in log_entries(best_run, "stage_end") if e["stage"] == index][0]
+        best_prov = read_config(best_run / "stages" / f"{index + 1:02d}-{stage}")["provenance"]
+        assert best_end["kept_step"] == best_prov["step"]  # --keep best reports the step it kept, too
+    # In stage 2 the best run kept an earlier model, so the two runs' final weights differ.
+    assert [e["kept_step"] for e in log_entries(best_run, "stage_end")] != [12, 12]
+    final, kept = read_weights(out), read_weights(out / "stages" / "02-2x16")
+    assert all(torch.equal(final[k], kept[k]) for k in kept)
+    assert not all(torch.equal(final[k], v) for k, v in read_weights(best_run).items())
+    card = (out / "README.md").read_text()
+    assert "--keep last" in card and "12 (validation" in card
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -54,6 +54,9 @@ def add_arguments(parser) -> None:
                         help="detect, reason: this share of training samples puts its facts in the last 8 segments, "
                              "after a long stretch of noise (with random-length stages: a fact written late in a "
                              "long input; validation keeps facts anywhere; default 0)")
+    parser.add_argument("--keep", choices=("best", "last"), default="best",
+                        help="the model each stage keeps: its best on validation (default), or the weights of its "
+                             "last evaluation, for runs whose validation data does not track what they train for")
     parser.add_argument("--noise-stillness", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times the memory's mean relative squared change over the "
                              "training segments that hold no fact (noise; the question's segment aside), so noise "
@@ -142,7 +145,7 @@ def run(args) -> int:
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         question_form=None if args.question_form == "any" else args.question_form,
-        target_accuracy=args.target_accuracy, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
+        target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
         max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s,
