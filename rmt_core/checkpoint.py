@@ -123,18 +123,40 @@ def save_checkpoint(
 
 
 def plain_state(model, dtype: torch.dtype | str | None = None) -> dict[str, torch.Tensor]:
-    """The model's state dict on CPU as safetensors stores it: contiguous, optionally cast to `dtype`, and tied
-    weights (a decoder's embeddings and LM head) as separate copies, since safetensors refuses shared memory."""
+    """The model's state dict on CPU as safetensors stores it: contiguous, optionally cast to `dtype`, and each
+    tied weight once (a decoder's LM head shares its embeddings: the file keeps the embeddings, and loading ties
+    the head to them again, `fill_tied`)."""
     dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
-    state, seen = {}, set()
+    tied = tied_names(model)
+    state = {}
     for name, tensor in model.state_dict().items():
+        if name in tied:
+            continue
         tensor = tensor.detach().to("cpu")
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
-        if tensor.data_ptr() in seen:
-            tensor = tensor.clone()
-        seen.add(tensor.data_ptr())
         state[name] = tensor.contiguous()
+    return state
+
+
+def tied_names(model) -> dict[str, str]:
+    """Each name of a weight that is the same parameter as an earlier one (a decoder's LM head and its input
+    embeddings) -> that earlier name. Works on meta-device models too: ties are shared parameter objects."""
+    first, tied = {}, {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            tied[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return tied
+
+
+def fill_tied(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with every tied weight the file leaves out taken from the weight it is tied to (files written
+    before ties were stored once hold both, and keep them)."""
+    for name, source in tied_names(model).items():
+        if name not in state and source in state:
+            state[name] = state[source]
     return state
 
 
@@ -405,7 +427,8 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
     _check_layer_count(path, config, state)
     try:
         with torch.device("meta"):  # shapes first, allocating nothing: config.json may describe a huge model
-            _check_state(path, build(), dict(state))
+            shapes = build()
+            _check_state(path, shapes, fill_tied(shapes, dict(state)))
         model = build()
     except (ValueError, TypeError) as error:
         raise CheckpointError(
@@ -413,7 +436,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
             "restore it from the original checkpoint"
         )
     _check_values(path, config, state)
-    _check_state(path, model, state)
+    _check_state(path, model, fill_tied(model, state))
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
     model.to(dtype)
     model.tokenizer = tokenizer

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rmt_core.checkpoint import load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint
+from rmt_core.checkpoint import fill_tied, load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint
 from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
@@ -468,7 +468,7 @@ def load_resume(folder: Path, model: RMT, optimizer, scheduler) -> dict:
     state = json.loads((folder / "state.json").read_text())
     if state.get("version") != RESUME_VERSION:
         raise TrainError(f"{folder / 'state.json'} is from another RMT Lens version; start a new run with another --out")
-    weights = load_file(str(folder / "model.safetensors"))
+    weights = fill_tied(model, load_file(str(folder / "model.safetensors")))
     model.load_state_dict({k: v.to(model.memory.dtype) for k, v in weights.items()})
     tensors = load_file(str(folder / "optimizer.safetensors"))
     device = model.device
@@ -696,7 +696,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             bar.close()
         # The next stage starts from the model this stage kept (its best, or with --keep last its last).
         procs.barrier()
-        best_weights = read_weights(stage_dir)
+        best_weights = fill_tied(model, read_weights(stage_dir))
         model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in best_weights.items()})
         log.write(event="stage_end", stage=stage_index, step=step, segments=stage.segments,
                   segment_size=stage.segment_size, best_val_accuracy=state["best"],
@@ -722,7 +722,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             # Cut short before the last stage converged: ship the last stage that did, and say so.
             trained = converged
             index = cfg.stages.index(trained)
-            weights = read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}")
+            weights = fill_tied(model, read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}"))
             model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in weights.items()})
         model.config.segment_size, model.config.trained_segments = trained.segment_size, trained.segments
         provenance = _provenance(cfg, procs, wall, state, origin)

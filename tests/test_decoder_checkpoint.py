@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_tiny_rmt
 
-from rmt_core.checkpoint import load_checkpoint, read_config, save_checkpoint
+from rmt_core.checkpoint import load_checkpoint, read_config, read_weights, save_checkpoint, tied_names
 from rmt_core.decoder import BACKBONES, DecoderConfig, DecoderRMT, decoder_from_backbone
 from rmt_core.errors import CheckpointError
 from rmt_core.model import RMT
@@ -63,10 +63,31 @@ def test_the_minilm_decoder_backbone_is_the_pretrained_encoder_in_decoder_mode(t
 
 def test_tied_embeddings_stay_tied_after_a_half_precision_save(gpt2_tokenizer, tmp_path):
     model = _decoder("gpt2", gpt2_tokenizer)
-    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "dec", dtype="float16"), device="cpu")
+    folder = save_checkpoint(model, tmp_path / "dec", dtype="float16")
+    # The LM head is the embeddings: the file stores the matrix once, and loading ties the head to it again.
+    ties = tied_names(model)
+    assert ties and all(source in model.state_dict() for source in ties.values())
+    stored = read_weights(folder)
+    assert not set(ties) & set(stored) and set(ties.values()) <= set(stored)
+    loaded = load_checkpoint(folder, device="cpu")
     head, embeddings = loaded.backbone.get_output_embeddings().weight, loaded.backbone.get_input_embeddings().weight
     assert head.data_ptr() == embeddings.data_ptr()
     assert torch.allclose(embeddings, model.backbone.get_input_embeddings().weight, atol=1e-3)
+
+
+def test_a_file_that_stores_the_tied_head_twice_still_loads(gpt2_tokenizer, tmp_path):
+    """Decoder checkpoints written before ties were stored once hold the head and the embeddings both."""
+    from safetensors.torch import save_file
+
+    model = _decoder("gpt2", gpt2_tokenizer)
+    folder = save_checkpoint(model, tmp_path / "dec", dtype="float16")
+    state = read_weights(folder)
+    for name, source in tied_names(model).items():
+        state[name] = state[source].clone()
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = load_checkpoint(folder, device="cpu")
+    assert loaded.backbone.get_output_embeddings().weight.data_ptr() == \
+        loaded.backbone.get_input_embeddings().weight.data_ptr()
 
 
 def test_an_encoder_folder_without_the_key_loads_as_the_encoder(tokenizer, tmp_path):
