@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from rmt_core.errors import CheckpointError
+from rmt_core.files import make_plain
 from rmt_core.model import RMT, RMTConfig, special_ids
 
 FORMAT = "rmt-lens-checkpoint"
@@ -115,6 +116,7 @@ def save_checkpoint(
             mode = "wb" if isinstance(content, bytes) else "w"
             with open(tmp / name, mode) as handle:
                 handle.write(content)
+        make_plain(tmp)  # mkdtemp made the folder private, and safetensors its files
         _replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,16 +17,31 @@ import tempfile
 from pathlib import Path
 
 
-def _plain_mode() -> int:
-    """0666 less the process umask: what open() gives a new file. Linux tells the umask without changing it
-    (/proc/self/status), which matters in threaded programs such as the dashboard; elsewhere it is set and reset."""
+def _umask() -> int:
+    """The process umask. Linux tells it without changing it (/proc/self/status), which matters in threaded
+    programs such as the dashboard; elsewhere it is set and reset."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
-            mask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
     except (OSError, StopIteration, ValueError, IndexError):
         mask = os.umask(0o022)
         os.umask(mask)
-    return 0o666 & ~mask
+        return mask
+
+
+def _plain_mode() -> int:
+    """0666 less the process umask: what open() gives a new file."""
+    return 0o666 & ~_umask()
+
+
+def make_plain(path: str | Path) -> None:
+    """Give `path` (a file, or a folder and everything in it) the permissions plain open() and mkdir() would:
+    tempfile creates private ones (0600 files, 0700 folders), and safetensors writes its files 0600."""
+    path = Path(path)
+    mask = _umask()
+    items = [*path.rglob("*"), path] if path.is_dir() else [path]
+    for item in items:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:

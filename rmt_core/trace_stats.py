@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rmt_core.files import make_plain
+
 STATS_VERSION = 1  # raise when the meaning of a field changes: old sidecars are then ignored
 CHUNK_ROWS = 512  # memory states read at once (512 x 10 x 128 float32: 2.5 MiB; the pass holds about 3 blocks)
 _STAMPED_FILES = ("manifest.json", "memory.npy", "roles.npy", "segment_logits.npy")
@@ -200,6 +202,7 @@ def _store(file: Path, stats: TraceStats) -> None:
         arrays = {name: getattr(stats, name) for name in _ARRAYS if getattr(stats, name) is not None}
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(stats.to_json())), **arrays)
+        make_plain(temp)
         os.replace(temp, file)
     except OSError:
         try:
