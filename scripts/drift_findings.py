@@ -661,7 +661,7 @@ def before_after_figures(before: dict, after: dict) -> dict:
         _log_axis(fig, limit, 1, 2)
         fig.update_yaxes(range=[-1.02, 1.02], row=1, col=1)
         fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI)", row=1, col=2)
-        fig.update_layout(title=f"{name}: memory after the fact, before and after random-length training",
+        fig.update_layout(title=f"{name}: memory after the fact, before and after further training",
                           width=1200, height=480, legend=dict(orientation="h", y=-0.2))
         out[f"{name}_before_after"] = fig
     return out

@@ -85,3 +85,42 @@ def test_switch_triggers_finds_the_segment_that_moved_memory_most(tokenizer, tmp
     assert "sample 0: trigger at" in (tmp_path / "t.html").read_text()
     assert st.main(["--checkpoint", str(folder), "--threshold", "2"]) == 1
     assert "not a cosine" in capsys.readouterr().err
+
+
+def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer, tmp_path, capsys):
+    """scripts/fact_writes.py: the fact's move is the recurrence's memory change at the fact's segment, right is the
+    model's own answer on rmt eval's sample, and a switch before the fact is found only before it."""
+    from rmt_core import recurrence
+    from rmt_core.checkpoint import save_checkpoint
+    from rmt_core.evaluate import eval_sample_seed
+    from rmt_core.inputs import SegmentBatch
+    from rmt_core.model import memory_change
+    from rmt_core.tasks import TaskBuilder
+
+    fw = load_script("fact_writes")
+    cosine = np.array([1.0, 1.0, 0.9, 0.3, 0.8, 0.2])
+    assert fw.switched_before(cosine, 1, 4, 0.5) and not fw.switched_before(cosine, 1, 3, 0.5)
+    assert not fw.switched_before(cosine, 1, 2, 0.5)  # no segment between the reference and the fact
+
+    model = make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3,
+                          task="detect").eval()
+    builder = TaskBuilder("detect", tokenizer, 16, split="test")
+    rows = fw.fact_writes(model, builder, segments=10, samples=5, reference=2, threshold=0.5, batch_size=2)
+    assert len(rows) == 5
+    for index, row in enumerate(rows):
+        sample = builder.sample(10, eval_sample_seed(0, 10, index))
+        assert row["seed"] == sample.seed and row["fact_segment"] == max(f.segment for f in sample.facts)
+        moves = {}
+        with torch.no_grad():
+            out = recurrence.run(model, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32), 16),
+                                 on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
+        assert abs(row["fact_move"] - moves[row["fact_segment"]].item()) < 1e-5
+        assert row["right"] == (out.logits.argmax(-1).item() == sample.answer)
+    table = fw.summary(rows, reference=2)
+    assert sum(r["samples"] for r in table) == sum(r["fact_segment"] > 3 for r in rows)
+
+    folder = save_checkpoint(model, tmp_path / "tiny")
+    assert fw.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "3", "--json",
+                    str(tmp_path / "fw.json")]) == 0
+    assert "| memory switched before the fact |" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "fw.json").read_text())["rows"]) == 3
