@@ -91,11 +91,14 @@ def model_card(folder: str | Path) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     keep_last = prov.get("train_config", {}).get("keep") == "last"
+    names = str(prov.get("curriculum") or "").split(",")  # "1-64x64": a random-length stage's own name
     for e in stages:
+        name = names[e["stage"]] if e["stage"] < len(names) and names[e["stage"]] else \
+            f"{e['segments']}x{e['segment_size']}"
         kept = e["kept_step"] if e.get("kept_step") is not None else _best_step(log, e)
         if keep_last and "kept_accuracy" in e:
             kept = f"{kept} (validation {e['kept_accuracy']:.3f})"
-        lines.append(f"| {e['stage'] + 1} | {e['segments']}x{e['segment_size']} | {e['step']} | "
+        lines.append(f"| {e['stage'] + 1} | {name} | {e['step']} | "
                      f"{e['best_val_accuracy']:.3f} | {kept} |")
     ended = {e["stage"] for e in stages}
     stopped = [e for e in log if e.get("event") == "eval" and e["stage"] not in ended]

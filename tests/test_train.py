@@ -204,6 +204,7 @@ def test_random_length_stages(tmp_path):
     out = train(cfg, progress=False)
     config = read_config(out)
     assert config["rmt"]["trained_segments"] == 4 and config["provenance"]["curriculum"] == "1-4x16"
+    assert "| 1 | 1-4x16 | 3 |" in (out / "README.md").read_text()  # the card names the stage as it was given
 
 
 def test_model_card_of_a_stage_folder_from_a_stopped_run(tmp_path):
