@@ -62,8 +62,9 @@ train memorize_long --task memorize --init-from checkpoints/memorize --stages "$
   --val-multiples 1,4 "${COMMON[@]}" &
 # detect (trained with noise stillness to 64 segments) keeps a fact once written, but a fact-like noise sentence
 # before the fact spends memory's one write (docs/findings.md, "Why detect's memory then holds longer"): decoy noise
-# (fact-like sentences about other people), binding learned on short inputs first at a higher rate, then long
-# inputs with facts late and the stillness term on (docs/experiments/detect-stillness-shipped).
+# (fact-like sentences about other people), binding learned on 1 to 2 segments first (on the CPU that took 1,250
+# steps at --lr 3e-4; raise LONG_LR if stage 1 stalls), then long inputs with facts late and the stillness term on
+# (docs/experiments/detect-stillness-shipped).
 train detect_long --task detect --init-from checkpoints/detect --stages "$DETECT_STAGES" --lr "${LONG_LR:-5e-5}" \
   --bptt-depth "${BPTT:-16}" --late-facts 0.5 --noise-stillness 30 --keep last --val-multiples 1,4 "${COMMON[@]}" \
   --noise-file builtin:decoys &
