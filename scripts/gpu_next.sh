@@ -48,7 +48,7 @@ LONGEST=${LONGEST:-31936}          # memorize and detect, LONGEST_SAMPLES sample
 LONGEST_SAMPLES=${LONGEST_SAMPLES:-100}
 DECODER_SEGMENTS=${DECODER_SEGMENTS:-4,8,16,32}
 MEM_STAGES=${MEM_STAGES:-7x64,1-64x64,1-256x64}      # memorize (trained at 7x64, then 1-32x64)
-DETECT_STAGES=${DETECT_STAGES:-1-2x64,1-64x64,1-256x64}  # detect (trained at 1-64x64): binding on decoys first
+DETECT_STAGES=${DETECT_STAGES:-1-64x64,1-256x64}  # detect (trained at 1-64x64), on decoy noise
 REASON_STAGES=${REASON_STAGES:-4x64,1-32x64,1-128x64}
 DECODER_STAGES=${DECODER_STAGES:-4x64,8x64,1-16x64}
 source scripts/gpu_lib.sh
@@ -62,9 +62,9 @@ train memorize_long --task memorize --init-from checkpoints/memorize --stages "$
   --val-multiples 1,4 "${COMMON[@]}" &
 # detect (trained with noise stillness to 64 segments) keeps a fact once written, but a fact-like noise sentence
 # before the fact spends memory's one write (docs/findings.md, "Why detect's memory then holds longer"): decoy noise
-# (fact-like sentences about other people), binding learned on 1 to 2 segments first (on the CPU that took 1,250
-# steps at --lr 3e-4; raise LONG_LR if stage 1 stalls), then long inputs with facts late and the stillness term on
-# (docs/experiments/detect-stillness-shipped).
+# (fact-like sentences about other people) on long inputs, facts late, the stillness term on, so that binding
+# (a decoy is not a fact) and holding are learned together: on the CPU a short binding stage at a high rate
+# first (1 to 2 segments, 3e-4) undid the holding (docs/experiments/detect-stillness-shipped).
 train detect_long --task detect --init-from checkpoints/detect --stages "$DETECT_STAGES" --lr "${LONG_LR:-5e-5}" \
   --bptt-depth "${BPTT:-16}" --late-facts 0.5 --noise-stillness 30 --keep last --val-multiples 1,4 "${COMMON[@]}" \
   --noise-file builtin:decoys &
