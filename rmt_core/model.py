@@ -94,6 +94,26 @@ def memory_change(memory_in: torch.Tensor, memory_out: torch.Tensor) -> torch.Te
     return moved / memory_in.pow(2).sum(dim=(1, 2)).clamp_min(1e-6)
 
 
+def memory_moves(model, inputs, reference: int):
+    """Run `inputs` (anything `recurrence.run` takes) without gradients and follow the memory: returns
+    (change, cosine, out). change[t, b] is segment t's `memory_change`; cosine[t, b] the cosine of the memory
+    after segment t with the memory after segment `reference` (counted from 0; 1 up to it); out the RunOutput."""
+    kept: dict[str, torch.Tensor] = {}
+    changes, cosines = [], []
+
+    def on_segment(result) -> None:
+        changes.append(memory_change(result.memory_in, result.memory_out))
+        memory = result.memory_out.flatten(1).float()
+        if result.t == reference:
+            kept["reference"] = memory.clone()
+        cosines.append(torch.nn.functional.cosine_similarity(memory, kept["reference"], dim=-1)
+                       if "reference" in kept else torch.ones(len(memory)))
+
+    with torch.inference_mode():
+        out = recurrence.run(model, inputs, on_segment=on_segment)
+    return torch.stack(changes), torch.stack(cosines), out
+
+
 class RMT(MemoryModule):
     """Recurrent Memory Transformer around a Hugging Face BERT-style encoder (`BertModel`, `RobertaModel`, ...).
 

@@ -5,8 +5,8 @@ segment moved memory, and whether the model answers right.
     .venv/bin/python scripts/fact_writes.py --checkpoint checkpoints/detect --segments 1024 --samples 100 \
         --babi-dir ../shared/data/babi/en-10k --noise-file ../shared/data/quality/questions.dev.txt --json OUT
 
-A memory has *switched before the fact* when, between segment `--reference` and the fact's segment, its cosine
-with the memory after segment `--reference` falls below `--threshold` (as in noise_switch.py). A segment's
+A memory has *switched before the fact* when, between segment `--reference` (counted from 0: the default 8 is the
+ninth) and the fact's segment, its cosine with the memory after segment `--reference` falls below `--threshold`. A segment's
 *move* is the memory's relative squared change, |out - in|^2 / |in|^2 (`rmt_core.model.memory_change`).
 """
 
@@ -28,30 +28,17 @@ def switched_before(cosine: np.ndarray, reference: int, fact: int, threshold: fl
 
 def fact_writes(model, builder, segments: int, samples: int, reference: int, threshold: float, seed: int = 0,
                 batch_size: int = 25) -> list[dict]:
-    from rmt_core import recurrence
     from rmt_core.evaluate import eval_sample_seed
     from rmt_core.inputs import SegmentBatch
-    from rmt_core.model import memory_change
+    from rmt_core.model import memory_moves
 
     rows = []
     for start in range(0, samples, batch_size):
         batch = [builder.sample(segments, eval_sample_seed(seed, segments, i))
                  for i in range(start, min(start + batch_size, samples))]
         ids = np.array([s.input_ids for s in batch], dtype=np.int32)
-        change = np.zeros((segments, len(batch)), dtype=np.float32)
-        cosine = np.ones((segments, len(batch)), dtype=np.float32)
-        kept: dict[str, torch.Tensor] = {}
-
-        def on_segment(result) -> None:
-            change[result.t] = memory_change(result.memory_in, result.memory_out).float().numpy()
-            memory = result.memory_out.flatten(1).float()
-            if result.t == reference:
-                kept["reference"] = memory.clone()
-            if "reference" in kept:
-                cosine[result.t] = torch.nn.functional.cosine_similarity(memory, kept["reference"], dim=-1).numpy()
-
-        with torch.inference_mode():
-            out = recurrence.run(model, SegmentBatch.from_ids(ids, model.config.segment_size), on_segment=on_segment)
+        change, cosine, out = memory_moves(model, SegmentBatch.from_ids(ids, model.config.segment_size), reference)
+        change, cosine = change.numpy(), cosine.numpy()
         predictions = out.logits.argmax(-1).tolist()
         for b, sample in enumerate(batch):
             fact = max(f.segment for f in sample.facts)
@@ -82,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--babi-dir", default=None, help="bAbI folder (its test split); default: built-in facts")
     parser.add_argument("--noise-file", default=None, help="noise text, one passage a line; default: built-in")
-    parser.add_argument("--reference", type=int, default=8, help="the segment whose memory is the reference")
+    parser.add_argument("--reference", type=int, default=8,
+                        help="the segment (counted from 0) whose memory is the reference")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0, help="rmt eval's seed (the same samples as its eval.json)")
     parser.add_argument("--threads", type=int, default=1)

@@ -36,28 +36,15 @@ def kinds(text: str) -> dict[str, bool]:
 
 
 def triggers(model, noise: str, segments: int, samples: int, reference: int, threshold: float, seed: int) -> dict:
-    from rmt_core import recurrence
     from rmt_core.inputs import SegmentBatch
-    from rmt_core.model import memory_change
+    from rmt_core.model import memory_moves
     from rmt_core.noise import NoiseSource, pure_noise
 
     S = model.config.segment_size
     source = NoiseSource.load(noise, model.tokenizer)
     ids = np.array(pure_noise(source, segments * S, samples, seed), dtype=np.int32)
-    change = np.zeros((segments, samples), dtype=np.float32)
-    cosine = np.ones((segments, samples), dtype=np.float32)
-    kept: dict[str, torch.Tensor] = {}
-
-    def on_segment(result) -> None:
-        change[result.t] = memory_change(result.memory_in, result.memory_out).numpy()
-        memory = result.memory_out.flatten(1).float()
-        if result.t == reference - 1:
-            kept["reference"] = memory.clone()
-        if "reference" in kept:
-            cosine[result.t] = torch.nn.functional.cosine_similarity(memory, kept["reference"], dim=-1).numpy()
-
-    with torch.inference_mode():
-        recurrence.run(model, SegmentBatch.from_ids(ids, S), on_segment=on_segment)
+    change, cosine, _ = memory_moves(model, SegmentBatch.from_ids(ids, S), reference - 1)
+    change, cosine = change.numpy(), cosine.numpy()
 
     def text(b: int, t: int) -> str:
         return model.tokenizer.decode(ids[b, t * S:(t + 1) * S].tolist())
