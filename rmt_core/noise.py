@@ -10,7 +10,10 @@ has seen (nearly) every token as noise and meets real text without out-of-vocabu
 "builtin:decoys" is builtin:vocab plus decoys: sentences that look like facts but are not, such as people who
 are not bAbI's going to places (bAbI's rooms among them), someone else's office, a harbour north of the
 kitchen. Real text is full of them ("what did he expect when he went into the church?"); a model that never
-met one in training takes the first it reads for a fact.
+met one in training takes the first it reads for a fact. In "builtin:decoys" about one sentence in five is a
+decoy; "builtin:decoys:P" draws a decoy with probability P instead (such as builtin:decoys:0.01, nearer the
+share of real text, where about 0.6% of 64-token segments hold a room and a movement verb), so a model meets
+decoys without every input being full of them.
 
 No noise sentence may state where a bAbI person is or how two bAbI places relate (see `is_fact_like`).
 Each sentence is tokenised once; samples draw token-id lists from the cached pool.
@@ -31,6 +34,7 @@ BUILTIN_PYDOC = "builtin:pydoc"
 BUILTIN_VOCAB = "builtin:vocab"
 BUILTIN_DECOYS = "builtin:decoys"
 BUILTIN_NAMES = (BUILTIN, BUILTIN_PYDOC, BUILTIN_VOCAB, BUILTIN_DECOYS)
+DECOY_SHARE_PREFIX = BUILTIN_DECOYS + ":"  # builtin:decoys:P, a decoy drawn with probability P
 VOCAB_POOL_SIZE = 12000
 DECOY_POOL_SIZE = 4000
 BUILTIN_POOL_SIZE = 6000
@@ -213,6 +217,22 @@ def decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
     return _distinct_pool(generate_decoy, count, seed)
 
 
+def decoy_share(name: str) -> float | None:
+    """P of a "builtin:decoys:P" noise name; None for any other name. A P that is not a number between 0 and 1
+    is a TaskError naming the fix."""
+    if not name.startswith(DECOY_SHARE_PREFIX):
+        return None
+    text = name[len(DECOY_SHARE_PREFIX):]
+    try:
+        share = float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0 < share < 1:  # NaN fails too
+        raise TaskError(f"noise {name}: the decoy share {text!r} must be a number between 0 and 1 (exclusive), "
+                        "such as builtin:decoys:0.01")
+    return share
+
+
 def pydoc_sentences() -> list[str]:
     """English prose sentences from Python's own documentation (`pydoc_data.topics`), cleaned."""
     try:
@@ -299,9 +319,12 @@ def file_sentences(path: str | Path) -> list[str]:
 class NoiseSource:
     """A pool of noise sentences and their token ids (no special tokens), drawn from by samples."""
 
-    name: str  # file path or one of BUILTIN_NAMES
+    name: str  # file path, one of BUILTIN_NAMES or builtin:decoys:P
     sentences: list[str]
     token_ids: list[list[int]]
+    # builtin:decoys:P: the sentences from `decoy_from` on are decoys, drawn together with probability P
+    decoy_from: int | None = None
+    decoy_share: float | None = None
     by_length: dict[int, list[int]] = field(init=False, repr=False)  # token count -> sentence indices
 
     def __post_init__(self):
@@ -312,28 +335,35 @@ class NoiseSource:
     @classmethod
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
         """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc" / "builtin:vocab" /
-        "builtin:decoys"; cached."""
+        "builtin:decoys" / "builtin:decoys:P"; cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
+        share = decoy_share(name)
         key = (name, _file_stamp(name), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
+            plain = 0  # sentences before the decoys (builtin:decoys:P)
             if name == BUILTIN:
                 sentences = builtin_sentences()
             elif name == BUILTIN_PYDOC:
                 sentences = builtin_sentences() + pydoc_sentences()
             elif name == BUILTIN_VOCAB:
                 sentences = builtin_sentences() + vocab_sentences(tokenizer)
-            elif name == BUILTIN_DECOYS:
-                sentences = builtin_sentences() + vocab_sentences(tokenizer) + decoy_sentences()
+            elif name == BUILTIN_DECOYS or share is not None:
+                sentences = builtin_sentences() + vocab_sentences(tokenizer)
+                plain = len(sentences)
+                sentences += decoy_sentences()
             else:
                 sentences = file_sentences(name)
             token_ids = tokenize_all(tokenizer, sentences)
             # Text such as "[SEP]" would tokenise to a special token; samples hold none, so drop it.
             special = set(getattr(tokenizer, "all_special_ids", []) or [])
-            kept = [(s, ids) for s, ids in zip(sentences, token_ids) if ids and not special.intersection(ids)]
+            usable = [bool(ids) and not special.intersection(ids) for ids in token_ids]
+            kept = [(s, ids) for s, ids, ok in zip(sentences, token_ids, usable) if ok]
             if len(kept) < MIN_SENTENCES:
                 raise TaskError(f"noise {name} gives only {len(kept)} usable sentences (need {MIN_SENTENCES}); "
                                 "give a longer English text, one passage a line")
             source = cls(name, [s for s, _ in kept], [ids for _, ids in kept])
+            if share is not None:
+                source.decoy_from, source.decoy_share = sum(usable[:plain]), share
             _CACHE[key] = (tokenizer, source)
         return _CACHE[key][1]
 
@@ -352,6 +382,16 @@ class NoiseStream:
         self.by_length = source.by_length
         self.rng = rng
         self.leftover: list[int] = []
+        self.decoy_from, self.decoy_share = source.decoy_from, source.decoy_share
+
+    def _draw(self) -> list[int]:
+        """One sentence at random: uniform over the pool, or (builtin:decoys:P) a decoy with probability P."""
+        pool, rng = self.pool, self.rng
+        if self.decoy_share is None:
+            return pool[rng.randrange(len(pool))]
+        if rng.random() < self.decoy_share:
+            return pool[rng.randrange(self.decoy_from, len(pool))]
+        return pool[rng.randrange(self.decoy_from)]
 
     def take(self, budget: int, final: bool = False) -> list[tuple[list[int], bool, bool]]:
         """Exactly `budget` tokens as chunks. With `final` (nothing follows but the question) a sentence
@@ -365,7 +405,7 @@ class NoiseStream:
             remaining -= len(piece)
         pool, rng = self.pool, self.rng
         while remaining > 0:
-            ids = pool[rng.randrange(len(pool))]
+            ids = self._draw()
             if len(ids) > remaining and final and remaining in self.by_length:
                 exact = self.by_length[remaining]
                 ids = pool[exact[rng.randrange(len(exact))]]
@@ -400,7 +440,7 @@ def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
 
 def _file_stamp(name: str) -> tuple:
     """Size and modification time of a noise file, so an edited file is read again; () for built-ins."""
-    if name in BUILTIN_NAMES:
+    if name in BUILTIN_NAMES or name.startswith(DECOY_SHARE_PREFIX):
         return ()
     try:
         stat = Path(name).stat()

@@ -201,6 +201,35 @@ def test_decoy_noise_looks_like_facts_and_states_none(tok):
     assert babi.parse_move(sample.facts[0].text)[0] in babi.PEOPLE
 
 
+def test_decoy_share_draws_decoys_at_the_asked_rate(tok):
+    import random
+    decoys = set(noise.decoy_sentences())
+    for name, lo, hi in (("builtin:decoys:0.02", 0.01, 0.03), ("builtin:decoys:0.5", 0.45, 0.55),
+                         (noise.BUILTIN_DECOYS, 0.12, 0.25)):
+        source = noise.NoiseSource.load(name, tok)
+        assert set(source.sentences) == set(noise.NoiseSource.load(noise.BUILTIN_DECOYS, tok).sentences)
+        stream = noise.NoiseStream(source, random.Random(1))
+        text = {tuple(ids): s for s, ids in zip(source.sentences, source.token_ids)}
+        drawn = [text[tuple(stream._draw())] for _ in range(4000)]
+        share = sum(s in decoys for s in drawn) / len(drawn)
+        assert lo < share < hi, (name, share)
+    # the plain name draws exactly as before: uniform over the pool
+    source = noise.NoiseSource.load(noise.BUILTIN_DECOYS, tok)
+    rng = random.Random(5)
+    expected = [source.token_ids[rng.randrange(len(source))] for _ in range(50)]
+    stream = noise.NoiseStream(source, random.Random(5))
+    assert [stream._draw() for _ in range(50)] == expected
+    sample = TaskBuilder("detect", tok, 64, noise_file="builtin:decoys:0.01").sample(4, 3)
+    assert sample.sources["noise"] == "builtin:decoys:0.01" and len(sample.facts) == 1
+
+
+@pytest.mark.parametrize("name", ["builtin:decoys:0", "builtin:decoys:1", "builtin:decoys:nan",
+                                  "builtin:decoys:lots", "builtin:decoys:", "builtin:decoys:-0.1"])
+def test_decoy_share_must_be_a_probability(tok, name):
+    with pytest.raises(TaskError, match=r"between 0 and 1.*builtin:decoys:0\.01"):
+        noise.NoiseSource.load(name, tok)
+
+
 def test_vocab_noise_needs_a_wordpiece_vocabulary():
     class Letters:
         def get_vocab(self):
