@@ -589,6 +589,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if first_stage >= len(cfg.stages):
         raise TrainError(f"the run in {out} stopped at stage {first_stage + 1}, but this curriculum has "
                          f"{len(cfg.stages)} stages; resume with the run's own --stages (see training_log.jsonl)")
+    _check_sources(cfg, data, first_stage)
     log = Log(out / "training_log.jsonl", procs.main, resume_at)
     if procs.main and not resume:
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
@@ -754,6 +755,18 @@ def _deep_memory_pool(model, cfg: TrainConfig, data: Data, stage: Stage, stage_i
               advance_segments=pool.advance_segments, refresh_steps=REFRESH_STEPS, noise=portable_path(noise.name),
               fill_s=round(time.time() - started, 1))
     return pool
+
+
+def _check_sources(cfg: TrainConfig, data: Data, first_stage: int) -> None:
+    """Read the bAbI and noise sources of training and of the stage evaluation now, before the run folder is
+    written: a wrong path or noise name fails at once and leaves nothing behind, not a run folder (or a stage
+    of training) later."""
+    from rmt_core.babilong import make_builder
+
+    data.builder(cfg.stages[first_stage].segment_size, training=True)
+    if cfg.stage_eval_segments:
+        make_builder(cfg.task, data.tokenizer, cfg.stages[first_stage].segment_size, babi_dir=cfg.stage_eval_babi_dir,
+                     noise_file=cfg.stage_eval_noise_file, split="test" if cfg.stage_eval_babi_dir else "train")
 
 
 def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, log: Log, progress: bool) -> None:

@@ -200,6 +200,17 @@ def test_train_never_writes_into_a_folder_holding_other_files(tmp_path, capsys):
     assert snapshot(target) == {"thesis.tex": hashlib.sha256(b"years of work").hexdigest()}
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--noise-file", "{tmp}/no-such-noise.txt"], "does not exist"),
+    (["--noise-file", "builtin:decoys:2"], "between 0 and 1"),
+    (["--stage-eval-segments", "1", "--stage-eval-noise-file", "{tmp}/no-such-noise.txt"], "does not exist"),
+])
+def test_train_with_a_wrong_source_leaves_no_run_folder(tmp_path, capsys, flags, words):
+    out = tmp_path / "run"
+    refused(rmt(capsys, *TRAIN, *[f.format(tmp=tmp_path) for f in flags], "--out", out), words)
+    assert not out.exists()  # refused before anything was written, not after a stage of training
+
+
 @pytest.mark.parametrize("size", [["--width", "17000", "--height", "17000"], ["--width", "16000", "--height", "16000"],
                                   ["--width", "4000", "--height", "4000", "--scale", "8"]])
 def test_export_of_an_absurd_size_fails_and_leaves_the_old_picture(trace, tmp_path, capsys, size):
