@@ -85,6 +85,7 @@ class RMTOutput:
     memory_out: torch.Tensor | None = None  # (B, m, d) memory after the last segment
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
+    write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
 
 
 def memory_change(memory_in: torch.Tensor, memory_out: torch.Tensor) -> torch.Tensor:
@@ -188,6 +189,9 @@ class RMT(MemoryModule):
         return_segment_logits: bool = False,
         still: torch.Tensor | None = None,
         still_weight: float = 0.0,
+        write: torch.Tensor | None = None,
+        write_weight: float = 0.0,
+        write_margin: float = 1.0,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -195,20 +199,31 @@ class RMT(MemoryModule):
         still: (B, N) bool, the segments whose memory should stay as it came in (noise that holds no fact): the
         mean relative squared change of memory over them (`memory_change`) is added to the loss, times
         still_weight. It is local to each segment, so it reaches segments before a --bptt-depth cut too.
+        write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
+        memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
+        a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
+        noise still for free.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes = []
+        changes, shortfalls = [], []
         on_segment = None
-        if still is not None:
-            if tuple(still.shape) != (batch.batch_size, N):
-                raise ValueError(f"still has shape {tuple(still.shape)}; expected ({batch.batch_size}, {N})")
+        for name, mask in (("still", still), ("write", write)):
+            if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
+                raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
+        if still is not None or write is not None:
 
             def on_segment(result):
-                mask = still[:, result.t].to(result.memory_out.device)
-                if mask.any():
-                    changes.append(memory_change(result.memory_in, result.memory_out)[mask])
+                quiet = still[:, result.t].to(result.memory_out.device) if still is not None else None
+                writes = write[:, result.t].to(result.memory_out.device) if write is not None else None
+                if not ((quiet is not None and quiet.any()) or (writes is not None and writes.any())):
+                    return
+                change = memory_change(result.memory_in, result.memory_out)
+                if quiet is not None and quiet.any():
+                    changes.append(change[quiet])
+                if writes is not None and writes.any():
+                    shortfalls.append(F.relu(write_margin - change[writes]))
 
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
                              on_segment=on_segment)
@@ -220,17 +235,22 @@ class RMT(MemoryModule):
                 loss = torch.stack([F.cross_entropy(l.float(), labels) for l in segment_logits]).mean()
             else:
                 loss = F.cross_entropy(logits.float(), labels)
-        stillness = None
+        stillness = shortfall = None
         if still is not None:
             stillness = torch.cat(changes).mean() if changes else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and still_weight:
                 loss = loss + still_weight * stillness
+        if write is not None:
+            shortfall = torch.cat(shortfalls).mean() if shortfalls else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and write_weight:
+                loss = loss + write_weight * shortfall
         return RMTOutput(
             logits=logits,
             loss=loss,
             memory_out=memory,
             segment_logits=segment_logits if return_segment_logits else None,
             stillness=stillness,
+            write_shortfall=shortfall,
         )
 
 

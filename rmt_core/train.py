@@ -130,6 +130,8 @@ class TrainConfig:
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
     deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
+    fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
+    fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -245,19 +247,24 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still): still is None, or with --noise-stillness the (B, N) segments whose memory change
-        is penalized: every segment without a fact but the first and the last (the question's, whose memory
-        nothing reads)."""
+        """(ids, labels, still, write): still is None, or with --noise-stillness the (B, N) segments whose memory
+        change is penalized: every segment without a fact but the first and the last (the question's, whose memory
+        nothing reads); write is None, or with --fact-write the segments that hold a fact, the last aside."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
-        if not self.cfg.noise_stillness:
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None)
+        if not (self.cfg.noise_stillness or self.cfg.fact_write):
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None)
         ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
-        still = ~holds
-        still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
-        still[:, -1] = False
-        return ids, labels, still
+        still = write = None
+        if self.cfg.noise_stillness:
+            still = ~holds
+            still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
+            still[:, -1] = False
+        if self.cfg.fact_write:
+            write = holds.clone()
+            write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
+        return ids, labels, still, write
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -367,17 +374,21 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None,
-               still: torch.Tensor | None = None, still_weight: float = 0.0):
+               still: torch.Tensor | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). still (encoder): (B, N) segments whose memory change is added to the
-    loss times still_weight (--noise-stillness); then (loss, stillness) comes back instead of the loss."""
+    reads (default: the initial memory). still (encoder): (still, write) masks of `Data.batch`, whose terms are
+    added with cfg's --noise-stillness and --fact-write weights; then (loss, terms) comes back instead of the loss,
+    terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if still is None:
         return model(ids, labels=labels, memory=memory).loss
-    out = model(ids, labels=labels, memory=memory, still=still, still_weight=still_weight)
-    return out.loss, out.stillness
+    quiet, write = still
+    out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
+                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin)
+    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
+    return out.loss, {k: v for k, v in terms.items() if v is not None}
 
 
 @torch.no_grad()
@@ -629,10 +640,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         first_step = state["step"]
         pool = _deep_memory_pool(model, cfg, data, stage, stage_index, procs, log)
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
-        losses, stills = [], []
+        losses, terms = [], {}
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still = data.batch(stage, stage_index, step)
+            ids, labels, still, write = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -640,11 +651,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                if still is None:
+                if still is None and write is None:
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    loss, stillness = batch_loss(model, ids, labels, memory, still[rank_slice], cfg.noise_stillness)
-                    stills.append(stillness.item())
+                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write))
+                    loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
+                    for name, value in values.items():
+                        terms.setdefault(name, []).append(value.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             procs.average_gradients(model)
@@ -660,10 +673,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{state['best']:.3f}")
             if step % cfg.log_every == 0:
-                extra = {"stillness": sum(stills) / len(stills)} if stills else {}
+                extra = {name: sum(values) / len(values) for name, values in terms.items()}
                 log.write(event="step", stage=stage_index, step=step, loss=sum(losses) / len(losses),
                           lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), **extra)
-                losses, stills = [], []
+                losses, terms = [], {}
             if stop_after is not None and state["total_steps"] >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (test)")
             if step % cfg.eval_every == 0 or step == cfg.max_steps:

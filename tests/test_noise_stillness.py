@@ -101,3 +101,67 @@ def test_noise_stillness_flag_is_checked(tmp_path, capsys):
         assert main(["train", "--noise-stillness", bad, "--out", str(tmp_path / "e")]) != 0
         assert "--noise-stillness" in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+def test_fact_write_is_the_mean_shortfall_of_fact_segments_below_the_margin(model, tokenizer):
+    ids, labels, holds = TaskBuilder("detect", tokenizer, 16).batch(5, 4, seed=2, fact_segments=True)
+    write = holds.clone()
+    write[:, -1] = False
+    assert write.any()
+    changes = []
+    with torch.no_grad():
+        recurrence.run(model, ids, on_segment=lambda r: changes.append(memory_change(r.memory_in, r.memory_out)))
+        plain = model(ids, labels=labels)
+        by_segment = torch.stack(changes, dim=1)  # (B, N)
+        margin = by_segment[write].max().item() * 0.9 + 1e-3  # some fact segments fall short of it, some may not
+        out = model(ids, labels=labels, write=write, write_weight=3.0, write_margin=margin)
+        far = model(ids, labels=labels, write=write, write_weight=3.0, write_margin=1e-9)
+    expected = F.relu(margin - by_segment[write]).mean()
+    assert out.write_shortfall.item() == pytest.approx(expected.item(), rel=1e-5) and out.write_shortfall > 0
+    assert out.loss.item() == pytest.approx(plain.loss.item() + 3.0 * expected.item(), rel=1e-5)
+    assert far.write_shortfall.item() == pytest.approx(0.0, abs=1e-9)  # every fact writes more than a tiny margin
+    assert plain.write_shortfall is None and out.stillness is None
+    with pytest.raises(ValueError, match="write has shape"):
+        model(ids, labels=labels, write=write[:, :3])
+
+
+def test_training_with_fact_write_logs_the_term_and_facts_write_more(tmp_path, tokenizer):
+    from rmt_core.checkpoint import load_checkpoint
+
+    cfg = dict(task="detect", stages=[Stage(4, 16)], hidden_size=16, num_layers=1, num_heads=2, max_positions=64,
+               num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=40, eval_every=20,
+               val_samples=8, target_accuracy=1.01, plateau=100, log_every=10, save_dtype="float32", threads=1,
+               seed=3, noise_stillness=50.0)
+    still = train(TrainConfig(out=str(tmp_path / "still"), **cfg), progress=False)
+    both = train(TrainConfig(out=str(tmp_path / "both"), fact_write=50.0, fact_write_margin=1.0, **cfg),
+                 progress=False)
+    steps = [e for e in map(json.loads, (both / "training_log.jsonl").read_text().splitlines()) if e["event"] == "step"]
+    assert len(steps) == 4 and all(0 <= e["write_shortfall"] <= 1.0 and "stillness" in e for e in steps)
+    assert json.loads((both / "config.json").read_text())["provenance"]["train_config"]["fact_write"] == 50.0
+
+    ids, _, holds = TaskBuilder("detect", tokenizer, 16).batch(4, 32, seed=9, fact_segments=True)
+    holds[:, -1] = False
+    holds[:, 0] = False  # the first segment moves the learned initial memory by far more than any later one
+
+    def fact_moves(folder):
+        changes = []
+        with torch.no_grad():
+            recurrence.run(load_checkpoint(folder, device="cpu"), ids,
+                           on_segment=lambda r: changes.append(memory_change(r.memory_in, r.memory_out)))
+        return torch.stack(changes, dim=1)[holds].median().item()
+
+    # stillness alone lets facts write little; the write term makes them write more
+    assert fact_moves(both) > 1.5 * fact_moves(still), (fact_moves(both), fact_moves(still))
+
+
+def test_fact_write_flags_are_checked(tmp_path, capsys):
+    from rmt_cli.main import main
+
+    assert main(["train", "--architecture", "decoder", "--task", "qa1", "--fact-write", "1",
+                 "--out", str(tmp_path / "d")]) != 0
+    assert "--fact-write is for the encoder" in capsys.readouterr().err
+    for flag, bad in (("--fact-write", "-1"), ("--fact-write", "nan"), ("--fact-write-margin", "0"),
+                      ("--fact-write-margin", "inf")):
+        assert main(["train", flag, bad, "--out", str(tmp_path / "e")]) != 0
+        assert flag in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

@@ -61,6 +61,14 @@ def add_arguments(parser) -> None:
                         help="encoder: add this weight times the memory's mean relative squared change over the "
                              "training segments that hold no fact (noise; the question's segment aside), so noise "
                              "learns to leave memory as it is and only facts write (default 0)")
+    parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times how far a fact's segment falls short of moving memory "
+                             "by --fact-write-margin (mean over the training segments that hold a fact), so that "
+                             "with --noise-stillness the model tells facts from noise instead of writing nothing "
+                             "(default 0)")
+    parser.add_argument("--fact-write-margin", type=real(maximum=1e3, above=0.0), default=1.0,
+                        help="the relative squared change of memory a fact's segment should at least make "
+                             "(a fact writes about 2 in the shipped detect; default 1)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -135,8 +143,9 @@ def run(args) -> int:
         raise TrainError(f"--late-facts is for detect and reason, whose facts land anywhere, not {task}; drop it")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
-    if args.noise_stillness and args.architecture != "encoder":
-        raise TrainError("--noise-stillness is for the encoder (the paper's RMT); drop it for a decoder")
+    for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
+        if value and args.architecture != "encoder":
+            raise TrainError(f"{flag} is for the encoder (the paper's RMT); drop it for a decoder")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
     cfg = TrainConfig(
         task=task, architecture=args.architecture, out=args.out, stages=stages, backbone=args.backbone, init_from=args.init_from, hidden_size=args.hidden_size,
@@ -145,6 +154,7 @@ def run(args) -> int:
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
+        fact_write=args.fact_write, fact_write_margin=args.fact_write_margin,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
