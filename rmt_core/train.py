@@ -153,6 +153,7 @@ class TrainConfig:
     threads: int | None = None
     log_every: int = 10
     time_budget_s: float | None = None  # end after the stage running when this much time has passed
+    stop_at_step: int | None = None  # end the run at this evaluation step, the schedule still that of max_steps
     stage_eval_segments: list[int] = field(default_factory=list)  # evaluate each stage's best at these lengths
     stage_eval_samples: int = 200
     stage_eval_babi_dir: str | None = None
@@ -358,6 +359,9 @@ def check_sizes(cfg: TrainConfig) -> None:
     the model is built, so a run that cannot work fails at once)."""
     from rmt_core.tasks import MAX_BATCH_TOKENS, check_sample_size
 
+    if cfg.stop_at_step is not None and (cfg.stop_at_step % cfg.eval_every or not 0 < cfg.stop_at_step < cfg.max_steps):
+        raise TrainError(f"--stop-at-step {cfg.stop_at_step} must be a multiple of --eval-every ({cfg.eval_every}) "
+                         f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
     longest = max(cfg.val_multiples or (1,))
     for stage in cfg.stages:
         check_sample_size(stage.segments * longest, stage.segment_size)
@@ -606,6 +610,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
     started = time.time()
     out_of_time = False
+    stopped_at = None  # --stop-at-step: the step the run ended at
     trained = converged = None  # the last stage trained, the last stage that reached target_accuracy
     rank_slice = slice(procs.rank * cfg.batch_size // procs.world, (procs.rank + 1) * cfg.batch_size // procs.world)
 
@@ -704,6 +709,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 if cfg.time_budget_s and time.time() - started > cfg.time_budget_s:
                     out_of_time = True
                     break
+                if cfg.stop_at_step is not None and step >= cfg.stop_at_step:
+                    stopped_at = step
+                    break
                 if step >= cfg.min_steps and (state["good"] >= cfg.patience or state["stale"] >= cfg.plateau):
                     break
         if bar is not None:
@@ -722,7 +730,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         if procs.main and cfg.stage_eval_segments:
             _stage_eval(model, cfg, stage_index, stage, log, progress)
         resume = False
-        if out_of_time:
+        if out_of_time or stopped_at is not None:
             break
         if procs.main and stage_index + 1 < len(cfg.stages):
             nxt = dict(state, stage=stage_index + 1, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0,
@@ -742,6 +750,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         provenance = _provenance(cfg, procs, wall, state, origin)
         provenance["trained_curriculum"] = ",".join(s.name for s in cfg.stages[: cfg.stages.index(trained) + 1])
         provenance["stopped_by_time_budget"] = out_of_time
+        if stopped_at is not None:
+            provenance["stopped_at_step"] = stopped_at
         save_checkpoint(model, out / "final.tmp", tokenizer=tokenizer, provenance=provenance,
                         dtype=cfg.save_dtype, max_shard_mib=cfg.max_shard_mib)
         for item in (out / "final.tmp").iterdir():

@@ -95,6 +95,35 @@ def test_keep_last_keeps_the_last_evaluation_not_the_best(tmp_path):
     assert "--keep last" in card and "12 (validation" in card
 
 
+def test_stop_at_step_ends_with_the_model_a_longer_run_had_at_that_step(tmp_path):
+    """--stop-at-step: the run ends at that evaluation with exactly the weights the full run had there (same
+    schedule), written as the run's own checkpoint."""
+    full = train(tiny_config(tmp_path / "full", stages=[Stage(2, 16)], max_steps=8, keep="last"), progress=False)
+    cut = train(tiny_config(tmp_path / "cut", stages=[Stage(2, 16)], max_steps=8, keep="last", stop_at_step=4),
+                progress=False)
+    evals = log_entries(cut, "eval")
+    assert [e["step"] for e in evals] == [0, 2, 4]
+    assert [(e["step"], e["val_accuracy"]) for e in log_entries(full, "eval")][:3] == [(e["step"], e["val_accuracy"]) for e in evals]
+    assert read_config(cut)["provenance"]["stopped_at_step"] == 4
+    assert "stopped_at_step" not in read_config(full)["provenance"]
+    # the full run's step-4 weights: rerun it and interrupt it after step 5, the resume state is that of step 4
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "again", stages=[Stage(2, 16)], max_steps=8, keep="last"), stop_after=5,
+              progress=False)
+    at_four, final = read_weights(tmp_path / "again" / "resume"), read_weights(cut)
+    assert all(torch.equal(final[k], at_four[k]) for k in final)
+    assert not all(torch.equal(final[k], v) for k, v in read_weights(full).items())
+
+
+@pytest.mark.parametrize("stop", [3, 8, 9])
+def test_stop_at_step_must_be_an_evaluation_before_the_end(tmp_path, stop):
+    from rmt_core.errors import TrainError
+
+    with pytest.raises(TrainError, match="multiple of --eval-every"):
+        train(tiny_config(tmp_path / "x", max_steps=8, stop_at_step=stop), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

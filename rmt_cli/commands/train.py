@@ -115,6 +115,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=whole(1, 4096), default=None, help="CPU threads for torch")
     parser.add_argument("--time-budget-s", type=real(above=0.0), default=None,
                         help="stop after the stage running when this many seconds have passed")
+    parser.add_argument("--stop-at-step", type=whole(1, 10**9), default=None,
+                        help="end the run after the evaluation at this step, its learning rate still scheduled for "
+                             "--max-steps: the model a longer run had at that step (a multiple of --eval-every)")
     parser.add_argument("--stage-eval-segments", type=whole_list(1, 2**24, allow_empty=True), default=[],
                         help="evaluate each stage's best at these lengths (Figure 5)")
     parser.add_argument("--stage-eval-samples", type=whole(1, 1_000_000), default=200)
@@ -159,7 +162,7 @@ def run(args) -> int:
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
-        max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s,
+        max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s, stop_at_step=args.stop_at_step,
         stage_eval_segments=list(args.stage_eval_segments),
         stage_eval_samples=args.stage_eval_samples, stage_eval_babi_dir=args.stage_eval_babi_dir,
         stage_eval_noise_file=args.stage_eval_noise_file,
