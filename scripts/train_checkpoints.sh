@@ -103,19 +103,6 @@ wait
   --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 500 --eval-every 100 \
   --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
   --keep last --noise-file builtin:vocab --threads 1 --quiet "${babi[@]}"
-# Then it learns that a decoy (a fact-like sentence about someone who is not a bAbI person) is not a fact: first on
-# 1 to 4 segments of builtin:decoys (about one sentence in five a decoy), with stillness, stopped at step 900 of a
-# 1,500-step schedule; then back on 1 to 64 segments with a decoy one sentence in twenty, so that the hold comes
-# back (docs/experiments/detect-decoy-binding/; the shipped runs were named runs6/dE, stopped by hand at step 900,
-# whose weights cpu_detect6's --stop-at-step 900 reproduces bit for bit, and runs6/dH).
-"$RMT" train --task detect --init-from "$RUNS/cpu_detect5" --out "$RUNS/cpu_detect6" --stages 1-4x64 \
-  --bptt-depth 8 --batch-size 64 --lr 3e-4 --warmup-steps 30 --max-steps 1500 --stop-at-step 900 --eval-every 100 \
-  --val-samples 64 --val-multiples 1,16 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
-  --keep last --save-dtype float32 --noise-file builtin:decoys --threads 1 --quiet "${babi[@]}"
-"$RMT" train --task detect --init-from "$RUNS/cpu_detect6" --out "$RUNS/cpu_detect7" --stages 1-64x64 \
-  --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 800 --eval-every 100 \
-  --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
-  --keep last --noise-file builtin:decoys:0.05 --threads 1 --quiet "${babi[@]}"
 wait
 
 # Evaluation: 1,000 samples up to 32 segments, 100 from 64 to 4,096 segments and 20 at 31,936 segments
