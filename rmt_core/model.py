@@ -214,15 +214,20 @@ class RMT(MemoryModule):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
         if still is not None or write is not None:
 
+            def marked(mask, result):
+                """This segment's column of a mask on the memory's device, or None when it marks no sample."""
+                if mask is None or not mask[:, result.t].any():
+                    return None
+                return mask[:, result.t].to(result.memory_out.device)
+
             def on_segment(result):
-                quiet = still[:, result.t].to(result.memory_out.device) if still is not None else None
-                writes = write[:, result.t].to(result.memory_out.device) if write is not None else None
-                if not ((quiet is not None and quiet.any()) or (writes is not None and writes.any())):
+                quiet, writes = marked(still, result), marked(write, result)
+                if quiet is None and writes is None:
                     return
                 change = memory_change(result.memory_in, result.memory_out)
-                if quiet is not None and quiet.any():
+                if quiet is not None:
                     changes.append(change[quiet])
-                if writes is not None and writes.any():
+                if writes is not None:
                     shortfalls.append(F.relu(write_margin - change[writes]))
 
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,

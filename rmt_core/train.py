@@ -354,14 +354,18 @@ def check_run_folder(out: Path, resume: bool) -> None:
                          "folder for --out")
 
 
+def check_stop(cfg: TrainConfig) -> None:
+    """--stop-at-step names an evaluation before the end of the schedule, so the run ends on an evaluated model."""
+    if cfg.stop_at_step is not None and (cfg.stop_at_step % cfg.eval_every or not 0 < cfg.stop_at_step < cfg.max_steps):
+        raise TrainError(f"--stop-at-step {cfg.stop_at_step} must be a multiple of --eval-every ({cfg.eval_every}) "
+                         f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
+
+
 def check_sizes(cfg: TrainConfig) -> None:
     """Every stage's training batch and validation samples fit the task builder's limits (checked before
     the model is built, so a run that cannot work fails at once)."""
     from rmt_core.tasks import MAX_BATCH_TOKENS, check_sample_size
 
-    if cfg.stop_at_step is not None and (cfg.stop_at_step % cfg.eval_every or not 0 < cfg.stop_at_step < cfg.max_steps):
-        raise TrainError(f"--stop-at-step {cfg.stop_at_step} must be a multiple of --eval-every ({cfg.eval_every}) "
-                         f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
     longest = max(cfg.val_multiples or (1,))
     for stage in cfg.stages:
         check_sample_size(stage.segments * longest, stage.segment_size)
@@ -378,17 +382,17 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None,
-               still: torch.Tensor | None = None, cfg: TrainConfig | None = None):
+               masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). still (encoder): (still, write) masks of `Data.batch`, whose terms are
+    reads (default: the initial memory). masks (encoder): the (still, write) masks of `Data.batch`, whose terms are
     added with cfg's --noise-stillness and --fact-write weights; then (loss, terms) comes back instead of the loss,
     terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
-    if still is None:
+    if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write = still
+    quiet, write = masks
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin)
     terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
@@ -560,6 +564,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     check_run_folder(out, resume)
     check_backbone(cfg.backbone, cfg.architecture)
     check_sizes(cfg)
+    check_stop(cfg)
     resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
