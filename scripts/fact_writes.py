@@ -1,6 +1,7 @@
 """Does a fact still write into memory that long noise has moved? For held-out samples of one length (rmt eval's
 own sample seeds): where the fact lands, whether the memory had already switched before it, how far the fact's
-segment moved memory, and whether the model answers right.
+segment moved memory, and whether the model answers right. With reason's two facts, "the fact" is the later one,
+and the earlier one's segment and move are recorded beside it.
 
     .venv/bin/python scripts/fact_writes.py --checkpoint checkpoints/detect --segments 1024 --samples 100 \
         --babi-dir ../shared/data/babi/en-10k --noise-file ../shared/data/quality/questions.dev.txt --json OUT
@@ -41,11 +42,13 @@ def fact_writes(model, builder, segments: int, samples: int, reference: int, thr
         change, cosine = change.numpy(), cosine.numpy()
         predictions = out.logits.argmax(-1).tolist()
         for b, sample in enumerate(batch):
-            fact = max(f.segment for f in sample.facts)
+            segments_with_facts = sorted({f.segment for f in sample.facts})
+            fact, first = segments_with_facts[-1], segments_with_facts[0]
             noise = change[reference + 1:fact, b]
             rows.append({"seed": sample.seed, "fact_segment": fact, "right": predictions[b] == sample.answer,
                          "switched_before": switched_before(cosine[:, b], reference, fact, threshold),
                          "fact_move": float(change[fact, b]),
+                         "first_fact_segment": first, "first_fact_move": float(change[first, b]),
                          "noise_move_median": float(np.median(noise)) if len(noise) else None})
     return rows
 
@@ -58,7 +61,9 @@ def summary(rows: list[dict], reference: int) -> list[dict]:
         for right in (True, False):
             group = [r for r in late if r["switched_before"] == switched and r["right"] == right]
             out.append({"switched_before": switched, "right": right, "samples": len(group),
-                        "fact_move_median": float(np.median([r["fact_move"] for r in group])) if group else None})
+                        "fact_move_median": float(np.median([r["fact_move"] for r in group])) if group else None,
+                        "first_fact_move_median":
+                            float(np.median([r["first_fact_move"] for r in group])) if group else None})
     return out
 
 
@@ -95,12 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     table = summary(rows, args.reference)
     print(f"{args.checkpoint}: {args.samples} samples of {args.segments} segments; facts after segment "
           f"{args.reference + 1}")
-    print("| memory switched before the fact | answer | samples | fact's move (median) |")
-    print("| --- | --- | --- | --- |")
+    # reason's two facts: the first one's move too (where facts share a segment, it is the same move)
+    two = any(r["first_fact_segment"] != r["fact_segment"] for r in rows)
+    extra = (" first fact's move (median) |", " --- |") if two else ("", "")
+    print("| memory switched before the (last) fact | answer | samples | its move (median) |" + extra[0])
+    print("| --- | --- | --- | --- |" + extra[1])
     for row in table:
-        move = "-" if row["fact_move_median"] is None else f"{row['fact_move_median']:.3f}"
+        move, first = ("-" if row[key] is None else f"{row[key]:.3f}"
+                       for key in ("fact_move_median", "first_fact_move_median"))
         print(f"| {'yes' if row['switched_before'] else 'no'} | {'right' if row['right'] else 'wrong'} | "
-              f"{row['samples']} | {move} |")
+              f"{row['samples']} | {move} |" + (f" {first} |" if two else ""))
     if args.json:
         write_json_atomic(args.json, {"checkpoint": portable_path(args.checkpoint), "segments": args.segments,
                                       "samples": args.samples, "reference": args.reference,

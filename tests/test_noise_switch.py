@@ -115,12 +115,26 @@ def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer,
             out = recurrence.run(model, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32), 16),
                                  on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
         assert abs(row["fact_move"] - moves[row["fact_segment"]].item()) < 1e-5
+        assert row["first_fact_segment"] == row["fact_segment"]  # detect: one fact
         assert row["right"] == (out.logits.argmax(-1).item() == sample.answer)
     table = fw.summary(rows, reference=2)
     assert sum(r["samples"] for r in table) == sum(r["fact_segment"] > 3 for r in rows)
 
+    # reason: two facts, the earlier one's segment and move beside the later one's
+    reasoner = make_tiny_rmt(tokenizer, segment_size=32, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3,
+                             task="reason").eval()
+    builder = TaskBuilder("reason", tokenizer, 32, split="test")
+    rows = fw.fact_writes(reasoner, builder, segments=12, samples=8, reference=2, threshold=0.5, batch_size=4)
+    for index, row in enumerate(rows):
+        sample = builder.sample(12, eval_sample_seed(0, 12, index))
+        assert (row["first_fact_segment"], row["fact_segment"]) == (min(f.segment for f in sample.facts),
+                                                                   max(f.segment for f in sample.facts))
+    apart = [r for r in rows if r["first_fact_segment"] != r["fact_segment"]]
+    assert apart and all(r["first_fact_move"] != r["fact_move"] for r in apart)
+    assert all(r["first_fact_move"] == r["fact_move"] for r in rows if r not in apart)
+
     folder = save_checkpoint(model, tmp_path / "tiny")
     assert fw.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "3", "--json",
                     str(tmp_path / "fw.json")]) == 0
-    assert "| memory switched before the fact |" in capsys.readouterr().out
+    assert "| memory switched before the (last) fact |" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "fw.json").read_text())["rows"]) == 3
