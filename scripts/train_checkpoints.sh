@@ -102,6 +102,13 @@ wait
 "$RMT" train --task detect --init-from "$RUNS/cpu_detect4" --out "$RUNS/cpu_detect5" --stages 1-64x64 \
   --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 500 --eval-every 100 \
   --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
+  --keep last --noise-file builtin:vocab --threads 1 --quiet "${babi[@]}" &
+# reason takes the same step, at twice the rate and for 800 steps, since its memory drifts from the first segment
+# of noise (docs/experiments/reason-stillness/; the shipped run was named runs7/rT and started from cpu_reason6's
+# checkpoint as shipped then).
+"$RMT" train --task reason --init-from "$RUNS/cpu_reason6" --out "$RUNS/cpu_reason7" --stages 1-64x64 \
+  --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 1e-4 --warmup-steps 20 --max-steps 800 --eval-every 100 \
+  --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
   --keep last --noise-file builtin:vocab --threads 1 --quiet "${babi[@]}"
 wait
 
@@ -124,7 +131,7 @@ for task in memorize detect reason; do
   for f in config.json model.safetensors training_log.jsonl tokenizer.json tokenizer_config.json; do
     cp "$run/$f" "$new/"
   done
-  short=$EVAL_SEGMENTS; [[ $task == detect ]] && short+=,64  # detect's trained length
+  short=$EVAL_SEGMENTS; [[ $task != memorize ]] && short+=,64  # detect's and reason's trained length
   evaluate "$new" "$RUNS/${task}_eval_short.json" "$short" "$EVAL_SAMPLES"
   evaluate "$new" "$RUNS/${task}_eval_long.json" 64,128,256,512,1024,2048,4096 100
   parts=("$RUNS/${task}_eval_long.json")
