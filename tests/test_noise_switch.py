@@ -129,6 +129,11 @@ def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer,
         sample = builder.sample(12, eval_sample_seed(0, 12, index))
         assert (row["first_fact_segment"], row["fact_segment"]) == (min(f.segment for f in sample.facts),
                                                                    max(f.segment for f in sample.facts))
+        moves = {}
+        with torch.no_grad():
+            recurrence.run(reasoner, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32), 32),
+                           on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
+        assert abs(row["first_fact_move"] - moves[row["first_fact_segment"]].item()) < 1e-5
     apart = [r for r in rows if r["first_fact_segment"] != r["fact_segment"]]
     assert apart and all(r["first_fact_move"] != r["fact_move"] for r in apart)
     assert all(r["first_fact_move"] == r["fact_move"] for r in rows if r not in apart)
