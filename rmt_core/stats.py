@@ -16,3 +16,12 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def distance_buckets(n_segments: int) -> list[tuple[int, int]]:
+    """Distance ranges 0, 1, 2-3, 4-7, ... up to n_segments - 1 (segments between a fact and the question)."""
+    out, low = [(0, 0)], 1
+    while low <= n_segments - 1:
+        out.append((low, min(2 * low - 1, n_segments - 1)))
+        low *= 2
+    return out

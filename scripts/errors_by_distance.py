@@ -22,16 +22,7 @@ import sys
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
 from rmt_core.files import read_json
-from rmt_core.stats import wilson_interval
-
-
-def buckets(n_segments: int) -> list[tuple[int, int]]:
-    """Distance ranges 0, 1, 2-3, 4-7, ... up to n_segments - 1."""
-    out, low = [(0, 0)], 1
-    while low <= n_segments - 1:
-        out.append((low, min(2 * low - 1, n_segments - 1)))
-        low *= 2
-    return out
+from rmt_core.stats import distance_buckets as buckets, wilson_interval
 
 
 def errors_by_distance(result: dict, tokenizer) -> list[dict]:

@@ -61,9 +61,29 @@ def summary(rows: list[dict], reference: int) -> list[dict]:
         for right in (True, False):
             group = [r for r in late if r["switched_before"] == switched and r["right"] == right]
             out.append({"switched_before": switched, "right": right, "samples": len(group),
-                        "fact_move_median": float(np.median([r["fact_move"] for r in group])) if group else None,
-                        "first_fact_move_median":
-                            float(np.median([r["first_fact_move"] for r in group])) if group else None})
+                        **{f"{key}_median": float(np.median([r[key] for r in group])) if group else None
+                           for key in ("fact_move", "first_fact_move")}})
+    return out
+
+
+DISTANCES = {"the last fact from the question": lambda r, n: n - 1 - r["fact_segment"],
+             "the first fact from the question": lambda r, n: n - 1 - r["first_fact_segment"],
+             "the first fact from the last": lambda r, n: r["fact_segment"] - r["first_fact_segment"]}
+
+
+def by_distance(rows: list[dict], segments: int) -> list[dict]:
+    """Answers right by distance range (`rmt_core.stats.distance_buckets`), for each distance of DISTANCES: all
+    samples, so that it says whether the fact's place in the input is what decides."""
+    from rmt_core.stats import distance_buckets, wilson_interval
+
+    out = []
+    for name, distance in DISTANCES.items():
+        for low, high in distance_buckets(segments):
+            group = [r["right"] for r in rows if low <= distance(r, segments) <= high]
+            if group:
+                ci_low, ci_high = wilson_interval(sum(group), len(group))
+                out.append({"distance": name, "range": (low, high), "samples": len(group), "right": sum(group),
+                            "accuracy": sum(group) / len(group), "ci_low": ci_low, "ci_high": ci_high})
     return out
 
 
@@ -110,13 +130,20 @@ def main(argv: list[str] | None = None) -> int:
                        for key in ("fact_move_median", "first_fact_move_median"))
         print(f"| {'yes' if row['switched_before'] else 'no'} | {'right' if row['right'] else 'wrong'} | "
               f"{row['samples']} | {move} |" + (f" {first} |" if two else ""))
+    distances = by_distance(rows, args.segments)
+    print("\n| distance | segments | samples | right (95% CI) |\n| --- | --- | --- | --- |")
+    for row in distances:
+        if row["distance"] == "the last fact from the question" or two:  # detect: one fact, one distance
+            low, high = row["range"]
+            print(f"| {row['distance']} | {low if low == high else f'{low}-{high}'} | {row['samples']} | "
+                  f"{100 * row['accuracy']:.1f}% ({100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}) |")
     if args.json:
         write_json_atomic(args.json, {"checkpoint": portable_path(args.checkpoint), "segments": args.segments,
                                       "samples": args.samples, "reference": args.reference,
                                       "threshold": args.threshold, "seed": args.seed,
                                       "babi_dir": portable_path(args.babi_dir),
                                       "noise_file": portable_path(args.noise_file),
-                                      "summary": table, "rows": rows})
+                                      "summary": table, "by_distance": distances, "rows": rows})
     return 0
 
 

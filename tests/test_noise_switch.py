@@ -98,6 +98,16 @@ def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer,
     from rmt_core.tasks import TaskBuilder
 
     fw = load_script("fact_writes")
+
+    def recorded_moves(model, sample, segment_size):
+        """Every segment's memory change, as the recurrence itself reports it, and the run's output."""
+        moves = {}
+        with torch.no_grad():
+            out = recurrence.run(model, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32),
+                                                              segment_size),
+                                 on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
+        return moves, out
+
     cosine = np.array([1.0, 1.0, 0.9, 0.3, 0.8, 0.2])
     assert fw.switched_before(cosine, 1, 4, 0.5) and not fw.switched_before(cosine, 1, 3, 0.5)
     assert not fw.switched_before(cosine, 1, 2, 0.5)  # no segment between the reference and the fact
@@ -110,10 +120,7 @@ def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer,
     for index, row in enumerate(rows):
         sample = builder.sample(10, eval_sample_seed(0, 10, index))
         assert row["seed"] == sample.seed and row["fact_segment"] == max(f.segment for f in sample.facts)
-        moves = {}
-        with torch.no_grad():
-            out = recurrence.run(model, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32), 16),
-                                 on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
+        moves, out = recorded_moves(model, sample, 16)
         assert abs(row["fact_move"] - moves[row["fact_segment"]].item()) < 1e-5
         assert row["first_fact_segment"] == row["fact_segment"]  # detect: one fact
         assert row["right"] == (out.logits.argmax(-1).item() == sample.answer)
@@ -129,14 +136,18 @@ def test_fact_writes_measures_the_facts_segment_and_the_models_answer(tokenizer,
         sample = builder.sample(12, eval_sample_seed(0, 12, index))
         assert (row["first_fact_segment"], row["fact_segment"]) == (min(f.segment for f in sample.facts),
                                                                    max(f.segment for f in sample.facts))
-        moves = {}
-        with torch.no_grad():
-            recurrence.run(reasoner, SegmentBatch.from_ids(np.array([sample.input_ids], dtype=np.int32), 32),
-                           on_segment=lambda r: moves.__setitem__(r.t, memory_change(r.memory_in, r.memory_out)))
+        moves, _ = recorded_moves(reasoner, sample, 32)
         assert abs(row["first_fact_move"] - moves[row["first_fact_segment"]].item()) < 1e-5
     apart = [r for r in rows if r["first_fact_segment"] != r["fact_segment"]]
     assert apart and all(r["first_fact_move"] != r["fact_move"] for r in apart)
     assert all(r["first_fact_move"] == r["fact_move"] for r in rows if r not in apart)
+    distances = fw.by_distance(rows, 12)
+    for name in fw.DISTANCES:  # every sample counted once per distance, in the range its distance falls in
+        of_name = [d for d in distances if d["distance"] == name]
+        assert sum(d["samples"] for d in of_name) == len(rows)
+        assert sum(d["right"] for d in of_name) == sum(r["right"] for r in rows)
+    same = [d["samples"] for d in distances if d["distance"] == "the first fact from the last" and d["range"] == (0, 0)]
+    assert sum(same) == len(rows) - len(apart)
 
     folder = save_checkpoint(model, tmp_path / "tiny")
     assert fw.main(["--checkpoint", str(folder), "--segments", "12", "--samples", "3", "--json",
