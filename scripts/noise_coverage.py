@@ -1,8 +1,8 @@
 """How much of a text's tokens each built-in noise source has ever shown a model.
 
-    .venv/bin/python scripts/noise_coverage.py ../shared/data/quality/questions.dev.txt
+    .venv/bin/python scripts/noise_coverage.py ../shared/data/quality/questions.dev.txt [--source FILE ...]
 
-For each built-in source (builtin, builtin:pydoc, builtin:vocab) prints its sentence count, its distinct token
+For each built-in source (builtin, builtin:pydoc, builtin:vocab), and each noise file given by --source, prints its sentence count, its distinct token
 types, and the share of the text's token occurrences whose token type occurs anywhere in the source. A token
 type never seen in training keeps its random initial embedding in a model trained from scratch.
 """
@@ -26,6 +26,8 @@ def coverage(seen: set[int], counts: Counter) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("text", help="a noise text file, one passage a line (such as QuALITY question text)")
+    parser.add_argument("--source", action="append", default=[], metavar="FILE",
+                        help="a noise file to measure beside the built-in sources (repeatable)")
     args = parser.parse_args(argv)
     tokenizer = default_tokenizer()
     try:
@@ -37,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.text}: {len(target)} sentences, {sum(counts.values())} tokens, {len(counts)} token types")
     print("| source | sentences | token types | share of the text's tokens seen |")
     print("| --- | --- | --- | --- |")
-    for name in BUILTIN_NAMES:
-        source = NoiseSource.load(name, tokenizer)
+    for name in [*BUILTIN_NAMES, *args.source]:
+        try:
+            source = NoiseSource.load(name, tokenizer)
+        except RMTError as error:
+            print(f"noise_coverage: error: {error}", file=sys.stderr)
+            return 1
         seen = {i for ids in source.token_ids for i in ids}
         print(f"| {name} | {len(source)} | {len(seen)} | {100 * coverage(seen, counts):.1f}% |")
     return 0

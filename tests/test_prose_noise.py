@@ -84,3 +84,24 @@ def test_a_folder_or_a_text_without_prose_is_refused(tmp_path, capsys):
         pn.main([str(empty), "--out", str(tmp_path / "n")])
     assert "no prose passages" in capsys.readouterr().err
     assert not list(tmp_path.glob("n.*"))
+
+
+def test_noise_coverage_measures_a_prose_file_beside_the_builtins(tmp_path, capsys):
+    pn, nc = load_script("prose_noise"), load_script("noise_coverage")
+    source = tmp_path / "prose"
+    source.write_text("\n%\n".join(f"The traveller number {i} walked along the quiet river at dawn and sang."
+                                   for i in range(300)) + "\n")
+    assert pn.main([str(source), "--out", str(tmp_path / "noise"), "--val-share", "0"]) == 0
+    seen_text, mixed_text = tmp_path / "seen", tmp_path / "mixed"
+    lines = [f"The traveller number {i} walked along the quiet river at dawn and sang." for i in range(30)]
+    seen_text.write_text("\n".join(lines) + "\n")
+    mixed_text.write_text("\n".join(lines + [f"Zebras graze near volcanoes {i} times." for i in range(30)]) + "\n")
+    shares = []
+    for text in (seen_text, mixed_text):
+        assert nc.main([str(text), "--source", str(tmp_path / "noise.train.txt")]) == 0
+        row = capsys.readouterr().out.splitlines()[-1].split(" | ")
+        assert row[0].endswith("noise.train.txt")
+        shares.append(float(row[-1].rstrip(" |%")))
+    assert shares[0] == 100.0 and 50 < shares[1] < 100  # every token of the first text is in the prose
+    assert nc.main([str(seen_text), "--source", str(tmp_path / "missing.txt")]) == 1
+    assert "missing.txt" in capsys.readouterr().err
