@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     val = [p for p in kept if in_validation(p, args.val_share)]
     train = [p for p in kept if not in_validation(p, args.val_share)]
     for target, lines in zip(targets, (train, val)):
-        write_atomic(target, "".join(line + "\n" for line in lines))
+        try:
+            write_atomic(target, "".join(line + "\n" for line in lines))
+        except OSError as why:
+            if target != targets[0]:  # this run wrote the train file: no train file without its validation
+                targets[0].unlink(missing_ok=True)
+            parser.error(f"cannot write {target} ({why.strerror}); give an --out in a writable folder")
     words = sum(len(p.split()) for p in kept)
     print(f"{len(kept)} passages, {words} words: {len(train)} to {targets[0]}, {len(val)} to {targets[1]}")
     return 0

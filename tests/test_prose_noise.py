@@ -105,3 +105,16 @@ def test_noise_coverage_measures_a_prose_file_beside_the_builtins(tmp_path, caps
     assert shares[0] == 100.0 and 50 < shares[1] < 100  # every token of the first text is in the prose
     assert nc.main([str(seen_text), "--source", str(tmp_path / "missing.txt")]) == 1
     assert "missing.txt" in capsys.readouterr().err
+
+
+
+def test_an_unwritable_out_is_a_one_line_error(tmp_path, capsys):
+    pn = load_script("prose_noise")
+    source = tmp_path / "prose"
+    source.write_text(FORTUNES)
+    blocker = tmp_path / "a-file"  # a file where --out needs a folder: fails for root too, unlike chmod
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        pn.main([str(source), "--out", str(blocker / "n")])
+    assert "cannot write" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "prose"]
