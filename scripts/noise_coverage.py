@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/noise_coverage.py ../shared/data/quality/questions.dev.txt [--source FILE ...]
 
-For each built-in source (builtin, builtin:pydoc, builtin:vocab), and each noise file given by --source, prints its sentence count, its distinct token
-types, and the share of the text's token occurrences whose token type occurs anywhere in the source. A token
-type never seen in training keeps its random initial embedding in a model trained from scratch.
+For each built-in source (builtin, builtin:pydoc, builtin:vocab), and each noise file given by --source, prints
+its sentence count, its distinct token types, and the share of the text's token occurrences whose token type
+occurs anywhere in the source. A token type never seen in training keeps its random initial embedding in a model
+trained from scratch.
 """
 
 from __future__ import annotations
