@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                 kept.append(passage)
     if not kept:
         parser.error("no prose passages found; give text with passages separated by blank lines or %")
-    val = [p for p in kept if in_validation(p, args.val_share)]
-    train = [p for p in kept if not in_validation(p, args.val_share)]
+    train, val = [], []
+    for passage in kept:
+        (val if in_validation(passage, args.val_share) else train).append(passage)
     for target, lines in zip(targets, (train, val)):
         try:
             write_atomic(target, "".join(line + "\n" for line in lines))
