@@ -128,16 +128,13 @@ if [[ -f "$PROSE_DIR/fortunes" ]]; then
   fi
   prose=(--noise-file "$RUNS/fortunes.train.txt")
 fi
-"$RMT" train --task detect --init-from "$RUNS/cpu_detect5" --out "$RUNS/cpu_detect6" --stages 1-64x64 \
-  --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 600 --eval-every 100 \
-  --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
-  --keep last "${prose[@]}" --threads 1 --quiet "${babi[@]}"
-# ... and 600 more steps of the same (docs/experiments/prose-noise-more/; the shipped run was named runs9/detectG
-# and started from cpu_detect6's checkpoint as shipped then).
-"$RMT" train --task detect --init-from "$RUNS/cpu_detect6" --out "$RUNS/cpu_detect7" --stages 1-64x64 \
-  --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 600 --eval-every 100 \
-  --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
-  --keep last "${prose[@]}" --threads 1 --quiet "${babi[@]}"
+# The second step, 600 more of the same, is docs/experiments/prose-noise-more/ (shipped run: runs9/detectG).
+for n in 6 7; do
+  "$RMT" train --task detect --init-from "$RUNS/cpu_detect$((n - 1))" --out "$RUNS/cpu_detect$n" --stages 1-64x64 \
+    --late-facts 0.5 --bptt-depth 8 --batch-size 16 --lr 5e-5 --warmup-steps 20 --max-steps 600 --eval-every 100 \
+    --val-samples 64 --val-multiples 1,2 --target-accuracy 1.0 --patience 1000 --plateau 1000 --noise-stillness 30 \
+    --keep last "${prose[@]}" --threads 1 --quiet "${babi[@]}"
+done
 
 # Evaluation: 1,000 samples up to 32 segments, 100 from 64 to 4,096 segments and 20 at 31,936 segments
 # (2,043,904 tokens, the paper's longest; reason stops at 4,096), merged into one eval.json.
