@@ -15,6 +15,12 @@ decoy; "builtin:decoys:P" draws a decoy with probability P instead (such as buil
 share of real text, where about 0.6% of 64-token segments hold a room and a movement verb), so a model meets
 decoys without every input being full of them.
 
+Any noise can take decoys the same way: "BASE+decoys:P" draws one of the decoys above with probability P and a
+sentence of BASE (a noise file or a built-in name) otherwise; "BASE+questions:P" draws question decoys instead,
+questions about such people and rooms ("why couldn't the baker use his own bathroom?"), the form real text's
+fact-like sentences most often take in QuALITY's questions. The decoy pool keeps its size whatever P is, so a
+low share does not mean a few decoys seen many times. (A file whose name looks like that is read as the file.)
+
 No noise sentence may state where a bAbI person is or how two bAbI places relate (see `is_fact_like`).
 Each sentence is tokenised once; samples draw token-id lists from the cached pool.
 """
@@ -35,6 +41,8 @@ BUILTIN_VOCAB = "builtin:vocab"
 BUILTIN_DECOYS = "builtin:decoys"
 BUILTIN_NAMES = (BUILTIN, BUILTIN_PYDOC, BUILTIN_VOCAB, BUILTIN_DECOYS)
 DECOY_SHARE_PREFIX = BUILTIN_DECOYS + ":"  # builtin:decoys:P, a decoy drawn with probability P
+DECOY_KINDS = ("decoys", "questions")  # BASE+decoys:P and BASE+questions:P
+_MIX = re.compile(r"^(?P<base>.+)\+(?P<kind>" + "|".join(DECOY_KINDS) + r"):(?P<share>[^+]*)$")
 VOCAB_POOL_SIZE = 12000
 DECOY_POOL_SIZE = 4000
 BUILTIN_POOL_SIZE = 6000
@@ -217,20 +225,61 @@ def decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
     return _distinct_pool(generate_decoy, count, seed)
 
 
-def decoy_share(name: str) -> float | None:
-    """P of a "builtin:decoys:P" noise name; None for any other name. A P that is not a number between 0 and 1
+_POSSESSIVES = ("his", "her", "their")
+_ASKS = ("why did", "when did", "where did", "how did")
+
+
+_QUESTION_FORMS = ("{ask} {who} {verb} to {where}", "what did {who} expect to find in {where}",
+                   "why couldn't {who} use {their} own {room}", "why is {name}'s {room} so {adjective}",
+                   "who was waiting in {where} when {who} came back", "what was {who} looking for in {where} {time}",
+                   "how long did {who} stay in {where}", "why did {who} leave {where} {time}",
+                   "what happened after {who} went into {where}",
+                   "where did {who} hide {thing} before going to {where}")
+
+
+def generate_question_decoy(rng: random.Random) -> str:
+    """One question about someone who is not a bAbI person and a place: the fact-like question of real text."""
+    form = rng.choice(_QUESTION_FORMS)
+    text = form.format(ask=rng.choice(_ASKS), who=_subject(rng), verb=rng.choice(_DECOY_BASE_VERBS),
+                       where=_decoy_destination(rng), their=rng.choice(_POSSESSIVES), room=rng.choice(_DECOY_PLACES),
+                       name=rng.choice(_NAMES), adjective=rng.choice(_ADJECTIVES), time=rng.choice(_TIMES),
+                       thing=rng.choice(_THINGS))
+    return _capital(text) + "?"
+
+
+def question_decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
+    """A fixed pool of distinct question decoys (the same on every machine), fact-like ones dropped."""
+    return _distinct_pool(generate_question_decoy, count, seed)
+
+
+def decoy_mix(name: str) -> tuple[str, str, float] | None:
+    """(base noise, decoy kind, share) of "builtin:decoys:P", "BASE+decoys:P" or "BASE+questions:P"; None for
+    any other name (a file that exists under such a name included). A P that is not a number between 0 and 1
     is a TaskError naming the fix."""
-    if not name.startswith(DECOY_SHARE_PREFIX):
-        return None
-    text = name[len(DECOY_SHARE_PREFIX):]
+    if name.startswith(DECOY_SHARE_PREFIX):
+        base, kind, text = BUILTIN_VOCAB, "decoys", name[len(DECOY_SHARE_PREFIX):]
+    else:
+        match = _MIX.match(name)
+        if match is None or Path(name).exists():
+            return None
+        base, kind, text = match["base"], match["kind"], match["share"]
+        if decoy_mix(base) is not None:
+            raise TaskError(f"noise {name}: give one decoy share, such as {base.split('+')[0]}+{kind}:0.01")
     try:
         share = float(text)
     except ValueError:
         share = float("nan")
     if not 0 < share < 1:  # NaN fails too
+        example = "builtin:decoys:0.01" if base == BUILTIN_VOCAB and kind == "decoys" else f"{base}+{kind}:0.01"
         raise TaskError(f"noise {name}: the decoy share {text!r} must be a number between 0 and 1 (exclusive), "
-                        "such as builtin:decoys:0.01")
-    return share
+                        f"such as {example}")
+    return base, kind, share
+
+
+def decoy_share(name: str) -> float | None:
+    """P of a noise name that mixes in decoys; None for any other name."""
+    mix = decoy_mix(name)
+    return None if mix is None else mix[2]
 
 
 def pydoc_sentences() -> list[str]:
@@ -319,10 +368,10 @@ def file_sentences(path: str | Path) -> list[str]:
 class NoiseSource:
     """A pool of noise sentences and their token ids (no special tokens), drawn from by samples."""
 
-    name: str  # file path, one of BUILTIN_NAMES or builtin:decoys:P
+    name: str  # file path, one of BUILTIN_NAMES, builtin:decoys:P, BASE+decoys:P or BASE+questions:P
     sentences: list[str]
     token_ids: list[list[int]]
-    # builtin:decoys:P: the sentences from `decoy_from` on are decoys, drawn together with probability P
+    # a decoy share: the sentences from `decoy_from` on are decoys, drawn together with probability P
     decoy_from: int | None = None
     decoy_share: float | None = None
     by_length: dict[int, list[int]] = field(init=False, repr=False)  # token count -> sentence indices
@@ -335,24 +384,20 @@ class NoiseSource:
     @classmethod
     def load(cls, noise_file: str | Path | None, tokenizer) -> "NoiseSource":
         """The noise of a file, or the built-in noise for None / "builtin" / "builtin:pydoc" / "builtin:vocab" /
-        "builtin:decoys" / "builtin:decoys:P"; cached."""
+        "builtin:decoys" / "builtin:decoys:P", either with decoys mixed in ("BASE+decoys:P", "BASE+questions:P");
+        cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
-        share = decoy_share(name)
-        key = (name, _file_stamp(name), _tokenizer_key(tokenizer))
+        mix = decoy_mix(name)
+        share = None if mix is None else mix[2]
+        key = (name, _file_stamp(name if mix is None else mix[0]), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
-            plain = 0  # sentences before the decoys (builtin:decoys:P)
-            if name == BUILTIN:
-                sentences = builtin_sentences()
-            elif name == BUILTIN_PYDOC:
-                sentences = builtin_sentences() + pydoc_sentences()
-            elif name == BUILTIN_VOCAB:
-                sentences = builtin_sentences() + vocab_sentences(tokenizer)
-            elif name == BUILTIN_DECOYS or share is not None:
-                sentences = builtin_sentences() + vocab_sentences(tokenizer)
-                plain = len(sentences)
-                sentences += decoy_sentences()
+            plain = 0  # sentences before the decoys (a name with a decoy share)
+            if mix is None:
+                sentences = _plain_sentences(name, tokenizer)
             else:
-                sentences = file_sentences(name)
+                sentences = _plain_sentences(mix[0], tokenizer)
+                plain = len(sentences)
+                sentences += decoy_sentences() if mix[1] == "decoys" else question_decoy_sentences()
             token_ids = tokenize_all(tokenizer, sentences)
             # Text such as "[SEP]" would tokenise to a special token; samples hold none, so drop it.
             special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -371,6 +416,19 @@ class NoiseSource:
         return len(self.token_ids)
 
 
+def _plain_sentences(name: str, tokenizer) -> list[str]:
+    """The sentences of a noise file or a built-in name (decoy shares are `NoiseSource.load`'s)."""
+    if name == BUILTIN:
+        return builtin_sentences()
+    if name == BUILTIN_PYDOC:
+        return builtin_sentences() + pydoc_sentences()
+    if name == BUILTIN_VOCAB:
+        return builtin_sentences() + vocab_sentences(tokenizer)
+    if name == BUILTIN_DECOYS:
+        return builtin_sentences() + vocab_sentences(tokenizer) + decoy_sentences()
+    return file_sentences(name)
+
+
 class NoiseStream:
     """Noise tokens taken sentence by sentence at random; a sentence cut at a segment's end goes on in the next.
 
@@ -385,7 +443,7 @@ class NoiseStream:
         self.decoy_from, self.decoy_share = source.decoy_from, source.decoy_share
 
     def _draw(self) -> list[int]:
-        """One sentence at random: uniform over the pool, or (builtin:decoys:P) a decoy with probability P."""
+        """One sentence at random: uniform over the pool, or (a decoy share P) a decoy with probability P."""
         pool, rng = self.pool, self.rng
         if self.decoy_share is None:
             return pool[rng.randrange(len(pool))]

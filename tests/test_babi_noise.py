@@ -230,6 +230,58 @@ def test_decoy_share_must_be_a_probability(tok, name):
         noise.NoiseSource.load(name, tok)
 
 
+def test_question_decoys_are_fact_like_questions_that_state_none():
+    questions = noise.question_decoy_sentences()
+    assert questions == noise.question_decoy_sentences() and len(set(questions)) >= 3000
+    assert all(s.endswith("?") for s in questions)
+    assert not any(noise.is_fact_like(s) for s in questions)
+    assert not any(re.search(r"\b(" + "|".join(babi.PEOPLE) + r")\b", s) for s in questions)
+    rooms = [s for s in questions if re.search(r"\b(" + "|".join(babi.PLACES) + r")\b", s)]
+    assert len(rooms) > 1000  # bAbI's rooms, in someone else's question
+
+
+def _noise_file(tmp_path, name="prose.txt", count=200):
+    path = tmp_path / name
+    path.write_text("".join(f"The ship number {i} sailed past the lighthouse at dawn.\n" for i in range(count)))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["questions", "decoys"])
+def test_any_noise_takes_decoys_at_the_asked_rate(tok, tmp_path, kind):
+    path = _noise_file(tmp_path)
+    pool = set(noise.question_decoy_sentences() if kind == "questions" else noise.decoy_sentences())
+    name = f"{path}+{kind}:0.2"
+    source = noise.NoiseSource.load(name, tok)
+    assert source.decoy_from == 200 and source.decoy_share == 0.2 and len(source) > 3000  # the whole pool, any P
+    assert set(source.sentences[:200]) == set(noise.NoiseSource.load(path, tok).sentences)
+    text = {tuple(ids): s for s, ids in zip(source.sentences, source.token_ids)}
+    stream = noise.NoiseStream(source, random.Random(3))
+    drawn = [text[tuple(stream._draw())] for _ in range(4000)]
+    share = sum(s in pool for s in drawn) / len(drawn)
+    assert 0.17 < share < 0.23, share
+    assert len({s for s in drawn if s in pool}) > 500  # many decoys, not a few seen often
+    sample = TaskBuilder("detect", tok, 64, noise_file=name).sample(4, 3)
+    assert sample.sources["noise"] == name and len(sample.facts) == 1
+    # a built-in base works the same way
+    assert noise.NoiseSource.load(f"builtin+{kind}:0.01", tok).decoy_from == len(noise.builtin_sentences())
+
+
+def test_a_file_named_like_a_mix_is_read_as_the_file(tok, tmp_path):
+    path = _noise_file(tmp_path, name="odd+questions:0.5")
+    source = noise.NoiseSource.load(path, tok)
+    assert source.decoy_share is None and len(source) == 200
+
+
+@pytest.mark.parametrize("suffix, words", [("+questions:0", "between 0 and 1.*prose.txt\\+questions:0\\.01"),
+                                           ("+decoys:nan", "between 0 and 1"),
+                                           ("+decoys:0.1+questions:0.1", "one decoy share")])
+def test_a_bad_decoy_mix_names_the_fix(tok, tmp_path, suffix, words):
+    with pytest.raises(TaskError, match=words):
+        noise.NoiseSource.load(f"{_noise_file(tmp_path)}{suffix}", tok)
+    with pytest.raises(TaskError, match="does not exist"):
+        noise.NoiseSource.load(f"{tmp_path}/missing.txt+questions:0.01", tok)
+
+
 def test_vocab_noise_needs_a_wordpiece_vocabulary():
     class Letters:
         def get_vocab(self):

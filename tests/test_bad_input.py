@@ -203,6 +203,7 @@ def test_train_never_writes_into_a_folder_holding_other_files(tmp_path, capsys):
 @pytest.mark.parametrize("flags, words", [
     (["--noise-file", "{tmp}/no-such-noise.txt"], "does not exist"),
     (["--noise-file", "builtin:decoys:2"], "between 0 and 1"),
+    (["--noise-file", "{tmp}/no-such-noise.txt+questions:0.01"], "does not exist"),
     (["--stage-eval-segments", "1", "--stage-eval-noise-file", "{tmp}/no-such-noise.txt"], "does not exist"),
 ])
 def test_train_with_a_wrong_source_leaves_no_run_folder(tmp_path, capsys, flags, words):

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); the task's file of --split is used")
     parser.add_argument("--split", default="train", choices=("train", "test"), help="split used with --babi-dir")
     parser.add_argument("--noise-file", help="noise text, one passage a line; 'builtin' (default), 'builtin:pydoc', 'builtin:vocab', 'builtin:decoys' or "
-                        "'builtin:decoys:P' (decoys drawn with probability P) for the built-in sentences (QuALITY questions are for evaluation, not training)")
+                        "'builtin:decoys:P' (decoys drawn with probability P) for the built-in sentences; 'NOISE+decoys:P' or 'NOISE+questions:P' "
+                        "mix decoys into any noise (QuALITY questions are for evaluation, not training)")
     parser.add_argument("--json", action="store_true", help="print the sample and its metadata as JSON")
 
 

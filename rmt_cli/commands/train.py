@@ -108,7 +108,8 @@ def add_arguments(parser) -> None:
                              "(built-in sentences plus words from the whole tokenizer vocabulary), builtin:decoys "
                              "(builtin:vocab plus sentences that look like facts and are not: other people going "
                              "to rooms, someone's office; about one sentence in five), builtin:decoys:P (a decoy with "
-                             "probability P, such as 0.01)")
+                             "probability P, such as 0.01); NOISE+decoys:P or NOISE+questions:P mix those decoys, or "
+                             "questions about other people and rooms, into any noise file or built-in name")
     parser.add_argument("--save-dtype", choices=("float32", "float16", "bfloat16"), default="float16")
     parser.add_argument("--max-shard-mib", type=real(above=0.0, maximum=2**20), default=None,
                         help="split weights into shards of this size")
