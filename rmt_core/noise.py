@@ -227,8 +227,6 @@ def decoy_sentences(count: int = DECOY_POOL_SIZE, seed: int = 0) -> list[str]:
 
 _POSSESSIVES = ("his", "her", "their")
 _ASKS = ("why did", "when did", "where did", "how did")
-
-
 _QUESTION_FORMS = ("{ask} {who} {verb} to {where}", "what did {who} expect to find in {where}",
                    "why couldn't {who} use {their} own {room}", "why is {name}'s {room} so {adjective}",
                    "who was waiting in {where} when {who} came back", "what was {who} looking for in {where} {time}",
@@ -274,12 +272,6 @@ def decoy_mix(name: str) -> tuple[str, str, float] | None:
         raise TaskError(f"noise {name}: the decoy share {text!r} must be a number between 0 and 1 (exclusive), "
                         f"such as {example}")
     return base, kind, share
-
-
-def decoy_share(name: str) -> float | None:
-    """P of a noise name that mixes in decoys; None for any other name."""
-    mix = decoy_mix(name)
-    return None if mix is None else mix[2]
 
 
 def pydoc_sentences() -> list[str]:
