@@ -379,17 +379,13 @@ class NoiseSource:
         "builtin:decoys" / "builtin:decoys:P", either with decoys mixed in ("BASE+decoys:P", "BASE+questions:P");
         cached."""
         name = BUILTIN if noise_file is None else str(noise_file)
-        mix = decoy_mix(name)
-        share = None if mix is None else mix[2]
-        key = (name, _file_stamp(name if mix is None else mix[0]), _tokenizer_key(tokenizer))
+        base, kind, share = decoy_mix(name) or (name, None, None)
+        key = (name, _file_stamp(base), _tokenizer_key(tokenizer))
         if key not in _CACHE:  # the entry keeps the tokenizer alive, so its id() is not reused
-            plain = 0  # sentences before the decoys (a name with a decoy share)
-            if mix is None:
-                sentences = _plain_sentences(name, tokenizer)
-            else:
-                sentences = _plain_sentences(mix[0], tokenizer)
-                plain = len(sentences)
-                sentences += decoy_sentences() if mix[1] == "decoys" else question_decoy_sentences()
+            sentences = _plain_sentences(base, tokenizer)
+            plain = len(sentences)  # sentences before the decoys (a name with a decoy share)
+            if kind is not None:
+                sentences += decoy_sentences() if kind == "decoys" else question_decoy_sentences()
             token_ids = tokenize_all(tokenizer, sentences)
             # Text such as "[SEP]" would tokenise to a special token; samples hold none, so drop it.
             special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -417,7 +413,7 @@ def _plain_sentences(name: str, tokenizer) -> list[str]:
     if name == BUILTIN_VOCAB:
         return builtin_sentences() + vocab_sentences(tokenizer)
     if name == BUILTIN_DECOYS:
-        return builtin_sentences() + vocab_sentences(tokenizer) + decoy_sentences()
+        return _plain_sentences(BUILTIN_VOCAB, tokenizer) + decoy_sentences()
     return file_sentences(name)
 
 
@@ -490,7 +486,7 @@ def tokenize_all(tokenizer, sentences: list[str]) -> list[list[int]]:
 
 def _file_stamp(name: str) -> tuple:
     """Size and modification time of a noise file, so an edited file is read again; () for built-ins."""
-    if name in BUILTIN_NAMES or name.startswith(DECOY_SHARE_PREFIX):
+    if name in BUILTIN_NAMES:  # a decoy share is stamped by its base
         return ()
     try:
         stat = Path(name).stat()

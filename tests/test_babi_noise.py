@@ -278,7 +278,10 @@ def test_a_file_named_like_a_mix_is_read_as_the_file(tok, tmp_path):
 def test_a_bad_decoy_mix_names_the_fix(tok, tmp_path, suffix, words):
     with pytest.raises(TaskError, match=words):
         noise.NoiseSource.load(f"{_noise_file(tmp_path)}{suffix}", tok)
-    with pytest.raises(TaskError, match="does not exist"):
+
+
+def test_a_decoy_mix_of_a_missing_file_names_the_file(tok, tmp_path):
+    with pytest.raises(TaskError, match=r"missing\.txt does not exist"):
         noise.NoiseSource.load(f"{tmp_path}/missing.txt+questions:0.01", tok)
 
 
