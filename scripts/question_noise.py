@@ -5,7 +5,7 @@
     .venv/bin/python scripts/question_noise.py runs/fortunes.train.txt --exclude runs/fortunes.val.txt \
         --share 0.3 --out runs/fortunes.train.q30.txt
 
-Cuts the file into sentences as `--noise-file` does (`split_sentences`, then `clean_sentences`: no fact-like or
+Cuts the file into sentences with `--noise-file`'s own reader (`rmt_core.noise.file_sentences`: no fact-like or
 repeated sentence) and keeps those that end in a question mark (closing quotes or brackets may follow). Sentences
 that also occur in an `--exclude` file are dropped, so a training file shares no sentence with a validation file.
 With `--share P` the file's statements are added, shuffled with `--seed` and thinned so that questions are P of
@@ -22,18 +22,11 @@ import re
 import sys
 from pathlib import Path
 
+from rmt_core.errors import TaskError
 from rmt_core.files import write_atomic
-from rmt_core.noise import clean_sentences, split_sentences
+from rmt_core.noise import file_sentences
 
 _QUESTION = re.compile(r"\?[\"')\]]*$")
-
-
-def file_sentences(path: Path) -> list[str]:
-    """The distinct clean sentences of a noise file (one passage a line), in order."""
-    found = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        found += split_sentences(line)
-    return clean_sentences(found)
 
 
 def question_noise(sentences: list[str], exclude: set[str], share: float | None, seed: int = 0) -> list[str]:
@@ -64,16 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--share {args.share} must be above 0 and at most 1, such as 0.3")
     if args.out.exists():
         parser.error(f"{args.out} exists; give another --out or remove it")
-    exclude = set()
-    for path in [args.file, *args.exclude]:
+    for path in [args.file, *args.exclude]:  # before reading any of them
         if not path.is_file():
             parser.error(f"{path} is not a file; give a noise file such as runs/fortunes.train.txt")
     try:
         sentences = file_sentences(args.file)
-        for path in args.exclude:
-            exclude.update(file_sentences(path))
-    except (OSError, UnicodeDecodeError) as why:
-        parser.error(f"cannot read the noise files as UTF-8 text ({why}); give plain text files")
+        exclude = {s for path in args.exclude for s in file_sentences(path)}
+    except TaskError as why:
+        parser.error(str(why))
     lines = question_noise(sentences, exclude, args.share, args.seed)
     asked = sum(bool(_QUESTION.search(s)) for s in lines)
     if not asked:

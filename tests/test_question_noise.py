@@ -6,13 +6,17 @@ import pytest
 
 from conftest import load_script
 
-TRAIN = """\
+# A noise file needs 20 usable sentences (rmt_core.noise.MIN_SENTENCES): statements that pad each file.
+PAD = " ".join(f"The {word} clock in the old town struck {n} times." for word, n in zip(
+    ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "last",
+     "loud", "quiet", "slow", "brass", "stone", "tall", "small", "golden", "broken"), range(1, 21))) + "\n"
+TRAIN = PAD + """\
 Why does the kettle always boil over when nobody watches it? Nobody has ever answered that one.
 The committee met on a Tuesday and decided nothing at all. The treasurer asked, "Who will pay for the lunch?"
 A cat sat on the warm stone wall all afternoon. How long can a summer afternoon really last?
 Dogs bark at the postman every single morning. Is there any end to such noise?
 """
-VAL = "How long can a summer afternoon really last? The lamp was broken again.\n"
+VAL = PAD + "How long can a summer afternoon really last? The lamp was broken again.\n"
 
 
 def _write(tmp_path, name, text):
@@ -68,7 +72,7 @@ def test_never_overwrites_and_refuses_a_file_without_questions(tmp_path, capsys)
     with pytest.raises(SystemExit):
         qn.main([str(train), "--out", str(out)])
     assert "exists" in capsys.readouterr().err and out.read_text() == "mine\n"
-    plain = _write(tmp_path, "plain.txt", "The lamp was broken again. Nobody came to mend it that week.\n")
+    plain = _write(tmp_path, "plain.txt", PAD + "The lamp was broken again. Nobody came to mend it that week.\n")
     with pytest.raises(SystemExit):
         qn.main([str(plain), "--out", str(tmp_path / "none.txt")])
     assert "has no question" in capsys.readouterr().err and not (tmp_path / "none.txt").exists()
