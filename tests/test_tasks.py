@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from rmt_core.errors import TaskError
+from rmt_core.errors import RMTError, TaskError
 from rmt_core.tasks import (PLACES, ROLE_FACT, ROLE_NOISE, ROLE_QUESTION, TASKS, Sample, TaskBuilder,
                             default_tokenizer, sample_seed)
 
@@ -363,6 +363,51 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
     (tmp_path / "e.json").write_text(json.dumps(result))
     assert module.main([str(tmp_path / "e.json")]) == 0
     assert "| 8 | 0 |" in capsys.readouterr().out
+
+
+def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_lengths(tok, tmp_path, capsys):
+    from conftest import load_script
+    from rmt_core.evaluate import eval_sample_seed
+
+    module = load_script("errors_by_distance")
+    builder = TaskBuilder("detect", tok, 32)
+    results = []
+    for n in (4, 8):
+        seeds = [eval_sample_seed(5, n, i) for i in range(30)]
+        late = [i for i, s in enumerate(seeds) if builder.sample(n, s).facts[0].segment >= 2]
+        results.append({"segments": n, "samples": 30, "correct": 30 - len(late), "wrong_indexes": late})
+    result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
+              "results": results}
+    rows = module.errors_by_distance(result, tok, by="before")
+    # every fact in segment 2 or later was marked wrong, every earlier one right
+    assert all(r["wrong"] == (r["samples"] if r["before"][0] >= 2 else 0) for r in rows)
+    assert any(r["wrong"] for r in rows) and any(not r["wrong"] for r in rows)
+    assert {r["before"] for r in rows if r["segments"] == 4} <= {(0, 0), (1, 1), (2, 3)}
+    pooled = module.pooled(rows, "before")
+    assert sum(r["samples"] for r in pooled) == 60 and sum(r["wrong"] for r in pooled) == sum(r["wrong"] for r in rows)
+    # 4 segments end their range 4-7 at 3, 8 segments at 7: pooled, the range is keyed by its start
+    assert [r["before"][0] for r in pooled] == sorted({r["before"][0] for r in rows})
+    assert all(r["before"][1] == max(q["before"][1] for q in rows if q["before"][0] == r["before"][0])
+               for r in pooled)
+    with pytest.raises(RMTError, match="unknown axis"):
+        module.errors_by_distance(result, tok, by="after")
+
+    (tmp_path / "e.json").write_text(json.dumps(result))
+    out_json, out_html = tmp_path / "rows.json", tmp_path / "fig.html"
+    assert module.main([str(tmp_path / "e.json"), "--by", "before", "--json", str(out_json),
+                        "--figure", str(out_html), "--min-samples", "1"]) == 0
+    assert "segments of input before the last fact" in capsys.readouterr().out
+    written = json.loads(out_json.read_text())
+    assert written["by"] == "before" and len(written["rows"]) == len(rows) and written["pooled"]
+    assert "all lengths pooled" in out_html.read_text()
+    # neither file is replaced, a missing folder and a bad suffix are named, and nothing is written then
+    before = out_json.read_bytes()
+    assert module.main([str(tmp_path / "e.json"), "--json", str(out_json)]) == 1
+    assert "exists" in capsys.readouterr().err and out_json.read_bytes() == before
+    assert module.main([str(tmp_path / "e.json"), "--figure", str(tmp_path / "no" / "f.png")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert module.main([str(tmp_path / "e.json"), "--figure", str(tmp_path / "f.txt")]) == 1
+    assert ".png, .svg" in capsys.readouterr().err and not (tmp_path / "f.txt").exists()
     (tmp_path / "q.json").write_text(json.dumps(dict(result, task="qa1")))
     assert module.main([str(tmp_path / "q.json")]) == 1
     assert "encoder tasks" in capsys.readouterr().err
