@@ -8,15 +8,11 @@ it).
     .venv/bin/python scripts/errors_by_distance.py checkpoints/detect/eval.json --by before \
         --figure runs/detect-before.png --json runs/detect-before.json
 
-The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
-Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back, and
-has f segments before it (`--by before`). `--figure` draws accuracy against either, one curve per length
-(PNG, SVG, PDF or HTML by the file's suffix); `--json` keeps the rows. Neither replaces an existing file.
-Files of `rmt eval` record every wrong sample's index (`wrong_indexes`); older ones list only the first 20
-wrong seeds of a length, and for those the script counts only the samples up to the last one listed, where the
-list is complete. Few
-errors at large distances and many at small ones mean the model holds what it wrote but fails to write a fact
-that comes late, after much noise; the opposite means it forgets.
+The split is `rmt_core.error_split`'s (the dashboard's Length page shows the same): the samples are rebuilt from
+the file's seed and sources, so no model runs. `--figure` draws accuracy against either axis, one curve per
+length and all lengths pooled (PNG, SVG, PDF or HTML by the file's suffix); `--json` keeps the rows. Neither
+replaces an existing file. Few errors at large distances and many at small ones mean the model holds what it
+wrote but fails to write a fact that comes late, after much noise; the opposite means it forgets.
 """
 
 from __future__ import annotations
@@ -25,107 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from rmt_core.error_split import AXES, AXIS_LABELS, check_splittable, pooled, split_errors, split_figure
 from rmt_core.errors import RMTError
-from rmt_core.evaluate import eval_sample_seed
 from rmt_core.files import read_json
-from rmt_core.stats import distance_buckets as buckets, wilson_interval
-
-
-AXES = ("distance", "before")  # the last fact's segments back from the question, or its segment index
-AXIS_LABELS = {"distance": "last fact, segments before the question",
-               "before": "segments of input before the last fact"}
-
-
-def errors_by_distance(result: dict, tokenizer, by: str = "distance") -> list[dict]:
-    """Per length of the eval file, per range of `by` (AXES): samples, wrong answers, accuracy and its Wilson
-    interval. A row names its range under the key `by`."""
-    if by not in AXES:
-        raise RMTError(f"unknown axis {by!r}; choose one of {', '.join(AXES)}")
-    from rmt_core.tasks import TaskBuilder
-
-    sources = result.get("sources") or {}
-    babi_file = None if sources.get("babi") in (None, "builtin") else sources["babi"]
-    noise = None if sources.get("noise") in (None, "builtin") else sources["noise"]
-    builder = TaskBuilder(result["task"], tokenizer, result["segment_size"], babi_file=babi_file,
-                          noise_file=noise, split=sources.get("split", "test"))
-    rows = []
-    for row in result["results"]:
-        n, listed = row["segments"], list(row.get("wrong_seeds") or [])
-        wrong, total_wrong = set(listed), row["samples"] - row["correct"]
-        counts = {b: [0, 0] for b in buckets(n)}
-        seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
-        if row.get("wrong_indexes") is not None:
-            wrong = {seeds[index] for index in row["wrong_indexes"]}
-        elif len(listed) < total_wrong:
-            # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
-            # to the last one listed, the list is complete, so count that prefix of the samples.
-            seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
-        for seed in seeds:
-            last = max(fact.segment for fact in builder.sample(n, seed).facts)
-            value = n - 1 - last if by == "distance" else last
-            bucket = next(b for b in counts if b[0] <= value <= b[1])
-            counts[bucket][0] += 1
-            counts[bucket][1] += seed in wrong
-        for (low, high), (total, bad) in counts.items():
-            if total:
-                ci_low, ci_high = wilson_interval(total - bad, total)
-                rows.append({"segments": n, by: (low, high), "samples": total, "wrong": bad,
-                             "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high,
-                             "of_samples": len(seeds), "evaluated": row["samples"]})
-    return rows
-
-
-def pooled(rows: list[dict], by: str) -> list[dict]:
-    """The rows of all lengths summed per range of `by`, with Wilson intervals (segments: "all"). Ranges start
-    at the same powers of two whatever the length (a short input's last range ends early), so a range is keyed
-    by its start and ends at the highest end any length gives it."""
-    sums: dict[int, list[int]] = {}
-    for r in rows:
-        low, high = r[by]
-        total = sums.setdefault(low, [high, 0, 0])
-        total[0] = max(total[0], high)
-        total[1] += r["samples"]
-        total[2] += r["wrong"]
-    out = []
-    for low, (high, total, bad) in sorted(sums.items()):
-        ci_low, ci_high = wilson_interval(total - bad, total)
-        out.append({"segments": "all", by: (low, high), "samples": total, "wrong": bad,
-                    "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high})
-    return out
-
-
-def figure(rows: list[dict], by: str, title: str, min_samples: int = 20):
-    """Accuracy (95% Wilson interval) against the ranges of `by`: one curve per length, coloured from short to
-    long, and all lengths pooled (black); ranges with fewer than `min_samples` samples are left out."""
-    import plotly.graph_objects as go
-    from plotly.colors import sample_colorscale
-
-    lengths = sorted({r["segments"] for r in rows})
-    colours = sample_colorscale("Viridis", [i / max(1, len(lengths) - 1) * 0.9 for i in range(len(lengths))])
-    fig = go.Figure()
-    curves = [(f"{n:,} segments", [r for r in rows if r["segments"] == n], colour, 1.5)
-              for n, colour in zip(lengths, colours)]
-    curves.append(("all lengths pooled", pooled(rows, by), "black", 3))
-    for name, curve, colour, width in curves:
-        shown = [r for r in curve if r["samples"] >= min_samples]
-        if not shown:
-            continue
-        # a range low..high is drawn at its geometric middle, the range 0..0 at 0.5 (a log axis has no 0)
-        x = [0.5 if r[by][1] == 0 else (max(r[by][0], 1) * r[by][1]) ** 0.5 for r in shown]
-        fig.add_trace(go.Scatter(
-            x=x, y=[r["accuracy"] for r in shown], mode="lines+markers", name=name,
-            line=dict(color=colour, width=width),
-            error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in shown],
-                         arrayminus=[r["accuracy"] - r["ci_low"] for r in shown], color=colour),
-            customdata=[[f"{r[by][0]}-{r[by][1]}", r["samples"], r["wrong"]] for r in shown],
-            hovertemplate="%{customdata[0]}: %{y:.1%} of %{customdata[1]} (%{customdata[2]} wrong)<extra></extra>"))
-    fig.update_xaxes(type="log", title_text=AXIS_LABELS[by] + " (log scale; ranges 0, 1, 2-3, 4-7, ...)")
-    fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI)")
-    fig.update_layout(title=title + f" (ranges with at least {min_samples} samples)", width=1000, height=560,
-                      plot_bgcolor="white")
-    fig.update_xaxes(gridcolor="#e5e5e5")
-    fig.update_yaxes(gridcolor="#e5e5e5")
-    return fig
 
 
 def _new_file(path: str, what: str) -> Path:
@@ -160,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RMTError(f"figure {figure_path}: give a .png, .svg, .pdf or .html file name")
         result = read_json(args.eval_json, RMTError, "give the file rmt eval --json wrote",
                            "run rmt eval --json again")
-        if result.get("task") not in ("memorize", "detect", "reason"):
-            raise RMTError(f"{args.eval_json} is an eval of task {result.get('task')!r}; this script reads the "
-                           "encoder tasks memorize, detect and reason")
+        check_splittable(result)
         if args.checkpoint:
             from rmt_core.checkpoint import load_checkpoint
 
@@ -173,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             from rmt_core.model import minilm_dir
 
             tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
-        rows = errors_by_distance(result, tokenizer, args.by)
+        rows = split_errors(result, tokenizer, args.by)
         if json_path is not None:
             from rmt_core.files import write_json_atomic
 
@@ -185,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             from rmt_core.viz.export import ExportError, figure_bytes
 
             name = (result.get("checkpoint") or {}).get("name") or result["task"]
-            drawn = figure(rows, args.by, f"{name}: accuracy by {AXIS_LABELS[args.by]}", args.min_samples)
+            drawn = split_figure(rows, args.by, f"{name}: accuracy by {AXIS_LABELS[args.by]}", args.min_samples)
             try:
                 data = figure_bytes(drawn, figure_path.suffix.lower().lstrip("."))
             except ExportError as error:

@@ -396,3 +396,35 @@ def test_a_click_on_the_overview_names_a_bins_highest_point():
     assert point_segment(rows, {"curve_number": 0, "x": 452.0}) == 437  # no index: the nearest bin
     assert point_segment(rows, {"curve_number": 3, "point_index": 7, "x": 437}) == 437  # single segments
     assert point_segment(rows, {"x": 12.4}) == 12
+
+
+def test_length_page_splits_eval_json_by_where_the_fact_was(checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    from rmt_core import evaluate
+    from rmt_core.checkpoint import load_checkpoint
+
+    # the module's eval.json does not say how its samples were drawn: splitting it is a one-line error
+    monkeypatch.setenv("RMT_CHECKPOINT", str(checkpoint))
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    at.switch_page("sections/length.py").run()
+    at.button(key="split_run").click().run()
+    assert not at.exception and any("seed" in e.value and "rmt eval --json" in e.value for e in at.error)
+
+    # a real one (rmt eval's own results) is split: one curve per length and the pooled one
+    folder = tmp_path / "tiny"
+    shutil.copytree(checkpoint, folder)
+    result = evaluate.evaluate(load_checkpoint(folder), "detect", [2, 4], 12, seed=3, progress=False)
+    (folder / "eval.json").write_text(json.dumps(result))
+    monkeypatch.setenv("RMT_CHECKPOINT", str(folder))
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    at.switch_page("sections/length.py").run()
+    at.radio(key="split_by").set_value("before").run()
+    at.number_input(key="split_least").set_value(1).run()
+    at.button(key="split_run").click().run()
+    assert_clean(at)
+    split = chart_titled(at, "tiny: accuracy by segments of input before the last fact")
+    names = [trace["name"] for trace in split["data"]]
+    assert names == ["2 segments", "4 segments", "all lengths pooled"]
+    pooled = split["data"][-1]
+    assert sum(c[1] for c in pooled["customdata"]) == 24  # every sample of both lengths, once

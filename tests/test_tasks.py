@@ -342,23 +342,26 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
     from conftest import load_script
     from rmt_core.evaluate import eval_sample_seed
 
+    from rmt_core.error_split import split_errors
+    from rmt_core.stats import distance_buckets
+
     module = load_script("errors_by_distance")
-    assert module.buckets(8) == [(0, 0), (1, 1), (2, 3), (4, 7)]
+    assert distance_buckets(8) == [(0, 0), (1, 1), (2, 3), (4, 7)]
     seeds = [eval_sample_seed(5, 8, i) for i in range(40)]
     builder = TaskBuilder("detect", tok, 32)
     late = [s for s in seeds if builder.sample(8, s).facts[0].segment >= 6]  # distance 0 or 1
     result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
               "results": [{"segments": 8, "samples": 40, "correct": 40 - len(late), "wrong_seeds": late}]}
-    rows = module.errors_by_distance(result, tok)
+    rows = split_errors(result, tok)
     assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late) > 2
     assert all(r["wrong"] == (r["samples"] if r["distance"][1] <= 1 else 0) for r in rows)
     # a list cut short (rmt eval keeps the first wrong answers only) counts the samples up to its last entry
     cut = dict(result, results=[dict(result["results"][0], wrong_seeds=late[:2])])
-    rows = module.errors_by_distance(cut, tok)
+    rows = split_errors(cut, tok)
     assert sum(r["samples"] for r in rows) == seeds.index(late[1]) + 1 and sum(r["wrong"] for r in rows) == 2
     # files that record every wrong sample's index count all the samples, whatever wrong_seeds lists
     indexed = dict(result, results=[dict(cut["results"][0], wrong_indexes=[seeds.index(s) for s in late])])
-    rows = module.errors_by_distance(indexed, tok)
+    rows = split_errors(indexed, tok)
     assert sum(r["samples"] for r in rows) == 40 and sum(r["wrong"] for r in rows) == len(late)
     (tmp_path / "e.json").write_text(json.dumps(result))
     assert module.main([str(tmp_path / "e.json")]) == 0
@@ -367,6 +370,7 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
 
 def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_lengths(tok, tmp_path, capsys):
     from conftest import load_script
+    from rmt_core.error_split import pooled, split_errors
     from rmt_core.evaluate import eval_sample_seed
 
     module = load_script("errors_by_distance")
@@ -378,19 +382,19 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
         results.append({"segments": n, "samples": 30, "correct": 30 - len(late), "wrong_indexes": late})
     result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
               "results": results}
-    rows = module.errors_by_distance(result, tok, by="before")
+    rows = split_errors(result, tok, by="before")
     # every fact in segment 2 or later was marked wrong, every earlier one right
     assert all(r["wrong"] == (r["samples"] if r["before"][0] >= 2 else 0) for r in rows)
     assert any(r["wrong"] for r in rows) and any(not r["wrong"] for r in rows)
     assert {r["before"] for r in rows if r["segments"] == 4} <= {(0, 0), (1, 1), (2, 3)}
-    pooled = module.pooled(rows, "before")
-    assert sum(r["samples"] for r in pooled) == 60 and sum(r["wrong"] for r in pooled) == sum(r["wrong"] for r in rows)
+    summed = pooled(rows, "before")
+    assert sum(r["samples"] for r in summed) == 60 and sum(r["wrong"] for r in summed) == sum(r["wrong"] for r in rows)
     # 4 segments end their range 4-7 at 3, 8 segments at 7: pooled, the range is keyed by its start
-    assert [r["before"][0] for r in pooled] == sorted({r["before"][0] for r in rows})
+    assert [r["before"][0] for r in summed] == sorted({r["before"][0] for r in rows})
     assert all(r["before"][1] == max(q["before"][1] for q in rows if q["before"][0] == r["before"][0])
-               for r in pooled)
+               for r in summed)
     with pytest.raises(RMTError, match="unknown axis"):
-        module.errors_by_distance(result, tok, by="after")
+        split_errors(result, tok, by="after")
 
     (tmp_path / "e.json").write_text(json.dumps(result))
     out_json, out_html = tmp_path / "rows.json", tmp_path / "fig.html"
@@ -411,3 +415,7 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
     (tmp_path / "q.json").write_text(json.dumps(dict(result, task="qa1")))
     assert module.main([str(tmp_path / "q.json")]) == 1
     assert "encoder tasks" in capsys.readouterr().err
+    # a results file that does not say how its samples were drawn (the seed) cannot be split
+    (tmp_path / "s.json").write_text(json.dumps({k: v for k, v in result.items() if k != "seed"}))
+    assert module.main([str(tmp_path / "s.json")]) == 1
+    assert "seed missing" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app import state
 from app.downloads import show_figure, show_table
-from rmt_core import evaluate, paper
+from rmt_core import error_split, evaluate, paper
 from rmt_core.errors import RMTError
 from rmt_core.tasks import TASKS
 
@@ -21,6 +21,40 @@ def _eval_file(path: str, stamp: tuple) -> dict:
 @st.cache_data(show_spinner="Evaluating…", max_entries=8)
 def _evaluate(folder: str, stamp: tuple, task: str, segments: tuple, samples: int, seed: int) -> dict:
     return evaluate.evaluate(state._model(folder, stamp), task, list(segments), samples, seed=seed, progress=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _split(folder: str, stamp: tuple, path: str, file_stamp: tuple, by: str) -> list[dict]:
+    result = evaluate.read_results(path)
+    return error_split.split_errors(result, state._model(folder, stamp).tokenizer, by)
+
+
+def _split_section(folder: str, name: str, path: Path, result: dict) -> None:
+    """eval.json's answers split by where each sample's fact was (rmt_core.error_split), on request."""
+    st.caption("The samples of eval.json are rebuilt from its seed and sources (no model runs) and split by where "
+               "the last fact was. Errors among late facts and few among early ones: the model holds what it "
+               "wrote but misses facts that come after much noise; the opposite: it forgets.")
+    columns = st.columns([3, 1, 1])
+    by = columns[0].radio("Split by", error_split.AXES, format_func=lambda a: error_split.AXIS_LABELS[a],
+                          horizontal=True, key="split_by")
+    least = columns[1].number_input("Least samples a point", 1, 1000, 20, key="split_least")
+    if columns[2].button("Split", key="split_run"):
+        st.session_state["length_split"] = str(path)
+    if st.session_state.get("length_split") != str(path):
+        return
+    try:
+        error_split.check_splittable(result)
+        stat = path.stat()
+        with st.spinner(f"Rebuilding {error_split.sample_count(result):,} samples…"):
+            rows = _split(folder, state.checkpoint_stamp(folder), str(path), (stat.st_mtime_ns, stat.st_size), by)
+    except (RMTError, OSError) as error:
+        state.show_error(error if isinstance(error, RMTError) else RMTError(f"cannot read {path}: {error}"))
+        return
+    label = error_split.AXIS_LABELS[by]
+    show_figure(error_split.split_figure(rows, by, f"{name}: accuracy by {label}", int(least)),
+                f"{name} accuracy by {by}", key="split")
+    table = [dict(r, **{by: f"{r[by][0]}-{r[by][1]}"}) for r in rows]
+    show_table(table, f"{name} answers by {by}", key="split_table")
 
 
 st.title("Length")
@@ -71,6 +105,11 @@ show_figure(evaluate.length_figure(results, paper=True), "length", key="length")
 for label, result in results.items():
     rows = [{k: v for k, v in row.items() if k not in ("wrong_seeds", "wrong_indexes")} for row in result["results"]]
     show_table(rows, f"accuracy {label}", key=f"table_{label}")
+
+if chosen.checkpoint and not chosen.problem and results.get(f"{Path(chosen.checkpoint).name} (eval.json)"):
+    with st.expander("Where the answers are lost: eval.json split by where the fact was"):
+        _split_section(chosen.checkpoint, Path(chosen.checkpoint).name, Path(chosen.checkpoint) / "eval.json",
+                       results[f"{Path(chosen.checkpoint).name} (eval.json)"])
 
 with st.expander("The paper's trained against evaluated length (Figure 5)"):
     shown = st.selectbox("Task", TASKS, index=TASKS.index(task) if task in TASKS else 0, key="matrix_task")

@@ -1,0 +1,141 @@
+"""Where an encoder checkpoint's answers are lost: an `rmt eval` results file split by where each sample's fact
+was, by how many segments separate the last fact from the question ("distance") or how many segments of input
+came before it ("before").
+
+The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
+Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back and has f
+segments before it. Files of `rmt eval` record every wrong sample's index (`wrong_indexes`); older ones list
+only the first 20 wrong seeds of a length, and for those only the samples up to the last one listed are counted,
+where the list is complete. Few errors at large distances and many at small ones mean the model holds what it
+wrote but fails to write a fact that comes late, after much noise; the opposite means it forgets.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rmt_core.errors import TaskError
+from rmt_core.evaluate import eval_sample_seed
+from rmt_core.stats import distance_buckets, wilson_interval
+
+AXES = ("distance", "before")  # the last fact's segments back from the question, or its segment index
+AXIS_LABELS = {"distance": "last fact, segments before the question",
+               "before": "segments of input before the last fact"}
+ENCODER_TASKS = ("memorize", "detect", "reason")
+_NEEDED = ("task", "segment_size", "seed")
+
+
+def check_splittable(result: dict) -> None:
+    """TaskError naming what is missing when a results file cannot be split (another task, or a file that does
+    not record how its samples were drawn)."""
+    if result.get("task") not in ENCODER_TASKS:
+        raise TaskError(f"an eval of task {result.get('task')!r} cannot be split by fact position; this reads the "
+                        f"encoder tasks {', '.join(ENCODER_TASKS)}")
+    missing = [key for key in _NEEDED if key not in result]
+    if missing or any("correct" not in row for row in result.get("results", [])):
+        raise TaskError("this results file does not record how its samples were drawn ("
+                        + ", ".join(missing or ["correct"]) + " missing); write it again with rmt eval --json")
+
+
+def sample_count(result: dict) -> int:
+    """How many samples splitting `result` rebuilds (for a progress bar)."""
+    return sum(int(row["samples"]) for row in result["results"])
+
+
+def split_errors(result: dict, tokenizer, by: str = "distance",
+                 progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Per length of the results file, per range of `by` (AXES): samples, wrong answers, accuracy and its Wilson
+    interval. A row names its range under the key `by`; `progress(k)` is told of every k samples rebuilt."""
+    from rmt_core.tasks import TaskBuilder
+
+    if by not in AXES:
+        raise TaskError(f"unknown axis {by!r}; choose one of {', '.join(AXES)}")
+    check_splittable(result)
+    sources = result.get("sources") or {}
+    babi_file = None if sources.get("babi") in (None, "builtin") else sources["babi"]
+    noise = None if sources.get("noise") in (None, "builtin") else sources["noise"]
+    builder = TaskBuilder(result["task"], tokenizer, result["segment_size"], babi_file=babi_file,
+                          noise_file=noise, split=sources.get("split", "test"))
+    rows = []
+    for row in result["results"]:
+        n, listed = row["segments"], list(row.get("wrong_seeds") or [])
+        wrong, total_wrong = set(listed), row["samples"] - row["correct"]
+        counts = {b: [0, 0] for b in distance_buckets(n)}
+        seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
+        skipped = len(seeds)
+        if row.get("wrong_indexes") is not None:
+            wrong = {seeds[index] for index in row["wrong_indexes"]}
+        elif len(listed) < total_wrong:
+            # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
+            # to the last one listed, the list is complete, so count that prefix of the samples.
+            seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
+        skipped -= len(seeds)
+        for seed in seeds:
+            last = max(fact.segment for fact in builder.sample(n, seed).facts)
+            value = n - 1 - last if by == "distance" else last
+            bucket = next(b for b in counts if b[0] <= value <= b[1])
+            counts[bucket][0] += 1
+            counts[bucket][1] += seed in wrong
+            if progress:
+                progress(1)
+        if progress and skipped:
+            progress(skipped)
+        for (low, high), (total, bad) in counts.items():
+            if total:
+                ci_low, ci_high = wilson_interval(total - bad, total)
+                rows.append({"segments": n, by: (low, high), "samples": total, "wrong": bad,
+                             "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high,
+                             "of_samples": len(seeds), "evaluated": row["samples"]})
+    return rows
+
+
+def pooled(rows: list[dict], by: str) -> list[dict]:
+    """The rows of all lengths summed per range of `by`, with Wilson intervals (segments: "all"). Ranges start
+    at the same powers of two whatever the length (a short input's last range ends early), so a range is keyed
+    by its start and ends at the highest end any length gives it."""
+    sums: dict[int, list[int]] = {}
+    for r in rows:
+        low, high = r[by]
+        total = sums.setdefault(low, [high, 0, 0])
+        total[0] = max(total[0], high)
+        total[1] += r["samples"]
+        total[2] += r["wrong"]
+    out = []
+    for low, (high, total, bad) in sorted(sums.items()):
+        ci_low, ci_high = wilson_interval(total - bad, total)
+        out.append({"segments": "all", by: (low, high), "samples": total, "wrong": bad,
+                    "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high})
+    return out
+
+
+def split_figure(rows: list[dict], by: str, title: str, min_samples: int = 20):
+    """Accuracy (95% Wilson interval) against the ranges of `by`: one curve per length, coloured from short to
+    long, and all lengths pooled (black); ranges with fewer than `min_samples` samples are left out."""
+    import plotly.graph_objects as go
+    from plotly.colors import sample_colorscale
+
+    lengths = sorted({r["segments"] for r in rows})
+    colours = sample_colorscale("Viridis", [i / max(1, len(lengths) - 1) * 0.9 for i in range(len(lengths))])
+    fig = go.Figure()
+    curves = [(f"{n:,} segments", [r for r in rows if r["segments"] == n], colour, 1.5)
+              for n, colour in zip(lengths, colours)]
+    curves.append(("all lengths pooled", pooled(rows, by), "black", 3))
+    for name, curve, colour, width in curves:
+        shown = [r for r in curve if r["samples"] >= min_samples]
+        if not shown:
+            continue
+        # a range low..high is drawn at its geometric middle, the range 0..0 at 0.5 (a log axis has no 0)
+        x = [0.5 if r[by][1] == 0 else (max(r[by][0], 1) * r[by][1]) ** 0.5 for r in shown]
+        fig.add_trace(go.Scatter(
+            x=x, y=[r["accuracy"] for r in shown], mode="lines+markers", name=name,
+            line=dict(color=colour, width=width),
+            error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - r["accuracy"] for r in shown],
+                         arrayminus=[r["accuracy"] - r["ci_low"] for r in shown], color=colour),
+            customdata=[[f"{r[by][0]}-{r[by][1]}", r["samples"], r["wrong"]] for r in shown],
+            hovertemplate="%{customdata[0]}: %{y:.1%} of %{customdata[1]} (%{customdata[2]} wrong)<extra></extra>"))
+    fig.update_xaxes(type="log", title_text=AXIS_LABELS[by] + " (log scale; ranges 0, 1, 2-3, 4-7, ...)",
+                     gridcolor="#e5e5e5")
+    fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI)", gridcolor="#e5e5e5")
+    fig.update_layout(title=title + f" (ranges with at least {min_samples} samples)", width=1000, height=560,
+                      plot_bgcolor="white")
+    return fig
