@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 from rmt_core.errors import TaskError
-from rmt_core.evaluate import eval_sample_seed
+from rmt_core.evaluate import MAX_SAMPLES, eval_sample_seed
 from rmt_core.stats import distance_buckets, wilson_interval
 
 AXES = ("distance", "before")  # the last fact's segments back from the question, or its segment index
@@ -31,10 +31,16 @@ def check_splittable(result: dict) -> None:
     if result.get("task") not in ENCODER_TASKS:
         raise TaskError(f"an eval of task {result.get('task')!r} cannot be split by fact position; this reads the "
                         f"encoder tasks {', '.join(ENCODER_TASKS)}")
+    rows = result.get("results") if isinstance(result.get("results"), list) else []
     missing = [key for key in _NEEDED if key not in result]
-    if missing or any("correct" not in row for row in result.get("results", [])):
+    if missing or any(not isinstance(row, dict) or "correct" not in row for row in rows):
         raise TaskError("this results file does not record how its samples were drawn ("
                         + ", ".join(missing or ["correct"]) + " missing); write it again with rmt eval --json")
+    for row in rows:  # a file edited by hand must not make the split run for hours
+        samples = row.get("samples")
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
+            raise TaskError(f"the results row of {row.get('segments', '?')} segments has {samples!r} samples; "
+                            f"rmt eval writes 1 to {MAX_SAMPLES:,}, write the file again with rmt eval --json")
 
 
 def sample_count(result: dict) -> int:
@@ -58,34 +64,46 @@ def split_errors(result: dict, tokenizer, by: str = "distance",
                           noise_file=noise, split=sources.get("split", "test"))
     rows = []
     for row in result["results"]:
-        n, listed = row["segments"], list(row.get("wrong_seeds") or [])
-        wrong, total_wrong = set(listed), row["samples"] - row["correct"]
-        counts = {b: [0, 0] for b in distance_buckets(n)}
-        seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
-        skipped = len(seeds)
-        if row.get("wrong_indexes") is not None:
-            wrong = {seeds[index] for index in row["wrong_indexes"]}
-        elif len(listed) < total_wrong:
-            # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
-            # to the last one listed, the list is complete, so count that prefix of the samples.
-            seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
-        skipped -= len(seeds)
-        for seed in seeds:
-            last = max(fact.segment for fact in builder.sample(n, seed).facts)
-            value = n - 1 - last if by == "distance" else last
-            bucket = next(b for b in counts if b[0] <= value <= b[1])
-            counts[bucket][0] += 1
-            counts[bucket][1] += seed in wrong
-            if progress:
-                progress(1)
-        if progress and skipped:
-            progress(skipped)
-        for (low, high), (total, bad) in counts.items():
-            if total:
-                ci_low, ci_high = wilson_interval(total - bad, total)
-                rows.append({"segments": n, by: (low, high), "samples": total, "wrong": bad,
-                             "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high,
-                             "of_samples": len(seeds), "evaluated": row["samples"]})
+        try:
+            rows += _split_row(result, row, builder, by, progress)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            where = row.get("segments", "?") if isinstance(row, dict) else "?"
+            raise TaskError(f"the results row of {where} segments is malformed ({type(error).__name__}: {error}); "
+                            "write the file again with rmt eval --json") from None
+    return rows
+
+
+def _split_row(result: dict, row: dict, builder, by: str, progress) -> list[dict]:
+    """The rows of one length of the results file (split_errors)."""
+    rows = []
+    n, listed = row["segments"], list(row.get("wrong_seeds") or [])
+    wrong, total_wrong = set(listed), row["samples"] - row["correct"]
+    counts = {b: [0, 0] for b in distance_buckets(n)}
+    seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
+    skipped = len(seeds)
+    if row.get("wrong_indexes") is not None:
+        wrong = {seeds[index] for index in row["wrong_indexes"]}
+    elif len(listed) < total_wrong:
+        # rmt eval lists the wrong answers of the first samples only (MAX_WRONG_SEEDS, in sample order): up
+        # to the last one listed, the list is complete, so count that prefix of the samples.
+        seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
+    skipped -= len(seeds)
+    for seed in seeds:
+        last = max(fact.segment for fact in builder.sample(n, seed).facts)
+        value = n - 1 - last if by == "distance" else last
+        bucket = next(b for b in counts if b[0] <= value <= b[1])
+        counts[bucket][0] += 1
+        counts[bucket][1] += seed in wrong
+        if progress:
+            progress(1)
+    if progress and skipped:
+        progress(skipped)
+    for (low, high), (total, bad) in counts.items():
+        if total:
+            ci_low, ci_high = wilson_interval(total - bad, total)
+            rows.append({"segments": n, by: (low, high), "samples": total, "wrong": bad,
+                         "accuracy": (total - bad) / total, "ci_low": ci_low, "ci_high": ci_high,
+                         "of_samples": len(seeds), "evaluated": row["samples"]})
     return rows
 
 

@@ -419,3 +419,10 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
     (tmp_path / "s.json").write_text(json.dumps({k: v for k, v in result.items() if k != "seed"}))
     assert module.main([str(tmp_path / "s.json")]) == 1
     assert "seed missing" in capsys.readouterr().err
+    # nor one edited by hand: a billion samples, or a row that does not add up, is a one-line error
+    for bad in ({"samples": 10**9}, {"wrong_indexes": [99]}, {"segments": "eight"}):
+        edited = dict(result, results=[dict(results[0], **bad)])
+        (tmp_path / "h.json").write_text(json.dumps(edited))
+        assert module.main([str(tmp_path / "h.json")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "rmt eval --json" in err, err

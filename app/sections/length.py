@@ -34,6 +34,11 @@ def _split_section(folder: str, name: str, path: Path, result: dict) -> None:
     st.caption("The samples of eval.json are rebuilt from its seed and sources (no model runs) and split by where "
                "the last fact was. Errors among late facts and few among early ones: the model holds what it "
                "wrote but misses facts that come after much noise; the opposite: it forgets.")
+    try:
+        error_split.check_splittable(result)
+    except RMTError as error:
+        st.info(f"This eval.json cannot be split: {error}")
+        return
     columns = st.columns([3, 1, 1])
     by = columns[0].radio("Split by", error_split.AXES, format_func=lambda a: error_split.AXIS_LABELS[a],
                           horizontal=True, key="split_by")
@@ -43,7 +48,6 @@ def _split_section(folder: str, name: str, path: Path, result: dict) -> None:
     if st.session_state.get("length_split") != str(path):
         return
     try:
-        error_split.check_splittable(result)
         stat = path.stat()
         with st.spinner(f"Rebuilding {error_split.sample_count(result):,} samples…"):
             rows = _split(folder, state.checkpoint_stamp(folder), str(path), (stat.st_mtime_ns, stat.st_size), by)
