@@ -28,10 +28,13 @@ _NEEDED = ("task", "segment_size", "seed")
 def check_splittable(result: dict) -> None:
     """TaskError naming what is missing when a results file cannot be split (another task, or a file that does
     not record how its samples were drawn)."""
+    if not isinstance(result, dict) or not isinstance(result.get("results"), list):
+        raise TaskError("this is not a results file of rmt eval (no list of results); give the file rmt eval "
+                        "--json wrote")
     if result.get("task") not in ENCODER_TASKS:
         raise TaskError(f"an eval of task {result.get('task')!r} cannot be split by fact position; this reads the "
                         f"encoder tasks {', '.join(ENCODER_TASKS)}")
-    rows = result.get("results") if isinstance(result.get("results"), list) else []
+    rows = result["results"]
     missing = [key for key in _NEEDED if key not in result]
     if missing or any(not isinstance(row, dict) or "correct" not in row for row in rows):
         raise TaskError("this results file does not record how its samples were drawn ("

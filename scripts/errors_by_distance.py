@@ -21,7 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rmt_core.error_split import AXES, AXIS_LABELS, check_splittable, pooled, split_errors, split_figure
+from rmt_core.error_split import (AXES, AXIS_LABELS, check_splittable, pooled, sample_count, split_errors,
+                                  split_figure)
 from rmt_core.errors import RMTError
 from rmt_core.files import read_json
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             from rmt_core.model import minilm_dir
 
             tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
-        rows = split_errors(result, tokenizer, args.by)
+        from tqdm.auto import tqdm
+
+        # disable=None: a bar on a terminal, nothing when stderr is a file or a pipe
+        with tqdm(total=sample_count(result), desc="rebuilding samples", unit="sample", disable=None) as bar:
+            rows = split_errors(result, tokenizer, args.by, progress=bar.update)
         if json_path is not None:
             from rmt_core.files import write_json_atomic
 

@@ -420,6 +420,9 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
     assert module.main([str(tmp_path / "s.json")]) == 1
     assert "seed missing" in capsys.readouterr().err
     # nor one edited by hand: a billion samples, or a row that does not add up, is a one-line error
+    (tmp_path / "l.json").write_text("[1, 2]")
+    assert module.main([str(tmp_path / "l.json")]) == 1
+    assert "not a results file" in capsys.readouterr().err
     for bad in ({"samples": 10**9}, {"wrong_indexes": [99]}, {"segments": "eight"}):
         edited = dict(result, results=[dict(results[0], **bad)])
         (tmp_path / "h.json").write_text(json.dumps(edited))
