@@ -25,6 +25,7 @@ from rmt_core.error_split import (AXES, AXIS_LABELS, check_splittable, pooled, s
                                   split_figure)
 from rmt_core.errors import RMTError
 from rmt_core.files import read_json
+from rmt_core.viz.export import FIGURE_FORMATS, ExportError, write_figure
 
 
 def _new_file(path: str, what: str) -> Path:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         json_path = _new_file(args.json, "JSON file") if args.json else None
         if args.min_samples < 1:
             raise RMTError(f"--min-samples {args.min_samples}: give a whole number of at least 1")
-        if figure_path is not None and figure_path.suffix.lower().lstrip(".") not in ("png", "svg", "pdf", "html"):
+        if figure_path is not None and figure_path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
             raise RMTError(f"figure {figure_path}: give a .png, .svg, .pdf or .html file name")
         result = read_json(args.eval_json, RMTError, "give the file rmt eval --json wrote",
                            "run rmt eval --json again")
@@ -82,16 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                                           "checkpoint": result.get("checkpoint"), "rows": rows,
                                           "pooled": pooled(rows, args.by)})
         if figure_path is not None:
-            from rmt_core.files import write_atomic
-            from rmt_core.viz.export import ExportError, figure_bytes
-
             name = (result.get("checkpoint") or {}).get("name") or result["task"]
             drawn = split_figure(rows, args.by, f"{name}: accuracy by {AXIS_LABELS[args.by]}", args.min_samples)
             try:
-                data = figure_bytes(drawn, figure_path.suffix.lower().lstrip("."))
+                write_figure(drawn, figure_path)
             except ExportError as error:
                 raise RMTError(f"{error}; or give an .html figure") from None
-            write_atomic(figure_path, data)
     except (RMTError, OSError) as error:
         print(f"errors_by_distance: error: {error}", file=sys.stderr)
         return 1

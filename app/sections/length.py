@@ -25,7 +25,7 @@ def _evaluate(folder: str, stamp: tuple, task: str, segments: tuple, samples: in
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _split(folder: str, stamp: tuple, path: str, file_stamp: tuple, by: str) -> list[dict]:
-    result = evaluate.read_results(path)
+    result = _eval_file(path, file_stamp)  # the page has read it already: cached
     return error_split.split_errors(result, state._model(folder, stamp).tokenizer, by)
 
 
