@@ -40,6 +40,7 @@ class Fact:
     end: int
     segment: int
     story_index: int = 0  # position of the fact in its bAbI story (qa4 facts may be placed in either order)
+    prior: bool = False  # a fact of another story, earlier in the input, that the later fact supersedes (prior_facts)
     person: str | None = None  # location facts: who ...
     place: str | None = None  # ... is where
     subject: str | None = None  # relation facts: subject is `direction` of `reference`
@@ -185,7 +186,8 @@ class TaskBuilder:
 
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
-                 hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0):
+                 hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0,
+                 prior_facts: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
@@ -198,9 +200,13 @@ class TaskBuilder:
         if not 0.0 <= late_facts <= 1.0 or (late_facts and task == "memorize"):
             raise TaskError(f"late facts {late_facts!r} must lie in 0..1 and is for detect and reason (memorize's "
                             "fact is always in the first segment)")
+        if not 0.0 <= prior_facts <= 1.0 or (prior_facts and task != "detect"):
+            raise TaskError(f"prior facts {prior_facts!r} must lie in 0..1 and is for detect only (its one fact is "
+                            "the only one the question needs)")
         self.task = task
         self.hard_fraction = hard_fraction
         self.late_facts = late_facts
+        self.prior_facts = prior_facts
         self.question_form = question_form
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
@@ -284,6 +290,14 @@ class TaskBuilder:
         else:
             first = max(0, n - LATE_WINDOW) if self.late_facts and rng.random() < self.late_facts else 0
             fact_segments = [rng.randrange(first, n) for _ in fact_ids]
+        # With prior_facts (detect), that share of samples whose fact is not in the first segment also gets the fact
+        # of another story in an earlier segment: memory already holds a fact when the one asked about arrives, and
+        # the later fact must still write (a person's last move is where they are, as in bAbI's own stories).
+        texts = list(item.facts)
+        if self.prior_facts and fact_segments[0] > 0 and rng.random() < self.prior_facts:
+            texts.append(self._item(rng).facts[0])
+            fact_ids.append(self.ids(texts[-1]))
+            fact_segments.append(rng.randrange(0, fact_segments[0]))
 
         input_ids: list[int] = []
         roles: list[int] = []
@@ -322,10 +336,10 @@ class TaskBuilder:
             raise AssertionError(f"sample has {len(input_ids)} tokens, expected {total}")
 
         facts = []
-        for k, text in enumerate(item.facts):
+        for k, text in enumerate(texts):
             start, end, segment = spans[k]
             fact = Fact(text=text, kind="location" if self.kind == "qa1" else "relation", start=start, end=end,
-                        segment=segment, story_index=k)
+                        segment=segment, story_index=k, prior=k >= len(item.facts))
             if self.kind == "qa1":
                 fact.person, fact.place = babi.parse_move(text)
             else:
