@@ -165,3 +165,29 @@ def test_fact_write_flags_are_checked(tmp_path, capsys):
         assert main(["train", flag, bad, "--out", str(tmp_path / "e")]) != 0
         assert flag in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
+
+
+
+def test_prior_facts_mark_both_fact_segments_and_leave_validation_alone(tmp_path, capsys, tokenizer):
+    from rmt_cli.main import main
+    from rmt_core.train import Data, _batch_seed
+
+    kw = dict(task="detect", stages=[Stage(12, 16)], batch_size=8, seed=3, noise_stillness=1.0, fact_write=1.0)
+    data = Data(TrainConfig(out=str(tmp_path / "p"), prior_facts=1.0, **kw), tokenizer)
+    stage = data.cfg.stages[0]
+    ids, labels, still, write = data.batch(stage, 0, 0)
+    samples = data.builder(16, training=True).samples(12, 8, _batch_seed(3, 0, 0))
+    assert sum(len(s.facts) == 2 for s in samples) >= 6  # all but those whose fact is in segment 0
+    for i, s in enumerate(samples):
+        segments = {f.segment for f in s.facts}
+        # The earlier fact's segment is a fact's too: stillness spares it and the fact-write term asks it to write.
+        assert [bool(still[i, t]) for t in range(1, 11)] == [t not in segments for t in range(1, 11)]
+        assert [bool(write[i, t]) for t in range(11)] == [t in segments for t in range(11)]
+    plain = Data(TrainConfig(out=str(tmp_path / "q"), **kw), tokenizer)
+    assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
+    assert not torch.equal(ids, plain.batch(stage, 0, 0)[0])
+    assert main(["train", "--task", "reason", "--prior-facts", "0.5", "--out", str(tmp_path / "r")]) != 0
+    assert "--prior-facts is for detect" in capsys.readouterr().err
+    assert main(["train", "--task", "detect", "--prior-facts", "2", "--out", str(tmp_path / "s")]) != 0
+    assert "--prior-facts" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

@@ -338,6 +338,28 @@ def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
             TaskBuilder(task, tok, 32, late_facts=bad)
 
 
+def test_prior_facts_put_another_storys_fact_before_the_asked_one(tok):
+    prior = TaskBuilder("detect", tok, 32, prior_facts=1.0, late_facts=1.0)
+    samples = [prior.sample(40, seed) for seed in range(60)]
+    for s in samples:
+        assert [f.prior for f in s.facts] == [True, False]  # every fact lands late, so every sample gets one
+        first, last = s.facts
+        assert first.segment < last.segment
+        assert s.answer_name == last.place and s.question == f"Where is {last.person}?"  # the later fact answers
+        assert s.input_ids[first.start:first.end] == prior.ids(first.text)
+    assert sum(s.facts[0].place != s.answer_name for s in samples) > 30  # the earlier fact often says another place
+    ids, labels, holds = prior.batch(40, 4, seed=3, fact_segments=True)
+    assert holds.sum(1).tolist() == [2, 2, 2, 2]
+    half = [len(TaskBuilder("detect", tok, 32, prior_facts=0.5).sample(40, seed).facts) for seed in range(400)]
+    assert 160 < half.count(2) < 230  # 400 x 0.5 x 39/40 = 195 expected
+    assert len(prior.sample(40, 0).facts) == 2 and len(TaskBuilder("detect", tok, 32, prior_facts=1.0).sample(1, 0).facts) == 1
+    plain = TaskBuilder("detect", tok, 32)
+    assert plain.sample(40, 7).input_ids == TaskBuilder("detect", tok, 32, prior_facts=0.0).sample(40, 7).input_ids
+    for bad, task in ((1.5, "detect"), (-0.1, "detect"), (0.5, "reason"), (0.5, "memorize")):
+        with pytest.raises(TaskError, match="prior facts"):
+            TaskBuilder(task, tok, 32, prior_facts=bad)
+
+
 def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tmp_path, capsys):
     from conftest import load_script
     from rmt_core.evaluate import eval_sample_seed
