@@ -82,10 +82,12 @@ class Sample:
             del data["answer_span"]
         else:
             data["answer_span"] = list(self.answer_span)
-        for fact in data["facts"]:
+        for fact in data["facts"]:  # fields of later kinds of fact appear only where they are set
             for key in ("object", "action"):
                 if fact[key] is None:
                     del fact[key]
+            if not fact["prior"]:
+                del fact["prior"]
         return data
 
     @classmethod

@@ -347,6 +347,7 @@ def test_prior_facts_put_another_storys_fact_before_the_asked_one(tok):
         assert first.segment < last.segment
         assert s.answer_name == last.place and s.question == f"Where is {last.person}?"  # the later fact answers
         assert s.input_ids[first.start:first.end] == prior.ids(first.text)
+        assert type(s).from_json(s.to_json()) == s and "prior" not in s.to_json()["facts"][1]
     assert sum(s.facts[0].place != s.answer_name for s in samples) > 30  # the earlier fact often says another place
     ids, labels, holds = prior.batch(40, 4, seed=3, fact_segments=True)
     assert holds.sum(1).tolist() == [2, 2, 2, 2]
