@@ -4,10 +4,12 @@
 #      segments), then evaluate them at 1..4,096 segments (1,000 samples) and at 31,936 (memorize, detect);
 #   2. the decoder qa1 checkpoint (issue 14) on longer curricula, three settings, evaluated at 4, 8, 16 and 32
 #      segments;
-# and copy the best of each into $WORK/ship. Training reads bAbI en-10k *train* facts and builtin:vocab noise;
-# evaluation the *test* facts in QuALITY dev question noise.
+# and copy the best of each into $WORK/ship. Training reads bAbI en-10k *train* facts and, as the shipped detect
+# and reason were last trained, English prose: Debian's fortunes (`apt-get install fortunes`), cut by
+# scripts/prose_noise.py, and for reason its questions with some statements (scripts/question_noise.py --share
+# 0.7); without that package, builtin:vocab. Evaluation reads the *test* facts in QuALITY dev question noise.
 #
-#   bash scripts/gpu_next.sh prepare      # here, once: the data and tokenizer into runs/gpu_data (about 5 MB)
+#   bash scripts/gpu_next.sh prepare      # here, once: the data, noise and tokenizer into runs/gpu_data (~8 MB)
 #   WORK=/tmp/rmt-gpu BUDGET=420 bash scripts/gpu_next.sh run     # on the device (carry runs/gpu_data);
 #                                      # with $OUT set, each picked checkpoint comes back as $OUT/NAME.tgz
 #
@@ -35,6 +37,18 @@ if [[ "${1:-}" == prepare ]]; then
     exit 1
   fi
   cp "$minilm"/*.json "$minilm"/*.txt "$DATA/minilm/" 2>/dev/null || cp "$minilm"/*.json "$DATA/minilm/"
+  # The training prose (docs/experiments/prose-noise/): new files only, so a second prepare keeps the first's.
+  FORTUNES=${FORTUNES:-/usr/share/games/fortunes}
+  if [[ -f "$FORTUNES/fortunes" && ! -f "$DATA/fortunes.train.txt" ]]; then
+    $PY scripts/prose_noise.py --out "$DATA/fortunes" $(for f in computers cookie definitions disclaimer drugs \
+      education ethnic food fortunes goedel humorists kids knghtbrd law literature love magic medicine men-women \
+      miscellaneous news paradoxum people pets platitudes politics pratchett riddles science songs-poems sports \
+      startrek tao wisdom work zippy; do echo "$FORTUNES/$f"; done)
+    $PY scripts/question_noise.py "$DATA/fortunes.train.txt" --exclude "$DATA/fortunes.val.txt" --share 0.7 \
+      --out "$DATA/fortunes.train.q70.txt"
+  elif [[ ! -f "$DATA/fortunes.train.txt" ]]; then
+    echo "gpu_next.sh: no fortunes in $FORTUNES (apt-get install fortunes); the runs will train in builtin:vocab" >&2
+  fi
   du -sh "$DATA"
   exit 0
 fi
@@ -48,10 +62,15 @@ LONGEST=${LONGEST:-31936}          # memorize and detect, LONGEST_SAMPLES sample
 LONGEST_SAMPLES=${LONGEST_SAMPLES:-100}
 DECODER_SEGMENTS=${DECODER_SEGMENTS:-4,8,16,32}
 MEM_STAGES=${MEM_STAGES:-7x64,1-64x64,1-256x64}      # memorize (trained at 7x64, then 1-32x64)
-DETECT_STAGES=${DETECT_STAGES:-1-64x64,1-256x64}  # detect (trained at 1-64x64), on decoy noise
-REASON_STAGES=${REASON_STAGES:-4x64,1-32x64,1-128x64}
+DETECT_STAGES=${DETECT_STAGES:-1-64x64,1-256x64}  # detect (trained at 1-64x64)
+REASON_STAGES=${REASON_STAGES:-1-64x64,1-256x64}  # reason (trained at 1-64x64)
 DECODER_STAGES=${DECODER_STAGES:-4x64,8x64,1-16x64}
 source scripts/gpu_lib.sh
+# Training noise: the prepared prose when it came with the data, else the built-in vocabulary sentences.
+PROSE=builtin:vocab QUESTIONS=builtin:vocab
+[[ -f "$DATA/fortunes.train.txt" ]] && PROSE=$DATA/fortunes.train.txt
+[[ -f "$DATA/fortunes.train.q70.txt" ]] && QUESTIONS=$DATA/fortunes.train.q70.txt
+stamp "training noise: $PROSE (detect), $QUESTIONS (reason)"
 
 COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 50 --max-steps 4000 --eval-every "${EVAL_EVERY:-50}" --val-samples "${VAL:-256}"
         --babi-dir "$BABI" --noise-file builtin:vocab --time-budget-s "$BUDGET" --threads 2 --quiet)
@@ -60,16 +79,16 @@ COMMON=(--batch-size "${BATCH:-128}" --warmup-steps 50 --max-steps 4000 --eval-e
 # learning rate: on the CPU, 3e-4 took memorize from 98% to 39% at 32 segments in 50 steps, 5e-5 to 100%.
 train memorize_long --task memorize --init-from checkpoints/memorize --stages "$MEM_STAGES" --lr "${LONG_LR:-5e-5}" --bptt-depth "${BPTT:-16}" \
   --val-multiples 1,4 "${COMMON[@]}" &
-# detect (trained with noise stillness to 64 segments) keeps a fact once written, but a fact-like noise sentence
-# before the fact spends memory's one write (docs/findings.md, "Why detect's memory then holds longer"): decoy noise
-# (fact-like sentences about other people) on long inputs, facts late, the stillness term on, so that binding
-# (a decoy is not a fact) and holding are learned together: on the CPU a short binding stage at a high rate
-# first (1 to 2 segments, 3e-4) undid the holding (docs/experiments/detect-stillness-shipped).
-train detect_long --task detect --init-from checkpoints/detect --stages "$DETECT_STAGES" --lr "${LONG_LR:-5e-5}" \
-  --bptt-depth "${BPTT:-16}" --late-facts 0.5 --noise-stillness 30 --keep last --val-multiples 1,4 "${COMMON[@]}" \
-  --noise-file builtin:decoys &
-train reason_long --task reason --init-from checkpoints/reason --stages "$REASON_STAGES" --lr "${LONG_LR:-5e-5}" --bptt-depth "${BPTT:-16}" \
-  --val-multiples 1,4 --target-accuracy 0.95 "${COMMON[@]}" &
+# detect and reason: their last CPU recipe (facts late in half the batches, noise stillness 30, the weights of the
+# last evaluation, English prose), on random lengths up to 256 segments, which the CPU could not afford. detect
+# keeps a fact once written; what it loses at length is a fact after a fact-like sentence of QuALITY's, which
+# took memory's one write first (docs/findings.md, "detect today"). Decoy noise taught a detector of the
+# project's decoys (docs/experiments/detect-decoy-binding), so the runs read prose only.
+LATEST=(--late-facts 0.5 --noise-stillness 30 --keep last --val-multiples 1,4 --lr "${LONG_LR:-5e-5}" --bptt-depth "${BPTT:-16}")
+train detect_long --task detect --init-from checkpoints/detect --stages "$DETECT_STAGES" "${LATEST[@]}" \
+  "${COMMON[@]}" --noise-file "$PROSE" &
+train reason_long --task reason --init-from checkpoints/reason --stages "$REASON_STAGES" "${LATEST[@]}" \
+  "${COMMON[@]}" --noise-file "$QUESTIONS" &
 # Issue 14: the decoder continues from the shipped qa1_decoder (the pretrained MiniLM as a causal LM; it travels
 # with the working tree, where MiniLM's own float32 weights would not fit the device's carry limit), which binds
 # people to places where GPT-2 and Llama from scratch stay at a coin flip on this task
