@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         with tqdm(total=sample_count(result), desc="rebuilding samples", unit="sample", disable=None) as bar:
             rows = split_errors(result, tokenizer, args.by, progress=bar.update)
         if json_path is not None:
+            from rmt_core.checkpoint import portable_path
             from rmt_core.files import write_json_atomic
 
-            write_json_atomic(json_path, {"eval_json": args.eval_json, "by": args.by, "task": result["task"],
+            # The results file's path as files that travel record it (never this machine's absolute path).
+            write_json_atomic(json_path, {"eval_json": portable_path(args.eval_json), "by": args.by, "task": result["task"],
                                           "checkpoint": result.get("checkpoint"), "rows": rows,
                                           "pooled": pooled(rows, args.by)})
         if figure_path is not None:

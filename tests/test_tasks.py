@@ -426,6 +426,7 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
     assert "segments of input before the last fact" in capsys.readouterr().out
     written = json.loads(out_json.read_text())
     assert written["by"] == "before" and len(written["rows"]) == len(rows) and written["pooled"]
+    assert str(tmp_path) not in written["eval_json"] and written["eval_json"].endswith("e.json")  # no machine path
     assert "all lengths pooled" in out_html.read_text()
     # neither file is replaced, a missing folder and a bad suffix are named, and nothing is written then
     before = out_json.read_bytes()
