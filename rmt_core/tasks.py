@@ -40,7 +40,7 @@ class Fact:
     end: int
     segment: int
     story_index: int = 0  # position of the fact in its bAbI story (qa4 facts may be placed in either order)
-    prior: bool = False  # a fact of another story, earlier in the input, that the later fact supersedes (prior_facts)
+    prior: bool = False  # a fact of another story, earlier in the input (prior_facts)
     person: str | None = None  # location facts: who ...
     place: str | None = None  # ... is where
     subject: str | None = None  # relation facts: subject is `direction` of `reference`
@@ -189,7 +189,7 @@ class TaskBuilder:
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
                  hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0,
-                 prior_facts: float = 0.0):
+                 prior_facts: float = 0.0, prior_asked: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
@@ -208,7 +208,10 @@ class TaskBuilder:
         self.task = task
         self.hard_fraction = hard_fraction
         self.late_facts = late_facts
+        if not 0.0 <= prior_asked <= 1.0 or (prior_asked and not prior_facts):
+            raise TaskError(f"prior asked {prior_asked!r} must lie in 0..1 and needs prior facts; give --prior-facts too")
         self.prior_facts = prior_facts
+        self.prior_asked = prior_asked
         self.question_form = question_form
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
@@ -295,11 +298,18 @@ class TaskBuilder:
         # With prior_facts (detect), that share of samples whose fact is not in the first segment also gets the fact
         # of another story in an earlier segment: memory already holds a fact when the one asked about arrives, and
         # the later fact must still write (a person's last move is where they are, as in bAbI's own stories).
-        texts = list(item.facts)
+        # With prior_asked, that share of the samples whose earlier fact is about someone else asks about that
+        # person instead: both facts must then be kept, each with its person, and neither replaces the other.
+        texts, question, answer = list(item.facts), item.question, item.answer
         if self.prior_facts and fact_segments[0] > 0 and rng.random() < self.prior_facts:
             texts.append(self._item(rng).facts[0])
             fact_ids.append(self.ids(texts[-1]))
             fact_segments.append(rng.randrange(0, fact_segments[0]))
+            if self.prior_asked:
+                person, place = babi.parse_move(texts[-1])
+                if person != babi.parse_move(item.facts[0])[0] and rng.random() < self.prior_asked:
+                    question, answer = f"Where is {person}?", place
+                    question_ids = self.ids(question)
 
         input_ids: list[int] = []
         roles: list[int] = []
@@ -350,8 +360,8 @@ class TaskBuilder:
         facts.sort(key=lambda f: f.start)
         return Sample(
             task=self.task, n_segments=n, segment_size=size, input_ids=input_ids, roles=roles, facts=facts,
-            question=item.question, question_span=(total - len(question_ids), total),
-            answer=PLACES.index(item.answer), answer_name=item.answer, seed=seed,
+            question=question, question_span=(total - len(question_ids), total),
+            answer=PLACES.index(answer), answer_name=answer, seed=seed,
             sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
                      "noise": self.noise.name, "split": self.split},
         )

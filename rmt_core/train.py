@@ -128,6 +128,7 @@ class TrainConfig:
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
     prior_facts: float = 0.0  # detect: this share of training samples has another story's fact before its own
+    prior_asked: float = 0.0  # detect: ... and this share of those (about someone else) asks about the earlier one
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
     deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
@@ -242,6 +243,8 @@ class Data:
             options["late_facts"] = c.late_facts
         if c.prior_facts and training:
             options["prior_facts"] = c.prior_facts
+            if c.prior_asked:
+                options["prior_asked"] = c.prior_asked
         if c.architecture != "decoder":
             options["question_form"] = c.question_form
         key = (segment_size, *sorted(options.items()))  # validation shares the training builder when they agree

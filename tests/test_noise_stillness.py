@@ -190,4 +190,7 @@ def test_prior_facts_mark_both_fact_segments_and_leave_validation_alone(tmp_path
     assert "--prior-facts is for detect" in capsys.readouterr().err
     assert main(["train", "--task", "detect", "--prior-facts", "2", "--out", str(tmp_path / "s")]) != 0
     assert "--prior-facts" in capsys.readouterr().err
+    assert main(["train", "--task", "detect", "--prior-asked", "0.5", "--out", str(tmp_path / "t")]) != 0
+    assert "give --prior-facts too" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

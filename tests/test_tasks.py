@@ -361,6 +361,30 @@ def test_prior_facts_put_another_storys_fact_before_the_asked_one(tok):
             TaskBuilder(task, tok, 32, prior_facts=bad)
 
 
+def test_prior_asked_asks_about_the_earlier_person_so_both_facts_are_kept(tok):
+    builder = TaskBuilder("detect", tok, 32, prior_facts=1.0, late_facts=1.0, prior_asked=1.0)
+    asked = {"earlier": 0, "later": 0}
+    for seed in range(80):
+        s = builder.sample(12, seed)
+        first, last = s.facts
+        assert first.prior and not last.prior
+        # Someone else's earlier fact is always the one asked (prior_asked = 1); the same person's is superseded.
+        target = first if first.person != last.person else last
+        assert s.question == f"Where is {target.person}?" and s.answer_name == target.place
+        assert s.input_ids[s.question_span[0]:s.question_span[1]] == builder.ids(s.question)
+        assert len(s.input_ids) == 12 * 32
+        asked["earlier" if target is first else "later"] += 1
+    assert asked["earlier"] > 30 and asked["later"] > 5
+    half = TaskBuilder("detect", tok, 32, prior_facts=1.0, late_facts=1.0, prior_asked=0.5)
+    others = [s for s in (half.sample(12, seed) for seed in range(200)) if s.facts[0].person != s.facts[1].person]
+    earlier = sum(s.question == f"Where is {s.facts[0].person}?" for s in others)
+    assert len(others) > 120 and 0.35 < earlier / len(others) < 0.65  # half of them ask about the earlier person
+    with pytest.raises(TaskError, match="needs prior facts"):
+        TaskBuilder("detect", tok, 32, prior_asked=0.5)
+    with pytest.raises(TaskError, match="prior asked"):
+        TaskBuilder("detect", tok, 32, prior_facts=0.5, prior_asked=2.0)
+
+
 def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tmp_path, capsys):
     from conftest import load_script
     from rmt_core.evaluate import eval_sample_seed
