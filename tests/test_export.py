@@ -247,3 +247,20 @@ def test_segment_attention_matches_the_replay(tokenizer, trace):
     other = make_tiny_rmt(tokenizer, segment_size=20, num_mem_tokens=4)
     with pytest.raises(bertviz_offline.ViewerError, match="not recorded with this checkpoint"):
         bertviz_offline.segment_attention(other, trace, 1)
+
+
+def test_rmt_export_names_a_bad_trace_or_segment_before_a_missing_browser(trace, tmp_path, capsys, monkeypatch):
+    from rmt_cli.main import main
+    from rmt_core.viz import export
+
+    folder = tmp_path / "trace"
+    trace.save(folder)
+    monkeypatch.setattr(export, "no_browser_reason", lambda: "no Chromium on this machine")
+    png = str(tmp_path / "x.png")
+    assert main(["export", "--trace", str(folder), "--figure", "tokens", "--segment", "9", "--out", png]) == 1
+    assert "out of range" in capsys.readouterr().err
+    assert main(["export", "--trace", str(tmp_path / "none"), "--figure", "tokens", "--out", png]) == 1
+    assert "Chromium" not in capsys.readouterr().err
+    assert main(["export", "--trace", str(folder), "--figure", "tokens", "--segment", "1", "--out", png]) == 1
+    assert "PNG export needs Chromium: no Chromium on this machine" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

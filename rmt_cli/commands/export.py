@@ -106,6 +106,14 @@ def run(args) -> int:
     check_output_file(args.out, "--out", export.ExportError)
     fmt = export.format_of(args.out, args.format)
     size = {"width": args.width, "height": args.height, "scale": args.scale}
+    # The user's inputs first (a trace that does not open, a segment it does not have), then this machine's.
+    trace = segment = None
+    if args.trace:
+        from rmt_core.trace import Trace
+
+        trace = Trace.open(args.trace)
+        if args.segment is not None:
+            segment = trace.segment_index(args.segment)
     if fmt in ("png", "svg", "pdf"):  # before any work: a size Chromium cannot draw, or no Chromium at all
         export.check_image_size(args.width or export.DEFAULT_SIZE[0], args.height or export.DEFAULT_SIZE[1],
                                 args.scale)
@@ -116,25 +124,17 @@ def run(args) -> int:
     if args.table:
         if fmt != "csv":
             raise export.ExportError(f"tables are written as CSV, not {fmt}; use an --out name ending in .csv")
-        if args.trace:
-            from rmt_core.trace import Trace
-
-            rows = export.trace_table(Trace.open(args.trace), args.table, args.segment)
+        if trace is not None:
+            rows = export.trace_table(trace, args.table, args.segment)
         else:
             rows = export.results_table(export.read_results(args.results), args.table)
         path = export.write_table(rows, args.out)
-    elif args.trace and args.figure in BERTVIZ_FIGURES:
-        from rmt_core.trace import Trace
-
+    elif trace is not None and args.figure in BERTVIZ_FIGURES:
         if fmt != "html":
             raise export.ExportError(f"the bertviz views are interactive HTML pages; use --format html, not {fmt}")
-        path = export.write_bytes(args.out, _bertviz(Trace.open(args.trace), args))
+        path = export.write_bytes(args.out, _bertviz(trace, args))
     else:
-        if args.trace:
-            from rmt_core.trace import Trace
-
-            trace = Trace.open(args.trace)
-            segment = None if args.segment is None else trace.segment_index(args.segment)
+        if trace is not None:
             fig = export.trace_figure(trace, args.figure, segment, args.layer, args.head)
         else:
             from probes.figures import results_figure
