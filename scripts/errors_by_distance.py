@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             from rmt_core.files import write_json_atomic
 
             # The results file's path as files that travel record it (never this machine's absolute path).
-            write_json_atomic(json_path, {"eval_json": portable_path(args.eval_json), "by": args.by, "task": result["task"],
-                                          "checkpoint": result.get("checkpoint"), "rows": rows,
-                                          "pooled": pooled(rows, args.by)})
+            write_json_atomic(json_path, {"eval_json": portable_path(args.eval_json), "by": args.by,
+                                          "task": result["task"], "checkpoint": result.get("checkpoint"),
+                                          "rows": rows, "pooled": pooled(rows, args.by)})
         if figure_path is not None:
             name = (result.get("checkpoint") or {}).get("name") or result["task"]
             drawn = split_figure(rows, args.by, f"{name}: accuracy by {AXIS_LABELS[args.by]}", args.min_samples)
