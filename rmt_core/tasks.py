@@ -206,7 +206,8 @@ class TaskBuilder:
             raise TaskError(f"prior facts {prior_facts!r} must lie in 0..1 and is for detect only (its one fact is "
                             "the only one the question needs)")
         if not 0.0 <= prior_asked <= 1.0 or (prior_asked and not prior_facts):
-            raise TaskError(f"prior asked {prior_asked!r} must lie in 0..1 and needs prior facts; give --prior-facts too")
+            raise TaskError(f"prior asked {prior_asked!r} must lie in 0..1 and needs prior facts; "
+                            "give --prior-facts too")
         self.task = task
         self.hard_fraction = hard_fraction
         self.late_facts = late_facts

@@ -167,7 +167,6 @@ def test_fact_write_flags_are_checked(tmp_path, capsys):
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
-
 def test_prior_facts_mark_both_fact_segments_and_leave_validation_alone(tmp_path, capsys, tokenizer):
     from rmt_cli.main import main
     from rmt_core.train import Data, _batch_seed
