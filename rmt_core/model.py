@@ -135,7 +135,6 @@ class RMT(MemoryModule):
         self.backbone = backbone
         self.config = config
         self.cls_id, self.sep_id, self.pad_id = int(cls_id), int(sep_id), int(pad_id)
-        self.layout = EncoderLayout(config.num_mem_tokens, config.segment_size, self.cls_id, self.sep_id, self.pad_id)
         d = backbone.config.hidden_size
         std = getattr(backbone.config, "initializer_range", 0.02)
         self.memory = nn.Parameter(torch.randn(config.num_mem_tokens, d) * std)  # (m, d) trainable initial memory
@@ -146,6 +145,12 @@ class RMT(MemoryModule):
         self.tokenizer = None  # set by load_checkpoint / build helpers; not part of the weights
 
     # ----- shapes and layout (num_mem_tokens, hidden_size, device, initial_memory: MemoryModule) ----------
+    @property
+    def layout(self) -> EncoderLayout:
+        """Built from the config, so a curriculum stage that changes the segment size changes the layout."""
+        return EncoderLayout(self.config.num_mem_tokens, self.config.segment_size, self.cls_id, self.sep_id,
+                             self.pad_id)
+
     def segment_inputs(self, tokens: torch.Tensor, mask: torch.Tensor | None = None):
         """Input ids (B, T) and attention mask (B, T) of one segment: `layout.build`."""
         return self.layout.build(tokens, mask)

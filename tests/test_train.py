@@ -169,6 +169,20 @@ def test_init_from_starts_from_the_checkpoint_weights(tmp_path):
     assert "training started from checkpoint" in (out / "README.md").read_text()
 
 
+def test_a_stage_with_longer_segments_than_the_last_trains_on_them(tmp_path):
+    """A curriculum may lengthen the segments from one stage to the next (short segments hold less noise while a
+    task is learned), in one run or from a checkpoint trained on shorter ones: each stage lays out its own."""
+    from rmt_core.checkpoint import load_checkpoint
+
+    out = train(tiny_config(tmp_path / "grow", stages=[Stage(1, 16), Stage(1, 32)], max_steps=2), progress=False)
+    more = train(tiny_config(tmp_path / "more", stages=[Stage(1, 32), Stage(2, 48)], max_steps=2, init_from=str(out)),
+                 progress=False)
+    assert [e["segment_size"] for e in log_entries(tmp_path / "grow", "stage_end")] == [16, 32]
+    assert [e["segment_size"] for e in log_entries(tmp_path / "more", "stage_end")] == [32, 48]
+    model = load_checkpoint(more)
+    assert model.config.segment_size == model.layout.segment_size == 48
+
+
 def test_init_from_chain_keeps_the_whole_lineage(tmp_path):
     from rmt_core.checkpoint import checkpoint_identity
 
