@@ -9,11 +9,17 @@ A second table splits by where the asked place sits in the facts (`rmt_core.babi
 question's form: when the place is the reference of both facts, only the direction words tell the two
 candidates apart, and "What is D of the P?" wants the fact with direction D while "What is the P D of?"
 wants the opposite one.
+A third table splits by how many of the two facts lie before the question's segment, so that memory alone
+carries them to the question (0: both beside it; 2: both only in memory, written in one segment or in two).
+
+With `--eval-json FILE` (written by `rmt eval --json` for the same checkpoint and data, seed 0), the answers are
+read from its `wrong_indexes` instead of run again: the samples are the same, rebuilt from their seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import numpy as np
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--babi-dir")
     parser.add_argument("--noise-file")
+    parser.add_argument("--eval-json", help="answers from this `rmt eval --json` file (seed 0) instead of the model")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -42,15 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         print("| segments | questions that need the directions | the other questions |")
         print("| --- | --- | --- |")
         kinds = {}  # segments -> (kind, form) -> [right, total]
+        carried = {}  # segments -> facts before the question's segment -> [right, total]
+        recorded = read_eval(args.eval_json) if args.eval_json else None
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
-            right = np.zeros(len(samples), dtype=bool)
-            for start in range(0, len(samples), 250):
-                chunk = samples[start:start + 250]
-                ids = np.array([s.input_ids for s in chunk], dtype=np.int64)
-                with torch.no_grad():
-                    pred = predict_batch(model, ids, n, model.config.segment_size).argmax(-1).numpy()
-                right[start:start + len(chunk)] = pred == np.array([s.answer for s in chunk])
+            if recorded is None:
+                right = run_model(model, samples, n)
+            elif recorded.get(n, (0, None))[0] < len(samples):
+                raise RMTError(f"{args.eval_json} has fewer than {len(samples)} samples at {n} segments; "
+                               "pass --samples and --segments that it holds")
+            else:
+                right = np.ones(len(samples), dtype=bool)
+                right[[i for i in recorded[n][1] if i < len(samples)]] = False
             hard = np.array([babi.needs_direction([f.text for f in s.facts], s.question) for s in samples])
             print(f"| {n} | {100 * right[hard].mean():.1f}% (n={hard.sum()}) | "
                   f"{100 * right[~hard].mean():.1f}% (n={(~hard).sum()}) |")
@@ -61,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                 split.setdefault(key, [0, 0])
                 split[key][0] += int(ok)
                 split[key][1] += 1
+                behind = [f.segment for f in sample.facts if f.segment < n - 1]
+                key = str(len(behind)) + ("" if len(behind) < 2 else " (one segment)" if len(set(behind)) == 1
+                                          else " (two segments)")
+                before = carried.setdefault(n, {}).setdefault(key, [0, 0])
+                before[0] += int(ok)
+                before[1] += 1
         keys = sorted({key for split in kinds.values() for key in split})
         print()
         print("| where the asked place sits | question form | " + " | ".join(f"{n} seg" for n in kinds) + " |")
@@ -69,10 +85,41 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
                      (kinds[n].get((kind, form), [0, 0]) for n in kinds)]
             print(f"| {babi.RELATION_KINDS[kind]} | {babi.QUESTION_FORMS[form]} | " + " | ".join(cells) + " |")
+        print()
+        print("| facts before the question's segment | " + " | ".join(f"{n} seg" for n in carried) + " |")
+        print("| --- |" + " --- |" * len(carried))
+        for k in ("0", "1", "2 (one segment)", "2 (two segments)"):
+            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in (carried[n].get(k, [0, 0]) for n in carried)]
+            print(f"| {k} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_model(model, samples, n: int) -> np.ndarray:
+    """Whether the model answers each sample of n segments (batches of 250)."""
+    right = np.zeros(len(samples), dtype=bool)
+    for start in range(0, len(samples), 250):
+        chunk = samples[start:start + 250]
+        ids = np.array([s.input_ids for s in chunk], dtype=np.int64)
+        with torch.no_grad():
+            pred = predict_batch(model, ids, n, model.config.segment_size).argmax(-1).numpy()
+        right[start:start + len(chunk)] = pred == np.array([s.answer for s in chunk])
+    return right
+
+
+def read_eval(path: str) -> dict[int, tuple[int, list[int]]]:
+    """segments -> (samples, wrong sample indexes) of an `rmt eval --json` file of seed 0."""
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+        if data.get("seed", 0) != 0:
+            raise RMTError(f"{path} was evaluated with seed {data['seed']}; this script rebuilds seed 0's samples")
+        return {int(r["segments"]): (int(r["samples"]), [int(i) for i in r["wrong_indexes"]])
+                for r in data["results"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise RMTError(f"cannot read {path} as an `rmt eval --json` file with wrong_indexes ({error}); "
+                       "evaluate again with rmt eval --json") from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""scripts/reason_errors.py: answers read from an `rmt eval --json` file are the model's own, sample for sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import load_script
+
+from rmt_cli.main import main as rmt
+
+REASON = Path(__file__).resolve().parents[1] / "checkpoints" / "reason"
+
+
+@pytest.mark.skipif(not (REASON / "model.safetensors").is_file(), reason="the shipped reason checkpoint is absent")
+def test_eval_json_gives_the_tables_of_running_the_model(tmp_path, capsys):
+    script = load_script("reason_errors")
+    out = tmp_path / "eval.json"
+    assert rmt(["eval", "--checkpoint", str(REASON), "--segments", "1,2,4", "--samples", "40", "--threads", "1",
+                "--no-progress", "--json", str(out)]) == 0
+    capsys.readouterr()
+    args = [str(REASON), "--segments", "1,2,4", "--samples", "40"]
+    assert script.main(args) == 0
+    ran = capsys.readouterr().out
+    assert script.main(args + ["--eval-json", str(out)]) == 0
+    assert capsys.readouterr().out == ran
+    # The split by facts behind the question's segment covers every sample of each length.
+    carried = ran.split("| facts before the question's segment |")[1].strip().splitlines()[2:]
+    for column in range(3):
+        counts = [int(row.split("|")[2 + column].split("n=")[1].rstrip(") ")) for row in carried
+                  if "n=" in row.split("|")[2 + column]]
+        assert sum(counts) == 40
+    # More samples than the file holds, another seed's file, or not an eval file: one line, exit 1.
+    assert script.main(args[:3] + ["--samples", "41", "--eval-json", str(out)]) == 1
+    assert "fewer than 41 samples" in capsys.readouterr().err
+    data = json.loads(out.read_text())
+    (tmp_path / "seed.json").write_text(json.dumps({**data, "seed": 3}))
+    assert script.main(args + ["--eval-json", str(tmp_path / "seed.json")]) == 1
+    assert "seed 3" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert script.main(args + ["--eval-json", str(tmp_path / "bad.json")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read" in err and len(err.strip().splitlines()) == 1
