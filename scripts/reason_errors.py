@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         print("| facts before the question's segment | " + " | ".join(f"{n} seg" for n in carried) + " |")
         print("| --- |" + " --- |" * len(carried))
         for k in ("0", "1", "2 (one segment)", "2 (two segments)"):
-            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in (carried[n].get(k, [0, 0]) for n in carried)]
+            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-"
+                     for r, t in (carried[n].get(k, [0, 0]) for n in carried)]
             print(f"| {k} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
