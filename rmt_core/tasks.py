@@ -189,7 +189,7 @@ class TaskBuilder:
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
                  hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0,
-                 prior_facts: float = 0.0, prior_asked: float = 0.0):
+                 prior_facts: float = 0.0, prior_asked: float = 0.0, facts_behind: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
@@ -208,8 +208,12 @@ class TaskBuilder:
         if not 0.0 <= prior_asked <= 1.0 or (prior_asked and not prior_facts):
             raise TaskError(f"prior asked {prior_asked!r} must lie in 0..1 and needs prior facts; "
                             "give --prior-facts too")
+        if not 0.0 <= facts_behind <= 1.0 or (facts_behind and task != "reason"):
+            raise TaskError(f"facts behind {facts_behind!r} must lie in 0..1 and is for reason only (its question "
+                            "needs two facts)")
         self.task = task
         self.hard_fraction = hard_fraction
+        self.facts_behind = facts_behind
         self.late_facts = late_facts
         self.prior_facts = prior_facts
         self.prior_asked = prior_asked
@@ -290,12 +294,14 @@ class TaskBuilder:
 
         # Segment of each fact: memorize the first; detect and reason uniformly at random, each fact alone. With
         # late_facts, that share of samples draws them from the last LATE_WINDOW segments instead: facts written
-        # after a long stretch of noise.
+        # after a long stretch of noise. With facts_behind (reason), that share of samples of 2 or more segments keeps
+        # them out of the question's segment: memory alone carries both facts to the question.
         if self.task == "memorize":
             fact_segments = [0] * len(fact_ids)
         else:
             first = max(0, n - LATE_WINDOW) if self.late_facts and rng.random() < self.late_facts else 0
-            fact_segments = [rng.randrange(first, n) for _ in fact_ids]
+            end = n - 1 if self.facts_behind and n > 1 and rng.random() < self.facts_behind else n
+            fact_segments = [rng.randrange(first, end) for _ in fact_ids]
         # With prior_facts (detect), that share of samples whose fact is not in the first segment also gets the fact
         # of another story in an earlier segment: memory already holds a fact when the one asked about arrives, and
         # the later fact must still write (a person's last move is where they are, as in bAbI's own stories).

@@ -338,6 +338,34 @@ def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
             TaskBuilder(task, tok, 32, late_facts=bad)
 
 
+def test_facts_behind_keep_both_facts_out_of_the_questions_segment(tok, tmp_path, capsys):
+    from rmt_cli.main import main
+    from rmt_core.train import Data, Stage, TrainConfig
+
+    behind = TaskBuilder("reason", tok, 32, facts_behind=1.0, late_facts=0.5)
+    for seed in range(60):
+        n = 2 + seed % 5
+        facts = behind.sample(n, seed).facts
+        assert len(facts) == 2 and all(f.segment < n - 1 for f in facts)  # memory alone carries both
+    assert {f.segment for seed in range(30) for f in behind.sample(1, seed).facts} == {0}  # one segment: beside it
+    half = [TaskBuilder("reason", tok, 32, facts_behind=0.5).sample(4, seed).facts for seed in range(400)]
+    beside = sum(any(f.segment == 3 for f in facts) for facts in half)
+    assert 60 < beside < 140  # half draw from all 4 segments: 400 x 0.5 x (1 - 0.75^2) = 88 expected
+    assert TaskBuilder("reason", tok, 32).sample(9, 5).input_ids == \
+        TaskBuilder("reason", tok, 32, facts_behind=0.0).sample(9, 5).input_ids
+    with pytest.raises(TaskError, match="facts behind"):
+        TaskBuilder("detect", tok, 32, facts_behind=0.5)
+    # Training batches only: validation keeps the facts anywhere.
+    kw = dict(task="reason", stages=[Stage(3, 32)], batch_size=8, seed=3)
+    data = Data(TrainConfig(out=str(tmp_path / "b"), facts_behind=1.0, **kw), tok)
+    plain = Data(TrainConfig(out=str(tmp_path / "p"), **kw), tok)
+    stage = data.cfg.stages[0]
+    assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
+    assert not torch.equal(data.batch(stage, 0, 0)[0], plain.batch(stage, 0, 0)[0])
+    assert main(["train", "--task", "detect", "--facts-behind", "0.5", "--out", str(tmp_path / "d")]) != 0
+    assert "--facts-behind is for reason" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
 def test_prior_facts_put_another_storys_fact_before_the_asked_one(tok):
     prior = TaskBuilder("detect", tok, 32, prior_facts=1.0, late_facts=1.0)
     samples = [prior.sample(40, seed) for seed in range(60)]

@@ -62,6 +62,10 @@ def add_arguments(parser) -> None:
                         help="detect, with --prior-facts: this share of the samples whose earlier fact is about "
                              "someone else asks about that person, so both facts are kept, each with its person "
                              "(default 0)")
+    parser.add_argument("--facts-behind", type=real(0.0, 1.0), default=0.0,
+                        help="reason: this share of training samples of 2 or more segments puts both facts before "
+                             "the question's segment, so memory alone carries them (validation keeps facts "
+                             "anywhere; default 0)")
     parser.add_argument("--keep", choices=("best", "last"), default="best",
                         help="the model each stage keeps: its best on validation (default), or the weights of its "
                              "last evaluation, for runs whose validation data does not track what they train for")
@@ -157,6 +161,8 @@ def run(args) -> int:
         raise TrainError("--prior-asked asks about the earlier of two facts; give --prior-facts too")
     if args.prior_facts and task != "detect":
         raise TrainError(f"--prior-facts is for detect, whose question needs one fact, not {task}; drop it")
+    if args.facts_behind and task != "reason":
+        raise TrainError(f"--facts-behind is for reason, whose question needs two facts, not {task}; drop it")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
@@ -169,7 +175,7 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
-        prior_facts=args.prior_facts, prior_asked=args.prior_asked,
+        prior_facts=args.prior_facts, prior_asked=args.prior_asked, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin,
         question_form=None if args.question_form == "any" else args.question_form,
