@@ -33,7 +33,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layers", type=whole(1, 64), default=4, help="(small backbone; default 4)")
     parser.add_argument("--heads", type=whole(1, 256), default=4, help="(small backbone; default 4)")
     parser.add_argument("--mem", type=whole(1, 4096), default=10, help="memory tokens (paper: 10)")
-    parser.add_argument("--dropout", type=real(0.0, below=1.0), default=0.0)
+    parser.add_argument("--dropout", type=real(0.0, below=1.0), default=0.0,
+                        help="dropout of the answer head and of a backbone built here: 'small', and the decoder's "
+                             "(default 0); an encoder's pretrained backbone ('minilm', a folder) keeps its own "
+                             "(MiniLM: 0.1)")
     parser.add_argument("--batch-size", type=whole(1, 65536), default=32, help="global batch, split across processes")
     parser.add_argument("--lr", type=real(above=0.0, maximum=10.0), default=1e-3)
     parser.add_argument("--weight-decay", type=real(0.0, 10.0), default=0.01)
