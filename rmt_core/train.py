@@ -128,8 +128,8 @@ class TrainConfig:
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
     prior_facts: float = 0.0  # detect: this share of training samples has another story's fact before its own
-    facts_behind: float = 0.0  # reason: this share of training samples has no fact in the question's segment
     prior_asked: float = 0.0  # detect: ... and this share of those (about someone else) asks about the earlier one
+    facts_behind: float = 0.0  # reason: this share of training samples has no fact in the question's segment
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
     deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
