@@ -21,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rmt_core import babi
 from rmt_core.checkpoint import load_checkpoint
-from rmt_core.errors import RMTError
+from rmt_core.error_split import check_splittable
+from rmt_core.errors import RMTError, TaskError
 from rmt_core.evaluate import eval_sample_seed, predict_batch
 from rmt_core.tasks import TaskBuilder
 
@@ -46,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         model = load_checkpoint(args.checkpoint, device="cpu")
         builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
                               noise_file=args.noise_file, split="test")
+        recorded = read_eval(args.eval_json, model.config.segment_size) if args.eval_json else None
         print("| segments | questions that need the directions | the other questions |")
         print("| --- | --- | --- |")
         kinds = {}  # segments -> (kind, form) -> [right, total]
         carried = {}  # segments -> facts before the question's segment -> [right, total]
-        recorded = read_eval(args.eval_json) if args.eval_json else None
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
             if recorded is None:
@@ -110,15 +112,21 @@ def run_model(model, samples, n: int) -> np.ndarray:
     return right
 
 
-def read_eval(path: str) -> dict[int, tuple[int, list[int]]]:
-    """segments -> (samples, wrong sample indexes) of an `rmt eval --json` file of seed 0."""
+def read_eval(path: str, segment_size: int) -> dict[int, tuple[int, list[int]]]:
+    """segments -> (samples, wrong sample indexes) of an `rmt eval --json` file of reason, seed 0, and the
+    checkpoint's segment size (the file's shape checked by `rmt_core.error_split.check_splittable`)."""
     try:
-        data = json.loads(open(path, encoding="utf-8").read())
-        if data.get("seed", 0) != 0:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        check_splittable(data)
+        if data["task"] != "reason":
+            raise TaskError(f"it is an eval of {data['task']}, not reason")
+        if data["segment_size"] != segment_size:
+            raise TaskError(f"its segments hold {data['segment_size']} tokens, this checkpoint's {segment_size}")
+        if data["seed"] != 0:
             raise RMTError(f"{path} was evaluated with seed {data['seed']}; this script rebuilds seed 0's samples")
         return {int(r["segments"]): (int(r["samples"]), [int(i) for i in r["wrong_indexes"]])
                 for r in data["results"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TaskError) as error:
         raise RMTError(f"cannot read {path} as an `rmt eval --json` file with wrong_indexes ({error}); "
                        "evaluate again with rmt eval --json") from None
 
