@@ -86,6 +86,7 @@ class RMTOutput:
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
+    memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
 
 
 def memory_change(memory_in: torch.Tensor, memory_out: torch.Tensor) -> torch.Tensor:
@@ -197,6 +198,7 @@ class RMT(MemoryModule):
         write: torch.Tensor | None = None,
         write_weight: float = 0.0,
         write_margin: float = 1.0,
+        keep_read: bool = False,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -208,16 +210,18 @@ class RMT(MemoryModule):
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
         noise still for free.
+        keep_read: also return the memory the last segment read (`memory_read`, in the graph), for objectives on
+        what memory carries to the question (rmt_core.recall).
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls = [], []
+        changes, shortfalls, read = [], [], []
         on_segment = None
         for name, mask in (("still", still), ("write", write)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if still is not None or write is not None:
+        if still is not None or write is not None or keep_read:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -226,6 +230,8 @@ class RMT(MemoryModule):
                 return mask[:, result.t].to(result.memory_out.device)
 
             def on_segment(result):
+                if keep_read and result.t == N - 1:
+                    read.append(result.memory_in)
                 quiet, writes = marked(still, result), marked(write, result)
                 if quiet is None and writes is None:
                     return
@@ -261,6 +267,7 @@ class RMT(MemoryModule):
             segment_logits=segment_logits if return_segment_logits else None,
             stillness=stillness,
             write_shortfall=shortfall,
+            memory_read=read[0] if read else None,
         )
 
 

@@ -44,6 +44,10 @@ from rmt_core.checkpoint import fill_tied, load_checkpoint, plain_state, portabl
 from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
+from rmt_core.recall import ATTRIBUTE as RECALL
+from rmt_core.recall import LR_SCALE as RECALL_LR_SCALE
+from rmt_core.recall import RecallHead
+from rmt_core.recall import targets as recall_targets
 
 RESUME_VERSION = 1
 
@@ -135,6 +139,7 @@ class TrainConfig:
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
+    fact_recall: float = 0.0  # reason, encoder: weight of a linear read-out's loss naming both carried facts (rmt_core.recall)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -257,14 +262,18 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still, write): still is None, or with --noise-stillness the (B, N) segments whose memory
-        change is penalized: every segment without a fact but the first and the last (the question's, whose memory
-        nothing reads); write is None, or with --fact-write the segments that hold a fact, the last aside."""
+        """(ids, labels, still, write, recall): still is None, or with --noise-stillness the (B, N) segments whose
+        memory change is penalized: every segment without a fact but the first and the last (the question's, whose
+        memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last aside;
+        recall is None, or with --fact-recall the (B, 2, 3) targets of rmt_core.recall.targets."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
+        recall = None
+        if self.cfg.fact_recall:
+            recall = recall_targets(builder.samples(n, self.cfg.batch_size, seed), n)
         if not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None)
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, recall)
         ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
         if self.cfg.noise_stillness:
@@ -274,7 +283,7 @@ class Data:
         if self.cfg.fact_write:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
-        return ids, labels, still, write
+        return ids, labels, still, write, recall
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -395,17 +404,22 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write) masks of `Data.batch`, whose terms are
-    added with cfg's --noise-stillness and --fact-write weights; then (loss, terms) comes back instead of the loss,
-    terms the unweighted values to log."""
+    added with cfg's --noise-stillness and --fact-write weights, and the (still, write, recall) masks and targets add
+    --fact-recall's term (rmt_core.recall, the head at model.fact_recall); then (loss, terms) comes back instead of
+    the loss, terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write = masks
+    quiet, write, recall = masks
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
-                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin)
+                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin, keep_read=recall is not None)
     terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
-    return out.loss, {k: v for k, v in terms.items() if v is not None}
+    loss = out.loss
+    if recall is not None:
+        terms["recall"], terms["recall_accuracy"] = getattr(model, RECALL).loss(out.memory_read, recall)
+        loss = loss + cfg.fact_recall * terms["recall"]
+    return loss, {k: v for k, v in terms.items() if v is not None}
 
 
 @torch.no_grad()
@@ -453,7 +467,7 @@ def save_resume(folder: Path, model: RMT, optimizer, scheduler, state: dict) -> 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(plain_state(model), str(tmp / "model.safetensors"))
+    save_file(plain_state(model, training_heads=True), str(tmp / "model.safetensors"))
     names = {id(p): n for n, p in model.named_parameters()}
     tensors, steps = {}, {}
     for group in optimizer.param_groups:
@@ -522,12 +536,16 @@ def _lrs(scheduler) -> list[float]:
 
 
 def make_optimizer(model: RMT, cfg: TrainConfig):
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "memory" != n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "memory" != n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, foreach=False,
-    )
+    """AdamW: weight decay on matrices but the learned initial memory; a --fact-recall head (a fresh linear
+    read-out beside a trained model) learns at RECALL_LR_SCALE times the rate."""
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith(RECALL + ".")]
+    decay = [p for n, p in named if p.dim() >= 2 and "memory" != n]
+    no_decay = [p for n, p in named if not (p.dim() >= 2 and "memory" != n)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if hasattr(model, RECALL):
+        groups.append({"params": list(getattr(model, RECALL).parameters()), "weight_decay": 0.0,
+                       "lr": cfg.lr * RECALL_LR_SCALE})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, foreach=False)
     warmup, total = max(cfg.warmup_steps, 1), max(cfg.max_steps, cfg.warmup_steps + 1)
 
     def schedule(step: int) -> float:  # linear warm-up, then linear decay to zero at the stage's step budget
@@ -608,6 +626,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             model = build_model(cfg, tokenizer).to(device)
         except ValueError as error:  # the RMT refuses a layout that does not fit the backbone, and says why
             raise TrainError(str(error)) from None
+    if cfg.fact_recall:  # a training-only read-out; checkpoints leave it out (rmt_core.recall)
+        setattr(model, RECALL, RecallHead(model.num_mem_tokens, model.hidden_size).to(device))
     extra = 2 * model.num_mem_tokens if cfg.architecture == "decoder" else model.num_mem_tokens + 3
     if max(s.segment_size for s in cfg.stages) + extra > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
@@ -662,7 +682,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         losses, terms = [], {}
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still, write = data.batch(stage, stage_index, step)
+            ids, labels, still, write, recall = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -670,10 +690,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                if still is None and write is None:
+                if still is None and write is None and recall is None:
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write))
+                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write, recall))
                     loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
                     for name, value in values.items():
                         terms.setdefault(name, []).append(value.item())
@@ -732,8 +752,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             bar.close()
         # The next stage starts from the model this stage kept (its best, or with --keep last its last).
         procs.barrier()
-        best_weights = fill_tied(model, read_weights(stage_dir))
-        model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in best_weights.items()})
+        _load_kept(model, read_weights(stage_dir), device)
         log.write(event="stage_end", stage=stage_index, step=step, segments=stage.segments,
                   segment_size=stage.segment_size, best_val_accuracy=state["best"],
                   kept_step=state.get("kept_step"), kept_accuracy=state.get("kept_accuracy", state["best"]),
@@ -758,8 +777,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             # Cut short before the last stage converged: ship the last stage that did, and say so.
             trained = converged
             index = cfg.stages.index(trained)
-            weights = fill_tied(model, read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}"))
-            model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in weights.items()})
+            _load_kept(model, read_weights(out / "stages" / f"{index + 1:02d}-{trained.name}"), device)
         model.config.segment_size, model.config.trained_segments = trained.segment_size, trained.segments
         provenance = _provenance(cfg, procs, wall, state, origin)
         provenance["trained_curriculum"] = ",".join(s.name for s in cfg.stages[: cfg.stages.index(trained) + 1])
@@ -820,6 +838,14 @@ def _stage_eval(model: RMT, cfg: TrainConfig, stage_index: int, stage: Stage, lo
     log.write(event="stage_eval", stage=stage_index, segments=stage.segments, segment_size=stage.segment_size,
               sources=result["sources"],
               results=[{k: r[k] for k in ("segments", "tokens", "accuracy", "samples")} for r in result["results"]])
+
+
+def _load_kept(model, weights: dict, device) -> None:
+    """Load a stage checkpoint's weights into the training model; a training-only head (--fact-recall), which
+    checkpoints leave out, keeps the weights it has."""
+    state = {k: v.to(device=device, dtype=torch.float32) for k, v in fill_tied(model, weights).items()}
+    state.update({k: v for k, v in model.state_dict().items() if k.startswith(RECALL + ".")})
+    model.load_state_dict(state)
 
 
 def _save_stage(model, tokenizer, stage_dir: Path, cfg: TrainConfig, stage: Stage, step: int, acc: float,

@@ -84,6 +84,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fact-write-margin", type=real(maximum=1e3, above=0.0), default=1.0,
                         help="the relative squared change of memory a fact's segment should at least make "
                              "(a fact writes about 2 in the shipped detect; default 1)")
+    parser.add_argument("--fact-recall", type=real(0.0, 1e6), default=0.0,
+                        help="reason, encoder: add this weight times the loss of a linear read-out of the memory "
+                             "that the question's segment reads, trained beside the model, that names the places and "
+                             "direction of each fact memory carries there; the read-out is not saved, so the "
+                             "checkpoint is the same RMT (default 0)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -166,6 +171,9 @@ def run(args) -> int:
         raise TrainError(f"--prior-facts is for detect, whose question needs one fact, not {task}; drop it")
     if args.facts_behind and task != "reason":
         raise TrainError(f"--facts-behind is for reason, whose question needs two facts, not {task}; drop it")
+    if args.fact_recall and (task != "reason" or args.architecture != "encoder"):
+        raise TrainError(f"--fact-recall is for the encoder's reason, whose question needs two carried facts, not "
+                         f"{task}; drop it")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
@@ -180,7 +188,7 @@ def run(args) -> int:
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
-        fact_write=args.fact_write, fact_write_margin=args.fact_write_margin,
+        fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,

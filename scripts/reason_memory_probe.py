@@ -1,0 +1,140 @@
+"""What a reason checkpoint's memory holds of the two facts when it reaches the question's segment.
+
+    .venv/bin/python scripts/reason_memory_probe.py checkpoints/reason --segments 4,16 --samples 8000 \
+        --babi-dir ../shared/data/babi/en-10k --noise-file ../shared/data/quality/questions.dev.txt
+
+For samples whose two qa4 facts both lie before the question's segment, the memory (all slots, flattened) is
+taken at two points: just after the segment that holds the second fact ("written"), and where the question's
+segment reads it ("read"; the same state when the second fact sits in the segment before the question). Linear
+probes (multinomial logistic regression, fitted on half the
+samples, scored on the other half) name each fact's parts: its subject place, its direction and its reference
+place ("The <subject> is <direction> of the <reference>."), for the fact written first and the one written
+second. A probe near its chance level says the memory does not hold that part in a linearly readable form;
+a probe near 100% says it does, and then a failing answer is lost in the reading, not in the writing.
+Printed: one Markdown table (probe accuracy, chance = the most frequent class) and the model's own accuracy on
+the same samples, split by the fact that answers the question. --json writes the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rmt_core import babi, recurrence
+from rmt_core.checkpoint import load_checkpoint
+from rmt_core.errors import RMTError
+from rmt_core.evaluate import eval_sample_seed
+from rmt_core.inputs import SegmentBatch
+from rmt_core.tasks import TaskBuilder
+
+PARTS = ("subject", "direction", "reference", "relation")
+BATCH = 250
+WHEN = {"written": "after the second fact's segment", "read": "read by the question's segment"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--segments", default="4")
+    parser.add_argument("--samples", type=int, default=8000, help="samples drawn per length (those with both "
+                                                                   "facts behind the question are probed)")
+    parser.add_argument("--babi-dir")
+    parser.add_argument("--noise-file")
+    parser.add_argument("--seed", type=int, default=1, help="sample seeds (default 1: not eval.json's samples)")
+    parser.add_argument("--probe", choices=("linear", "mlp"), default="linear",
+                        help="linear: logistic regression; mlp: one hidden layer of 256 (a nonlinear read-out)")
+    parser.add_argument("--json", help="write the numbers here too")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        model = load_checkpoint(args.checkpoint, device="cpu")
+        if model.config.task != "reason":
+            raise RMTError(f"{args.checkpoint} is a {model.config.task} checkpoint; this script probes reason's")
+        builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
+                              noise_file=args.noise_file, split="test")
+        report = {"checkpoint": Path(args.checkpoint).name, "samples_drawn": args.samples, "seed": args.seed,
+                  "probe": args.probe, "lengths": []}
+        print("| segments | probed (fit / score) | fact | memory | subject | direction | reference | relation "
+              "| model, asked this fact |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for n in (int(x) for x in args.segments.split(",")):
+            if n < 2:
+                raise RMTError("--segments must be 2 or more: at 1 segment no fact lies before the question")
+            report["lengths"].append(probe_length(model, builder, n, args.samples, args.seed, args.probe))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    except RMTError as error:
+        print(f"reason_memory_probe: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parts(fact: str) -> tuple[str, str, str, str]:
+    """(subject, direction, reference, relation) of a qa4 fact; the relation is the direction read from the
+    alphabetically first place to the other ("The hallway is east of the bathroom." and "The bathroom is west
+    of the hallway." give the same: bathroom west of hallway), the fact's meaning whichever way it was written."""
+    a, d, b = babi.parse_relation(fact)
+    return a, d, b, d if a < b else babi.OPPOSITE[d]
+
+
+def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, kind: str) -> dict:
+    """Probe the memory before the question's segment of the samples of n segments with both facts behind it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    kept, memories = [], []
+    for start in range(0, samples, BATCH):
+        chunk = [builder.sample(n, eval_sample_seed(seed, n, i)) for i in range(start, min(samples, start + BATCH))]
+        chunk = [s for s in chunk if all(f.segment < n - 1 for f in s.facts)]
+        if not chunk:
+            continue
+        ids = np.array([s.input_ids for s in chunk], dtype=np.int64)
+        batch = SegmentBatch.from_ids(ids, model.config.segment_size)
+        out = recurrence.run_with_cache(model, batch, names=["seg.*.mem_out"])
+        right = out.logits.argmax(-1).numpy() == np.array([s.answer for s in chunk])
+        written = torch.stack([out.cache[f"seg.{max(f.segment for f in s.facts)}.mem_out"][i]
+                               for i, s in enumerate(chunk)])
+        read = out.cache[f"seg.{n - 2}.mem_out"]
+        memories.append({"written": written.float().flatten(1).numpy(), "read": read.float().flatten(1).numpy()})
+        kept += [(s, bool(ok)) for s, ok in zip(chunk, right)]
+    if len(kept) < 100:
+        raise RMTError(f"only {len(kept)} samples of {n} segments have both facts behind the question; "
+                       "give more --samples")
+    xs = {}
+    for when in WHEN:
+        x = np.concatenate([m[when] for m in memories])
+        xs[when] = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    half = len(kept) // 2
+    row = {"segments": n, "probed": len(kept), "fit": half, "score": len(kept) - half, "facts": []}
+    for k, label in enumerate(("first", "second")):
+        parsed = [parts(s.facts[k].text) for s, _ in kept]
+        asked = [(s, ok) for s, ok in kept if babi.solve_relations([s.facts[k].text], s.question)
+                 and not babi.solve_relations([s.facts[1 - k].text], s.question)]
+        fact = {"fact": label, "model_accuracy_when_asked": float(np.mean([ok for _, ok in asked])) if asked else None,
+                "asked": len(asked)}
+        model_cell = f"{100 * fact['model_accuracy_when_asked']:.1f}% (n={len(asked)})" if asked else "-"
+        for when, x in xs.items():
+            fact[when] = {}
+            for p, part in enumerate(PARTS):
+                y = np.array([q[p] for q in parsed])
+                probe = (LogisticRegression(C=0.1, max_iter=2000) if kind == "linear" else
+                         MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=0))
+                probe.fit(x[:half], y[:half])
+                _, counts = np.unique(y[half:], return_counts=True)
+                fact[when][part] = {"accuracy": float(probe.score(x[half:], y[half:])),
+                                    "chance": float(counts.max() / counts.sum())}
+            cells = " | ".join(f"{100 * fact[when][p]['accuracy']:.1f}% ({100 * fact[when][p]['chance']:.0f}%)"
+                               for p in PARTS)
+            print(f"| {n} | {half} / {len(kept) - half} | {label} | {WHEN[when]} | {cells} | {model_cell} |",
+                  flush=True)
+        row["facts"].append(fact)
+    return row
+
+
+if __name__ == "__main__":
+    sys.exit(main())

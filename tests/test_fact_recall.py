@@ -1,0 +1,111 @@
+"""rmt train --fact-recall: a training-only linear read-out of the memory the question reads names both facts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import make_tiny_rmt
+from rmt_core import babi, recall
+from rmt_core.checkpoint import load_checkpoint, read_weights
+from rmt_core.tasks import TaskBuilder
+from rmt_core.train import Stage, TrainConfig, train
+
+
+def test_targets_name_the_parts_of_each_carried_fact_in_the_order_written(tokenizer):
+    builder = TaskBuilder("reason", tokenizer, 32)
+    samples = builder.samples(4, 64, seed=11)
+    target = recall.targets(samples, 4)
+    assert target.shape == (64, 2, 3)
+    seen_ignored = seen_kept = False
+    for row, sample in zip(target, samples):
+        for k, fact in enumerate(sorted(sample.facts, key=lambda f: f.start)):
+            if fact.segment == 3:  # in the question's segment: the question reads it, memory need not carry it
+                assert row[k].tolist() == [recall.IGNORE] * 3
+                seen_ignored = True
+                continue
+            subject, direction, reference = babi.parse_relation(fact.text)
+            assert row[k].tolist() == [babi.PLACES.index(subject), babi.DIRECTIONS.index(direction),
+                                       babi.PLACES.index(reference)]
+            seen_kept = True
+    assert seen_ignored and seen_kept
+
+
+def test_the_loss_is_the_mean_cross_entropy_over_the_parts_asked_for():
+    torch.manual_seed(0)
+    head = recall.RecallHead(num_mem_tokens=3, hidden_size=8)
+    memory = torch.randn(5, 3, 8, requires_grad=True)
+    target = torch.tensor([[[0, 1, 2], [3, 0, 5]]] * 5)
+    target[1, 0] = recall.IGNORE
+    target[4] = recall.IGNORE
+    loss, accuracy = head.loss(memory, target)
+    logits, flat = head(memory), target.flatten(1)
+    parts = [(logits[j][i], flat[i, j]) for i in range(5) for j in range(6) if flat[i, j] != recall.IGNORE]
+    expected = torch.stack([F.cross_entropy(l[None], t[None]) for l, t in parts]).mean()
+    assert len(parts) == 5 * 6 - 3 - 6
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert accuracy.item() == pytest.approx(sum(int(l.argmax() == t) for l, t in parts) / len(parts))
+    loss.backward()
+    assert memory.grad[4].abs().sum() == 0 and memory.grad[0].abs().sum() > 0  # nothing asked of sample 4
+    head.zero_grad()
+    none, _ = head.loss(memory, torch.full_like(target, recall.IGNORE))
+    none.backward()  # nothing asked: zero, yet every parameter has a gradient (several processes average them)
+    assert none.item() == 0 and all(p.grad is not None for p in head.parameters())
+
+
+def test_the_model_hands_back_the_memory_its_last_segment_reads(tokenizer):
+    from rmt_core import recurrence
+
+    model = make_tiny_rmt(tokenizer, segment_size=24, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=4)
+    ids, labels = TaskBuilder("reason", tokenizer, 24).batch(5, 4, seed=2)
+    with torch.no_grad():
+        out = model(ids, labels=labels, keep_read=True)
+        before = recurrence.run(model, ids, stop=4).memory
+    assert torch.equal(out.memory_read, before)
+    assert model(ids, labels=labels).memory_read is None
+
+
+def tiny(out, **overrides) -> TrainConfig:
+    values = dict(task="reason", out=str(out), stages=[Stage(3, 24)], hidden_size=16, num_layers=1, num_heads=2,
+                  max_positions=64, num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=8,
+                  eval_every=4, val_samples=8, target_accuracy=1.01, plateau=100, log_every=2,
+                  save_dtype="float32", threads=1, seed=3, facts_behind=1.0, fact_recall=1.0, keep="last")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_logs_the_term_resumes_it_and_saves_the_plain_rmt(tmp_path):
+    whole = train(tiny(tmp_path / "whole"), progress=False)
+    steps = [e for e in map(json.loads, (whole / "training_log.jsonl").read_text().splitlines())
+             if e["event"] == "step"]
+    assert len(steps) == 4 and all(e["recall"] > 0 and 0 <= e["recall_accuracy"] <= 1 for e in steps)
+    assert json.loads((whole / "config.json").read_text())["provenance"]["train_config"]["fact_recall"] == 1.0
+    plain = train(tiny(tmp_path / "plain", fact_recall=0.0), progress=False)
+    weights = read_weights(whole)
+    assert set(weights) == set(read_weights(plain))  # the read-out is not part of the checkpoint
+    assert any(not torch.equal(weights[k], read_weights(plain)[k]) for k in weights)  # but it trained the model
+    load_checkpoint(whole, device="cpu")  # loads as any RMT
+
+    cut = tiny(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut, stop_after=6, progress=False)  # after the resume point at step 4, which keeps the read-out
+    train(cut, resume=True, progress=False)
+    resumed = [e for e in map(json.loads, (tmp_path / "cut" / "training_log.jsonl").read_text().splitlines())
+               if e["event"] == "step"]
+    assert [(e["step"], e["loss"], e["recall"]) for e in resumed] == [(e["step"], e["loss"], e["recall"]) for e in steps]
+    assert all(torch.equal(weights[k], read_weights(tmp_path / "cut")[k]) for k in weights)
+
+
+def test_fact_recall_flag_is_checked(tmp_path, capsys):
+    from rmt_cli.main import main
+
+    for args in (["--task", "detect"], ["--architecture", "decoder", "--task", "qa1"]):
+        assert main(["train", *args, "--fact-recall", "1", "--out", str(tmp_path / "d")]) != 0
+        assert "--fact-recall is for the encoder's reason" in capsys.readouterr().err
+    for bad in ("-1", "nan", "inf"):
+        assert main(["train", "--task", "reason", "--fact-recall", bad, "--out", str(tmp_path / "e")]) != 0
+        assert "--fact-recall" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
