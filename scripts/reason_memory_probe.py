@@ -13,6 +13,11 @@ second. A probe near its chance level says the memory does not hold that part in
 a probe near 100% says it does, and then a failing answer is lost in the reading, not in the writing.
 Printed: one Markdown table (probe accuracy, chance = the most frequent class) and the model's own accuracy on
 the same samples, split by the fact that answers the question. --json writes the same numbers.
+
+    .venv/bin/python scripts/reason_memory_probe.py --figure probe.png A.json B.json    # draw saved --json files
+
+draws one figure from saved reports (one per checkpoint): the probes' accuracy on the memory read by the
+question's segment, part by part, each fact's chance level marked.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ WHEN = {"written": "after the second fact's segment", "read": "read by the quest
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", nargs="+", help="a reason checkpoint (with --figure: the --json reports)")
     parser.add_argument("--segments", default="4")
     parser.add_argument("--samples", type=int, default=8000, help="samples drawn per length (those with both "
                                                                    "facts behind the question are probed)")
@@ -49,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", choices=("linear", "mlp"), default="linear",
                         help="linear: logistic regression; mlp: one hidden layer of 256 (a nonlinear read-out)")
     parser.add_argument("--json", help="write the numbers here too")
+    parser.add_argument("--figure", help="draw the reports named in place of the checkpoint into this PNG/SVG/HTML")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
+        if args.figure:
+            return draw(args.checkpoint, args.figure)
+        if len(args.checkpoint) > 1:
+            raise RMTError("give one checkpoint (several names are for --figure's reports)")
+        args.checkpoint = args.checkpoint[0]
         model = load_checkpoint(args.checkpoint, device="cpu")
         if model.config.task != "reason":
             raise RMTError(f"{args.checkpoint} is a {model.config.task} checkpoint; this script probes reason's")
@@ -71,6 +81,41 @@ def main(argv: list[str] | None = None) -> int:
     except RMTError as error:
         print(f"reason_memory_probe: error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def draw(reports: list[str], path: str) -> int:
+    """One bar per checkpoint and fact for each part, probed on the memory the question's segment reads."""
+    import plotly.graph_objects as go
+
+    from rmt_core.viz.export import ExportError, write_figure
+
+    fig = go.Figure()
+    chance = {}
+    for name in reports:
+        try:
+            report = json.loads(Path(name).read_text(encoding="utf-8"))
+            row = report["lengths"][-1]
+            facts = {f["fact"]: f["read"] for f in row["facts"]}
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+            raise RMTError(f"cannot read {name} as a --json report of this script ({error})") from None
+        for fact, parts in facts.items():
+            fig.add_bar(name=f"{report['checkpoint']}, fact written {fact}", x=list(PARTS),
+                        y=[100 * parts[p]["accuracy"] for p in PARTS])
+            for p in PARTS:
+                chance[p] = max(chance.get(p, 0.0), 100 * parts[p]["chance"])
+    fig.add_scatter(name="chance (most frequent class)", x=list(PARTS), y=[chance[p] for p in PARTS],
+                    mode="markers", marker={"symbol": "line-ew-open", "size": 40, "color": "black"})
+    fig.update_layout(barmode="group", template="plotly_white", width=900, height=420,
+                      title=f"What memory holds of two carried facts: {report.get('probe', 'linear')} probes at the "
+                            f"question ({row['segments']} segments, both facts behind it)",
+                      yaxis={"title": "probe accuracy, held out (%)", "range": [0, 100]},
+                      legend={"orientation": "h", "y": -0.2})
+    try:
+        write_figure(fig, path)
+    except ExportError as error:
+        raise RMTError(str(error)) from None
+    print(f"wrote {path}")
     return 0
 
 
