@@ -4,9 +4,11 @@ the question's segment reads must name the parts of every fact that memory alone
 A reason sample holds two qa4 facts, "The <subject> is <direction> of the <reference>.". Its question needs one
 of them, and which one is known only at the question, so memory has to carry both. Probes of the shipped
 checkpoint's memory (scripts/reason_memory_probe.py) read the places of both facts well and their directions
-barely above chance. This objective asks for all of it: for the fact written first and the one written second,
-three classifiers over the flattened memory (all slots) name its subject place, direction and reference place.
-Facts in the question's segment are left out (-100): the question reads those directly.
+barely above chance. This objective asks for all of it, in one of two forms (`targets`): "facts", for the fact
+written first and the one written second, three classifiers over the flattened memory (all slots) name its
+subject place, direction and reference place; "table", 24 classifiers answer every question of the form "What
+is d of the p?" that the carried facts answer, and say "none" to the rest. Facts in the question's segment are
+left out (IGNORE): the question reads those directly.
 
 The head is for training only. `rmt_core.train` attaches it to the model as `model.fact_recall` so that the
 optimizer, gradient averaging and resume states cover it; it is marked `training_only`, so checkpoints leave it
@@ -19,18 +21,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rmt_core.babi import DIRECTIONS, PLACES
+from rmt_core.babi import DIRECTIONS, OPPOSITE, PLACES
 
 ATTRIBUTE = "fact_recall"  # the model attribute the head lives on while training
 LR_SCALE = 20.0  # the head's learning rate, in multiples of the model's: a fresh read-out beside a trained model
 FACTS = 2  # a reason sample's facts: the one written first, the one written second
 PARTS = (("subject", PLACES), ("direction", DIRECTIONS), ("reference", PLACES))
 IGNORE = -100
+QUESTIONS = [(d, p) for d in DIRECTIONS for p in PLACES]  # the table's entries: "What is d of the p?"
+NONE = len(PLACES)  # the table's answer when no carried fact answers the entry
+KINDS = ("facts", "table")  # --fact-recall-target
 
 
-def targets(samples, n_segments: int) -> torch.Tensor:
-    """(B, FACTS, 3) class indexes of each sample's facts in the order written (subject, direction, reference);
-    IGNORE for a fact in the question's segment (the last) or a sample with another number of facts."""
+def targets(samples, n_segments: int, kind: str = "facts") -> torch.Tensor:
+    """The read-out's targets. facts: (B, FACTS, 3) class indexes of each sample's facts in the order written
+    (subject, direction, reference). table: (B, 24), for every "What is d of the p?" the place that answers it
+    (a fact "The a is d of the b." answers (d, b) with a and (opposite d, a) with b), NONE where no fact does; a
+    table asks no order of the facts, only what every question wants. Either way IGNORE marks what a fact in the
+    question's segment (the last) would answer, and every target of a sample with another number of facts."""
+    if kind == "table":
+        return _table(samples, n_segments)
     out = torch.full((len(samples), FACTS, len(PARTS)), IGNORE, dtype=torch.long)
     for i, sample in enumerate(samples):
         facts = sorted(sample.facts, key=lambda f: f.start)
@@ -44,24 +54,43 @@ def targets(samples, n_segments: int) -> torch.Tensor:
     return out
 
 
+def _table(samples, n_segments: int) -> torch.Tensor:
+    out = torch.full((len(samples), len(QUESTIONS)), NONE, dtype=torch.long)
+    for i, sample in enumerate(samples):
+        if len(sample.facts) != FACTS:
+            out[i] = IGNORE
+            continue
+        for fact in sample.facts:
+            carried = fact.segment < n_segments - 1
+            for (d, p), answer in (((fact.direction, fact.reference), fact.subject),
+                                   ((OPPOSITE[fact.direction], fact.subject), fact.reference)):
+                out[i, QUESTIONS.index((d, p))] = PLACES.index(answer) if carried else IGNORE
+    return out
+
+
+def sizes(kind: str) -> list[int]:
+    """The class count of each target of `targets(..., kind)`, flattened in order."""
+    return [len(names) for _, names in PARTS] * FACTS if kind == "facts" else [len(PLACES) + 1] * len(QUESTIONS)
+
+
 class RecallHead(nn.Module):
-    """Linear classifiers from the flattened memory (B, m, d) to every part of every fact."""
+    """Linear classifiers from the flattened memory (B, m, d) to every target of `targets(..., kind)`."""
 
     training_only = True  # checkpoints leave it out
 
-    def __init__(self, num_mem_tokens: int, hidden_size: int):
+    def __init__(self, num_mem_tokens: int, hidden_size: int, kind: str = "facts"):
         super().__init__()
-        self.sizes = [len(names) for _, names in PARTS] * FACTS
+        self.sizes = sizes(kind)
         self.linear = nn.Linear(num_mem_tokens * hidden_size, sum(self.sizes))
 
     def forward(self, memory: torch.Tensor) -> list[torch.Tensor]:
-        """FACTS * 3 logits (B, classes), fact by fact, part by part."""
+        """One (B, classes) logits per target, in the order of `targets(..., kind)` flattened."""
         logits = self.linear(memory.flatten(1).to(self.linear.weight.dtype))
         return list(torch.split(logits.float(), self.sizes, dim=-1))
 
     def loss(self, memory: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean cross-entropy over the parts that are asked for, their accuracy); zeros when none is."""
-        flat = target.flatten(1).to(memory.device)  # (B, FACTS * 3) in the order of forward's logits
+        flat = target.flatten(1).to(memory.device)  # (B, targets) in the order of forward's logits
         losses, hits, count = [], 0, 0
         for j, logits in enumerate(self(memory)):
             asked = flat[:, j] != IGNORE

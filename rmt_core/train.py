@@ -140,6 +140,7 @@ class TrainConfig:
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a linear read-out's loss naming both carried facts (rmt_core.recall)
+    fact_recall_target: str = "facts"  # ... what it names: each fact's parts, or the table of answers (recall.KINDS)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -271,7 +272,7 @@ class Data:
         n = stage.batch_segments(seed)
         recall = None
         if self.cfg.fact_recall:
-            recall = recall_targets(builder.samples(n, self.cfg.batch_size, seed), n)
+            recall = recall_targets(builder.samples(n, self.cfg.batch_size, seed), n, self.cfg.fact_recall_target)
         if not (self.cfg.noise_stillness or self.cfg.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, recall)
         ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
@@ -627,7 +628,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         except ValueError as error:  # the RMT refuses a layout that does not fit the backbone, and says why
             raise TrainError(str(error)) from None
     if cfg.fact_recall:  # a training-only read-out; checkpoints leave it out (rmt_core.recall)
-        setattr(model, RECALL, RecallHead(model.num_mem_tokens, model.hidden_size).to(device))
+        setattr(model, RECALL, RecallHead(model.num_mem_tokens, model.hidden_size, cfg.fact_recall_target).to(device))
     extra = 2 * model.num_mem_tokens if cfg.architecture == "decoder" else model.num_mem_tokens + 3
     if max(s.segment_size for s in cfg.stages) + extra > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")

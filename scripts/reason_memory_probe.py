@@ -5,12 +5,14 @@
 
 For samples whose two qa4 facts both lie before the question's segment, the memory (all slots, flattened) is
 taken at two points: just after the segment that holds the second fact ("written"), and where the question's
-segment reads it ("read"; the same state when the second fact sits in the segment before the question). Linear
-probes (multinomial logistic regression, fitted on half the
-samples, scored on the other half) name each fact's parts: its subject place, its direction and its reference
-place ("The <subject> is <direction> of the <reference>."), for the fact written first and the one written
-second. A probe near its chance level says the memory does not hold that part in a linearly readable form;
-a probe near 100% says it does, and then a failing answer is lost in the reading, not in the writing.
+segment reads it ("read"; the same state when the second fact sits in the segment before the question).
+Probes (--probe linear: multinomial logistic regression; mlp: one hidden layer), fitted on half the samples and
+scored on the other half, name each fact's parts: its subject place, its direction and its reference place
+("The <subject> is <direction> of the <reference>."), for the fact written first and the one written second.
+Then, order-free, one probe per question "What is d of the p?" (24, the table of rmt_core.recall) names its
+answer, scored on the four questions a sample's facts answer. A probe near its chance level says the memory
+does not hold that part in a readable form; a probe near 100% says it does, and then a failing answer is lost
+in the reading, not in the writing.
 Printed: one Markdown table (probe accuracy, chance = the most frequent class) and the model's own accuracy on
 the same samples, split by the fact that answers the question. --json writes the same numbers.
 
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmt_core import babi, recurrence
+from rmt_core import babi, recall, recurrence
 from rmt_core.checkpoint import load_checkpoint
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
@@ -178,7 +180,38 @@ def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, k
             print(f"| {n} | {half} / {len(kept) - half} | {label} | {WHEN[when]} | {cells} | {model_cell} |",
                   flush=True)
         row["facts"].append(fact)
+    row["table"] = probe_table(xs, [s for s, _ in kept], n, half, kind)
     return row
+
+
+def probe_table(xs: dict, samples, n: int, half: int, kind: str) -> dict:
+    """Probe the table of answers (rmt_core.recall, table): one classifier per question "What is d of the p?",
+    scored on the questions a fact answers (four a sample): the likeliest place, "none" aside, against the fact's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    table = recall.targets(samples, n, "table").numpy()
+    out = {}
+    for when, x in xs.items():
+        hits = asked = best = 0
+        for j in range(table.shape[1]):
+            y = table[:, j]
+            if len(np.unique(y[:half])) < 2:
+                continue
+            probe = (LogisticRegression(C=0.1, max_iter=2000) if kind == "linear" else
+                     MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=0))
+            probe.fit(x[:half], y[:half])
+            answered = y[half:] != recall.NONE
+            places = probe.classes_ != recall.NONE  # asked, the question has an answer: the likeliest place
+            proba = probe.predict_proba(x[half:][answered])[:, places]
+            hits += int((probe.classes_[places][proba.argmax(-1)] == y[half:][answered]).sum())
+            asked += int(answered.sum())
+            if answered.any():
+                best += int(np.unique(y[half:][answered], return_counts=True)[1].max())
+        out[when] = {"accuracy": hits / max(asked, 1), "chance": best / max(asked, 1), "asked": asked}
+        print(f"| {n} | {half} / {len(samples) - half} | both, as answers | {WHEN[when]} | every question a fact "
+              f"answers: {100 * out[when]['accuracy']:.1f}% ({100 * out[when]['chance']:.0f}%) | | | | |", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -34,6 +34,26 @@ def test_targets_name_the_parts_of_each_carried_fact_in_the_order_written(tokeni
     assert seen_ignored and seen_kept
 
 
+def test_the_table_answers_every_question_a_carried_fact_answers(tokenizer):
+    builder = TaskBuilder("reason", tokenizer, 32)
+    samples = builder.samples(4, 64, seed=11)
+    table = recall.targets(samples, 4, "table")
+    assert table.shape == (64, 24)
+    for row, sample in zip(table, samples):
+        texts = [f.text for f in sample.facts]
+        for j, (d, p) in enumerate(recall.QUESTIONS):
+            answers = babi.solve_relations(texts, f"What is {d} of the {p}?")
+            if not answers:
+                assert row[j] == recall.NONE
+                continue
+            fact = next(f for f in sample.facts if babi.solve_relations([f.text], f"What is {d} of the {p}?"))
+            expected = recall.IGNORE if fact.segment == 3 else babi.PLACES.index(answers.pop())
+            assert row[j] == expected
+    assert (table == recall.IGNORE).any() and ((table != recall.IGNORE) & (table != recall.NONE)).sum() > 64
+    head = recall.RecallHead(num_mem_tokens=3, hidden_size=8, kind="table")
+    assert len(head(torch.zeros(2, 3, 8))) == 24
+
+
 def test_the_loss_is_the_mean_cross_entropy_over_the_parts_asked_for():
     torch.manual_seed(0)
     head = recall.RecallHead(num_mem_tokens=3, hidden_size=8)
@@ -88,6 +108,10 @@ def test_training_logs_the_term_resumes_it_and_saves_the_plain_rmt(tmp_path):
     assert set(weights) == set(read_weights(plain))  # the read-out is not part of the checkpoint
     assert any(not torch.equal(weights[k], read_weights(plain)[k]) for k in weights)  # but it trained the model
     load_checkpoint(whole, device="cpu")  # loads as any RMT
+    table = train(tiny(tmp_path / "table", fact_recall_target="table", max_steps=4), progress=False)
+    assert set(read_weights(table)) == set(weights)
+    assert all(e["recall"] > 0 for e in map(json.loads, (table / "training_log.jsonl").read_text().splitlines())
+               if e["event"] == "step")
 
     cut = tiny(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
@@ -105,6 +129,8 @@ def test_fact_recall_flag_is_checked(tmp_path, capsys):
     for args in (["--task", "detect"], ["--architecture", "decoder", "--task", "qa1"]):
         assert main(["train", *args, "--fact-recall", "1", "--out", str(tmp_path / "d")]) != 0
         assert "--fact-recall is for the encoder's reason" in capsys.readouterr().err
+    assert main(["train", "--task", "reason", "--fact-recall-target", "table", "--out", str(tmp_path / "d")]) != 0
+    assert "give --fact-recall too" in capsys.readouterr().err
     for bad in ("-1", "nan", "inf"):
         assert main(["train", "--task", "reason", "--fact-recall", bad, "--out", str(tmp_path / "e")]) != 0
         assert "--fact-recall" in capsys.readouterr().err

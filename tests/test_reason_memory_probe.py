@@ -19,7 +19,7 @@ def test_probes_read_the_places_of_carried_facts_and_draw_them(tmp_path, capsys)
     assert script.main([str(CHECKPOINTS / "reason"), "--segments", "4", "--samples", "600",
                         "--json", str(report)]) == 0
     table = capsys.readouterr().out
-    assert table.count("| 4 |") == 4  # two facts, each at two points of the run
+    assert table.count("| 4 |") == 6  # two facts and the table of answers, each at two points of the run
     row = json.loads(report.read_text())["lengths"][0]
     assert row["probed"] >= 100 and row["fit"] + row["score"] == row["probed"]
     for fact in row["facts"]:
@@ -27,6 +27,8 @@ def test_probes_read_the_places_of_carried_facts_and_draw_them(tmp_path, capsys)
             subject = fact[when]["subject"]
             assert subject["accuracy"] > subject["chance"] + 0.15  # memory holds which places the facts name
         assert 0 < fact["model_accuracy_when_asked"] <= 1 and fact["asked"] > 0
+    for when in ("written", "read"):  # every sample's two facts answer four questions of the table
+        assert row["table"][when]["asked"] == 4 * row["score"] and 0 <= row["table"][when]["accuracy"] <= 1
     assert script.main(["--figure", str(tmp_path / "probe.html"), str(report)]) == 0
     assert "fact written second" in (tmp_path / "probe.html").read_text()
 

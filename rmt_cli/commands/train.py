@@ -89,6 +89,10 @@ def add_arguments(parser) -> None:
                              "that the question's segment reads, trained beside the model, that names the places and "
                              "direction of each fact memory carries there; the read-out is not saved, so the "
                              "checkpoint is the same RMT (default 0)")
+    parser.add_argument("--fact-recall-target", choices=("facts", "table"), default="facts",
+                        help="what --fact-recall's read-out names: facts, the subject, direction and reference of "
+                             "the fact written first and of the one written second; table, the answer (or none) to "
+                             "each of the 24 questions 'What is D of the P?' (default facts)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -174,6 +178,8 @@ def run(args) -> int:
     if args.fact_recall and (task != "reason" or args.architecture != "encoder"):
         raise TrainError(f"--fact-recall is for the encoder's reason, whose question needs two carried facts, not "
                          f"{task}; drop it")
+    if args.fact_recall_target != "facts" and not args.fact_recall:
+        raise TrainError("--fact-recall-target chooses what --fact-recall's read-out names; give --fact-recall too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
@@ -189,6 +195,7 @@ def run(args) -> int:
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
+        fact_recall_target=args.fact_recall_target,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
