@@ -19,7 +19,7 @@ the same samples, split by the fact that answers the question. --json writes the
     .venv/bin/python scripts/reason_memory_probe.py --figure probe.png A.json B.json    # draw saved --json files
 
 draws one figure from saved reports (one per checkpoint): the probes' accuracy on the memory read by the
-question's segment, part by part, each fact's chance level marked.
+question's segment, part by part and for the table of answers, each chance level marked.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def draw(reports: list[str], path: str) -> int:
-    """One bar per checkpoint and fact for each part, probed on the memory the question's segment reads."""
+    """One bar per checkpoint for each part of each fact and for the table of answers, probed on the memory the
+    question's segment reads; the chance level of each marked."""
     import plotly.graph_objects as go
 
     from rmt_core.viz.export import ExportError, write_figure
@@ -98,21 +99,21 @@ def draw(reports: list[str], path: str) -> int:
         try:
             report = json.loads(Path(name).read_text(encoding="utf-8"))
             row = report["lengths"][-1]
-            facts = {f["fact"]: f["read"] for f in row["facts"]}
+            scores = {f"{p}, {f['fact']} fact": f["read"][p] for p in PARTS for f in row["facts"]}
+            scores["table of answers"] = row["table"]["read"]
+            values = {k: (100 * v["accuracy"], 100 * v["chance"]) for k, v in scores.items()}
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             raise RMTError(f"cannot read {name} as a --json report of this script ({error})") from None
-        for fact, parts in facts.items():
-            fig.add_bar(name=f"{report['checkpoint']}, fact written {fact}", x=list(PARTS),
-                        y=[100 * parts[p]["accuracy"] for p in PARTS])
-            for p in PARTS:
-                chance[p] = max(chance.get(p, 0.0), 100 * parts[p]["chance"])
-    fig.add_scatter(name="chance (most frequent class)", x=list(PARTS), y=[chance[p] for p in PARTS],
-                    mode="markers", marker={"symbol": "line-ew-open", "size": 40, "color": "black"})
-    fig.update_layout(barmode="group", template="plotly_white", width=900, height=420,
+        fig.add_bar(name=report["checkpoint"], x=list(values), y=[v[0] for v in values.values()])
+        for key, (_, level) in values.items():
+            chance[key] = max(chance.get(key, 0.0), level)
+    fig.add_scatter(name="chance (most frequent class)", x=list(chance), y=list(chance.values()), mode="markers",
+                    marker={"symbol": "line-ew-open", "size": 24, "color": "black", "line": {"width": 2}})
+    fig.update_layout(barmode="group", template="plotly_white", width=1100, height=460,
                       title=f"What memory holds of two carried facts: {report.get('probe', 'linear')} probes at the "
                             f"question ({row['segments']} segments, both facts behind it)",
                       yaxis={"title": "probe accuracy, held out (%)", "range": [0, 100]},
-                      legend={"orientation": "h", "y": -0.2})
+                      legend={"orientation": "h", "y": -0.25})
     try:
         write_figure(fig, path)
     except ExportError as error:
