@@ -139,7 +139,7 @@ class TrainConfig:
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
-    fact_recall: float = 0.0  # reason, encoder: weight of a linear read-out's loss naming both carried facts (rmt_core.recall)
+    fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
     fact_recall_target: str = "facts"  # ... what it names: each fact's parts, or the table of answers (recall.KINDS)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
@@ -266,7 +266,7 @@ class Data:
         """(ids, labels, still, write, recall): still is None, or with --noise-stillness the (B, N) segments whose
         memory change is penalized: every segment without a fact but the first and the last (the question's, whose
         memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last aside;
-        recall is None, or with --fact-recall the (B, 2, 3) targets of rmt_core.recall.targets."""
+        recall is None, or with --fact-recall the targets of rmt_core.recall.targets."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
@@ -380,6 +380,16 @@ def check_stop(cfg: TrainConfig) -> None:
                          f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
 
 
+def check_recall(cfg: TrainConfig) -> None:
+    """--fact-recall reads the encoder's memory for reason's two facts, in one of recall.KINDS."""
+    from rmt_core.recall import KINDS
+
+    if cfg.fact_recall and (cfg.task != "reason" or cfg.architecture != "encoder"):
+        raise TrainError(f"--fact-recall is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
+    if cfg.fact_recall_target not in KINDS:
+        raise TrainError(f"--fact-recall-target must be one of {', '.join(KINDS)}, not {cfg.fact_recall_target!r}")
+
+
 def check_sizes(cfg: TrainConfig) -> None:
     """Every stage's training batch and validation samples fit the task builder's limits (checked before
     the model is built, so a run that cannot work fails at once)."""
@@ -404,10 +414,10 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). masks (encoder): the (still, write) masks of `Data.batch`, whose terms are
-    added with cfg's --noise-stillness and --fact-write weights, and the (still, write, recall) masks and targets add
-    --fact-recall's term (rmt_core.recall, the head at model.fact_recall); then (loss, terms) comes back instead of
-    the loss, terms the unweighted values to log."""
+    reads (default: the initial memory). masks (encoder): the (still, write, recall) of `Data.batch`; the masks add
+    the --noise-stillness and --fact-write terms, the targets --fact-recall's (rmt_core.recall, the read-out at
+    model.fact_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
+    unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
@@ -593,6 +603,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     check_backbone(cfg.backbone, cfg.architecture)
     check_sizes(cfg)
     check_stop(cfg)
+    check_recall(cfg)
     resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -628,7 +639,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         except ValueError as error:  # the RMT refuses a layout that does not fit the backbone, and says why
             raise TrainError(str(error)) from None
     if cfg.fact_recall:  # a training-only read-out; checkpoints leave it out (rmt_core.recall)
-        setattr(model, RECALL, RecallHead(model.num_mem_tokens, model.hidden_size, cfg.fact_recall_target).to(device))
+        head = RecallHead(model.num_mem_tokens, model.hidden_size, cfg.fact_recall_target)
+        setattr(model, RECALL, head.to(device))
     extra = 2 * model.num_mem_tokens if cfg.architecture == "decoder" else model.num_mem_tokens + 3
     if max(s.segment_size for s in cfg.stages) + extra > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")

@@ -119,12 +119,22 @@ def test_training_logs_the_term_resumes_it_and_saves_the_plain_rmt(tmp_path):
     train(cut, resume=True, progress=False)
     resumed = [e for e in map(json.loads, (tmp_path / "cut" / "training_log.jsonl").read_text().splitlines())
                if e["event"] == "step"]
-    assert [(e["step"], e["loss"], e["recall"]) for e in resumed] == [(e["step"], e["loss"], e["recall"]) for e in steps]
+    def logged(entries):
+        return [(e["step"], e["loss"], e["recall"]) for e in entries]
+
+    assert logged(resumed) == logged(steps)
     assert all(torch.equal(weights[k], read_weights(tmp_path / "cut")[k]) for k in weights)
 
 
 def test_fact_recall_flag_is_checked(tmp_path, capsys):
     from rmt_cli.main import main
+    from rmt_core.errors import TrainError
+
+    with pytest.raises(TrainError, match="for the encoder's reason"):  # the API checks what the CLI checks
+        train(tiny(tmp_path / "m", task="memorize"), progress=False)
+    with pytest.raises(TrainError, match="must be one of facts, table"):
+        train(tiny(tmp_path / "k", fact_recall_target="answers"), progress=False)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "k").exists()
 
     for args in (["--task", "detect"], ["--architecture", "decoder", "--task", "qa1"]):
         assert main(["train", *args, "--fact-recall", "1", "--out", str(tmp_path / "d")]) != 0
