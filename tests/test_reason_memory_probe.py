@@ -30,7 +30,7 @@ def test_probes_read_the_places_of_carried_facts_and_draw_them(tmp_path, capsys)
     for when in ("written", "read"):  # every sample's two facts answer four questions of the table
         assert row["table"][when]["asked"] == 4 * row["score"] and 0 <= row["table"][when]["accuracy"] <= 1
     assert script.main(["--figure", str(tmp_path / "probe.html"), str(report)]) == 0
-    assert "fact written second" in (tmp_path / "probe.html").read_text()
+    assert "table of answers" in (tmp_path / "probe.html").read_text()
 
 
 def test_bad_inputs_get_one_line(tmp_path, capsys):
