@@ -124,6 +124,13 @@ def save_checkpoint(
     return path
 
 
+def training_only_prefixes(model) -> tuple[str, ...]:
+    """State-dict prefixes of the submodules marked `training_only` (heads that only an objective of `rmt train`
+    reads, such as rmt_core.recall's): checkpoints leave them out."""
+    return tuple(f"{name}." for name, module in model.named_modules()
+                 if name and getattr(module, "training_only", False))
+
+
 def plain_state(model, dtype: torch.dtype | str | None = None, training_heads: bool = False) -> dict[str, torch.Tensor]:
     """The model's state dict on CPU as safetensors stores it: contiguous, optionally cast to `dtype`, and each
     tied weight once (a decoder's LM head shares its embeddings: the file keeps the embeddings, and loading ties
@@ -131,11 +138,10 @@ def plain_state(model, dtype: torch.dtype | str | None = None, training_heads: b
     `rmt train` reads, such as rmt_core.recall's) is left out unless training_heads (resume states keep it)."""
     dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
     tied = tied_names(model)
-    heads = () if training_heads else tuple(f"{name}." for name, module in model.named_modules()
-                                            if name and getattr(module, "training_only", False))
+    heads = () if training_heads else training_only_prefixes(model)
     state = {}
     for name, tensor in model.state_dict().items():
-        if name in tied or name.startswith(heads):
+        if name in tied or (heads and name.startswith(heads)):
             continue
         tensor = tensor.detach().to("cpu")
         if dtype is not None and tensor.is_floating_point():

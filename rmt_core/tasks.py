@@ -387,9 +387,13 @@ class TaskBuilder:
         """(input_ids LongTensor [B, n_segments * segment_size], labels LongTensor [B]), deterministic in seed.
 
         fact_segments: also return a BoolTensor [B, n_segments], True where a segment holds a fact."""
+        return self.tensors(self.samples(n_segments, batch_size, seed), n_segments, fact_segments)
+
+    @staticmethod
+    def tensors(samples: list[Sample], n_segments: int, fact_segments: bool = False):
+        """`batch`'s tensors of samples already drawn (all of n_segments segments)."""
         import torch
 
-        samples = self.samples(n_segments, batch_size, seed)
         input_ids = torch.tensor([s.input_ids for s in samples], dtype=torch.long)  # (B, N * S)
         labels = torch.tensor([s.answer for s in samples], dtype=torch.long)  # (B,)
         if not fact_segments:

@@ -40,11 +40,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from rmt_core.checkpoint import fill_tied, load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint
+from rmt_core.checkpoint import (fill_tied, load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint,
+                                 training_only_prefixes)
 from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
 from rmt_core.recall import ATTRIBUTE as RECALL
+from rmt_core.recall import KINDS as RECALL_KINDS
 from rmt_core.recall import LR_SCALE as RECALL_LR_SCALE
 from rmt_core.recall import RecallHead
 from rmt_core.recall import targets as recall_targets
@@ -271,11 +273,14 @@ class Data:
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
         recall = None
-        if self.cfg.fact_recall:
-            recall = recall_targets(builder.samples(n, self.cfg.batch_size, seed), n, self.cfg.fact_recall_target)
-        if not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, recall)
-        ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
+        if self.cfg.fact_recall:  # reason's TaskBuilder: the samples drawn once, for the targets and the tensors
+            samples = builder.samples(n, self.cfg.batch_size, seed)
+            recall = recall_targets(samples, n, self.cfg.fact_recall_target)
+            ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
+        elif not (self.cfg.noise_stillness or self.cfg.fact_write):
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None)
+        else:
+            ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
         if self.cfg.noise_stillness:
             still = ~holds
@@ -382,12 +387,11 @@ def check_stop(cfg: TrainConfig) -> None:
 
 def check_recall(cfg: TrainConfig) -> None:
     """--fact-recall reads the encoder's memory for reason's two facts, in one of recall.KINDS."""
-    from rmt_core.recall import KINDS
-
     if cfg.fact_recall and (cfg.task != "reason" or cfg.architecture != "encoder"):
         raise TrainError(f"--fact-recall is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
-    if cfg.fact_recall_target not in KINDS:
-        raise TrainError(f"--fact-recall-target must be one of {', '.join(KINDS)}, not {cfg.fact_recall_target!r}")
+    if cfg.fact_recall_target not in RECALL_KINDS:
+        raise TrainError(f"--fact-recall-target must be one of {', '.join(RECALL_KINDS)}, "
+                         f"not {cfg.fact_recall_target!r}")
 
 
 def check_sizes(cfg: TrainConfig) -> None:
@@ -857,7 +861,8 @@ def _load_kept(model, weights: dict, device) -> None:
     """Load a stage checkpoint's weights into the training model; a training-only head (--fact-recall), which
     checkpoints leave out, keeps the weights it has."""
     state = {k: v.to(device=device, dtype=torch.float32) for k, v in fill_tied(model, weights).items()}
-    state.update({k: v for k, v in model.state_dict().items() if k.startswith(RECALL + ".")})
+    heads = training_only_prefixes(model)
+    state.update({k: v for k, v in model.state_dict().items() if heads and k.startswith(heads)})
     model.load_state_dict(state)
 
 

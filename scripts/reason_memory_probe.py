@@ -122,6 +122,16 @@ def draw(reports: list[str], path: str) -> int:
     return 0
 
 
+def make_probe(kind: str):
+    """An unfitted probe: linear, a logistic regression; mlp, one hidden layer of 256."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    if kind == "linear":
+        return LogisticRegression(C=0.1, max_iter=2000)
+    return MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=0)
+
+
 def parts(fact: str) -> tuple[str, str, str, str]:
     """(subject, direction, reference, relation) of a qa4 fact; the relation is the direction read from the
     alphabetically first place to the other ("The hallway is east of the bathroom." and "The bathroom is west
@@ -132,9 +142,6 @@ def parts(fact: str) -> tuple[str, str, str, str]:
 
 def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, kind: str) -> dict:
     """Probe the memory before the question's segment of the samples of n segments with both facts behind it."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-
     kept, memories = [], []
     for start in range(0, samples, BATCH):
         chunk = [builder.sample(n, eval_sample_seed(seed, n, i)) for i in range(start, min(samples, start + BATCH))]
@@ -170,8 +177,7 @@ def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, k
             fact[when] = {}
             for p, part in enumerate(PARTS):
                 y = np.array([q[p] for q in parsed])
-                probe = (LogisticRegression(C=0.1, max_iter=2000) if kind == "linear" else
-                         MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=0))
+                probe = make_probe(kind)
                 probe.fit(x[:half], y[:half])
                 _, counts = np.unique(y[half:], return_counts=True)
                 fact[when][part] = {"accuracy": float(probe.score(x[half:], y[half:])),
@@ -188,9 +194,6 @@ def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, k
 def probe_table(xs: dict, samples, n: int, half: int, kind: str) -> dict:
     """Probe the table of answers (rmt_core.recall, table): one classifier per question "What is d of the p?",
     scored on the questions a fact answers (four a sample): the likeliest place, "none" aside, against the fact's."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-
     table = recall.targets(samples, n, "table").numpy()
     out = {}
     for when, x in xs.items():
@@ -199,8 +202,7 @@ def probe_table(xs: dict, samples, n: int, half: int, kind: str) -> dict:
             y = table[:, j]
             if len(np.unique(y[:half])) < 2:
                 continue
-            probe = (LogisticRegression(C=0.1, max_iter=2000) if kind == "linear" else
-                     MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=300, random_state=0))
+            probe = make_probe(kind)
             probe.fit(x[:half], y[:half])
             answered = y[half:] != recall.NONE
             places = probe.classes_ != recall.NONE  # asked, the question has an answer: the likeliest place

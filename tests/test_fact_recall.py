@@ -34,6 +34,27 @@ def test_targets_name_the_parts_of_each_carried_fact_in_the_order_written(tokeni
     assert seen_ignored and seen_kept
 
 
+def test_recall_batches_hold_the_same_samples_as_plain_ones(tokenizer):
+    from rmt_core.train import Data
+
+    stage = Stage(4, 32, min_segments=2)
+    plain = Data(tiny("p", stages=[stage], fact_recall=0.0, noise_stillness=1.0), tokenizer)
+    recalled = Data(tiny("r", stages=[stage], noise_stillness=1.0), tokenizer)
+    for step in range(3):
+        ids, labels, still, write, none = plain.batch(stage, 0, step)
+        r_ids, r_labels, r_still, r_write, targets = recalled.batch(stage, 0, step)
+        assert none is None and targets.shape == (8, 2, 3) and write is None and r_write is None
+        assert torch.equal(ids, r_ids) and torch.equal(labels, r_labels) and torch.equal(still, r_still)
+        samples = recalled.builder(32, training=True).samples(ids.shape[1] // 32, 8, seed=_seed(step))
+        assert torch.equal(targets, recall.targets(samples, ids.shape[1] // 32))
+
+
+def _seed(step):
+    from rmt_core.train import _batch_seed
+
+    return _batch_seed(3, 0, step)
+
+
 def test_the_table_answers_every_question_a_carried_fact_answers(tokenizer):
     builder = TaskBuilder("reason", tokenizer, 32)
     samples = builder.samples(4, 64, seed=11)

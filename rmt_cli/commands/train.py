@@ -175,9 +175,6 @@ def run(args) -> int:
         raise TrainError(f"--prior-facts is for detect, whose question needs one fact, not {task}; drop it")
     if args.facts_behind and task != "reason":
         raise TrainError(f"--facts-behind is for reason, whose question needs two facts, not {task}; drop it")
-    if args.fact_recall and (task != "reason" or args.architecture != "encoder"):
-        raise TrainError(f"--fact-recall is for the encoder's reason, whose question needs two carried facts, not "
-                         f"{task}; drop it")
     if args.fact_recall_target != "facts" and not args.fact_recall:
         raise TrainError("--fact-recall-target chooses what --fact-recall's read-out names; give --fact-recall too")
     if args.deep_memory and args.architecture != "encoder":
