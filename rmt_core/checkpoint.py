@@ -387,6 +387,16 @@ def _check_values(path: Path, config: dict, state: dict[str, torch.Tensor]) -> N
                                   "(or training diverged), restore the checkpoint or train it again")
 
 
+def _strict_config_errors() -> tuple[type[Exception], ...]:
+    """What newer transformers raise for a config field of the wrong type (0 for a float): huggingface_hub's
+    strict-dataclass errors, which are not ValueError or TypeError; none where huggingface_hub has no such class."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device | None = None, dtype=torch.float32) -> RMT:
     """Load a checkpoint folder or a Hub id of one (default: the shipped default) in eval mode, its tokenizer
     attached: an `RMT`, or a `rmt_core.decoder.DecoderRMT` when config.json says `rmt.architecture` "decoder".
@@ -407,7 +417,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device |
             rmt_config = DecoderConfig.from_dict(config["rmt"])
         else:
             rmt_config = RMTConfig.from_dict(config["rmt"])
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, *_strict_config_errors()) as error:
         raise CheckpointError(f"{path / 'config.json'} has unusable settings ({_reason(error)}); re-save the checkpoint")
     if not any((path / name).is_file() for name in TOKENIZER_VOCABULARIES):
         raise CheckpointError(f"{path / 'tokenizer.json'} is missing; copy tokenizer.json and tokenizer_config.json "

@@ -136,6 +136,21 @@ def test_any_config_json_loads_or_is_a_checkpoint_error(saved, tmp_path_factory,
     assert sum(p.numel() for p in model.parameters()) < 10**7
 
 
+def test_a_config_field_of_the_wrong_type_is_a_checkpoint_error(saved, tmp_path):
+    """Found by the test above: transformers' strict config raises its own error class for 0 where a float goes."""
+    from rmt_core.checkpoint import load_checkpoint
+
+    folder = tmp_path / "ck"
+    shutil.copytree(saved, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["backbone"]["layer_norm_eps"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    try:
+        load_checkpoint(folder, device="cpu")  # an older transformers takes the int as it is
+    except CheckpointError as error:
+        assert "has unusable settings" in str(error) and "\n" not in str(error)
+
+
 # ----- trace manifests and .npy headers -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def recorded(saved, tmp_path_factory):
