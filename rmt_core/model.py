@@ -87,6 +87,12 @@ class RMTOutput:
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
+    memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
+
+
+def _stacked(reads: list[torch.Tensor], memory: torch.Tensor) -> torch.Tensor:
+    """(B, T, m, d) the memories `reads` holds, T = 0 for a one-segment input."""
+    return torch.stack(reads, dim=1) if reads else memory.new_zeros((memory.shape[0], 0, *memory.shape[1:]))
 
 
 def memory_change(memory_in: torch.Tensor, memory_out: torch.Tensor) -> torch.Tensor:
@@ -199,6 +205,7 @@ class RMT(MemoryModule):
         write_weight: float = 0.0,
         write_margin: float = 1.0,
         keep_read: bool = False,
+        keep_reads: bool = False,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -211,17 +218,18 @@ class RMT(MemoryModule):
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
         noise still for free.
         keep_read: also return the memory the last segment read (`memory_read`, in the graph), for objectives on
-        what memory carries to the question (rmt_core.recall).
+        what memory carries to the question (rmt_core.recall). keep_reads: the same for every segment from the
+        second on (`memory_reads`), for objectives on what memory holds after each write.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls, read = [], [], []
+        changes, shortfalls, read, reads = [], [], [], []
         on_segment = None
         for name, mask in (("still", still), ("write", write)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if still is not None or write is not None or keep_read:
+        if still is not None or write is not None or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -232,6 +240,8 @@ class RMT(MemoryModule):
             def on_segment(result):
                 if keep_read and result.t == N - 1:
                     read.append(result.memory_in)
+                if keep_reads and result.t > 0:
+                    reads.append(result.memory_in)
                 quiet, writes = marked(still, result), marked(write, result)
                 if quiet is None and writes is None:
                     return
@@ -268,6 +278,7 @@ class RMT(MemoryModule):
             stillness=stillness,
             write_shortfall=shortfall,
             memory_read=read[0] if read else None,
+            memory_reads=_stacked(reads, memory) if keep_reads else None,
         )
 
 

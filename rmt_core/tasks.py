@@ -189,7 +189,8 @@ class TaskBuilder:
     def __init__(self, task: str, tokenizer, segment_size: int, babi_file: str | Path | None = None,
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
                  hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0,
-                 prior_facts: float = 0.0, prior_asked: float = 0.0, facts_behind: float = 0.0):
+                 prior_facts: float = 0.0, prior_asked: float = 0.0, facts_behind: float = 0.0,
+                 prior_decoys: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
@@ -208,6 +209,9 @@ class TaskBuilder:
         if not 0.0 <= prior_asked <= 1.0 or (prior_asked and not prior_facts):
             raise TaskError(f"prior asked {prior_asked!r} must lie in 0..1 and needs prior facts; "
                             "give --prior-facts too")
+        if not 0.0 <= prior_decoys <= 1.0 or (prior_decoys and task != "detect"):
+            raise TaskError(f"prior decoys {prior_decoys!r} must lie in 0..1 and is for detect only (a decoy before "
+                            "its one fact)")
         if not 0.0 <= facts_behind <= 1.0 or (facts_behind and task != "reason"):
             raise TaskError(f"facts behind {facts_behind!r} must lie in 0..1 and is for reason only (its question "
                             "needs two facts)")
@@ -217,6 +221,7 @@ class TaskBuilder:
         self.late_facts = late_facts
         self.prior_facts = prior_facts
         self.prior_asked = prior_asked
+        self.prior_decoys = prior_decoys
         self.question_form = question_form
         self.tokenizer = tokenizer
         self.segment_size = _check_int(segment_size, "segment size", 1, "give a positive --segment-size")
@@ -318,14 +323,26 @@ class TaskBuilder:
                     question, answer = f"Where is {person}?", place
                     question_ids = self.ids(question)
 
+        # With prior_decoys (detect), that share of samples whose fact is not in the first segment gets one decoy,
+        # a fact-like sentence that states no bAbI fact (noise.prior_decoy_pool), in an earlier segment: the fact
+        # must still write into memory that the decoy should have left alone. The decoy is noise, not a fact.
+        inserts = list(fact_ids)  # what goes in at a sentence boundary: the facts, then a decoy
+        insert_segments = list(fact_segments)
+        decoy = None
+        if self.prior_decoys and fact_segments[0] > 0 and rng.random() < self.prior_decoys:
+            pool = prior_decoy_pool()
+            decoy = pool[rng.randrange(len(pool))]
+            inserts.append(self.ids(decoy))
+            insert_segments.append(rng.randrange(0, fact_segments[0]))
+
         input_ids: list[int] = []
         roles: list[int] = []
         spans: dict[int, tuple[int, int, int]] = {}  # story index -> (start, end, segment)
         stream = NoiseStream(self.noise, rng)
         for t in range(n):
-            here = [k for k, s in enumerate(fact_segments) if s == t]
+            here = [k for k, s in enumerate(insert_segments) if s == t]
             last = t == n - 1
-            budget = size - sum(len(fact_ids[k]) for k in here) - (len(question_ids) if last else 0)
+            budget = size - sum(len(inserts[k]) for k in here) - (len(question_ids) if last else 0)
             chunks = stream.take(budget, final=last)
             points: dict[int, int] = {}  # story index -> chunk index the fact goes before
             if here:
@@ -341,9 +358,11 @@ class TaskBuilder:
                 for k in here:
                     if points[k] == i:
                         start = len(input_ids)
-                        input_ids.extend(fact_ids[k])
-                        roles.extend([ROLE_FACT] * len(fact_ids[k]))
-                        spans[k] = (start, len(input_ids), t)
+                        input_ids.extend(inserts[k])
+                        is_fact = k < len(fact_ids)
+                        roles.extend([ROLE_FACT if is_fact else ROLE_NOISE] * len(inserts[k]))
+                        if is_fact:
+                            spans[k] = (start, len(input_ids), t)
                 if i < len(chunks):
                     input_ids.extend(chunks[i][0])
                     roles.extend([ROLE_NOISE] * len(chunks[i][0]))
@@ -370,7 +389,7 @@ class TaskBuilder:
             question=question, question_span=(total - len(question_ids), total),
             answer=PLACES.index(answer), answer_name=answer, seed=seed,
             sources={"babi": str(self.babi_path) if self.babi_path else "builtin", "babi_line": item.line,
-                     "noise": self.noise.name, "split": self.split},
+                     "noise": self.noise.name, "split": self.split, **({"prior_decoy": decoy} if decoy else {})},
         )
 
     def samples(self, n_segments: int, batch_size: int, seed: int) -> list[Sample]:
@@ -403,6 +422,15 @@ class TaskBuilder:
             for fact in sample.facts:
                 holds[i, fact.segment] = True
         return input_ids, labels, holds
+
+
+@functools.cache
+def prior_decoy_pool() -> tuple[str, ...]:
+    """The decoys --prior-decoys draws from: the project's question decoys and statement decoys (rmt_core.noise),
+    fact-like sentences about people who are not bAbI people, each once; the same on every machine."""
+    from rmt_core.noise import decoy_sentences, question_decoy_sentences
+
+    return tuple(dict.fromkeys(question_decoy_sentences() + decoy_sentences()))  # distinct, in a fixed order
 
 
 def sample_for(task: str, n_segments: int, seed: int, segment_size: int = DEFAULT_SEGMENT_SIZE,

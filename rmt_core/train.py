@@ -45,6 +45,7 @@ from rmt_core.checkpoint import (fill_tied, load_checkpoint, plain_state, portab
 from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
+from rmt_core.recall import AT as RECALL_AT
 from rmt_core.recall import ATTRIBUTE as RECALL
 from rmt_core.recall import KINDS as RECALL_KINDS
 from rmt_core.recall import LR_SCALE as RECALL_LR_SCALE
@@ -134,6 +135,7 @@ class TrainConfig:
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
     prior_facts: float = 0.0  # detect: this share of training samples has another story's fact before its own
+    prior_decoys: float = 0.0  # detect: this share of training samples has a fact-like decoy before its fact
     prior_asked: float = 0.0  # detect: ... and this share of those (about someone else) asks about the earlier one
     facts_behind: float = 0.0  # reason: this share of training samples has no fact in the question's segment
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
@@ -143,6 +145,7 @@ class TrainConfig:
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
     fact_recall_target: str = "facts"  # ... what it names: each fact's parts, or the table of answers (recall.KINDS)
+    fact_recall_at: str = "question"  # ... which memory it reads: the question's, or every segment's (recall.AT)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -252,6 +255,8 @@ class Data:
             options["late_facts"] = c.late_facts
         if c.facts_behind and training:
             options["facts_behind"] = c.facts_behind
+        if c.prior_decoys and training:
+            options["prior_decoys"] = c.prior_decoys
         if c.prior_facts and training:
             options["prior_facts"] = c.prior_facts
             if c.prior_asked:
@@ -275,7 +280,7 @@ class Data:
         recall = None
         if self.cfg.fact_recall:  # reason's TaskBuilder: the samples drawn once, for the targets and the tensors
             samples = builder.samples(n, self.cfg.batch_size, seed)
-            recall = recall_targets(samples, n, self.cfg.fact_recall_target)
+            recall = recall_targets(samples, n, self.cfg.fact_recall_target, self.cfg.fact_recall_at)
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
         elif not (self.cfg.noise_stillness or self.cfg.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None)
@@ -386,12 +391,14 @@ def check_stop(cfg: TrainConfig) -> None:
 
 
 def check_recall(cfg: TrainConfig) -> None:
-    """--fact-recall reads the encoder's memory for reason's two facts, in one of recall.KINDS."""
+    """--fact-recall reads the encoder's memory for reason's two facts, in one of recall.KINDS, at one of recall.AT."""
     if cfg.fact_recall and (cfg.task != "reason" or cfg.architecture != "encoder"):
         raise TrainError(f"--fact-recall is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
     if cfg.fact_recall_target not in RECALL_KINDS:
         raise TrainError(f"--fact-recall-target must be one of {', '.join(RECALL_KINDS)}, "
                          f"not {cfg.fact_recall_target!r}")
+    if cfg.fact_recall_at not in RECALL_AT:
+        raise TrainError(f"--fact-recall-at must be one of {', '.join(RECALL_AT)}, not {cfg.fact_recall_at!r}")
 
 
 def check_sizes(cfg: TrainConfig) -> None:
@@ -428,11 +435,14 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
         return model(ids, labels=labels, memory=memory).loss
     quiet, write, recall = masks
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
-                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin, keep_read=recall is not None)
+                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
+                keep_read=recall is not None and cfg.fact_recall_at == "question",
+                keep_reads=recall is not None and cfg.fact_recall_at == "every")
     terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
     loss = out.loss
     if recall is not None:
-        terms["recall"], terms["recall_accuracy"] = getattr(model, RECALL).loss(out.memory_read, recall)
+        memory_read = out.memory_reads if cfg.fact_recall_at == "every" else out.memory_read
+        terms["recall"], terms["recall_accuracy"] = getattr(model, RECALL).loss(memory_read, recall)
         loss = loss + cfg.fact_recall * terms["recall"]
     return loss, {k: v for k, v in terms.items() if v is not None}
 

@@ -109,6 +109,50 @@ def test_the_model_hands_back_the_memory_its_last_segment_reads(tokenizer):
     assert model(ids, labels=labels).memory_read is None
 
 
+def test_every_position_asks_for_the_facts_written_before_it(tokenizer):
+    samples = TaskBuilder("reason", tokenizer, 32).samples(5, 64, seed=12)
+    for kind in recall.KINDS:
+        every = recall.targets(samples, 5, kind, at="every")
+        assert every.shape == (64, 4, *recall.sizes_shape(kind))
+        assert torch.equal(every[:, -1][every[:, -1] != recall.IGNORE],  # the last position is the question's
+                           recall.targets(samples, 5, kind)[every[:, -1] != recall.IGNORE])
+        for i, sample in enumerate(samples):
+            for t in range(1, 5):
+                written = [f for f in sample.facts if f.segment < t]
+                row = every[i, t - 1]
+                if not written:
+                    assert (row == recall.IGNORE).all()  # nothing written yet: nothing asked
+                    continue
+                assert torch.equal(row, recall.read_by([sample], t, kind)[0])
+                if kind == "facts":  # exactly the facts written before t are asked for
+                    ordered = sorted(sample.facts, key=lambda f: f.start)
+                    assert [bool((row[k] != recall.IGNORE).all()) for k in range(2)] == [
+                        f.segment < t for f in ordered]
+    assert recall.targets(samples[:3], 1, "table", at="every").shape == (3, 0, 24)
+    with pytest.raises(ValueError, match="must be one of"):
+        recall.targets(samples, 5, "table", at="middle")
+
+
+def test_the_model_hands_back_the_memory_every_segment_reads(tokenizer):
+    from rmt_core import recurrence
+
+    model = make_tiny_rmt(tokenizer, segment_size=24, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=4)
+    ids, labels = TaskBuilder("reason", tokenizer, 24).batch(5, 4, seed=2)
+    out = model(ids, labels=labels, keep_reads=True)
+    assert out.memory_reads.shape == (4, 4, 3, 16) and out.memory_reads.requires_grad
+    with torch.no_grad():
+        for t in range(1, 5):
+            assert torch.allclose(out.memory_reads[:, t - 1], recurrence.run(model, ids, stop=t).memory, atol=1e-6)
+    assert model(ids[:, :24], labels=labels, keep_reads=True).memory_reads.shape == (4, 0, 3, 16)
+    head = recall.RecallHead(3, 16, "table")
+    target = recall.targets(TaskBuilder("reason", tokenizer, 24).samples(5, 4, seed=2), 5, "table", at="every")
+    loss, _ = head.loss(out.memory_reads, target)
+    per_position = [head.loss(out.memory_reads[:, t], target[:, t]) for t in range(4)]
+    asked = [int(((target[:, t] != recall.IGNORE)).sum()) for t in range(4)]
+    pooled = sum(l * n for (l, _), n in zip(per_position, asked)) / sum(asked)
+    assert loss.item() == pytest.approx(pooled.item(), rel=1e-5)  # one mean over every position's asked parts
+
+
 def tiny(out, **overrides) -> TrainConfig:
     values = dict(task="reason", out=str(out), stages=[Stage(3, 24)], hidden_size=16, num_layers=1, num_heads=2,
                   max_positions=64, num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=8,
@@ -133,6 +177,14 @@ def test_training_logs_the_term_resumes_it_and_saves_the_plain_rmt(tmp_path):
     assert set(read_weights(table)) == set(weights)
     assert all(e["recall"] > 0 for e in map(json.loads, (table / "training_log.jsonl").read_text().splitlines())
                if e["event"] == "step")
+    every = train(tiny(tmp_path / "every", fact_recall_target="table", fact_recall_at="every", max_steps=4),
+                  progress=False)
+    assert set(read_weights(every)) == set(weights)
+    every_steps = [e for e in map(json.loads, (every / "training_log.jsonl").read_text().splitlines())
+                   if e["event"] == "step"]
+    assert all(e["recall"] > 0 for e in every_steps)
+    assert [e["recall"] for e in every_steps] != [e["recall"] for e in map(
+        json.loads, (table / "training_log.jsonl").read_text().splitlines()) if e["event"] == "step"]
 
     cut = tiny(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
@@ -155,13 +207,17 @@ def test_fact_recall_flag_is_checked(tmp_path, capsys):
         train(tiny(tmp_path / "m", task="memorize"), progress=False)
     with pytest.raises(TrainError, match="must be one of facts, table"):
         train(tiny(tmp_path / "k", fact_recall_target="answers"), progress=False)
-    assert not (tmp_path / "m").exists() and not (tmp_path / "k").exists()
+    assert not (tmp_path / "m").exists() and not (tmp_path / "k").exists() and not (tmp_path / "a").exists()
 
     for args in (["--task", "detect"], ["--architecture", "decoder", "--task", "qa1"]):
         assert main(["train", *args, "--fact-recall", "1", "--out", str(tmp_path / "d")]) != 0
         assert "--fact-recall is for the encoder's reason" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="must be one of question, every"):
+        train(tiny(tmp_path / "a", fact_recall_at="middle"), progress=False)
     assert main(["train", "--task", "reason", "--fact-recall-target", "table", "--out", str(tmp_path / "d")]) != 0
     assert "give --fact-recall too" in capsys.readouterr().err
+    assert main(["train", "--task", "reason", "--fact-recall-at", "every", "--out", str(tmp_path / "d")]) != 0
+    assert "--fact-recall-at chooses where" in capsys.readouterr().err
     for bad in ("-1", "nan", "inf"):
         assert main(["train", "--task", "reason", "--fact-recall", bad, "--out", str(tmp_path / "e")]) != 0
         assert "--fact-recall" in capsys.readouterr().err

@@ -193,3 +193,29 @@ def test_prior_facts_mark_both_fact_segments_and_leave_validation_alone(tmp_path
     assert "give --prior-facts too" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_prior_decoys_are_still_noise_in_training_and_absent_from_validation(tmp_path, capsys, tokenizer):
+    from rmt_cli.main import main
+    from rmt_core.train import Data, _batch_seed
+
+    kw = dict(task="detect", stages=[Stage(12, 16)], batch_size=8, seed=3, noise_stillness=1.0)
+    data = Data(TrainConfig(out=str(tmp_path / "p"), prior_decoys=1.0, **kw), tokenizer)
+    stage = data.cfg.stages[0]
+    ids, labels, still, _, _ = data.batch(stage, 0, 0)
+    samples = data.builder(16, training=True).samples(12, 8, _batch_seed(3, 0, 0))
+    decoyed = [i for i, s in enumerate(samples) if "prior_decoy" in s.sources]
+    assert len(decoyed) >= 6
+    for i in decoyed:
+        s = samples[i]
+        noise_only = [t for t in range(1, 11) if t != s.facts[0].segment]
+        assert all(still[i, t] for t in noise_only)  # the decoy's segment too: memory should not move there
+    plain = Data(TrainConfig(out=str(tmp_path / "q"), **kw), tokenizer)
+    assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
+    assert not torch.equal(ids, plain.batch(stage, 0, 0)[0])
+    assert main(["train", "--task", "reason", "--prior-decoys", "0.5", "--out", str(tmp_path / "r")]) != 0
+    assert "--prior-decoys is for detect" in capsys.readouterr().err
+    for bad in ("2", "nan"):
+        assert main(["train", "--task", "detect", "--prior-decoys", bad, "--out", str(tmp_path / "s")]) != 0
+        assert "--prior-decoys" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()

@@ -389,6 +389,38 @@ def test_prior_facts_put_another_storys_fact_before_the_asked_one(tok):
             TaskBuilder(task, tok, 32, prior_facts=bad)
 
 
+def test_prior_decoys_put_one_fact_like_sentence_before_the_fact_as_noise(tok):
+    from rmt_core.noise import is_fact_like
+    from rmt_core.tasks import prior_decoy_pool
+
+    pool = prior_decoy_pool()
+    assert len(pool) == len(set(pool)) > 4000 and not any(is_fact_like(d) for d in pool)
+    decoyed = TaskBuilder("detect", tok, 32, prior_decoys=1.0, late_facts=1.0)
+    plain = TaskBuilder("detect", tok, 32, late_facts=1.0)
+    for seed in range(40):
+        s = decoyed.sample(40, seed)
+        decoy = s.sources["prior_decoy"]
+        ids = decoyed.ids(decoy)
+        (fact,) = s.facts  # the decoy is not a fact: the sample still holds one, and the question asks about it
+        start = next(i for i in range(len(s.input_ids)) if s.input_ids[i:i + len(ids)] == ids)
+        assert start // 32 < fact.segment  # in an earlier segment
+        assert set(s.roles[start:start + len(ids)]) == {ROLE_NOISE}  # noise, so stillness holds memory still there
+        assert s.answer_name == fact.place and s.input_ids[fact.start:fact.end] == decoyed.ids(fact.text)
+        assert len(s.input_ids) == 40 * 32 and type(s).from_json(s.to_json()) == s
+        assert s.facts[0].text == plain.sample(40, seed).facts[0].text  # the same story, one decoy more
+    ids, labels, holds = decoyed.batch(40, 4, seed=3, fact_segments=True)
+    assert holds.sum(1).tolist() == [1, 1, 1, 1]  # the decoy's segment is not a fact's
+    half = [("prior_decoy" in TaskBuilder("detect", tok, 32, prior_decoys=0.5).sample(40, seed).sources)
+            for seed in range(400)]
+    assert 160 < sum(half) < 230  # 400 x 0.5 x 39/40 = 195 expected
+    assert "prior_decoy" not in TaskBuilder("detect", tok, 32, prior_decoys=1.0).sample(1, 0).sources
+    assert TaskBuilder("detect", tok, 32).sample(40, 7).input_ids == TaskBuilder(
+        "detect", tok, 32, prior_decoys=0.0).sample(40, 7).input_ids
+    for bad, task in ((1.5, "detect"), (float("nan"), "detect"), (0.5, "reason"), (0.5, "memorize")):
+        with pytest.raises(TaskError, match="prior decoys"):
+            TaskBuilder(task, tok, 32, prior_decoys=bad)
+
+
 def test_prior_asked_asks_about_the_earlier_person_so_both_facts_are_kept(tok):
     builder = TaskBuilder("detect", tok, 32, prior_facts=1.0, late_facts=1.0, prior_asked=1.0)
     asked = {"earlier": 0, "later": 0}

@@ -61,6 +61,11 @@ def add_arguments(parser) -> None:
                         help="detect: this share of training samples whose fact is not in the first segment also gets "
                              "the fact of another story in an earlier segment, so that a fact still writes into a "
                              "memory that already holds one (validation keeps one fact; default 0)")
+    parser.add_argument("--prior-decoys", type=real(0.0, 1.0), default=0.0,
+                        help="detect: this share of training samples whose fact is not in the first segment also gets "
+                             "one decoy in an earlier segment, a fact-like sentence about someone who is not a bAbI "
+                             "person (\"Why couldn't the baker use his own bathroom?\"), as noise: memory should "
+                             "leave it alone and still take the fact (validation has none; default 0)")
     parser.add_argument("--prior-asked", type=real(0.0, 1.0), default=0.0,
                         help="detect, with --prior-facts: this share of the samples whose earlier fact is about "
                              "someone else asks about that person, so both facts are kept, each with its person "
@@ -93,6 +98,10 @@ def add_arguments(parser) -> None:
                         help="what --fact-recall's read-out names: facts, the subject, direction and reference of "
                              "the fact written first and of the one written second; table, the answer (or none) to "
                              "each of the 24 questions 'What is D of the P?' (default facts)")
+    parser.add_argument("--fact-recall-at", choices=("question", "every"), default="question",
+                        help="which memory --fact-recall's read-out reads: question, the memory the question's "
+                             "segment reads; every, the memory each segment reads, asked for the facts written "
+                             "before it, so each fact is asked for right after it is written (default question)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -173,10 +182,14 @@ def run(args) -> int:
         raise TrainError("--prior-asked asks about the earlier of two facts; give --prior-facts too")
     if args.prior_facts and task != "detect":
         raise TrainError(f"--prior-facts is for detect, whose question needs one fact, not {task}; drop it")
+    if args.prior_decoys and task != "detect":
+        raise TrainError(f"--prior-decoys is for detect, whose one fact a decoy could displace, not {task}; drop it")
     if args.facts_behind and task != "reason":
         raise TrainError(f"--facts-behind is for reason, whose question needs two facts, not {task}; drop it")
     if args.fact_recall_target != "facts" and not args.fact_recall:
         raise TrainError("--fact-recall-target chooses what --fact-recall's read-out names; give --fact-recall too")
+    if args.fact_recall_at != "question" and not args.fact_recall:
+        raise TrainError("--fact-recall-at chooses where --fact-recall's read-out reads; give --fact-recall too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
@@ -189,10 +202,10 @@ def run(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
-        prior_facts=args.prior_facts, prior_asked=args.prior_asked, facts_behind=args.facts_behind,
+        prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
-        fact_recall_target=args.fact_recall_target,
+        fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
