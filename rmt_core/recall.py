@@ -62,8 +62,8 @@ def read_by(samples, segment: int, kind: str = "facts") -> torch.Tensor:
     facts: (B, FACTS, 3) class indexes of each sample's facts in the order written (subject, direction,
     reference). table: (B, 24), for every "What is d of the p?" the place that answers it (a fact "The a is d of
     the b." answers (d, b) with a and (opposite d, a) with b), NONE where no fact does; a table asks no order of
-    the facts, only what every question wants. Either way IGNORE marks what a fact in
-    `segment` or after it would answer, and every target of a sample with another number of facts."""
+    the facts, only what every question wants. Either way IGNORE marks what a fact in `segment` or after it would
+    answer, and every target of a sample with another number of facts."""
     if kind == "table":
         return _table(samples, segment)
     out = torch.full((len(samples), FACTS, len(PARTS)), IGNORE, dtype=torch.long)

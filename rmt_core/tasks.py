@@ -324,7 +324,7 @@ class TaskBuilder:
                     question_ids = self.ids(question)
 
         # With prior_decoys (detect), that share of samples whose fact is not in the first segment gets one decoy,
-        # a fact-like sentence that states no bAbI fact (noise.prior_decoy_pool), in an earlier segment: the fact
+        # a fact-like sentence that states no bAbI fact (prior_decoy_pool), in an earlier segment: the fact
         # must still write into memory that the decoy should have left alone. The decoy is noise, not a fact.
         inserts = list(fact_ids)  # what goes in at a sentence boundary: the facts, then a decoy
         insert_segments = list(fact_segments)
