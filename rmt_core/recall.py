@@ -47,14 +47,12 @@ def targets(samples, n_segments: int, kind: str = "facts", at: str = "question")
         return read_by(samples, n_segments - 1, kind)
     if at != "every":
         raise ValueError(f"at must be one of {AT}, not {at!r}")
-    out = [read_by(samples, t, kind) for t in range(1, n_segments)]
-    if not out:
+    if n_segments < 2:
         return torch.full((len(samples), 0, *sizes_shape(kind)), IGNORE, dtype=torch.long)
-    for t, target in zip(range(1, n_segments), out):
-        for i, sample in enumerate(samples):
-            if not any(fact.segment < t for fact in sample.facts):
-                target[i] = IGNORE
-    return torch.stack(out, dim=1)
+    out = torch.stack([read_by(samples, t, kind) for t in range(1, n_segments)], dim=1)
+    first = torch.tensor([min((f.segment for f in s.facts), default=n_segments) for s in samples])
+    out[first[:, None] >= torch.arange(1, n_segments)] = IGNORE  # nothing written before that position yet
+    return out
 
 
 def read_by(samples, segment: int, kind: str = "facts") -> torch.Tensor:

@@ -434,14 +434,14 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
     quiet, write, recall = masks
+    every = recall is not None and cfg.fact_recall_at == "every"
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
-                keep_read=recall is not None and cfg.fact_recall_at == "question",
-                keep_reads=recall is not None and cfg.fact_recall_at == "every")
+                keep_read=recall is not None and not every, keep_reads=every)
     terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
     loss = out.loss
     if recall is not None:
-        memory_read = out.memory_reads if cfg.fact_recall_at == "every" else out.memory_read
+        memory_read = out.memory_reads if every else out.memory_read
         terms["recall"], terms["recall_accuracy"] = getattr(model, RECALL).loss(memory_read, recall)
         loss = loss + cfg.fact_recall * terms["recall"]
     return loss, {k: v for k, v in terms.items() if v is not None}
