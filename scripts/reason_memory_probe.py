@@ -50,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segments", default="4")
     parser.add_argument("--samples", type=int, default=8000, help="samples drawn per length (those with both "
                                                                    "facts behind the question are probed)")
-    parser.add_argument("--babi-dir")
-    parser.add_argument("--noise-file")
-    parser.add_argument("--seed", type=int, default=1, help="sample seeds (default 1: not eval.json's samples)")
+    add_sample_options(parser)
     parser.add_argument("--probe", choices=("linear", "mlp"), default="linear",
                         help="linear: logistic regression; mlp: one hidden layer of 256 (a nonlinear read-out)")
     parser.add_argument("--json", help="write the numbers here too")
@@ -91,8 +89,6 @@ def draw(reports: list[str], path: str) -> int:
     question's segment reads; the chance level of each marked."""
     import plotly.graph_objects as go
 
-    from rmt_core.viz.export import ExportError, write_figure
-
     fig = go.Figure()
     chance = {}
     for name in reports:
@@ -114,12 +110,34 @@ def draw(reports: list[str], path: str) -> int:
                             f"question ({row['segments']} segments, both facts behind it)",
                       yaxis={"title": "probe accuracy, held out (%)", "range": [0, 100]},
                       legend={"orientation": "h", "y": -0.25})
+    return save_figure(fig, path)
+
+
+def add_sample_options(parser: argparse.ArgumentParser) -> None:
+    """Where the samples' facts and noise come from, and their seeds (shared with reason_fact_tokens.py)."""
+    parser.add_argument("--babi-dir")
+    parser.add_argument("--noise-file")
+    parser.add_argument("--seed", type=int, default=1, help="sample seeds (default 1: not eval.json's samples)")
+
+
+def save_figure(fig, path: str) -> int:
+    """Write a figure (PNG/SVG/HTML by the suffix); an export failure becomes an RMTError."""
+    from rmt_core.viz.export import ExportError, write_figure
+
     try:
         write_figure(fig, path)
     except ExportError as error:
         raise RMTError(str(error)) from None
     print(f"wrote {path}")
     return 0
+
+
+def fit_score(kind: str, x: np.ndarray, y: np.ndarray, half: int) -> dict:
+    """A probe fitted on the first `half` rows, scored on the rest: accuracy and chance (the most frequent class)."""
+    probe = make_probe(kind)
+    probe.fit(x[:half], y[:half])
+    _, counts = np.unique(y[half:], return_counts=True)
+    return {"accuracy": float(probe.score(x[half:], y[half:])), "chance": float(counts.max() / counts.sum())}
 
 
 def make_probe(kind: str):
@@ -176,12 +194,7 @@ def probe_length(model, builder: TaskBuilder, n: int, samples: int, seed: int, k
         for when, x in xs.items():
             fact[when] = {}
             for p, part in enumerate(PARTS):
-                y = np.array([q[p] for q in parsed])
-                probe = make_probe(kind)
-                probe.fit(x[:half], y[:half])
-                _, counts = np.unique(y[half:], return_counts=True)
-                fact[when][part] = {"accuracy": float(probe.score(x[half:], y[half:])),
-                                    "chance": float(counts.max() / counts.sum())}
+                fact[when][part] = fit_score(kind, x, np.array([q[p] for q in parsed]), half)
             cells = " | ".join(f"{100 * fact[when][p]['accuracy']:.1f}% ({100 * fact[when][p]['chance']:.0f}%)"
                                for p in PARTS)
             print(f"| {n} | {half} / {len(kept) - half} | {label} | {WHEN[when]} | {cells} | {model_cell} |",
