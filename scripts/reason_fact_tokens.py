@@ -11,8 +11,8 @@ sample, inside the segment that holds it, this script takes:
   the backbone does not bind the direction to the places; a place token that names it says it does, so a
   memory slot reading that one token could write the whole fact;
 - the memory that segment writes (all slots, flattened), probed for the same parts: what memory took;
-- how much attention memory gives each of the fact's eight tokens, per layer (mean over heads and slots), so
-  one sees whether memory reads the direction token at all.
+- how much attention memory gives each of the fact's eight tokens, per layer: the mean over heads and slots,
+  and the most any one slot's head gives it, so one sees whether memory reads the direction token at all.
 Printed: Markdown tables. --json writes the numbers; --figure draws them (probe accuracy of the direction by
 layer and token, beside memory's; attention by token and layer).
 """
@@ -75,7 +75,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
     """Token states, memory written and memory's attention for every fact that lies whole in one segment."""
     layout, size = model.layout, model.config.segment_size
     layers = None  # read from the cache's names
-    states, memories, attention, targets = [], [], [], []
+    states, memories, attention, strongest, targets = [], [], [], [], []
     for start in range(0, samples, BATCH):
         chunk = [builder.sample(n, eval_sample_seed(seed, n, i)) for i in range(start, min(samples, start + BATCH))]
         batch = SegmentBatch.from_ids(np.array([s.input_ids for s in chunk], dtype=np.int64), size)
@@ -92,9 +92,11 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
                 states.append(np.stack([out.cache[f"seg.{t}.blocks.{l}.out"][i, [first + j for j in SOURCES.values()]]
                                         .float().numpy() for l in range(layers)]))
                 memories.append(out.cache[f"seg.{t}.mem_out"][i].float().flatten().numpy())
-                attention.append(np.stack([
-                    out.cache[f"seg.{t}.blocks.{l}.attn.pattern"][i][:, layout.write_positions, first:first + len(WORDS)]
-                    .float().mean((0, 1)).numpy() for l in range(layers)]))
+                rows = [out.cache[f"seg.{t}.blocks.{l}.attn.pattern"][i][:, layout.write_positions,
+                                                                           first:first + len(WORDS)].float()
+                        for l in range(layers)]  # (heads, slots, 8) per layer
+                attention.append(np.stack([r.mean((0, 1)).numpy() for r in rows]))
+                strongest.append(np.stack([r.flatten(0, 1).max(0).values.numpy() for r in rows]))
                 targets.append(parts(fact.text))
     if len(targets) < 100:
         raise RMTError(f"only {len(targets)} facts lie whole in one segment; give more --samples")
@@ -111,6 +113,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
     return {"segments": n, "samples_drawn": samples, "seed": seed, "facts": len(targets), "fit": half,
             "score": len(targets) - half, "tokens": tokens, "memory": score(memories),
             "attention": {"words": list(WORDS), "per_layer": attention.mean(0).tolist(),
+                          "strongest_per_layer": np.stack(strongest).mean(0).tolist(),
                           "uniform": 1.0 / layout.input_size}}
 
 
@@ -131,6 +134,11 @@ def print_report(report: dict) -> None:
     print("| --- | " + " | ".join("---" for _ in attention["words"]) + " |")
     for l, row in enumerate(attention["per_layer"]):
         print(f"| {l} | " + " | ".join(f"{100 * v:.2f}%" for v in row) + " |")
+    print("\nThe attention of the slot and head that reads each token most (a mean over facts of that maximum):\n")
+    print("| layer | " + " | ".join(w.strip() for w in attention["words"]) + " |")
+    print("| --- | " + " | ".join("---" for _ in attention["words"]) + " |")
+    for l, row in enumerate(attention["strongest_per_layer"]):
+        print(f"| {l} | " + " | ".join(f"{100 * v:.1f}%" for v in row) + " |")
 
 
 def draw(report_path: str, path: str) -> int:

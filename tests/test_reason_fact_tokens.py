@@ -29,6 +29,8 @@ def test_each_token_names_its_own_word_and_memory_attention_covers_the_fact(tmp_
             assert own["accuracy"] > 0.9 and own["chance"] < 0.5
     for row in data["attention"]["per_layer"]:  # a share of the memory's attention, eight tokens of it
         assert len(row) == 8 and all(0 <= v <= 1 for v in row) and 0 < sum(row) < 1
+    for mean, most in zip(data["attention"]["per_layer"], data["attention"]["strongest_per_layer"]):
+        assert all(m <= x + 1e-6 and x <= 1 for m, x in zip(mean, most))  # the strongest reader reads at least the mean
     assert script.main(["--figure", str(tmp_path / "tokens.html"), str(report)]) == 0
     assert "Memory's attention" in (tmp_path / "tokens.html").read_text()
 
