@@ -88,6 +88,7 @@ class RMTOutput:
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
+    read_loss: torch.Tensor | None = None  # the write-attention term in `loss`, unweighted, when `read` was given
 
 
 def _stacked(reads: list[torch.Tensor], memory: torch.Tensor) -> torch.Tensor:
@@ -206,6 +207,8 @@ class RMT(MemoryModule):
         write_margin: float = 1.0,
         keep_read: bool = False,
         keep_reads: bool = False,
+        read: torch.Tensor | None = None,
+        read_weight: float = 0.0,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -220,16 +223,22 @@ class RMT(MemoryModule):
         keep_read: also return the memory the last segment read (`memory_read`, in the graph), for objectives on
         what memory carries to the question (rmt_core.recall). keep_reads: the same for every segment from the
         second on (`memory_reads`), for objectives on what memory holds after each write.
+        read: (B, N, S) bool, tokens memory should read as it is written: for each, the most attention any memory
+        slot's head of the last layer pays it (`strongest_read`); the mean of -log of that over the marked tokens
+        (`read_loss`) is added to the loss, times read_weight. It asks one slot to take the token, not all.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls, read, reads = [], [], [], []
+        changes, shortfalls, kept, reads, misses = [], [], [], [], []
         on_segment = None
+        if read is not None and tuple(read.shape) != (batch.batch_size, N, self.config.segment_size):
+            raise ValueError(f"read has shape {tuple(read.shape)}; expected ({batch.batch_size}, {N}, "
+                             f"{self.config.segment_size})")
         for name, mask in (("still", still), ("write", write)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if still is not None or write is not None or keep_read or keep_reads:
+        if still is not None or write is not None or read is not None or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -239,9 +248,12 @@ class RMT(MemoryModule):
 
             def on_segment(result):
                 if keep_read and result.t == N - 1:
-                    read.append(result.memory_in)
+                    kept.append(result.memory_in)
                 if keep_reads and result.t > 0:
                     reads.append(result.memory_in)
+                if result.attentions is not None:
+                    marks = read[:, result.t].to(result.memory_out.device)
+                    misses.append(-torch.log(self.strongest_read(result.attentions[-1])[marks] + 1e-6))
                 quiet, writes = marked(still, result), marked(write, result)
                 if quiet is None and writes is None:
                     return
@@ -251,8 +263,9 @@ class RMT(MemoryModule):
                 if writes is not None:
                     shortfalls.append(F.relu(write_margin - change[writes]))
 
+        looked = {t for t in range(N) if read[:, t].any()} if read is not None else None
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
-                             on_segment=on_segment)
+                             on_segment=on_segment, attention=looked)
         memory, segment_logits = run.memory, run.segment_logits
         logits = segment_logits[-1]
         loss = None
@@ -270,6 +283,11 @@ class RMT(MemoryModule):
             shortfall = torch.cat(shortfalls).mean() if shortfalls else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and write_weight:
                 loss = loss + write_weight * shortfall
+        read_loss = None
+        if read is not None:
+            read_loss = torch.cat(misses).mean() if misses else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and read_weight:
+                loss = loss + read_weight * read_loss
         return RMTOutput(
             logits=logits,
             loss=loss,
@@ -277,9 +295,17 @@ class RMT(MemoryModule):
             segment_logits=segment_logits if return_segment_logits else None,
             stillness=stillness,
             write_shortfall=shortfall,
-            memory_read=read[0] if read else None,
+            memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,
+            read_loss=read_loss,
         )
+
+    def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:
+        """(B, S): for each token of a segment, the most attention any memory slot's head pays it, from one
+        layer's (B, H, T, T) attention probabilities."""
+        start = self.layout.token_start
+        rows = attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]  # (B, H, m, S)
+        return rows.flatten(1, 2).max(1).values
 
 
 

@@ -146,6 +146,8 @@ class TrainConfig:
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
     fact_recall_target: str = "facts"  # ... what it names: each fact's parts, or the table of answers (recall.KINDS)
     fact_recall_at: str = "question"  # ... which memory it reads: the question's, or every segment's (recall.AT)
+    write_attention: float = 0.0  # reason, encoder: weight of -log of the most attention a memory slot pays each
+    # fact's direction token as memory is written (rmt_core.model.RMT.forward's `read`)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -270,20 +272,24 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still, write, recall): still is None, or with --noise-stillness the (B, N) segments whose
-        memory change is penalized: every segment without a fact but the first and the last (the question's, whose
-        memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last aside;
-        recall is None, or with --fact-recall the targets of rmt_core.recall.targets."""
+        """(ids, labels, still, write, recall, read): still is None, or with --noise-stillness the (B, N) segments
+        whose memory change is penalized: every segment without a fact but the first and the last (the question's,
+        whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last
+        aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None, or with
+        --write-attention the (B, N, S) tokens memory should read: each fact's direction word."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
-        recall = None
-        if self.cfg.fact_recall:  # reason's TaskBuilder: the samples drawn once, for the targets and the tensors
+        recall = read = None
+        if self.cfg.fact_recall or self.cfg.write_attention:  # reason: the samples drawn once, then their tensors
             samples = builder.samples(n, self.cfg.batch_size, seed)
-            recall = recall_targets(samples, n, self.cfg.fact_recall_target, self.cfg.fact_recall_at)
+            if self.cfg.fact_recall:
+                recall = recall_targets(samples, n, self.cfg.fact_recall_target, self.cfg.fact_recall_at)
+            if self.cfg.write_attention:
+                read = direction_tokens(samples, n, stage.segment_size, self.tokenizer)
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
         elif not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None)
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
@@ -294,7 +300,7 @@ class Data:
         if self.cfg.fact_write:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
-        return ids, labels, still, write, recall
+        return ids, labels, still, write, recall, read
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -390,6 +396,24 @@ def check_stop(cfg: TrainConfig) -> None:
                          f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
 
 
+def direction_tokens(samples, n: int, segment_size: int, tokenizer) -> torch.Tensor:
+    """(B, N, S) bool: the direction word of each qa4 fact ("The office is *north* of the kitchen."), the token
+    where the backbone binds the fact's two places and direction (docs/findings.md, "memory reads the place
+    tokens")."""
+    marks = torch.zeros(len(samples), n * segment_size, dtype=torch.bool)
+    for i, sample in enumerate(samples):
+        for fact in sample.facts:
+            if fact.kind != "relation":
+                continue
+            word = tokenizer.convert_tokens_to_ids(fact.direction)
+            span = sample.input_ids[fact.start:fact.end]
+            if word not in span:
+                raise TrainError(f"the tokenizer splits the direction {fact.direction!r} into pieces; "
+                                 "--write-attention needs it as one token (drop the flag for this backbone)")
+            marks[i, fact.start + span.index(word)] = True
+    return marks.view(len(samples), n, segment_size)
+
+
 def check_recall(cfg: TrainConfig) -> None:
     """--fact-recall reads the encoder's memory for reason's two facts, in one of recall.KINDS, at one of recall.AT."""
     if cfg.fact_recall and (cfg.task != "reason" or cfg.architecture != "encoder"):
@@ -399,6 +423,9 @@ def check_recall(cfg: TrainConfig) -> None:
                          f"not {cfg.fact_recall_target!r}")
     if cfg.fact_recall_at not in RECALL_AT:
         raise TrainError(f"--fact-recall-at must be one of {', '.join(RECALL_AT)}, not {cfg.fact_recall_at!r}")
+    if cfg.write_attention and (cfg.task != "reason" or cfg.architecture != "encoder"):
+        raise TrainError(f"--write-attention is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; "
+                         "drop it")
 
 
 def check_sizes(cfg: TrainConfig) -> None:
@@ -425,20 +452,21 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). masks (encoder): the (still, write, recall) of `Data.batch`; the masks add
-    the --noise-stillness and --fact-write terms, the targets --fact-recall's (rmt_core.recall, the read-out at
+    reads (default: the initial memory). masks (encoder): the (still, write, recall, read) of `Data.batch`; the
+    masks add the --noise-stillness, --fact-write and --write-attention terms, the targets --fact-recall's (rmt_core.recall, the read-out at
     model.fact_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
     unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write, recall = masks
+    quiet, write, recall, read = masks
     every = recall is not None and cfg.fact_recall_at == "every"
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
-                keep_read=recall is not None and not every, keep_reads=every)
-    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall}
+                keep_read=recall is not None and not every, keep_reads=every,
+                read=read, read_weight=cfg.write_attention)
+    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss}
     loss = out.loss
     if recall is not None:
         memory_read = out.memory_reads if every else out.memory_read
@@ -709,7 +737,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         losses, terms = [], {}
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still, write, recall = data.batch(stage, stage_index, step)
+            ids, labels, still, write, recall, read = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -717,10 +745,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                if still is None and write is None and recall is None:
+                if still is None and write is None and recall is None and read is None:
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write, recall))
+                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write, recall, read))
                     loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
                     for name, value in values.items():
                         terms.setdefault(name, []).append(value.item())
