@@ -39,6 +39,7 @@ PARTS = ("subject", "direction", "reference", "relation")
 WORDS = ("the", "subject", "is", "direction", "of", "the ", "reference", ".")  # a fact's eight tokens, in order
 SOURCES = {"subject": 1, "direction": 3, "reference": 6, "full stop": 7}  # the tokens whose states are probed
 BATCH = 100
+MAX_SEGMENTS = 64
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.figure:
             return draw(args.checkpoint, args.figure)
-        if args.segments < 1 or args.samples < 20:
-            raise RMTError("--segments must be at least 1 and --samples at least 20")
+        if not 1 <= args.segments <= MAX_SEGMENTS or args.samples < 20:
+            raise RMTError(f"--segments must be 1 to {MAX_SEGMENTS} (every segment's activations are kept) and "
+                           "--samples at least 20")
         model = load_checkpoint(args.checkpoint, device="cpu")
         if model.config.task != "reason" or getattr(model.config, "architecture", "encoder") != "encoder":
             raise RMTError(f"{args.checkpoint} is not an encoder reason checkpoint; this script reads qa4 facts")

@@ -45,3 +45,5 @@ def test_bad_inputs_get_one_line(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err and not (tmp_path / "f.html").exists()
     assert script.main([str(CHECKPOINTS / "reason"), "--samples", "5"]) == 1
     assert "--samples at least 20" in capsys.readouterr().err
+    assert script.main([str(CHECKPOINTS / "reason"), "--segments", "4096"]) == 1
+    assert "--segments must be 1 to 64" in capsys.readouterr().err
