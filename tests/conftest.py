@@ -73,6 +73,18 @@ def make_tiny_rmt(tokenizer, segment_size=16, num_mem_tokens=4, hidden=32, layer
     return from_backbone(backbone, tokenizer, config).eval()
 
 
+def tiny_reason_config(out, **overrides):
+    """A TrainConfig for a few CPU steps of a tiny reason RMT (tests of reason's training objectives)."""
+    from rmt_core.train import Stage, TrainConfig
+
+    values = dict(task="reason", out=str(out), stages=[Stage(3, 24)], hidden_size=16, num_layers=1, num_heads=2,
+                  max_positions=64, num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=8,
+                  eval_every=4, val_samples=8, target_accuracy=1.01, plateau=100, log_every=2,
+                  save_dtype="float32", threads=1, seed=3, keep="last")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
 @pytest.fixture
 def tiny_rmt(tokenizer):
     return make_tiny_rmt(tokenizer)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import make_tiny_rmt
+from conftest import make_tiny_rmt, tiny_reason_config
 from rmt_core import babi, recall
 from rmt_core.checkpoint import load_checkpoint, read_weights
 from rmt_core.tasks import TaskBuilder
@@ -154,12 +154,7 @@ def test_the_model_hands_back_the_memory_every_segment_reads(tokenizer):
 
 
 def tiny(out, **overrides) -> TrainConfig:
-    values = dict(task="reason", out=str(out), stages=[Stage(3, 24)], hidden_size=16, num_layers=1, num_heads=2,
-                  max_positions=64, num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=8,
-                  eval_every=4, val_samples=8, target_accuracy=1.01, plateau=100, log_every=2,
-                  save_dtype="float32", threads=1, seed=3, facts_behind=1.0, fact_recall=1.0, keep="last")
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_reason_config(out, **{"facts_behind": 1.0, "fact_recall": 1.0, **overrides})
 
 
 def test_training_logs_the_term_resumes_it_and_saves_the_plain_rmt(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny_rmt
+from conftest import make_tiny_rmt, tiny_reason_config
 from rmt_core import recurrence
 from rmt_core.inputs import SegmentBatch
 from rmt_core.tasks import TaskBuilder
@@ -15,12 +15,8 @@ from rmt_core.train import Data, Stage, TrainConfig, TrainError, direction_token
 
 
 def tiny(out, **overrides) -> TrainConfig:
-    values = dict(task="reason", out=str(out), stages=[Stage(3, 24)], hidden_size=16, num_layers=1, num_heads=2,
-                  max_positions=64, num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=4,
-                  eval_every=2, val_samples=8, target_accuracy=1.01, plateau=100, log_every=1,
-                  save_dtype="float32", threads=1, seed=3, write_attention=1.0, keep="last")
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_reason_config(out, **{"max_steps": 4, "eval_every": 2, "log_every": 1, "write_attention": 1.0,
+                                      **overrides})
 
 
 def test_the_marks_fall_on_each_facts_direction_word_and_leave_the_batch_as_it_was(tokenizer):
