@@ -11,6 +11,8 @@ candidates apart, and "What is D of the P?" wants the fact with direction D whil
 wants the opposite one.
 A third table splits by how many of the two facts lie before the question's segment, so that memory alone
 carries them to the question (0: both beside it; 2: both only in memory, written in one segment or in two).
+A fourth table takes the samples with both facts behind and splits them by where the asked place sits: when it
+is the reference of both, the question's segment must tell two carried facts apart by their directions alone.
 
 With `--eval-json FILE` (written by `rmt eval --json` for the same checkpoint and data, seed 0), the answers are
 read from its `wrong_indexes` instead of run again: the samples are the same, rebuilt from their seeds.
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| --- | --- | --- |")
         kinds = {}  # segments -> (kind, form) -> [right, total]
         carried = {}  # segments -> facts before the question's segment -> [right, total]
+        both = {}  # segments -> where the asked place sits, for samples with both facts behind -> [right, total]
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
             if recorded is None:
@@ -68,17 +71,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{100 * right[~hard].mean():.1f}% (n={(~hard).sum()}) |")
             split = kinds.setdefault(n, {})
             for sample, ok in zip(samples, right):
-                key = (babi.relation_kind([f.text for f in sample.facts], sample.question),
-                       babi.parse_relation_question(sample.question)[0])
+                kind = babi.relation_kind([f.text for f in sample.facts], sample.question)
+                key = (kind, babi.parse_relation_question(sample.question)[0])
                 split.setdefault(key, [0, 0])
                 split[key][0] += int(ok)
                 split[key][1] += 1
                 behind = [f.segment for f in sample.facts if f.segment < n - 1]
                 key = str(len(behind)) + ("" if len(behind) < 2 else " (one segment)" if len(set(behind)) == 1
                                           else " (two segments)")
-                before = carried.setdefault(n, {}).setdefault(key, [0, 0])
-                before[0] += int(ok)
-                before[1] += 1
+                for count, key in ((carried, key), (both, kind if len(behind) == 2 else None)):
+                    if key is not None:
+                        cell = count.setdefault(n, {}).setdefault(key, [0, 0])
+                        cell[0] += int(ok)
+                        cell[1] += 1
         keys = sorted({key for split in kinds.values() for key in split})
         print()
         print("| where the asked place sits | question form | " + " | ".join(f"{n} seg" for n in kinds) + " |")
@@ -94,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-"
                      for r, t in (carried[n].get(k, [0, 0]) for n in carried)]
             print(f"| {k} | " + " | ".join(cells) + " |")
+        print()
+        print("| both facts behind: where the asked place sits | " + " | ".join(f"{n} seg" for n in kinds) + " |")
+        print("| --- |" + " --- |" * len(kinds))
+        for kind in sorted({kind for split in both.values() for kind in split}):
+            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
+                     (both.get(n, {}).get(kind, [0, 0]) for n in kinds)]
+            print(f"| {babi.RELATION_KINDS[kind]} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1

@@ -26,11 +26,20 @@ def test_eval_json_gives_the_tables_of_running_the_model(tmp_path, capsys):
     assert script.main(args + ["--eval-json", str(out)]) == 0
     assert capsys.readouterr().out == ran
     # The split by facts behind the question's segment covers every sample of each length.
-    carried = ran.split("| facts before the question's segment |")[1].strip().splitlines()[2:]
+    carried = ran.split("| facts before the question's segment |")[1].split("\n\n")[0].strip().splitlines()[2:]
     for column in range(3):
         counts = [int(row.split("|")[2 + column].split("n=")[1].rstrip(") ")) for row in carried
                   if "n=" in row.split("|")[2 + column]]
         assert sum(counts) == 40
+    # The samples with both facts behind, split by where the asked place sits, are those of the rows "2 (...)".
+    both = ran.split("| both facts behind: where the asked place sits |")[1].strip().splitlines()[2:]
+    twos = [row for row in carried if row.startswith("| 2 (")]
+    for column in range(3):
+        def count(rows):
+            return sum(int(row.split("|")[2 + column].split("n=")[1].rstrip(") ")) for row in rows
+                       if "n=" in row.split("|")[2 + column])
+        assert count(both) == count(twos)
+    assert count(both) > 0
     # More samples than the file holds, another seed's file, or not an eval file: one line, exit 1.
     assert script.main(args[:3] + ["--samples", "41", "--eval-json", str(out)]) == 1
     assert "fewer than 41 samples" in capsys.readouterr().err
