@@ -89,6 +89,7 @@ class RMTOutput:
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
     read_loss: torch.Tensor | None = None  # the write-attention term in `loss`, unweighted, when `read` was given
+    answer_loss: torch.Tensor | None = None  # the question-read term in `loss`, unweighted, when `answer` was given
 
 
 def _stacked(reads: list[torch.Tensor], memory: torch.Tensor) -> torch.Tensor:
@@ -209,6 +210,8 @@ class RMT(MemoryModule):
         keep_reads: bool = False,
         read: torch.Tensor | None = None,
         read_weight: float = 0.0,
+        answer: torch.Tensor | None = None,
+        answer_weight: float = 0.0,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -226,19 +229,29 @@ class RMT(MemoryModule):
         read: (B, N, S) bool, tokens memory should read as it is written: for each, the most attention any memory
         slot's head of the last layer pays it (`strongest_read`); the mean of -log of that over the marked tokens
         (`read_loss`) is added to the loss, times read_weight. It asks one slot to take the token, not all.
+        answer: (B, N, S) bool, at most one token a sample, before the last segment: the token whose slot the
+        question should read. Where it is written, the slot whose head of the last layer pays it the most
+        attention is noted (no gradient); in the last segment, -log of the most attention any head of the last
+        layer pays from the answer position ([CLS]) to that slot as it is read is averaged over the marked samples
+        (`answer_loss`) and added to the loss, times answer_weight.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
         changes, shortfalls, kept, reads, misses = [], [], [], [], []
         on_segment = None
-        if read is not None and tuple(read.shape) != (batch.batch_size, N, self.config.segment_size):
-            raise ValueError(f"read has shape {tuple(read.shape)}; expected ({batch.batch_size}, {N}, "
-                             f"{self.config.segment_size})")
+        for name, tokens in (("read", read), ("answer", answer)):
+            if tokens is not None and tuple(tokens.shape) != (batch.batch_size, N, self.config.segment_size):
+                raise ValueError(f"{name} has shape {tuple(tokens.shape)}; expected ({batch.batch_size}, {N}, "
+                                 f"{self.config.segment_size})")
+        if answer is not None and (answer[:, -1].any() or (answer.sum((1, 2)) > 1).any()):
+            raise ValueError("answer marks at most one token a sample, before the last segment")
+        slots = torch.full((batch.batch_size,), -1, dtype=torch.long)  # the slot that took each sample's answer token
+        answered = []
         for name, mask in (("still", still), ("write", write)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if still is not None or write is not None or read is not None or keep_read or keep_reads:
+        if still is not None or write is not None or read is not None or answer is not None or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -251,9 +264,16 @@ class RMT(MemoryModule):
                     kept.append(result.memory_in)
                 if keep_reads and result.t > 0:
                     reads.append(result.memory_in)
-                if result.attentions is not None:
+                if result.attentions is not None and read is not None and read[:, result.t].any():
                     marks = read[:, result.t].to(result.memory_out.device)
                     misses.append(-torch.log(self.strongest_read(result.attentions[-1])[marks] + 1e-6))
+                if result.attentions is not None and answer is not None:
+                    if result.t == N - 1:
+                        answered.append(self.answer_read(result.attentions[-1], slots))
+                    elif answer[:, result.t].any():
+                        b, j = answer[:, result.t].nonzero(as_tuple=True)
+                        strongest = self.strongest_slot(result.attentions[-1].detach())
+                        slots[b] = strongest[b.to(strongest.device), j.to(strongest.device)].cpu()
                 quiet, writes = marked(still, result), marked(write, result)
                 if quiet is None and writes is None:
                     return
@@ -263,7 +283,10 @@ class RMT(MemoryModule):
                 if writes is not None:
                     shortfalls.append(F.relu(write_margin - change[writes]))
 
-        looked = {t for t in range(N) if read[:, t].any()} if read is not None else None
+        looked = {t for marks in (read, answer) if marks is not None for t in range(N) if marks[:, t].any()}
+        if answer is not None:
+            looked.add(N - 1)
+        looked = looked if read is not None or answer is not None else None
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
                              on_segment=on_segment, attention=looked)
         memory, segment_logits = run.memory, run.segment_logits
@@ -288,6 +311,11 @@ class RMT(MemoryModule):
             read_loss = torch.cat(misses).mean() if misses else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and read_weight:
                 loss = loss + read_weight * read_loss
+        answer_loss = None
+        if answer is not None:
+            answer_loss = answered[0] if answered else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and answer_weight:
+                loss = loss + answer_weight * answer_loss
         return RMTOutput(
             logits=logits,
             loss=loss,
@@ -298,6 +326,7 @@ class RMT(MemoryModule):
             memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,
             read_loss=read_loss,
+            answer_loss=answer_loss,
         )
 
     def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:
@@ -306,6 +335,24 @@ class RMT(MemoryModule):
         start = self.layout.token_start
         rows = attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]  # (B, H, m, S)
         return rows.flatten(1, 2).max(1).values
+
+    def strongest_slot(self, attention: torch.Tensor) -> torch.Tensor:
+        """(B, S) long: for each token of a segment, the memory slot whose head pays it the most attention, from
+        one layer's (B, H, T, T) attention probabilities."""
+        start = self.layout.token_start
+        rows = attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]  # (B, H, m, S)
+        return rows.max(1).values.argmax(1)
+
+    def answer_read(self, attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The mean over samples with a slot (>= 0) of -log of the most attention any head pays from the answer
+        position to that slot as memory is read, from the last segment's (B, H, T, T) attention probabilities;
+        zero when no sample has one."""
+        keep = (slots >= 0).nonzero(as_tuple=True)[0]
+        if not len(keep):
+            return attention.new_zeros((), dtype=torch.float32)
+        rows = attention[keep.to(attention.device), :, self.layout.answer_position, self.layout.read_positions]
+        taken = rows[torch.arange(len(keep)), :, slots[keep].to(attention.device)]  # (K, H)
+        return -torch.log(taken.max(1).values.float() + 1e-6).mean()
 
 
 

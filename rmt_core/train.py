@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from rmt_core import babi
 from rmt_core.checkpoint import (fill_tied, load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint,
                                  training_only_prefixes)
 from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
@@ -148,6 +149,8 @@ class TrainConfig:
     fact_recall_at: str = "question"  # ... which memory it reads: the question's, or every segment's (recall.AT)
     write_attention: float = 0.0  # reason, encoder: weight of -log of the most attention a memory slot pays each
     # fact's direction token as memory is written (rmt_core.model.RMT.forward's `read`)
+    question_read: float = 0.0  # reason, encoder: weight of -log of the question's [CLS] attention to the memory
+    # slot that took the answering fact's direction word (rmt_core.model.RMT.forward's `answer`)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -272,24 +275,28 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still, write, recall, read): still is None, or with --noise-stillness the (B, N) segments
+        """(ids, labels, still, write, recall, read, answer): still is None, or with --noise-stillness the (B, N) segments
         whose memory change is penalized: every segment without a fact but the first and the last (the question's,
         whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last
         aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None, or with
-        --write-attention the (B, N, S) tokens memory should read: each fact's direction word."""
+        --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is None, or
+        with --question-read the (B, N, S) direction word of the fact that alone answers the question, when memory
+        carries it (`answer_tokens`)."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
-        recall = read = None
-        if self.cfg.fact_recall or self.cfg.write_attention:  # reason: the samples drawn once, then their tensors
+        recall = read = answer = None
+        if self.cfg.fact_recall or self.cfg.write_attention or self.cfg.question_read:  # reason: samples drawn once
             samples = builder.samples(n, self.cfg.batch_size, seed)
             if self.cfg.fact_recall:
                 recall = recall_targets(samples, n, self.cfg.fact_recall_target, self.cfg.fact_recall_at)
             if self.cfg.write_attention:
                 read = direction_tokens(samples, n, stage.segment_size, self.tokenizer)
+            if self.cfg.question_read:
+                answer = answer_tokens(samples, n, stage.segment_size, self.tokenizer)
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
         elif not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None)
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
@@ -300,7 +307,7 @@ class Data:
         if self.cfg.fact_write:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
-        return ids, labels, still, write, recall, read
+        return ids, labels, still, write, recall, read, answer
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -403,15 +410,31 @@ def direction_tokens(samples, n: int, segment_size: int, tokenizer) -> torch.Ten
     marks = torch.zeros(len(samples), n * segment_size, dtype=torch.bool)
     for i, sample in enumerate(samples):
         for fact in sample.facts:
-            if fact.kind != "relation":
-                continue
-            word = tokenizer.convert_tokens_to_ids(fact.direction)
-            span = sample.input_ids[fact.start:fact.end]
-            if word not in span:
-                raise TrainError(f"the tokenizer splits the direction {fact.direction!r} into pieces; "
-                                 "--write-attention needs it as one token (drop the flag for this backbone)")
-            marks[i, fact.start + span.index(word)] = True
+            if fact.kind == "relation":
+                marks[i, _direction_position(fact, sample, tokenizer, "--write-attention")] = True
     return marks.view(len(samples), n, segment_size)
+
+
+def answer_tokens(samples, n: int, segment_size: int, tokenizer) -> torch.Tensor:
+    """(B, N, S) bool: the direction word of the one qa4 fact that answers the question by itself, in the samples
+    where that fact lies before the question's segment, so that only memory can bring it to the question."""
+    marks = torch.zeros(len(samples), n * segment_size, dtype=torch.bool)
+    for i, sample in enumerate(samples):
+        facts = [f for f in sample.facts if f.kind == "relation"]
+        answering = [f for f in facts if babi.solve_relations([f.text], sample.question)]
+        if len(answering) == 1 and answering[0].segment < n - 1:
+            marks[i, _direction_position(answering[0], sample, tokenizer, "--question-read")] = True
+    return marks.view(len(samples), n, segment_size)
+
+
+def _direction_position(fact, sample, tokenizer, flag: str) -> int:
+    """Where a qa4 fact's direction word sits in its sample's tokens."""
+    word = tokenizer.convert_tokens_to_ids(fact.direction)
+    span = sample.input_ids[fact.start:fact.end]
+    if word not in span:
+        raise TrainError(f"the tokenizer splits the direction {fact.direction!r} into pieces; "
+                         f"{flag} needs it as one token (drop the flag for this backbone)")
+    return fact.start + span.index(word)
 
 
 def check_recall(cfg: TrainConfig) -> None:
@@ -423,9 +446,9 @@ def check_recall(cfg: TrainConfig) -> None:
                          f"not {cfg.fact_recall_target!r}")
     if cfg.fact_recall_at not in RECALL_AT:
         raise TrainError(f"--fact-recall-at must be one of {', '.join(RECALL_AT)}, not {cfg.fact_recall_at!r}")
-    if cfg.write_attention and (cfg.task != "reason" or cfg.architecture != "encoder"):
-        raise TrainError(f"--write-attention is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; "
-                         "drop it")
+    for flag, weight in (("--write-attention", cfg.write_attention), ("--question-read", cfg.question_read)):
+        if weight and (cfg.task != "reason" or cfg.architecture != "encoder"):
+            raise TrainError(f"{flag} is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
 
 
 def check_sizes(cfg: TrainConfig) -> None:
@@ -452,21 +475,22 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). masks (encoder): the (still, write, recall, read) of `Data.batch`; the
-    masks add the --noise-stillness, --fact-write and --write-attention terms, the targets --fact-recall's (rmt_core.recall, the read-out at
+    reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer) of `Data.batch`;
+    the masks add the --noise-stillness, --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the read-out at
     model.fact_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
     unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write, recall, read = masks
+    quiet, write, recall, read, answer = masks
     every = recall is not None and cfg.fact_recall_at == "every"
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every,
-                read=read, read_weight=cfg.write_attention)
-    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss}
+                read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read)
+    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss,
+             "question_read": out.answer_loss}
     loss = out.loss
     if recall is not None:
         memory_read = out.memory_reads if every else out.memory_read
@@ -737,7 +761,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         losses, terms = [], {}
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still, write, recall, read = data.batch(stage, stage_index, step)
+            ids, labels, still, write, recall, read, answer = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -745,10 +769,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                if still is None and write is None and recall is None and read is None:
+                masks = (still, write, recall, read, answer)
+                if all(m is None for m in masks):
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    masks = tuple(m[rank_slice] if m is not None else None for m in (still, write, recall, read))
+                    masks = tuple(m[rank_slice] if m is not None else None for m in masks)
                     loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
                     for name, value in values.items():
                         terms.setdefault(name, []).append(value.item())

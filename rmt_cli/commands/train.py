@@ -106,6 +106,11 @@ def add_arguments(parser) -> None:
                         help="reason (encoder): add W times -log of the most attention any memory slot's head of "
                              "the last layer pays each fact's direction word as the fact's segment is read, the "
                              "one token that binds the fact's places and direction (default 0)")
+    parser.add_argument("--question-read", type=real(0.0, 100.0), default=0.0,
+                        help="reason (encoder): add W times -log of the most attention any head of the last layer "
+                             "pays, from the question's [CLS], to the memory slot that took the direction word of "
+                             "the fact that answers the question, in samples where memory alone carries that fact "
+                             "(default 0)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -211,6 +216,7 @@ def run(args) -> int:
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
+        question_read=args.question_read,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
