@@ -332,16 +332,17 @@ class RMT(MemoryModule):
     def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:
         """(B, S): for each token of a segment, the most attention any memory slot's head pays it, from one
         layer's (B, H, T, T) attention probabilities."""
-        start = self.layout.token_start
-        rows = attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]  # (B, H, m, S)
-        return rows.flatten(1, 2).max(1).values
+        return self._slot_rows(attention).flatten(1, 2).max(1).values
 
     def strongest_slot(self, attention: torch.Tensor) -> torch.Tensor:
         """(B, S) long: for each token of a segment, the memory slot whose head pays it the most attention, from
         one layer's (B, H, T, T) attention probabilities."""
+        return self._slot_rows(attention).max(1).values.argmax(1)
+
+    def _slot_rows(self, attention: torch.Tensor) -> torch.Tensor:
+        """(B, H, m, S): the attention each memory slot's head pays each token of the segment."""
         start = self.layout.token_start
-        rows = attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]  # (B, H, m, S)
-        return rows.max(1).values.argmax(1)
+        return attention[:, :, self.layout.write_positions, start:start + self.config.segment_size]
 
     def answer_read(self, attention: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """The mean over samples with a slot (>= 0) of -log of the most attention any head pays from the answer
