@@ -132,12 +132,15 @@ def save_figure(fig, path: str) -> int:
     return 0
 
 
-def fit_score(kind: str, x: np.ndarray, y: np.ndarray, half: int) -> dict:
-    """A probe fitted on the first `half` rows, scored on the rest: accuracy and chance (the most frequent class)."""
+def fit_score(kind: str, x: np.ndarray, y: np.ndarray, half: int, keep: bool = False) -> dict:
+    """A probe fitted on the first `half` rows, scored on the rest: accuracy and chance (the most frequent class);
+    with keep, also "hits", whether each scored row was right."""
     probe = make_probe(kind)
     probe.fit(x[:half], y[:half])
     _, counts = np.unique(y[half:], return_counts=True)
-    return {"accuracy": float(probe.score(x[half:], y[half:])), "chance": float(counts.max() / counts.sum())}
+    hits = probe.predict(x[half:]) == y[half:]
+    score = {"accuracy": float(hits.mean()), "chance": float(counts.max() / counts.sum())}
+    return {**score, "hits": hits} if keep else score
 
 
 def make_probe(kind: str):
