@@ -277,8 +277,8 @@ class Data:
     def batch(self, stage: Stage, stage_index: int, step: int):
         """(ids, labels, still, write, recall, read, answer): still is None, or with --noise-stillness the (B, N)
         segments whose memory change is penalized: every segment without a fact but the first and the last (the
-        question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact, the last
-        aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None, or with
+        question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact,
+        the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None, or with
         --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is None, or
         with --question-read the (B, N, S) direction word of the fact that alone answers the question, when memory
         carries it (`answer_tokens`)."""
@@ -477,8 +477,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer) of `Data.batch`;
     the masks add the --noise-stillness, --fact-write, --write-attention and --question-read terms, the targets
-    --fact-recall's (rmt_core.recall, the read-out at model.fact_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
-    unweighted values to log."""
+    --fact-recall's (rmt_core.recall, the read-out at model.fact_recall), each with cfg's weight; then (loss,
+    terms) comes back instead of the loss, terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:

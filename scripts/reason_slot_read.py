@@ -73,7 +73,8 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
     for start in range(0, samples, BATCH):
         chunk = [builder.sample(n, eval_sample_seed(seed, n, i)) for i in range(start, min(samples, start + BATCH))]
         batch = SegmentBatch.from_ids(np.array([s.input_ids for s in chunk], dtype=np.int64), size)
-        names = ["seg.*.blocks.*.attn.pattern", f"seg.{n - 1}.mem_in", f"seg.{n - 1}.blocks.*.out", f"seg.{n - 1}.logits"]
+        names = ["seg.*.blocks.*.attn.pattern", f"seg.{n - 1}.mem_in", f"seg.{n - 1}.blocks.*.out",
+                 f"seg.{n - 1}.logits"]
         out = recurrence.run_with_cache(model, batch, names=names)
         if last is None:
             last = max(int(k.split(".")[3]) for k in out.cache if ".blocks." in k)
