@@ -278,10 +278,10 @@ class Data:
         """(ids, labels, still, write, recall, read, answer): still is None, or with --noise-stillness the (B, N)
         segments whose memory change is penalized: every segment without a fact but the first and the last (the
         question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact,
-        the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None, or with
-        --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is None, or
-        with --question-read the (B, N, S) direction word of the fact that alone answers the question, when memory
-        carries it (`answer_tokens`)."""
+        the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None,
+        or with --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is
+        None, or with --question-read the (B, N, S) direction word of the fact that alone answers the question, when
+        memory carries it (`answer_tokens`)."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
