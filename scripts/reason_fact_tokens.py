@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the probes and fact parts of reason_memory_probe.py
-from reason_memory_probe import add_sample_options, fit_score, parts, save_figure  # noqa: E402
+from reason_memory_probe import add_sample_options, fit_score, parts, run_study, save_figure  # noqa: E402
 from rmt_core import recurrence
-from rmt_core.checkpoint import load_checkpoint
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
 from rmt_core.inputs import SegmentBatch
@@ -57,16 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.segments <= MAX_SEGMENTS or args.samples < 20:
             raise RMTError(f"--segments must be 1 to {MAX_SEGMENTS} (every segment's activations are kept) and "
                            "--samples at least 20")
-        model = load_checkpoint(args.checkpoint, device="cpu")
-        if model.config.task != "reason" or getattr(model.config, "architecture", "encoder") != "encoder":
-            raise RMTError(f"{args.checkpoint} is not an encoder reason checkpoint; this script reads qa4 facts")
-        builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
-                              noise_file=args.noise_file, split="test")
-        report = study(model, builder, args.segments, args.samples, args.seed)
-        report["checkpoint"] = Path(args.checkpoint).name
-        print_report(report)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        run_study(args, study, print_report)
     except RMTError as error:
         print(f"reason_fact_tokens: error: {error}", file=sys.stderr)
         return 1

@@ -120,6 +120,22 @@ def add_sample_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="sample seeds (default 1: not eval.json's samples)")
 
 
+def run_study(args, study, print_report) -> None:
+    """Load args.checkpoint (an encoder reason checkpoint, else an RMTError), run study(model, builder, segments,
+    samples, seed) on held-out qa4 facts, print its report and write it to args.json if given (shared with
+    reason_fact_tokens.py and reason_slot_read.py)."""
+    model = load_checkpoint(args.checkpoint, device="cpu")
+    if model.config.task != "reason" or getattr(model.config, "architecture", "encoder") != "encoder":
+        raise RMTError(f"{args.checkpoint} is not an encoder reason checkpoint; this script reads qa4 facts")
+    builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
+                          noise_file=args.noise_file, split="test")
+    report = study(model, builder, args.segments, args.samples, args.seed)
+    report["checkpoint"] = Path(args.checkpoint).name
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
 def save_figure(fig, path: str) -> int:
     """Write a figure (PNG/SVG/HTML by the suffix); an export failure becomes an RMTError."""
     from rmt_core.viz.export import ExportError, write_figure

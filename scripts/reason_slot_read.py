@@ -20,16 +20,14 @@ apart; the answer is then the answering fact's subject), it prints:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the probes and sample options of reason_memory_probe.py
-from reason_memory_probe import add_sample_options, fit_score  # noqa: E402
+from reason_memory_probe import add_sample_options, fit_score, run_study  # noqa: E402
 from rmt_core import babi, recurrence
-from rmt_core.checkpoint import load_checkpoint
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
 from rmt_core.inputs import SegmentBatch
@@ -51,16 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 2 <= args.segments <= MAX_SEGMENTS or args.samples < 20:
             raise RMTError(f"--segments must be 2 to {MAX_SEGMENTS} (memory must carry a fact) and --samples at "
                            "least 20")
-        model = load_checkpoint(args.checkpoint, device="cpu")
-        if model.config.task != "reason" or getattr(model.config, "architecture", "encoder") != "encoder":
-            raise RMTError(f"{args.checkpoint} is not an encoder reason checkpoint; this script reads qa4 facts")
-        builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
-                              noise_file=args.noise_file, split="test")
-        report = study(model, builder, args.segments, args.samples, args.seed)
-        report["checkpoint"] = Path(args.checkpoint).name
-        print_report(report)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        run_study(args, study, print_report)
     except RMTError as error:
         print(f"reason_slot_read: error: {error}", file=sys.stderr)
         return 1
