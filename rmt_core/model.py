@@ -283,10 +283,10 @@ class RMT(MemoryModule):
                 if writes is not None:
                     shortfalls.append(F.relu(write_margin - change[writes]))
 
-        looked = {t for marks in (read, answer) if marks is not None for t in range(N) if marks[:, t].any()}
-        if answer is not None:
-            looked.add(N - 1)
-        looked = looked if read is not None or answer is not None else None
+        looked = None  # the segments whose attention the read and answer terms need
+        if read is not None or answer is not None:
+            looked = {t for marks in (read, answer) if marks is not None for t in range(N) if marks[:, t].any()}
+            looked |= {N - 1} if answer is not None else set()
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
                              on_segment=on_segment, attention=looked)
         memory, segment_logits = run.memory, run.segment_logits
