@@ -11,8 +11,12 @@ apart; the answer is then the answering fact's subject), it prints:
 - how often the two facts went to one slot;
 - the most attention a head of the last layer pays, from the question's [CLS], to the answering fact's slot and
   to the other fact's slot, when they differ, and how often the answering one gets more;
-- a linear probe (fitted on half the samples, scored on the rest) of the answering fact's subject from that slot
-  as the question's segment reads it, after each of its layers, and from [CLS] after the last layer;
+- a linear probe (fitted on half the samples, scored on the rest) of the answering fact's subject from that slot:
+  as its fact's segment leaves it; where the other fact comes in a later segment, as that segment leaves it
+  (fitted and scored on those samples alone); as the question's segment reads it and after each of that segment's
+  layers; and from [CLS] after the last layer. One probe is fitted per age of the state (segments since the
+  answering fact's write). The hard samples are split by whether the answering fact was written first, second,
+  or in the same segment as the other;
 - how often the model answers.
 --json writes the numbers.
 """
@@ -31,10 +35,13 @@ from rmt_core import babi, recurrence
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
 from rmt_core.inputs import SegmentBatch
-from rmt_core.tasks import TaskBuilder
+from rmt_core.tasks import PLACES, TaskBuilder
 
 BATCH = 100
 MAX_SEGMENTS = 64
+ORDERS = ("first", "second", "same")  # the answering fact's segment against the other fact's
+LATER = "slot after the other fact's later segment"
+MIN_FIT = 50  # the fewest rows of one age a probe is fitted on
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +69,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
     for start in range(0, samples, BATCH):
         chunk = [builder.sample(n, eval_sample_seed(seed, n, i)) for i in range(start, min(samples, start + BATCH))]
         batch = SegmentBatch.from_ids(np.array([s.input_ids for s in chunk], dtype=np.int64), size)
-        names = ["seg.*.blocks.*.attn.pattern", f"seg.{n - 1}.mem_in", f"seg.{n - 1}.blocks.*.out",
+        names = ["seg.*.blocks.*.attn.pattern", "seg.*.mem_out", f"seg.{n - 1}.mem_in", f"seg.{n - 1}.blocks.*.out",
                  f"seg.{n - 1}.logits"]
         out = recurrence.run_with_cache(model, batch, names=names)
         if last is None:
@@ -74,6 +81,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
                 continue
             slots = [fact_slot(model, out.cache, i, fact, sample, last) for fact in sample.facts]
             k = sample.facts.index(answering[0])
+            written, other = sample.facts[k].segment, sample.facts[1 - k].segment
             cls = out.cache[f"seg.{n - 1}.blocks.{last}.attn.pattern"][i][:, layout.answer_position,
                                                                           layout.read_positions]  # (H, m)
             question = babi.parse_relation_question(sample.question)
@@ -81,25 +89,41 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
             rows.append({"index": start + i, "hard": all(babi.parse_relation(f.text)[2] == place for f in sample.facts),
                          "same": slots[0] == slots[1], "right": bool(answers[i] == sample.answer),
                          "on": float(cls[:, slots[k]].max()), "off": float(cls[:, slots[1 - k]].max()),
-                         "subject": babi.parse_relation(answering[0].text)[0]})
+                         "subject": babi.parse_relation(answering[0].text)[0],
+                         "said_other": bool(answers[i] == PLACES.index(babi.parse_relation(
+                             sample.facts[1 - k].text)[0])),
+                         "order": "same" if written == other else "first" if written < other else "second",
+                         "ages": (0, max(written, other) - written) + (n - 1 - written,) * (last + 3)})
             j = slots[k]
-            states.append([out.cache[f"seg.{n - 1}.mem_in"][i, j].float().numpy()]
+            states.append([out.cache[f"seg.{written}.mem_out"][i, j].float().numpy(),
+                           out.cache[f"seg.{max(written, other)}.mem_out"][i, j].float().numpy(),  # LATER
+                           out.cache[f"seg.{n - 1}.mem_in"][i, j].float().numpy()]
                           + [out.cache[f"seg.{n - 1}.blocks.{l}.out"][i, layout.read_positions.start + j].float()
                              .numpy() for l in range(last + 1)]
                           + [out.cache[f"seg.{n - 1}.blocks.{last}.out"][i, layout.answer_position].float().numpy()])
     if len(rows) < 100:
         raise RMTError(f"only {len(rows)} samples carry the one answering fact in memory; give more --samples")
     states = np.stack([np.stack(s) for s in states])  # (K, places, d)
-    places = ["slot as read"] + [f"slot after layer {l}" for l in range(last + 1)] + ["[CLS] after the last layer"]
+    places = (["slot after its fact's segment", LATER, "slot as read"]
+              + [f"slot after layer {l}" for l in range(last + 1)] + ["[CLS] after the last layer"])
     subjects, hard, half = np.array([r["subject"] for r in rows]), np.array([r["hard"] for r in rows]), len(rows) // 2
+    order, ages = np.array([r["order"] for r in rows]), np.array([r["ages"] for r in rows])
     probes = []
     for p, name in enumerate(places):
-        x = states[:, p]
-        x = (x - x[:half].mean(0)) / (x[:half].std(0) + 1e-6)
-        probe = fit_score("linear", x, subjects, half, keep=True)
-        hits = probe.pop("hits")
-        probes.append({"from": name, **probe, "hard": float(hits[hard[half:]].mean()),
-                       "other": float(hits[~hard[half:]].mean())})
+        # the later fact's segment exists only where the answering fact came first: fit and score on those alone
+        rows_here = order == "first" if name == LATER else np.ones(len(rows), bool)
+        hits = probe_by_age(states[:, p], subjects, ages[:, p], rows_here, half)
+        scored = ~np.isnan(hits)
+        _, counts = np.unique(subjects[half:][scored], return_counts=True)
+
+        def rate(keep: np.ndarray) -> float | None:
+            return float(hits[keep & scored].mean()) if (keep & scored).any() else None
+
+        probes.append({"from": name, "accuracy": rate(scored),
+                       "chance": float(counts.max() / counts.sum()) if scored.any() else None,
+                       "scored": int(scored.sum()), "hard": rate(hard[half:]), "other": rate(~hard[half:]),
+                       **{f"hard_{o}": rate(hard[half:] & (order[half:] == o)) for o in ORDERS}})
+    scored_hard = [r for r in rows[half:] if r["hard"]]
     groups = {}
     for label, keep in (("hard", hard), ("other", ~hard)):
         group = [r for r, k in zip(rows, keep) if k]
@@ -110,8 +134,29 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
                          "cls_on_other": float(np.mean([r["off"] for r in apart])) if apart else None,
                          "answering_higher": float(np.mean([r["on"] > r["off"] for r in apart])) if apart else None}
     return {"segments": n, "samples_drawn": samples, "seed": seed, "kept": len(rows), "fit": half,
-            "groups": groups, "probes": probes, "hard_indexes": [r["index"] for r in rows if r["hard"]],
+            "groups": groups, "probes": probes,
+            "hard_scored_by_order": {o: sum(r["order"] == o for r in scored_hard) for o in ORDERS},
+            "hard_answered_by_order": {o: sum(r["right"] for r in scored_hard if r["order"] == o) for o in ORDERS},
+            "hard_said_other_by_order": {o: sum(r["said_other"] for r in scored_hard if r["order"] == o)
+                                         for o in ORDERS}, "hard_indexes": [r["index"] for r in rows if r["hard"]],
             "other_indexes": [r["index"] for r in rows if not r["hard"]]}
+
+
+def probe_by_age(x: np.ndarray, y: np.ndarray, age: np.ndarray, rows: np.ndarray, half: int) -> np.ndarray:
+    """Whether a linear probe gets each of the rows after `half` right (1.0 or 0.0; NaN where not scored), one probe
+    per age of the state (segments since the answering fact was written), fitted on that age's rows before `half`:
+    a slot's code drifts with its age, so one probe over all ages would measure the drift as much as the content."""
+    hits = np.full(len(x) - half, np.nan)
+    for a in np.unique(age[rows]):
+        here = rows & (age == a)
+        fit = int(here[:half].sum())
+        if fit < MIN_FIT or not here[half:].any() or len(np.unique(y[:half][here[:half]])) < 2:
+            continue
+        z = x[here]
+        z = (z - z[:fit].mean(0)) / (z[:fit].std(0) + 1e-6)
+        probe = fit_score("linear", z, y[here], fit, keep=True)
+        hits[here[half:]] = probe["hits"]
+    return hits
 
 
 def fact_slot(model, cache, i: int, fact, sample, last: int) -> int:
@@ -138,13 +183,22 @@ def print_report(report: dict) -> None:
         print(f"| {names[label]} | {g['samples']} | {100 * g['right'] / g['samples']:.1f}% | {g['same_slot']} | "
               + " | ".join(cells) + " |")
     print()
-    print(f"The answering fact's subject, probed (linear; fitted on {report['fit']}, scored on the rest):")
+    print(f"The answering fact's subject, probed (linear, one probe per age of the state; fitted on the first "
+          f"{report['fit']} samples, scored on the rest):")
     print()
-    print("| from | all | hard | others | chance |")
-    print("| --- | --- | --- | --- | --- |")
+    counts = report["hard_scored_by_order"]
+    print(f"| from | all | hard | hard, answering fact first ({counts['first']}) | second ({counts['second']}) | "
+          f"same segment ({counts['same']}) | others | chance |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for p in report["probes"]:
-        print(f"| {p['from']} | {100 * p['accuracy']:.1f}% | {100 * p['hard']:.1f}% | {100 * p['other']:.1f}% | "
-              f"{100 * p['chance']:.0f}% |")
+        cells = [p[k] for k in ("accuracy", "hard", *(f"hard_{o}" for o in ORDERS), "other")]
+        chance = "-" if p["chance"] is None else f"{100 * p['chance']:.0f}%"
+        print(f"| {p['from']} | " + " | ".join("-" if c is None else f"{100 * c:.1f}%" for c in cells)
+              + f" | {chance} |")
+    for key, name in (("hard_answered_by_order", "the model's answer"),
+                      ("hard_said_other_by_order", "the model answers the other fact's subject")):
+        print(f"| {name} | | | " + " | ".join(
+            f"{100 * report[key][o] / counts[o]:.1f}%" if counts[o] else "-" for o in ORDERS) + " | | |")
 
 
 if __name__ == "__main__":

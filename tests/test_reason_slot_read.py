@@ -43,8 +43,26 @@ def test_the_kept_samples_and_their_answers_are_the_models(tmp_path, capsys):
         group = report["groups"][label]
         assert group["right"] == int((answers == np.array([s.answer for s in chosen])).sum())
         assert 0 <= group["same_slot"] <= group["samples"]
-    assert [p["from"] for p in report["probes"]][0] == "slot as read" and len(report["probes"]) == 4 + 2
-    assert all(0 <= p["accuracy"] <= 1 and 0 < p["chance"] < 1 for p in report["probes"])
+    places = [p["from"] for p in report["probes"]]
+    assert places[:3] == ["slot after its fact's segment", "slot after the other fact's later segment",
+                          "slot as read"]
+    assert report["probes"][1]["hard_second"] is None and report["probes"][1]["hard_same"] is None
+    assert len(places) == 3 + 4 + 1  # a 4-layer backbone
+    orders = {"first": 0, "second": 0, "same": 0}  # the scored hard samples, by when the answering fact was written
+    for i in sorted(kept)[report["fit"]:]:
+        if i in report["hard_indexes"]:
+            facts = samples[i].facts
+            a, b = sorted(facts, key=lambda f: not babi.solve_relations([f.text], samples[i].question))
+            orders["same" if a.segment == b.segment else "first" if a.segment < b.segment else "second"] += 1
+    assert report["hard_scored_by_order"] == orders
+    assert sum(report["hard_answered_by_order"].values()) <= report["groups"]["hard"]["right"]
+    for o, n in orders.items():  # a right answer is never the other fact's subject: they differ in a hard sample
+        assert report["hard_answered_by_order"][o] + report["hard_said_other_by_order"][o] <= n
+    assert report["probes"][0]["scored"] > 0  # one age only: fitted on every kept sample of the first half
+    # an age with fewer than MIN_FIT rows to fit on is left out, and a place with none is None, not a number
+    for p in report["probes"]:
+        assert (p["accuracy"] is None) == (p["scored"] == 0) == (p["chance"] is None)
+        assert p["accuracy"] is None or (0 <= p["accuracy"] <= 1 and 0 < p["chance"] < 1)
 
 
 def test_bad_input_is_one_line(capsys):
