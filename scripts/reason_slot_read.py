@@ -1,6 +1,6 @@
 """Whether reason's question reads the memory slot that holds the fact it needs, and what that slot holds.
 
-    .venv/bin/python scripts/reason_slot_read.py checkpoints/reason --samples 2000 \
+    .venv/bin/python scripts/reason_slot_read.py checkpoints/reason --samples 6000 \
         --babi-dir ../shared/data/babi/en-10k --noise-file ../shared/data/quality/questions.dev.txt
 
 Samples of 4 segments (`--segments`) in which exactly one qa4 fact answers the question by itself and lies before
@@ -11,19 +11,20 @@ apart; the answer is then the answering fact's subject), it prints:
 - how often the two facts went to one slot;
 - the most attention a head of the last layer pays, from the question's [CLS], to the answering fact's slot and
   to the other fact's slot, when they differ, and how often the answering one gets more;
-- a linear probe (fitted on half the samples, scored on the rest) of the answering fact's subject from that slot:
-  as its fact's segment leaves it; where the other fact comes in a later segment, as that segment leaves it
-  (fitted and scored on those samples alone); as the question's segment reads it and after each of that segment's
-  layers; and from [CLS] after the last layer. One probe is fitted per age of the state (segments since the
-  answering fact's write). The hard samples are split by whether the answering fact was written first, second,
-  or in the same segment as the other;
-- how often the model answers.
+- linear probes (fitted on half the samples, scored on the rest) of the answering fact's subject and of its
+  direction from that slot: as its fact's segment leaves it; where the other fact comes in a later segment, as
+  that segment leaves it (fitted and scored on those samples alone); as the question's segment reads it and after
+  each of that segment's layers; and from [CLS] after the last layer. One probe is fitted per age of the state
+  (segments since the answering fact's write). The hard samples are split by whether the answering fact was
+  written first, second, or in the same segment as the other;
+- how often the model answers, and how often it answers the other fact's subject.
 --json writes the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ MAX_SEGMENTS = 64
 ORDERS = ("first", "second", "same")  # the answering fact's segment against the other fact's
 LATER = "slot after the other fact's later segment"
 MIN_FIT = 50  # the fewest rows of one age a probe is fitted on
+TARGETS = ("subject", "direction")  # of the answering fact, probed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +92,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
                          "same": slots[0] == slots[1], "right": bool(answers[i] == sample.answer),
                          "on": float(cls[:, slots[k]].max()), "off": float(cls[:, slots[1 - k]].max()),
                          "subject": babi.parse_relation(answering[0].text)[0],
+                         "direction": babi.parse_relation(answering[0].text)[1],
                          "said_other": bool(answers[i] == PLACES.index(babi.parse_relation(
                              sample.facts[1 - k].text)[0])),
                          "order": "same" if written == other else "first" if written < other else "second",
@@ -106,20 +109,21 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
     states = np.stack([np.stack(s) for s in states])  # (K, places, d)
     places = (["slot after its fact's segment", LATER, "slot as read"]
               + [f"slot after layer {l}" for l in range(last + 1)] + ["[CLS] after the last layer"])
-    subjects, hard, half = np.array([r["subject"] for r in rows]), np.array([r["hard"] for r in rows]), len(rows) // 2
+    hard, half = np.array([r["hard"] for r in rows]), len(rows) // 2
     order, ages = np.array([r["order"] for r in rows]), np.array([r["ages"] for r in rows])
     probes = []
-    for p, name in enumerate(places):
+    for target, (p, name) in itertools.product(TARGETS, enumerate(places)):
+        labels = np.array([r[target] for r in rows])
         # the later fact's segment exists only where the answering fact came first: fit and score on those alone
         rows_here = order == "first" if name == LATER else np.ones(len(rows), bool)
-        hits = probe_by_age(states[:, p], subjects, ages[:, p], rows_here, half)
+        hits = probe_by_age(states[:, p], labels, ages[:, p], rows_here, half)
         scored = ~np.isnan(hits)
-        _, counts = np.unique(subjects[half:][scored], return_counts=True)
+        _, counts = np.unique(labels[half:][scored], return_counts=True)
 
         def rate(keep: np.ndarray) -> float | None:
             return float(hits[keep & scored].mean()) if (keep & scored).any() else None
 
-        probes.append({"from": name, "accuracy": rate(scored),
+        probes.append({"target": target, "from": name, "accuracy": rate(scored),
                        "chance": float(counts.max() / counts.sum()) if scored.any() else None,
                        "scored": int(scored.sum()), "hard": rate(hard[half:]), "other": rate(~hard[half:]),
                        **{f"hard_{o}": rate(hard[half:] & (order[half:] == o)) for o in ORDERS}})
@@ -183,22 +187,25 @@ def print_report(report: dict) -> None:
         print(f"| {names[label]} | {g['samples']} | {100 * g['right'] / g['samples']:.1f}% | {g['same_slot']} | "
               + " | ".join(cells) + " |")
     print()
-    print(f"The answering fact's subject, probed (linear, one probe per age of the state; fitted on the first "
-          f"{report['fit']} samples, scored on the rest):")
-    print()
     counts = report["hard_scored_by_order"]
-    print(f"| from | all | hard | hard, answering fact first ({counts['first']}) | second ({counts['second']}) | "
-          f"same segment ({counts['same']}) | others | chance |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for p in report["probes"]:
-        cells = [p[k] for k in ("accuracy", "hard", *(f"hard_{o}" for o in ORDERS), "other")]
-        chance = "-" if p["chance"] is None else f"{100 * p['chance']:.0f}%"
-        print(f"| {p['from']} | " + " | ".join("-" if c is None else f"{100 * c:.1f}%" for c in cells)
-              + f" | {chance} |")
-    for key, name in (("hard_answered_by_order", "the model's answer"),
-                      ("hard_said_other_by_order", "the model answers the other fact's subject")):
-        print(f"| {name} | | | " + " | ".join(
-            f"{100 * report[key][o] / counts[o]:.1f}%" if counts[o] else "-" for o in ORDERS) + " | | |")
+    for target in TARGETS:
+        print(f"The answering fact's {target}, probed (linear, one probe per age of the state; fitted on the first "
+              f"{report['fit']} samples, scored on the rest):")
+        print()
+        print(f"| from | all | hard | hard, answering fact first ({counts['first']}) | second ({counts['second']}) | "
+              f"same segment ({counts['same']}) | others | chance |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for p in (p for p in report["probes"] if p["target"] == target):
+            cells = [p[k] for k in ("accuracy", "hard", *(f"hard_{o}" for o in ORDERS), "other")]
+            chance = "-" if p["chance"] is None else f"{100 * p['chance']:.0f}%"
+            print(f"| {p['from']} | " + " | ".join("-" if c is None else f"{100 * c:.1f}%" for c in cells)
+                  + f" | {chance} |")
+        if target == "subject":
+            for key, name in (("hard_answered_by_order", "the model's answer"),
+                              ("hard_said_other_by_order", "the model answers the other fact's subject")):
+                print(f"| {name} | | | " + " | ".join(
+                    f"{100 * report[key][o] / counts[o]:.1f}%" if counts[o] else "-" for o in ORDERS) + " | | |")
+        print()
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def test_the_kept_samples_and_their_answers_are_the_models(tmp_path, capsys):
         group = report["groups"][label]
         assert group["right"] == int((answers == np.array([s.answer for s in chosen])).sum())
         assert 0 <= group["same_slot"] <= group["samples"]
-    places = [p["from"] for p in report["probes"]]
+    assert [p["target"] for p in report["probes"]] == ["subject"] * 8 + ["direction"] * 8
+    places = [p["from"] for p in report["probes"] if p["target"] == "direction"]
     assert places[:3] == ["slot after its fact's segment", "slot after the other fact's later segment",
                           "slot as read"]
     assert report["probes"][1]["hard_second"] is None and report["probes"][1]["hard_same"] is None
