@@ -84,6 +84,7 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
             slots = [fact_slot(model, out.cache, i, fact, sample, last) for fact in sample.facts]
             k = sample.facts.index(answering[0])
             written, other = sample.facts[k].segment, sample.facts[1 - k].segment
+            subject, direction, _ = babi.parse_relation(answering[0].text)
             cls = out.cache[f"seg.{n - 1}.blocks.{last}.attn.pattern"][i][:, layout.answer_position,
                                                                           layout.read_positions]  # (H, m)
             question = babi.parse_relation_question(sample.question)
@@ -91,11 +92,12 @@ def study(model, builder: TaskBuilder, n: int, samples: int, seed: int) -> dict:
             rows.append({"index": start + i, "hard": all(babi.parse_relation(f.text)[2] == place for f in sample.facts),
                          "same": slots[0] == slots[1], "right": bool(answers[i] == sample.answer),
                          "on": float(cls[:, slots[k]].max()), "off": float(cls[:, slots[1 - k]].max()),
-                         "subject": babi.parse_relation(answering[0].text)[0],
-                         "direction": babi.parse_relation(answering[0].text)[1],
+                         "subject": subject, "direction": direction,
                          "said_other": bool(answers[i] == PLACES.index(babi.parse_relation(
                              sample.facts[1 - k].text)[0])),
                          "order": "same" if written == other else "first" if written < other else "second",
+                         # segments since the write, of each state below: the write's, the later fact's, and
+                         # the question segment's (as read, after each layer, [CLS])
                          "ages": (0, max(written, other) - written) + (n - 1 - written,) * (last + 3)})
             j = slots[k]
             states.append([out.cache[f"seg.{written}.mem_out"][i, j].float().numpy(),
