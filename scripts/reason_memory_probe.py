@@ -36,6 +36,7 @@ from rmt_core import babi, recall, recurrence
 from rmt_core.checkpoint import load_checkpoint
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import eval_sample_seed
+from rmt_core.files import write_json_atomic
 from rmt_core.inputs import SegmentBatch
 from rmt_core.tasks import TaskBuilder
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RMTError("--segments must be 2 or more: at 1 segment no fact lies before the question")
             report["lengths"].append(probe_length(model, builder, n, args.samples, args.seed, args.probe))
         if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            write_json_atomic(args.json, report, allow_nan=True)
     except RMTError as error:
         print(f"reason_memory_probe: error: {error}", file=sys.stderr)
         return 1
@@ -133,7 +134,7 @@ def run_study(args, study, print_report) -> None:
     report["checkpoint"] = Path(args.checkpoint).name
     print_report(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, report, allow_nan=True)
 
 
 def save_figure(fig, path: str) -> int:
