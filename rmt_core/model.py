@@ -90,6 +90,7 @@ class RMTOutput:
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
     read_loss: torch.Tensor | None = None  # the write-attention term in `loss`, unweighted, when `read` was given
     answer_loss: torch.Tensor | None = None  # the question-read term in `loss`, unweighted, when `answer` was given
+    noted_slots: torch.Tensor | None = None  # (B, N, S) long: the slot each token marked by `note` went to, else -1
 
 
 def _stacked(reads: list[torch.Tensor], memory: torch.Tensor) -> torch.Tensor:
@@ -212,6 +213,7 @@ class RMT(MemoryModule):
         read_weight: float = 0.0,
         answer: torch.Tensor | None = None,
         answer_weight: float = 0.0,
+        note: torch.Tensor | None = None,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -234,13 +236,16 @@ class RMT(MemoryModule):
         attention is noted (no gradient); in the last segment, -log of the most attention any head of the last
         layer pays from the answer position ([CLS]) to that slot as it is read is averaged over the marked samples
         (`answer_loss`) and added to the loss, times answer_weight.
+        note: (B, N, S) bool, tokens whose slot to note as they are written, as for `answer` (no gradient): the
+        slot whose head of the last layer pays each the most attention comes back in `noted_slots`, -1 elsewhere
+        (rmt_core.slot_recall).
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
         changes, shortfalls, kept, reads, misses = [], [], [], [], []
         on_segment = None
-        for name, tokens in (("read", read), ("answer", answer)):
+        for name, tokens in (("read", read), ("answer", answer), ("note", note)):
             if tokens is not None and tuple(tokens.shape) != (batch.batch_size, N, self.config.segment_size):
                 raise ValueError(f"{name} has shape {tuple(tokens.shape)}; expected ({batch.batch_size}, {N}, "
                                  f"{self.config.segment_size})")
@@ -248,10 +253,11 @@ class RMT(MemoryModule):
             raise ValueError("answer marks at most one token a sample, before the last segment")
         slots = torch.full((batch.batch_size,), -1, dtype=torch.long)  # the slot that took each sample's answer token
         answered = []
+        noted = None if note is None else torch.full(note.shape, -1, dtype=torch.long)
         for name, mask in (("still", still), ("write", write)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if still is not None or write is not None or read is not None or answer is not None or keep_read or keep_reads:
+        if any(m is not None for m in (still, write, read, answer, note)) or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -274,6 +280,10 @@ class RMT(MemoryModule):
                         b, j = answer[:, result.t].nonzero(as_tuple=True)
                         strongest = self.strongest_slot(result.attentions[-1].detach())
                         slots[b] = strongest[b.to(strongest.device), j.to(strongest.device)].cpu()
+                if result.attentions is not None and note is not None and note[:, result.t].any():
+                    strongest = self.strongest_slot(result.attentions[-1].detach()).cpu()
+                    marks = note[:, result.t]
+                    noted[:, result.t][marks] = strongest[marks]
                 quiet, writes = marked(still, result), marked(write, result)
                 if quiet is None and writes is None:
                     return
@@ -284,8 +294,8 @@ class RMT(MemoryModule):
                     shortfalls.append(F.relu(write_margin - change[writes]))
 
         looked = None  # the segments whose attention the read and answer terms need
-        if read is not None or answer is not None:
-            looked = {t for marks in (read, answer) if marks is not None for t in range(N) if marks[:, t].any()}
+        if read is not None or answer is not None or note is not None:
+            looked = {t for marks in (read, answer, note) if marks is not None for t in range(N) if marks[:, t].any()}
             looked |= {N - 1} if answer is not None else set()
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
                              on_segment=on_segment, attention=looked)
@@ -327,6 +337,7 @@ class RMT(MemoryModule):
             memory_reads=_stacked(reads, memory) if keep_reads else None,
             read_loss=read_loss,
             answer_loss=answer_loss,
+            noted_slots=noted,
         )
 
     def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,8 @@ from rmt_core.recall import KINDS as RECALL_KINDS
 from rmt_core.recall import LR_SCALE as RECALL_LR_SCALE
 from rmt_core.recall import RecallHead
 from rmt_core.recall import targets as recall_targets
+from rmt_core.slot_recall import ATTRIBUTE as SLOT_RECALL
+from rmt_core.slot_recall import SlotHead, slot_facts
 
 RESUME_VERSION = 1
 
@@ -151,6 +153,8 @@ class TrainConfig:
     # fact's direction token as memory is written (rmt_core.model.RMT.forward's `read`)
     question_read: float = 0.0  # reason, encoder: weight of -log of the question's [CLS] attention to the memory
     # slot that took the answering fact's direction word (rmt_core.model.RMT.forward's `answer`)
+    slot_recall: float = 0.0  # reason, encoder: weight of a one-slot read-out's loss naming, at every later segment,
+    # the subject and direction of the fact each slot took (rmt_core.slot_recall)
     question_form: str | None = None  # reason: train and validate on questions of one form only ("of" or "is")
     target_accuracy: float = 0.99
     # "best": a stage keeps its best model on validation; "last": the weights of its last evaluation (for runs whose
@@ -275,18 +279,20 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still, write, recall, read, answer): still is None, or with --noise-stillness the (B, N)
+        """(ids, labels, still, write, recall, read, answer, slots): still is None, or with --noise-stillness the (B, N)
         segments whose memory change is penalized: every segment without a fact but the first and the last (the
         question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact,
         the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None,
         or with --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is
         None, or with --question-read the (B, N, S) direction word of the fact that alone answers the question, when
-        memory carries it (`answer_tokens`)."""
+        memory carries it (`answer_tokens`); slots is None, or with --slot-recall the carried facts
+        (rmt_core.slot_recall.SlotFacts)."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed)
-        recall = read = answer = None
-        if self.cfg.fact_recall or self.cfg.write_attention or self.cfg.question_read:  # reason: samples drawn once
+        recall = read = answer = slots = None
+        if self.cfg.fact_recall or self.cfg.write_attention or self.cfg.question_read or self.cfg.slot_recall:
+            # reason: the samples are drawn once, and every target comes from them
             samples = builder.samples(n, self.cfg.batch_size, seed)
             if self.cfg.fact_recall:
                 recall = recall_targets(samples, n, self.cfg.fact_recall_target, self.cfg.fact_recall_at)
@@ -294,9 +300,13 @@ class Data:
                 read = direction_tokens(samples, n, stage.segment_size, self.tokenizer)
             if self.cfg.question_read:
                 answer = answer_tokens(samples, n, stage.segment_size, self.tokenizer)
+            if self.cfg.slot_recall:
+                slots = slot_facts(samples, n, stage.segment_size,
+                                   lambda fact, sample: _direction_position(fact, sample, self.tokenizer,
+                                                                            "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
         elif not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None)
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
@@ -307,7 +317,7 @@ class Data:
         if self.cfg.fact_write:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
-        return ids, labels, still, write, recall, read, answer
+        return ids, labels, still, write, recall, read, answer, slots
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -446,7 +456,8 @@ def check_recall(cfg: TrainConfig) -> None:
                          f"not {cfg.fact_recall_target!r}")
     if cfg.fact_recall_at not in RECALL_AT:
         raise TrainError(f"--fact-recall-at must be one of {', '.join(RECALL_AT)}, not {cfg.fact_recall_at!r}")
-    for flag, weight in (("--write-attention", cfg.write_attention), ("--question-read", cfg.question_read)):
+    for flag, weight in (("--write-attention", cfg.write_attention), ("--question-read", cfg.question_read),
+                         ("--slot-recall", cfg.slot_recall)):
         if weight and (cfg.task != "reason" or cfg.architecture != "encoder"):
             raise TrainError(f"{flag} is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
 
@@ -475,20 +486,25 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer) of `Data.batch`;
-    the masks add the --noise-stillness, --fact-write, --write-attention and --question-read terms, the targets
-    --fact-recall's (rmt_core.recall, the read-out at model.fact_recall), each with cfg's weight; then (loss,
-    terms) comes back instead of the loss, terms the unweighted values to log."""
+    reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots) of
+    `Data.batch`; the masks add the --noise-stillness, --fact-write, --write-attention and --question-read terms,
+    the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and slots --slot-recall's
+    (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then (loss, terms) comes
+    back instead of the loss, terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write, recall, read, answer = masks
+    quiet, write, recall, read, answer, slots = masks
     every = recall is not None and cfg.fact_recall_at == "every"
+    size = model.config.segment_size
+    note = None if slots is None else slots.marks(len(ids), ids.shape[1] // size if ids.dim() == 2 else ids.shape[1],
+                                                  size)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
-                keep_read=recall is not None and not every, keep_reads=every,
-                read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read)
+                keep_read=recall is not None and not every, keep_reads=every or slots is not None,
+                read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
+                note=note)
     terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss,
              "question_read": out.answer_loss}
     loss = out.loss
@@ -496,6 +512,10 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
         memory_read = out.memory_reads if every else out.memory_read
         terms["recall"], terms["recall_accuracy"] = getattr(model, RECALL).loss(memory_read, recall)
         loss = loss + cfg.fact_recall * terms["recall"]
+    if slots is not None:
+        terms["slot_recall"], terms["slot_recall_accuracy"] = getattr(model, SLOT_RECALL).loss(
+            out.memory_reads, out.noted_slots, slots)
+        loss = loss + cfg.slot_recall * terms["slot_recall"]
     return loss, {k: v for k, v in terms.items() if v is not None}
 
 
@@ -613,15 +633,16 @@ def _lrs(scheduler) -> list[float]:
 
 
 def make_optimizer(model: RMT, cfg: TrainConfig):
-    """AdamW: weight decay on matrices but the learned initial memory; a --fact-recall head (a fresh linear
-    read-out beside a trained model) learns at RECALL_LR_SCALE times the rate."""
-    named = [(n, p) for n, p in model.named_parameters() if not n.startswith(RECALL + ".")]
+    """AdamW: weight decay on matrices but the learned initial memory; a training-only head (--fact-recall's or
+    --slot-recall's: a fresh linear read-out beside a trained model) learns at RECALL_LR_SCALE times the rate."""
+    heads = tuple(prefix + "." for prefix in training_only_prefixes(model))
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith(heads)]
     decay = [p for n, p in named if p.dim() >= 2 and "memory" != n]
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "memory" != n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if hasattr(model, RECALL):
-        groups.append({"params": list(getattr(model, RECALL).parameters()), "weight_decay": 0.0,
-                       "lr": cfg.lr * RECALL_LR_SCALE})
+    head_params = [p for n, p in model.named_parameters() if n.startswith(heads)]
+    if head_params:
+        groups.append({"params": head_params, "weight_decay": 0.0, "lr": cfg.lr * RECALL_LR_SCALE})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, foreach=False)
     warmup, total = max(cfg.warmup_steps, 1), max(cfg.max_steps, cfg.warmup_steps + 1)
 
@@ -707,6 +728,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if cfg.fact_recall:  # a training-only read-out; checkpoints leave it out (rmt_core.recall)
         head = RecallHead(model.num_mem_tokens, model.hidden_size, cfg.fact_recall_target)
         setattr(model, RECALL, head.to(device))
+    if cfg.slot_recall:  # a training-only read-out as well (rmt_core.slot_recall)
+        setattr(model, SLOT_RECALL, SlotHead(model.hidden_size).to(device))
     extra = 2 * model.num_mem_tokens if cfg.architecture == "decoder" else model.num_mem_tokens + 3
     if max(s.segment_size for s in cfg.stages) + extra > model.backbone.config.max_position_embeddings:
         raise TrainError("a stage's segment size does not fit the backbone's positions; use shorter segments")
@@ -761,7 +784,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         losses, terms = [], {}
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still, write, recall, read, answer = data.batch(stage, stage_index, step)
+            ids, labels, still, write, recall, read, answer, slots = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             memory = None
             if pool is not None:
@@ -769,11 +792,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     pool.advance(model)
                 memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
             with autocast():
-                masks = (still, write, recall, read, answer)
+                masks = (still, write, recall, read, answer, slots)
                 if all(m is None for m in masks):
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    masks = tuple(m[rank_slice] if m is not None else None for m in masks)
+                    masks = tuple(None if m is None else m.rank_slice(rank_slice) if m is slots else m[rank_slice]
+                                  for m in masks)
                     loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
                     for name, value in values.items():
                         terms.setdefault(name, []).append(value.item())

@@ -111,6 +111,11 @@ def add_arguments(parser) -> None:
                              "pays, from the question's [CLS], to the memory slot that took the direction word of "
                              "the fact that answers the question, in samples where memory alone carries that fact "
                              "(default 0)")
+    parser.add_argument("--slot-recall", type=real(0.0, 100.0), default=0.0,
+                        help="reason (encoder): add W times the loss of one linear read-out, trained beside the "
+                             "model and not saved, that must name from the memory slot that took a fact (as "
+                             "--question-read finds it) the fact's subject and direction at every later segment, so "
+                             "that a slot keeps its fact in one code from the write to the question (default 0)")
     parser.add_argument("--deep-memory", type=real(0.0, 1.0), default=0.0,
                         help="encoder: this share of training samples starts from the memory that up to "
                              "--deep-segments segments of training noise leave (a pool of noise streams run by "
@@ -216,7 +221,7 @@ def run(args) -> int:
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
-        question_read=args.question_read,
+        question_read=args.question_read, slot_recall=args.slot_recall,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
