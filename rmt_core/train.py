@@ -635,7 +635,7 @@ def _lrs(scheduler) -> list[float]:
 def make_optimizer(model: RMT, cfg: TrainConfig):
     """AdamW: weight decay on matrices but the learned initial memory; a training-only head (--fact-recall's or
     --slot-recall's: a fresh linear read-out beside a trained model) learns at RECALL_LR_SCALE times the rate."""
-    heads = tuple(prefix + "." for prefix in training_only_prefixes(model))
+    heads = training_only_prefixes(model)  # each ends in "."
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith(heads)]
     decay = [p for n, p in named if p.dim() >= 2 and "memory" != n]
     no_decay = [p for n, p in named if not (p.dim() >= 2 and "memory" != n)]

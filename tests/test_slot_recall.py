@@ -95,3 +95,20 @@ def test_training_learns_the_read_out_logs_it_and_does_not_save_it(tmp_path, tok
     assert not any(name.startswith("slot_recall") for name in model.state_dict())
     with pytest.raises(TrainError, match="--slot-recall is for the encoder's reason"):
         train(tiny_reason_config(tmp_path / "detect", task="detect", slot_recall=1.0), progress=False)
+
+
+def test_the_optimizer_gives_each_training_only_head_the_read_out_rate(tmp_path, tokenizer):
+    from rmt_core.recall import LR_SCALE, RecallHead
+    from rmt_core.train import make_optimizer
+
+    config = tiny_reason_config(tmp_path / "run", slot_recall=1.0, fact_recall=1.0)
+    model = make_tiny_rmt(tokenizer)
+    plain, _ = make_optimizer(model, config)
+    model.slot_recall = SlotHead(model.hidden_size)
+    model.fact_recall = RecallHead(model.num_mem_tokens, model.hidden_size)
+    optimizer, _ = make_optimizer(model, config)
+    heads = {id(p) for head in (model.slot_recall, model.fact_recall) for p in head.parameters()}
+    *body, last = optimizer.param_groups
+    assert {id(p) for p in last["params"]} == heads and last["initial_lr"] == config.lr * LR_SCALE
+    assert [len(g["params"]) for g in body] == [len(g["params"]) for g in plain.param_groups]
+    assert not heads & {id(p) for g in body for p in g["params"]}
