@@ -273,15 +273,17 @@ class RMT(MemoryModule):
                 if result.attentions is not None and read is not None and read[:, result.t].any():
                     marks = read[:, result.t].to(result.memory_out.device)
                     misses.append(-torch.log(self.strongest_read(result.attentions[-1])[marks] + 1e-6))
+                strongest = None  # (B, S) on the CPU: each token's strongest slot, found once a segment
                 if result.attentions is not None and answer is not None:
                     if result.t == N - 1:
                         answered.append(self.answer_read(result.attentions[-1], slots))
                     elif answer[:, result.t].any():
                         b, j = answer[:, result.t].nonzero(as_tuple=True)
-                        strongest = self.strongest_slot(result.attentions[-1].detach())
-                        slots[b] = strongest[b.to(strongest.device), j.to(strongest.device)].cpu()
+                        strongest = self.strongest_slot(result.attentions[-1].detach()).cpu()
+                        slots[b] = strongest[b, j]
                 if result.attentions is not None and note is not None and note[:, result.t].any():
-                    strongest = self.strongest_slot(result.attentions[-1].detach()).cpu()
+                    if strongest is None:
+                        strongest = self.strongest_slot(result.attentions[-1].detach()).cpu()
                     marks = note[:, result.t]
                     noted[:, result.t][marks] = strongest[marks]
                 quiet, writes = marked(still, result), marked(write, result)
