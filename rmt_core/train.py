@@ -33,6 +33,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,6 +164,9 @@ class TrainConfig:
     patience: int = 2
     plateau: int = 8
     grad_clip: float = 1.0
+    # skip the update of a batch whose gradient norm (before clipping) is above this or not finite: a rare sample
+    # whose gradient explodes through the recurrence otherwise still moves the model by a whole clipped step
+    skip_grad_norm: float | None = None
     bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
     loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
@@ -781,7 +785,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         first_step = state["step"]
         pool = _deep_memory_pool(model, cfg, data, stage, stage_index, procs, log)
         bar = _bar(progress and procs.main, cfg.max_steps, first_step, f"stage {stage_index + 1}/{len(cfg.stages)} {stage.name}")
-        losses, terms = [], {}
+        losses, terms, norms, skipped = [], {}, [], 0
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
             ids, labels, still, write, recall, read, answer, slots = data.batch(stage, stage_index, step)
@@ -804,9 +808,16 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             procs.average_gradients(model)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            norms.append(grad_norm)
+            if cfg.skip_grad_norm is not None and not grad_norm <= cfg.skip_grad_norm:
+                skipped += 1  # the schedule still advances, so the run keeps the learning rates of its plan
+                state["skipped"] = state.get("skipped", 0) + 1
+            else:
+                optimizer.step()
+            with warnings.catch_warnings():  # a skipped first update: torch warns of an order the schedule ignores
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
+                scheduler.step()
             state["total_steps"] += 1
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
@@ -817,9 +828,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", best=f"{state['best']:.3f}")
             if step % cfg.log_every == 0:
                 extra = {name: sum(values) / len(values) for name, values in terms.items()}
+                if cfg.skip_grad_norm is not None:
+                    extra["skipped"] = skipped
                 log.write(event="step", stage=stage_index, step=step, loss=sum(losses) / len(losses),
-                          lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), **extra)
-                losses, terms = [], {}
+                          lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, grad_norm_max=max(norms), **extra)
+                losses, terms, norms, skipped = [], {}, [], 0
             if stop_after is not None and state["total_steps"] >= stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} steps (test)")
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
@@ -973,6 +986,7 @@ def _provenance(cfg: TrainConfig, procs: Processes, wall: float, state: dict, or
         "device": f"{device.type}: {name}" + (f" x{procs.world}" if procs.world > 1 else ""),
         "cpu_threads": torch.get_num_threads(),
         "steps": state["total_steps"],
+        **({"skipped_steps": state.get("skipped", 0)} if cfg.skip_grad_norm is not None else {}),
         "wall_s": round(wall, 1),
         "date": _now(),
         "torch": torch.__version__,

@@ -115,6 +115,31 @@ def test_stop_at_step_ends_with_the_model_a_longer_run_had_at_that_step(tmp_path
     assert not all(torch.equal(final[k], v) for k, v in read_weights(full).items())
 
 
+def test_skip_grad_norm_skips_exactly_the_updates_whose_gradient_is_above_it(tmp_path):
+    """--skip-grad-norm: a batch whose gradient norm (before clipping) is above the threshold does not move the
+    model; the steps before it are those of a run without the option, and the schedule still advances."""
+    one = dict(stages=[Stage(2, 16)], max_steps=6, keep="last")
+    plain = log_entries(train(tiny_config(tmp_path / "plain", **one), progress=False), "step")
+    norms = [e["grad_norm"] for e in plain]
+    assert len(set(norms)) > 1 and all("skipped" not in e for e in plain)
+    threshold = sorted(norms)[len(norms) // 2]  # some steps above it, some not
+    first = next(i for i, n in enumerate(norms) if n > threshold)
+    cut = train(tiny_config(tmp_path / "cut", skip_grad_norm=threshold, **one), progress=False)
+    steps = log_entries(cut, "step")
+    assert strip(steps[:first + 1]) == strip(plain[:first + 1])  # same batches, same updates until the first skip
+    assert [e["skipped"] for e in steps[:first + 1]] == [0] * first + [1]
+    assert [e["lr"] for e in steps] == [e["lr"] for e in plain]
+    assert read_config(cut)["provenance"]["skipped_steps"] == sum(e["skipped"] for e in steps) >= 1
+
+    # every update skipped: the model is the one it started from, whatever the length of the run
+    short = train(tiny_config(tmp_path / "short", skip_grad_norm=1e-12, **dict(one, max_steps=2)), progress=False)
+    long = train(tiny_config(tmp_path / "long", skip_grad_norm=1e-12, **one), progress=False)
+    assert all(e["skipped"] == 1 for e in log_entries(long, "step"))
+    a, b = read_weights(short), read_weights(long)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], v) for k, v in read_weights(tmp_path / "plain").items())
+
+
 @pytest.mark.parametrize("stop", [3, 8, 9])
 def test_stop_at_step_must_be_an_evaluation_before_the_end(tmp_path, stop):
     from rmt_core.errors import TrainError

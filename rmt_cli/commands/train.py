@@ -139,6 +139,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plateau", type=whole(1, 10**6), default=8,
                         help="... or after this many evaluations without improvement")
     parser.add_argument("--grad-clip", type=real(above=0.0, maximum=1e6), default=1.0)
+    parser.add_argument("--skip-grad-norm", type=real(above=0.0, maximum=1e12), default=None,
+                        help="skip the update of a batch whose gradient norm before clipping is above this (or not "
+                             "finite); the learning-rate schedule still advances. Off by default")
     parser.add_argument("--bptt-depth", type=whole(1, 2**24), default=None,
                         help="backpropagate through the last k segments only (decoder: the last k memory transitions)")
     parser.add_argument("--loss-on", choices=("last", "all"), default="last",
@@ -223,7 +226,7 @@ def run(args) -> int:
         write_attention=args.write_attention,
         question_read=args.question_read, slot_recall=args.slot_recall,
         question_form=None if args.question_form == "any" else args.question_form,
-        target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip,
+        target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip, skip_grad_norm=args.skip_grad_norm,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
         max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s, stop_at_step=args.stop_at_step,
