@@ -1,0 +1,47 @@
+"""scripts/compare_evals.py: answers fixed and broken between two results files on the same samples."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import load_script
+
+script = load_script("compare_evals")
+
+
+def results(path, rows, seed=0):
+    """A results file as rmt eval --json writes one: (segments, samples, wrong indexes) per row."""
+    path.write_text(json.dumps({"task": "detect", "seed": seed, "eval_seed_offset": 10, "sources": {"noise": "x"},
+                                "results": [{"segments": n, "samples": s, "correct": s - len(w),
+                                             "wrong_indexes": sorted(w)} for n, s, w in rows]}))
+    return str(path)
+
+
+def test_counts_fixed_and_broken_per_length_and_pooled_over_pairs(tmp_path, capsys):
+    a = results(tmp_path / "a.json", [(4, 10, {1, 2, 3}), (8, 10, {0, 5})])
+    b = results(tmp_path / "b.json", [(4, 10, {3, 7}), (8, 10, {0, 5}), (16, 10, set())])
+    c = results(tmp_path / "c.json", [(4, 20, {9})], seed=1)
+    d = results(tmp_path / "d.json", [(4, 20, set())], seed=1)
+    assert script.main([a, b, c, d]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == ["| 4 | 10 | 3 | 2 | 2 | 1 | 1 |", "| 8 | 10 | 2 | 2 | 0 | 0 | 1 |",
+                         "| 4 | 20 | 1 | 0 | 1 | 0 | 1 |", "| all | 40 | 6 | 4 | 3 | 1 | 0.62 |"]
+    assert script.mcnemar_p(13, 0) == 2 / 2 ** 13
+    assert script.mcnemar_p(0, 0) == 1.0
+
+
+def test_refuses_files_that_drew_other_samples_or_list_part_of_their_errors(tmp_path, capsys):
+    a = results(tmp_path / "a.json", [(4, 10, {1})])
+    other_seed = results(tmp_path / "b.json", [(4, 10, {1})], seed=3)
+    assert script.main([a, other_seed]) == 1
+    assert "drew different samples (seed: 0 against 3)" in capsys.readouterr().err
+    partial = tmp_path / "p.json"
+    data = json.loads((tmp_path / "a.json").read_text())
+    data["results"][0]["correct"] = 5
+    partial.write_text(json.dumps(data))
+    assert script.main([a, str(partial)]) == 1
+    assert "lists 1 of its 5 wrong answers" in capsys.readouterr().err
+    assert script.main([a]) == 1
+    assert "give them in pairs" in capsys.readouterr().err
+    assert script.main([a, a, "--segments", "4,x"]) == 1
+    assert "give whole numbers" in capsys.readouterr().err
