@@ -40,6 +40,41 @@ def _lineage(init_from: dict | None) -> list[str]:
     return lines
 
 
+def _evaluation(evaluation: dict | None) -> list[str]:
+    """The card's evaluation section, from eval.json."""
+    lines = ["## Evaluation (`rmt eval`, written to eval.json)"]
+    if evaluation:
+        sources = evaluation.get("sources") or {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
+        if sources:
+            lines.append(f"- data: {sources}")
+        if evaluation.get("command"):
+            lines.append(f"- command: `{evaluation['command']}`")
+        if evaluation.get("metric"):
+            lines.append(f"- metric: {evaluation['metric']}")
+        lines += ["", "| evaluated segments | tokens | accuracy | 95% interval (Wilson) | samples |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in evaluation.get("results", []):
+            ci = f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%" if "ci_low" in r else "-"
+            lines.append(f"| {r['segments']} | {r['tokens']} | {100 * r['accuracy']:.1f}% | {ci} | {r['samples']} |")
+    else:
+        lines.append("Not evaluated yet: run `rmt eval --checkpoint <this folder> --json <this folder>/eval.json`.")
+    return lines
+
+
+def _averaged_card(name: str, rmt: dict, prov: dict, evaluation: dict | None) -> str:
+    """The card of a checkpoint made by scripts/average_checkpoints.py: its parents instead of a training run."""
+    lines = [f"# RMT Lens checkpoint: {name}", "",
+             f"A Recurrent Memory Transformer for the **{rmt['task']}** task ({rmt['num_mem_tokens']} memory tokens, "
+             f"segments of {rmt['segment_size']} tokens) whose weights are the weighted mean of the weights of "
+             f"{len(prov['averaged'])} checkpoints trained by `rmt train` (`scripts/average_checkpoints.py`).", "",
+             "## Parents", f"- command: `{prov.get('command', '?')}`, {prov.get('date', '?')}", ""]
+    for i, parent in enumerate(prov["averaged"], start=1):
+        lines.append(f"- parent {i}: `{parent['name']}` (weights sha256 `{parent['sha256'][:16]}`), share "
+                     f"{parent['share']:.3f}, trained by `{parent.get('command')}`; its training logs are "
+                     f"`training_log.parent{i}*.jsonl`")
+    return "\n".join(lines + [""] + _evaluation(evaluation) + [""])
+
+
 def model_card(folder: str | Path) -> str:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
@@ -48,6 +83,8 @@ def model_card(folder: str | Path) -> str:
     stages = [e for e in log if e.get("event") == "stage_end"]
     evaluation = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else None
     decoder = rmt.get("architecture", "encoder") == "decoder"
+    if prov.get("averaged"):
+        return _averaged_card(folder.name, rmt, prov, evaluation)
     # A stage folder of a run that was stopped before its end records less provenance than a finished run's
     # checkpoint; the run's start event in the training log holds the rest.
     start = next((e for e in log if e.get("event") == "start"), {})
@@ -134,22 +171,7 @@ def model_card(folder: str | Path) -> str:
             cells = " | ".join(f"{100 * r['accuracy']:.0f}%" for r in e["results"])
             lines.append(f"| {e['segments']}x{e['segment_size']} | {cells} |")
         lines.append("")
-    lines.append("## Evaluation (`rmt eval`, written to eval.json)")
-    if evaluation:
-        sources = evaluation.get("sources") or {k: evaluation.get(k) for k in ("babi", "noise", "split") if k in evaluation}
-        if sources:
-            lines.append(f"- data: {sources}")
-        if evaluation.get("command"):
-            lines.append(f"- command: `{evaluation['command']}`")
-        if evaluation.get("metric"):
-            lines.append(f"- metric: {evaluation['metric']}")
-        lines += ["", "| evaluated segments | tokens | accuracy | 95% interval (Wilson) | samples |",
-                  "| --- | --- | --- | --- | --- |"]
-        for r in evaluation.get("results", []):
-            ci = f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}%" if "ci_low" in r else "-"
-            lines.append(f"| {r['segments']} | {r['tokens']} | {100 * r['accuracy']:.1f}% | {ci} | {r['samples']} |")
-    else:
-        lines.append("Not evaluated yet: run `rmt eval --checkpoint <this folder> --json <this folder>/eval.json`.")
+    lines += _evaluation(evaluation)
     lines.append("")
     return "\n".join(lines)
 
