@@ -70,6 +70,24 @@ def test_rmt_eval_command_matches_the_forward_pass(model, tmp_path, capsys):
     assert not list(folder.glob(".eval.json*"))  # the atomic write left no temporary file
 
 
+def test_rmt_eval_says_when_the_checkpoints_eval_json_used_other_data(model, tmp_path, capsys, shared_data):
+    from rmt_cli.main import main
+
+    folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=model.tokenizer)
+    args = ["eval", "--checkpoint", str(folder), "--segments", "1", "--samples", "4", "--device", "cpu",
+            "--no-progress"]
+    assert main([*args, "--json", str(folder / "eval.json")]) == 0  # the built-in facts and noise
+    assert "note:" not in capsys.readouterr().out
+    assert main(args) == 0  # the same data again: nothing to say
+    assert "note:" not in capsys.readouterr().out
+    noise = tmp_path / "noise.txt"
+    noise.write_text("".join(f"Passage {i} of plain noise text tells of a quiet harbour town.\n" for i in range(40)))
+    assert main([*args, "--babi-dir", str(shared_data / "babi" / "en-10k"), "--noise-file", str(noise)]) == 0
+    note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "tiny/eval.json was measured on built-in facts in built-in noise" in note[0]
+    assert "qa1_single-supporting-fact_test.txt" in note[0] and "noise.txt" in note[0]
+
+
 def test_batching_does_not_change_results(model):
     small = ev.evaluate(model, "detect", [2, 5], 7, batch_size=2, seed=1, progress=False)
     large = ev.evaluate(model, "detect", [2, 5], 7, batch_size=64, seed=1, progress=False,

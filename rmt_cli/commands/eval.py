@@ -89,6 +89,9 @@ def run(args) -> int:
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
           f"{result['device']}, {result['seconds']:.1f} s")
     print(results_table(result))
+    note = other_data_note(folder, result)
+    if note:
+        print(note)
     if args.json:
         if args.json == "-":
             json.dump(result, sys.stdout, indent=1)
@@ -97,6 +100,30 @@ def run(args) -> int:
             write_json_atomic(args.json, result)
             print(f"wrote {args.json}")
     return 0
+
+
+def other_data_note(folder, result: dict) -> str | None:
+    """A line saying so when the checkpoint's own eval.json was measured on other facts or noise than this run
+    (a bare `rmt eval` uses the built-in generator and noise, which a checkpoint trained on bAbI files in prose
+    may answer less well), so that the two sets of numbers are not taken for one another."""
+    from pathlib import Path
+
+    try:
+        shipped = json.loads((Path(folder) / "eval.json").read_text())
+        theirs = dict(shipped["sources"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ours = result.get("sources") or {}
+    if shipped.get("task") != result.get("task") or all(theirs.get(k) == ours.get(k) for k in ("babi", "noise", "split")):
+        return None
+
+    def described(sources: dict) -> str:
+        babi, noise = str(sources.get("babi")), str(sources.get("noise"))
+        facts = "built-in facts" if babi.startswith("builtin") else f"{sources.get('split')} facts of {babi}"
+        return f"{facts} in {'built-in noise' if noise.startswith('builtin') else noise}"
+    return (f"note: {Path(folder).name}/eval.json was measured on {described(theirs)}; this run used "
+            f"{described(ours)}, so the two are not comparable (give the same --babi-dir or --babi-file, --split "
+            "and --noise-file to compare)")
 
 
 def _join_processes(device) -> None:
