@@ -69,7 +69,8 @@ def _averaged_card(name: str, rmt: dict, prov: dict, evaluation: dict | None) ->
              f"{len(prov['averaged'])} checkpoints trained by `rmt train` (`scripts/average_checkpoints.py`).", "",
              "## Parents", f"- command: `{prov.get('command', '?')}`, {prov.get('date', '?')}", ""]
     for i, parent in enumerate(prov["averaged"], start=1):
-        lines.append(f"- parent {i}: `{parent['name']}` (weights sha256 `{parent['sha256'][:16]}`), share "
+        lines.append(f"- parent {i}: `{parent.get('path') or parent['name']}` as it was then (weights sha256 "
+                     f"`{parent['sha256'][:16]}`), share "
                      f"{parent['share']:.3f}, trained by `{parent.get('command')}`; its training logs are "
                      f"`training_log.parent{i}*.jsonl`")
     return "\n".join(lines + [""] + _evaluation(evaluation) + [""])
