@@ -148,6 +148,14 @@ for n in 6 7; do
     --keep last "${prose[@]}" --threads 1 --quiet "${babi[@]}"
 done
 wait
+# The shipped detect went on past detectG; those steps are in their pages, each with its commands and logs (the
+# shipped checkpoint's model card and training_log.parent*.jsonl hold every command of its line):
+#   900 steps with one decoy before the fact (docs/experiments/detect-prior-decoys/, -more/);
+#   150 steps from deep memory, --deep-memory 0.25 --deep-segments 1024 --skip-grad-norm 100 (detectSA), and from
+#   detectSA 150 steps with --deep-segments 2048 --lr 1.25e-5 --seed 1 (detectDH)
+#   (docs/experiments/detect-deep-memory-held/, docs/experiments/detect-deep-memory-400/);
+#   then 0.75 detectSA + 0.25 detectDH by scripts/average_checkpoints.py (detect-deep-memory-400, "Averaged
+#   weights"). This script stops at detectG.
 
 # Evaluation: 1,000 samples up to 32 segments, 100 from 64 to 4,096 segments and 20 at 31,936 segments
 # (2,043,904 tokens, the paper's longest; reason stops at 4,096), merged into one eval.json.
