@@ -51,13 +51,13 @@ def _model_settings(config: dict) -> dict:
     return strip(config)
 
 
-def _same_model(paths: list[Path]) -> None:
-    first = _model_settings(read_config(paths[0]))
-    for path in paths[1:]:
-        other = _model_settings(read_config(path))
+def _same_model(paths: list[Path], configs: list[dict]) -> None:
+    first = _model_settings(configs[0])
+    for path, config in zip(paths[1:], configs[1:]):
+        other = _model_settings(config)
         if other != first:
-            keys = sorted({*first.get("rmt", {}), *other.get("rmt", {})}
-                          - {k for k in first.get("rmt", {}) if first["rmt"].get(k) == other.get("rmt", {}).get(k)})
+            a, b = first.get("rmt", {}), other.get("rmt", {})
+            keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
             where = f"rmt.{keys[0]}" if keys else "the backbone settings"
             raise RMTError(f"{path} is not the same model as {paths[0]} ({where} differs); average only checkpoints "
                            "of one architecture and task")
@@ -83,12 +83,13 @@ def average(parents: list[tuple[Path, float]], out: Path, argv: list[str] | None
     if out.exists():
         raise RMTError(f"{out} exists; give --out a new folder (nothing is overwritten)")
     paths = [p for p, _ in parents]
-    _same_model(paths)
+    configs = [read_config(p) for p in paths]
+    _same_model(paths, configs)
     total = sum(w for _, w in parents)
     shares = [w / total for _, w in parents]
     models = [load_checkpoint(p, device="cpu") for p in paths]
     states = [plain_state(m) for m in models]
-    stored = read_config(paths[0]).get("dtype")
+    stored = configs[0].get("dtype")
     mean = {}
     for name, tensor in states[0].items():
         if tensor.is_floating_point():
@@ -98,15 +99,13 @@ def average(parents: list[tuple[Path, float]], out: Path, argv: list[str] | None
             mean[name] = tensor
     model = models[0]
     model.load_state_dict(mean, strict=False)
-    origin = []
-    for path, share in zip(paths, shares):
-        config = read_config(path)
-        origin.append({**checkpoint_identity(path), "share": round(share, 6),
-                       "command": config.get("provenance", {}).get("command")})
+    origin = [{**checkpoint_identity(path), "share": round(share, 6),
+               "command": config.get("provenance", {}).get("command")}
+              for path, share, config in zip(paths, shares, configs)]
     command = portable_command(argv if argv is not None else sys.argv[1:], "python scripts/average_checkpoints.py")
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    first = read_config(paths[0]).get("provenance", {})
-    provenance = {"command": command, "date": date, "task": first.get("task"), "averaged": origin}
+    provenance = {"command": command, "date": date, "task": configs[0].get("provenance", {}).get("task"),
+                  "averaged": origin}
     event = {"event": "average", "date": date, "command": command, "parents": origin,
              "logs": [f"training_log.parent{i}*.jsonl" for i in range(1, len(paths) + 1)]}
     logs = {"training_log.jsonl": json.dumps(event) + "\n"}

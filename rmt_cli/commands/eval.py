@@ -89,7 +89,7 @@ def run(args) -> int:
           f"{result['segment_size']}-token segments, trained on {result['trained_segments']} segments, "
           f"{result['device']}, {result['seconds']:.1f} s")
     print(results_table(result))
-    note = other_data_note(folder, result)
+    note = other_data_note(model.checkpoint_dir, result)  # the folder loaded: a Hub id's is in the cache
     if note:
         print(note)
     if args.json:
