@@ -179,3 +179,25 @@ def test_debug_lets_the_traceback_through(argv, monkeypatch):
     use_fake(monkeypatch, "sample", fake_command(run))
     with pytest.raises(ZeroDivisionError):
         cli.main(argv)
+
+
+def test_train_and_eval_run_where_no_plotting_package_is_installed(tmp_path):
+    # A GPU machine may hold torch and transformers and none of the dashboard's packages: `rmt train` and
+    # `rmt eval` must still build their parser and run (before, the export command's help imported plotly).
+    code = textwrap.dedent("""
+        import sys
+        for name in ("plotly", "kaleido", "bertviz", "streamlit"):
+            sys.modules[name] = None  # any import of them raises ImportError
+        from rmt_cli.main import main
+        out = sys.argv[1]
+        code = main(["train", "--task", "memorize", "--out", out, "--stages", "1x32", "--hidden-size", "16",
+                     "--layers", "1", "--heads", "2", "--max-steps", "2", "--eval-every", "2", "--val-samples", "4",
+                     "--batch-size", "2", "--device", "cpu", "--threads", "1", "--quiet"])
+        code = code or main(["eval", "--checkpoint", out, "--segments", "1", "--samples", "2", "--device", "cpu",
+                             "--no-progress"])
+        sys.exit(code)
+    """)
+    result = run_rmt(str(tmp_path / "run"), code=code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert "accuracy" in result.stdout

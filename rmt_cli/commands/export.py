@@ -21,7 +21,7 @@ BERTVIZ_FIGURES = {"head_view": "bertviz head view of a segment (HTML; needs its
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rmt_core.viz.export import MAX_IMAGE_SIDE
+    from rmt_core.viz import MAX_IMAGE_SIDE  # no plotly needed to build the parser
 
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--trace", help="a trace folder written by rmt replay")

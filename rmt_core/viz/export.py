@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmt_core.viz import figures
+from rmt_core.viz import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, figures
 from rmt_core.errors import RMTError
 from rmt_core.files import read_json
 from rmt_core.model import PLACES, ROLE_NAMES
@@ -203,8 +203,6 @@ def results_table(results: dict, name: str) -> list[dict]:
 # Images come from kaleido, which draws them in a headless Chromium. Every wait on it has a timeout, so a
 # machine without a working Chromium gets a one-line ExportError within seconds, never a hang.
 IMAGE_TIMEOUT_S = 30.0  # the longest wait for Chromium to start, and for one image; $RMT_IMAGE_TIMEOUT_S overrides
-MAX_IMAGE_SIDE = 16384  # pixels of a side, after --scale (Chromium draws nothing larger)
-MAX_IMAGE_PIXELS = 2**26  # 8192 x 8192 pixels, after --scale
 IMAGE_SIGNATURES = {"png": (b"\x89PNG\r\n\x1a\n",), "pdf": (b"%PDF",), "svg": (b"<svg", b"<?xml")}
 GET_CHROMIUM = ("install Chromium (apt-get install chromium, or kaleido_get_chrome) or set BROWSER_PATH to "
                 "one; HTML export needs none")
