@@ -627,7 +627,7 @@ def figures(results: dict) -> dict:
     return out
 
 
-def before_after_figures(before: dict, after: dict) -> dict:
+def before_after_figures(before: dict, after: dict, change: str = "further training") -> dict:
     """name -> plotly figure for each checkpoint name in both drift.json contents: the cosine with the memory
     right after the fact (median and quartiles) and the model's answer with the question at d, before and after."""
     import plotly.graph_objects as go
@@ -661,7 +661,7 @@ def before_after_figures(before: dict, after: dict) -> dict:
         _log_axis(fig, limit, 1, 2)
         fig.update_yaxes(range=[-1.02, 1.02], row=1, col=1)
         fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI)", row=1, col=2)
-        fig.update_layout(title=f"{name}: memory after the fact, before and after further training",
+        fig.update_layout(title=f"{name}: memory after the fact, before and after {change}",
                           width=1200, height=480, legend=dict(orientation="h", y=-0.2))
         out[f"{name}_before_after"] = fig
     return out
@@ -853,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only print the markdown from --out/drift.json")
     parser.add_argument("--before", help="the --out folder of an earlier run (such as docs/figures/drift): draw each "
                         "checkpoint found in both before and after (NAME_before_after in --out)")
+    parser.add_argument("--change", default="further training",
+                        help="what made the after checkpoint of the before one, for --before's title (default: "
+                             "further training)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/drift_findings.py")
@@ -882,7 +885,7 @@ def _main(args, command: str) -> int:
         results = json.loads(path.read_text(encoding="utf-8"))
         if args.before and args.figures != "none":
             before = json.loads(_drift_json(Path(args.before)).read_text(encoding="utf-8"))
-            written = write_figures(results, out, args.figures, before_after_figures(before, results))
+            written = write_figures(results, out, args.figures, before_after_figures(before, results, args.change))
             log(f"wrote {', '.join(written) or 'no figures (no checkpoint name in both)'} into {out}")
         print(report(results, figure_dir=f"figures/{out.name}"))
         return 0

@@ -135,6 +135,9 @@ def test_before_after_figure_draws_the_checkpoints_found_in_both(drift, tmp_path
     medians = [t for t in fig.data if t.name and t.name.startswith(("before", "after"))]
     assert [t.name.split(":")[0] for t in medians] == ["before", "after"]
     assert list(medians[1].y) == after["checkpoints"]["memorize"]["samples"]["by_distance"]["cos"]["median"]
+    assert "before and after further training" in fig.layout.title.text
+    averaged = drift.before_after_figures(before, after, "averaging weights")["memorize_before_after"]
+    assert averaged.layout.title.text.endswith("before and after averaging weights")
     assert drift.before_after_figures(before, {"checkpoints": {}}) == {}
     assert drift.main(["--report", "--out", str(docs / "drift_long"), "--before", str(tmp_path)]) == 1
     assert "give --before the --out folder of an earlier run" in capsys.readouterr().err
