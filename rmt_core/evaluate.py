@@ -16,8 +16,9 @@ Results format (SPEC section 7), plus extra keys:
                   "wrong_indexes" (every wrong sample's index: its seed is eval_sample_seed(seed, n, index)),
                   "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
-     "trained_segments", "sources", "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date",
-     "seconds", "peak_memory_bytes", and only when used: "autocast" ("bfloat16"), "processes" (the world size)}
+     "trained_segments", "sources", "source_sha256" {babi, noise: sha256 of the file, None for built-in data},
+     "seed", "eval_seed_offset", "batch_size", "device", "dtype", "date", "seconds", "peak_memory_bytes", and only
+     when used: "autocast" ("bfloat16"), "processes" (the world size)}
 
 Several processes (torchrun, accelerate) each run every world-th batch and gather the counts and wrong seeds
 at the end; per-length "seconds" and "peak_memory_bytes" are then the largest of any process.
@@ -85,6 +86,32 @@ def predict_batch(model, input_ids: np.ndarray, n_segments: int, segment_size: i
     """
     batch = SegmentBatch.from_ids(input_ids[:, :n_segments * segment_size], segment_size)
     return recurrence.run(model, batch).logits
+
+
+def source_digests(babi_path, noise_name) -> dict:
+    """sha256 of the bAbI file and of the noise file a run read (None for built-in data): what makes two runs' data
+    the same where their paths differ, as a copy of the data on another machine does."""
+    from rmt_core.files import file_sha256
+
+    def digest(path) -> str | None:
+        return file_sha256(path) if path is not None and Path(str(path)).is_file() else None
+    return {"babi": digest(babi_path), "noise": digest(noise_name)}
+
+
+def same_sources(a: dict, b: dict) -> bool:
+    """Whether two results drew their samples from the same data: the same split, and for the bAbI file and the
+    noise the same sha256 where both results record one (files that moved or were copied), else the same path."""
+    sources_a, sources_b = a.get("sources") or {}, b.get("sources") or {}
+    digests_a, digests_b = a.get("source_sha256") or {}, b.get("source_sha256") or {}
+    if sources_a.get("split") != sources_b.get("split"):
+        return False
+    for key in ("babi", "noise"):
+        if digests_a.get(key) and digests_b.get(key):
+            if digests_a[key] != digests_b[key]:
+                return False
+        elif sources_a.get(key) != sources_b.get(key):
+            return False
+    return True
 
 
 def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,
@@ -203,6 +230,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
         "sources": {"babi": portable_path(builder.babi_path) if builder.babi_path else "builtin",
                     "noise": portable_path(builder.noise.name),
                     "split": split},
+        "source_sha256": source_digests(builder.babi_path, builder.noise.name),
         "seed": seed,
         "eval_seed_offset": EVAL_SEED_OFFSET,
         "sample_seeds": "sample_seed(eval_seed_offset + seed, segments * 2**32 + index)",

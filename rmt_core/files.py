@@ -11,6 +11,7 @@ temporary file is created private, 0600).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -76,3 +77,12 @@ def read_json(path: str | Path, error: type[Exception], missing: str, damaged: s
         raise error(f"{path} does not exist; {missing}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as why:
         raise error(f"{path} is not readable JSON ({why}); {damaged}") from None
+
+
+def file_sha256(file: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -25,7 +25,6 @@ every file read and each step of the conversion.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 
 from rmt_core.errors import CheckpointError
+from rmt_core.files import file_sha256
 from rmt_core.hub import local_path
 
 FORMATS = ("encoder", "decoder")
@@ -181,14 +181,6 @@ def read_source(source: str | Path) -> SourceWeights:
     if not state:
         raise ImportCheckpointError(f"{path} holds no tensors; pass the checkpoint's weights file")
     return SourceWeights(state, files, str(path), extras)
-
-
-def sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----- formats -----------------------------------------------------------------------------------------------
@@ -529,7 +521,7 @@ def import_checkpoint(source, backbone, segment_size: int, out, format: str | No
             raise ImportCheckpointError("--max-segments is for encoder checkpoints; the decoder's code keeps every "
                                         "segment")
         model, more = _build_decoder(converted, config, tokenizer, segment_size, labels, task or "qa1", weights.where)
-    files = [{"file": str(f), "bytes": f.stat().st_size, "sha256": sha256(f)} for f in weights.files]
+    files = [{"file": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in weights.files]
     dtypes = {str(t.dtype).removeprefix("torch.") for k, t in converted.state.items()
               if t.is_floating_point() and not k.endswith(_LM_BUFFERS)}
     stored = dtypes.pop() if len(dtypes) == 1 else "float32"

@@ -15,9 +15,10 @@ import sys
 from math import comb
 
 from rmt_core.errors import RMTError
+from rmt_core.evaluate import same_sources
 from rmt_core.files import read_json
 
-SAME_SAMPLES = ("task", "seed", "eval_seed_offset", "sources")
+SAME_SAMPLES = ("task", "seed", "eval_seed_offset")  # and the same data (same_sources)
 
 
 def mcnemar_p(fixed: int, broken: int) -> float:
@@ -44,6 +45,9 @@ def compare(a: dict, b: dict, path_a: str, path_b: str, segments: list[int] | No
         if a.get(key) != b.get(key):
             raise RMTError(f"{path_a} and {path_b} drew different samples ({key}: {a.get(key)!r} against "
                            f"{b.get(key)!r}); evaluate both with the same --seed and sources")
+    if not same_sources(a, b):
+        raise RMTError(f"{path_a} and {path_b} drew different samples (sources: {a.get('sources')!r} against "
+                       f"{b.get('sources')!r}); evaluate both with the same --seed and sources")
     wa, wb = wrong_by_length(a, path_a), wrong_by_length(b, path_b)
     shared = sorted(set(wa) & set(wb) if segments is None else set(segments))
     rows = []

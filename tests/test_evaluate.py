@@ -86,6 +86,21 @@ def test_rmt_eval_says_when_the_checkpoints_eval_json_used_other_data(model, tmp
     note = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
     assert len(note) == 1 and "tiny/eval.json was measured on built-in facts in built-in noise" in note[0]
     assert "qa1_single-supporting-fact_test.txt" in note[0] and "noise.txt" in note[0]
+    # The same files copied to another folder (as a GPU machine's copy of the data) are the same data: no note.
+    assert main([*args, "--babi-dir", str(shared_data / "babi" / "en-10k"), "--noise-file", str(noise),
+                 "--json", str(folder / "eval.json")]) == 0
+    capsys.readouterr()
+    copy = tmp_path / "copy"
+    (copy / "en-10k").mkdir(parents=True)
+    for name in ("qa1_single-supporting-fact_test.txt", "qa1_single-supporting-fact_train.txt"):
+        (copy / "en-10k" / name).write_bytes((shared_data / "babi" / "en-10k" / name).read_bytes())
+    (copy / "noise.txt").write_bytes(noise.read_bytes())
+    assert main([*args, "--babi-dir", str(copy / "en-10k"), "--noise-file", str(copy / "noise.txt")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    (copy / "noise.txt").write_text("".join(f"Passage {i} tells of a lighthouse keeper and his grey cat.\n"
+                                            for i in range(40)))  # other bytes at the same name: other data
+    assert main([*args, "--babi-dir", str(copy / "en-10k"), "--noise-file", str(copy / "noise.txt")]) == 0
+    assert "note:" in capsys.readouterr().out
 
 
 def test_batching_does_not_change_results(model):
@@ -207,3 +222,19 @@ def test_memory_is_flat_in_the_number_of_segments():
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
     assert peaks["512"] <= 1.15 * peaks["8"], peaks
     assert peaks["graph"] > 1.15 * peaks["8"], peaks  # the measurement does see growth
+
+
+def test_same_sources_goes_by_the_files_bytes_where_both_results_record_them():
+    def result(babi, noise, split="test", digests=None):
+        return {"sources": {"babi": babi, "noise": noise, "split": split}, **({"source_sha256": digests} if digests else {})}
+
+    a = result("../data/qa1_test.txt", "../data/dev.txt", digests={"babi": "b1", "noise": "n1"})
+    moved = result(".../gpu_data/qa1_test.txt", ".../gpu_data/dev.txt", digests={"babi": "b1", "noise": "n1"})
+    edited = result("../data/qa1_test.txt", "../data/dev.txt", digests={"babi": "b1", "noise": "n2"})
+    assert ev.same_sources(a, moved)  # copied elsewhere: the same bytes
+    assert not ev.same_sources(a, edited)  # the same name, other bytes
+    assert not ev.same_sources(a, result("../data/qa1_test.txt", "../data/dev.txt", split="train",
+                                         digests={"babi": "b1", "noise": "n1"}))
+    old = result("../data/qa1_test.txt", "../data/dev.txt")  # an eval.json from before the digests: paths decide
+    assert ev.same_sources(a, old) and not ev.same_sources(moved, old)
+    assert ev.same_sources(result("builtin", "builtin", digests={"babi": None, "noise": None}), result("builtin", "builtin"))

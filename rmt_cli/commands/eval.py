@@ -108,13 +108,15 @@ def other_data_note(folder, result: dict) -> str | None:
     may answer less well), so that the two sets of numbers are not taken for one another."""
     from pathlib import Path
 
+    from rmt_core.evaluate import same_sources
+
     try:
         shipped = json.loads((Path(folder) / "eval.json").read_text())
         theirs = dict(shipped["sources"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     ours = result.get("sources") or {}
-    if shipped.get("task") != result.get("task") or all(theirs.get(k) == ours.get(k) for k in ("babi", "noise", "split")):
+    if shipped.get("task") != result.get("task") or same_sources(shipped, result):
         return None
 
     def described(sources: dict) -> str:
