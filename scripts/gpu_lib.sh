@@ -1,6 +1,6 @@
 # Shared by scripts/gpu_train.sh and scripts/gpu_next.sh (sourced, not run): the environment of a GPU session's
 # runs and the helpers that train and evaluate them. Needs PY, DATA and WORK set.
-export RMT_MINILM_DIR=$DATA/minilm PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export RMT_MINILM_DIR=$DATA/minilm PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 BABI=$DATA/babi/en-10k
 NOISE=$DATA/quality/questions.dev.txt
 mkdir -p "$WORK"
