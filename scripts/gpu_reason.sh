@@ -10,7 +10,9 @@
 #             segments, batch 64, lr 1e-4;
 #   reasonGn  the same through 1-8 segments first (until 90% or 300 steps without a better validation).
 # The training reads bAbI en-10k *train* facts in reason's questions mix of Debian's fortunes (scripts/
-# question_noise.py --share 0.7), never the test facts or QuALITY.
+# question_noise.py --share 0.7), never the test facts or QuALITY. What the one call of 2026-12-04 found:
+# docs/experiments/reason-gpu/ (the MiniLM runs' noise stillness from the first step froze a memory that had not
+# yet learned to write; a next run should add it only once facts are carried).
 #
 #   bash scripts/gpu_reason.sh prepare     # here, once: gpu_next.sh's data, plus MiniLM's weights in float16
 #                                          # (the device's carry limit is 64 MiB; config.json loads them as float32)
