@@ -38,8 +38,7 @@ import torch
 from rmt_core import recurrence
 from rmt_core.checkpoint import model_identity
 from rmt_core.errors import CheckpointError, TaskError
-from rmt_core.files import read_json
-
+from rmt_core.files import file_sha256, read_json
 from rmt_core.inputs import SegmentBatch
 from rmt_core.stats import wilson_interval
 
@@ -91,8 +90,6 @@ def predict_batch(model, input_ids: np.ndarray, n_segments: int, segment_size: i
 def source_digests(babi_path, noise_name) -> dict:
     """sha256 of the bAbI file and of the noise file a run read (None for built-in data): what makes two runs' data
     the same where their paths differ, as a copy of the data on another machine does."""
-    from rmt_core.files import file_sha256
-
     def digest(path) -> str | None:
         return file_sha256(path) if path is not None and Path(str(path)).is_file() else None
     return {"babi": digest(babi_path), "noise": digest(noise_name)}
