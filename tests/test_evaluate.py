@@ -238,3 +238,19 @@ def test_same_sources_goes_by_the_files_bytes_where_both_results_record_them():
     old = result("../data/qa1_test.txt", "../data/dev.txt")  # an eval.json from before the digests: paths decide
     assert ev.same_sources(a, old) and not ev.same_sources(moved, old)
     assert ev.same_sources(result("builtin", "builtin", digests={"babi": None, "noise": None}), result("builtin", "builtin"))
+
+
+def test_rmt_eval_max_batch_tokens_reaches_the_batches_and_keeps_the_results(model, tmp_path, monkeypatch):
+    from rmt_cli.main import main
+
+    folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=model.tokenizer)
+    sizes = []
+    real = ev.batch_plan
+    monkeypatch.setattr(ev, "batch_plan", lambda *a, **k: sizes.append(real(*a, **k)) or sizes[-1])
+    args = ["eval", "--checkpoint", str(folder), "--segments", "3", "--samples", "6", "--device", "cpu",
+            "--no-progress", "--batch-size", "6"]
+    assert main([*args, "--json", str(tmp_path / "default.json")]) == 0
+    assert main([*args, "--max-batch-tokens", str(2 * 3 * SEGMENT), "--json", str(tmp_path / "small.json")]) == 0
+    assert sizes == [[6], [2, 2, 2]]  # one batch of six, then three of two
+    default, small = (json.loads((tmp_path / f"{n}.json").read_text())["results"][0] for n in ("default", "small"))
+    assert (default["correct"], default["wrong_indexes"]) == (small["correct"], small["wrong_indexes"])

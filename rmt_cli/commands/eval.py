@@ -25,7 +25,7 @@ HELP = "accuracy of a checkpoint against the number of segments (writes the resu
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from rmt_core.babilong import GENERATIVE_TASKS
-    from rmt_core.evaluate import MAX_SAMPLES
+    from rmt_core.evaluate import MAX_BATCH_TOKENS, MAX_SAMPLES
     from rmt_core.tasks import MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per length (default 100)")
     parser.add_argument("--batch-size", type=whole(1, 65536), default=64,
                         help="samples a batch (default 64; smaller for very long inputs to bound memory)")
+    parser.add_argument("--max-batch-tokens", type=whole(1, 2**31), default=MAX_BATCH_TOKENS,
+                        help=f"token ids a batch holds at once, 4 bytes each in RAM (default {MAX_BATCH_TOKENS:,}: "
+                             "128 samples of 4,096 64-token segments); raise it on a GPU machine so that a long "
+                             "length runs as few batches as --batch-size asks")
     parser.add_argument("--seed", type=SEED, default=0, help="evaluation seed (samples never overlap training's)")
     parser.add_argument("--babi-file", help="a bAbI v1.2 task file (qa1 for memorize/detect/qa1, qa4 for reason, qa2)")
     parser.add_argument("--babi-dir", help="a bAbI folder (such as en-10k/); its test-split file is used")
@@ -79,7 +83,8 @@ def run(args) -> int:
         result = evaluate(model, args.task, args.segments, args.samples, batch_size=args.batch_size,
                           seed=args.seed, babi_file=args.babi_file, babi_dir=args.babi_dir,
                           noise_file=args.noise_file, split=args.split, progress=not args.no_progress,
-                          rank=procs.rank, world=procs.world, autocast=args.dtype)
+                          rank=procs.rank, world=procs.world, autocast=args.dtype,
+                          max_batch_tokens=args.max_batch_tokens)
     finally:
         procs.close()
     if not procs.main:
