@@ -47,7 +47,8 @@ def compare(a: dict, b: dict, path_a: str, path_b: str, segments: list[int] | No
                            f"{b.get(key)!r}); evaluate both with the same --seed and sources")
     if not same_sources(a, b):
         raise RMTError(f"{path_a} and {path_b} drew different samples (sources: {a.get('sources')!r} against "
-                       f"{b.get('sources')!r}); evaluate both with the same --seed and sources")
+                       f"{b.get('sources')!r}, or files of those names with other bytes); evaluate both with the "
+                       "same --seed and sources")
     wa, wb = wrong_by_length(a, path_a), wrong_by_length(b, path_b)
     shared = sorted(set(wa) & set(wb) if segments is None else set(segments))
     rows = []
