@@ -13,6 +13,8 @@ A third table splits by how many of the two facts lie before the question's segm
 carries them to the question (0: both beside it; 2: both only in memory, written in one segment or in two).
 A fourth table takes the samples with both facts behind and splits them by where the asked place sits: when it
 is the reference of both, the question's segment must tell two carried facts apart by their directions alone.
+A fifth splits those samples by the question's form as well, for a model trained on one form
+(`rmt train --question-form`).
 
 With `--eval-json FILE` (written by `rmt eval --json` for the same checkpoint and data, seed 0), the answers are
 read from its `wrong_indexes` instead of run again: the samples are the same, rebuilt from their seeds.
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds = {}  # segments -> (kind, form) -> [right, total]
         carried = {}  # segments -> facts before the question's segment -> [right, total]
         both = {}  # segments -> where the asked place sits, for samples with both facts behind -> [right, total]
+        both_form = {}  # segments -> (where the asked place sits, question form), both facts behind -> [right, total]
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
             if recorded is None:
@@ -72,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             split = kinds.setdefault(n, {})
             for sample, ok in zip(samples, right):
                 kind = babi.relation_kind([f.text for f in sample.facts], sample.question)
-                key = (kind, babi.parse_relation_question(sample.question)[0])
-                split.setdefault(key, [0, 0])
-                split[key][0] += int(ok)
-                split[key][1] += 1
+                form = babi.parse_relation_question(sample.question)[0]
+                split.setdefault((kind, form), [0, 0])
+                split[(kind, form)][0] += int(ok)
+                split[(kind, form)][1] += 1
                 behind = [f.segment for f in sample.facts if f.segment < n - 1]
                 key = str(len(behind)) + ("" if len(behind) < 2 else " (one segment)" if len(set(behind)) == 1
                                           else " (two segments)")
-                for count, key in ((carried, key), (both, kind if len(behind) == 2 else None)):
+                two = len(behind) == 2
+                for count, key in ((carried, key), (both, kind if two else None),
+                                   (both_form, (kind, form) if two else None)):
                     if key is not None:
                         cell = count.setdefault(n, {}).setdefault(key, [0, 0])
                         cell[0] += int(ok)
@@ -106,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
                      (both.get(n, {}).get(kind, [0, 0]) for n in kinds)]
             print(f"| {babi.RELATION_KINDS[kind]} | " + " | ".join(cells) + " |")
+        print()
+        print("| both facts behind: where the asked place sits | question form | "
+              + " | ".join(f"{n} seg" for n in kinds) + " |")
+        print("| --- | --- |" + " --- |" * len(kinds))
+        for kind, form in sorted({key for split in both_form.values() for key in split}):
+            cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
+                     (both_form.get(n, {}).get((kind, form), [0, 0]) for n in kinds)]
+            print(f"| {babi.RELATION_KINDS[kind]} | {babi.QUESTION_FORMS[form]} | " + " | ".join(cells) + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1

@@ -32,14 +32,19 @@ def test_eval_json_gives_the_tables_of_running_the_model(tmp_path, capsys):
                   if "n=" in row.split("|")[2 + column]]
         assert sum(counts) == 40
     # The samples with both facts behind, split by where the asked place sits, are those of the rows "2 (...)".
-    both = ran.split("| both facts behind: where the asked place sits |")[1].strip().splitlines()[2:]
+    tables = ran.split("| both facts behind: where the asked place sits |")
+    both = tables[1].split("\n\n")[0].strip().splitlines()[2:]
+    # ... and split once more by the question's form, the same samples again (one more column before the counts).
+    by_form = tables[2].strip().splitlines()[2:]
     twos = [row for row in carried if row.startswith("| 2 (")]
+
+    def count(rows, column):
+        return sum(int(row.split("|")[column].split("n=")[1].rstrip(") ")) for row in rows
+                   if "n=" in row.split("|")[column])
     for column in range(3):
-        def count(rows):
-            return sum(int(row.split("|")[2 + column].split("n=")[1].rstrip(") ")) for row in rows
-                       if "n=" in row.split("|")[2 + column])
-        assert count(both) == count(twos)
-    assert count(both) > 0
+        assert count(both, 2 + column) == count(twos, 2 + column) == count(by_form, 3 + column)
+    assert count(both, 4) > 0
+    assert {row.split("|")[2].strip() for row in by_form} <= {"What is D of the P?", "What is the P D of?"}
     # More samples than the file holds, another seed's file, or not an eval file: one line, exit 1.
     assert script.main(args[:3] + ["--samples", "41", "--eval-json", str(out)]) == 1
     assert "fewer than 41 samples" in capsys.readouterr().err
