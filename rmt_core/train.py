@@ -220,16 +220,28 @@ class Processes:
         return self.rank == 0
 
     def average_gradients(self, model: torch.nn.Module) -> None:
+        """Every gradient becomes its mean over the processes, what one process has on the whole batch.
+
+        A parameter that no sample of one process's share used has no gradient there: it counts as zero in the
+        mean, and stays without a gradient (the optimizer leaves it alone) only where no process gave it one. So
+        every process sends the same number of values, whatever its share of the batch touched.
+        """
         if self.world == 1:
             return
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        params = [p for p in model.parameters() if p.requires_grad]
+        given = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+                         + [given])
         torch.distributed.all_reduce(flat)
-        flat /= self.world
+        means, given = flat[: -len(params)] / self.world, flat[-len(params) :]
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for p, anyone in zip(params, given.tolist()):
+            mean = means[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+            if p.grad is not None:
+                p.grad.copy_(mean)
+            elif anyone:
+                p.grad = mean.to(p.dtype).clone()
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -170,6 +170,33 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
     assert "x2" in read_config(tmp_path / "two")["provenance"]["device"]
 
 
+def _grad_worker(rank, world, port, out):
+    import datetime
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    from rmt_core.train import Processes
+
+    model = torch.nn.ParameterDict({name: torch.nn.Parameter(torch.zeros(3)) for name in ("both", "first", "none")})
+    model["both"].grad = torch.full((3,), float(rank + 1))
+    if rank == 0:  # only the first process's share used this one
+        model["first"].grad = torch.full((3,), 4.0)
+    Processes("cpu").average_gradients(model)
+    torch.save({name: q.grad for name, q in model.items()}, f"{out}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_a_gradient_only_one_process_has_is_averaged_with_zero_from_the_others(tmp_path):
+    # With a varied batch (random lengths, facts in some samples only) one process's share can leave a
+    # parameter without a gradient; every process must still send the same values, or the collective breaks.
+    mp.start_processes(_grad_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    for rank in (0, 1):
+        grads = torch.load(tmp_path / f"{rank}.pt")
+        torch.testing.assert_close(grads["both"], torch.full((3,), 1.5))
+        torch.testing.assert_close(grads["first"], torch.full((3,), 2.0))
+        assert grads["none"] is None  # no process gave it one: the optimizer leaves it alone, as with one process
+
+
 def test_curriculum_parsing():
     assert [s.name for s in parse_stages("1x16, 2x32")] == ["1x16", "2x32"]
     assert [s.name for s in parse_stages(None, "1,2,3", 64)] == ["1x64", "2x64", "3x64"]
