@@ -119,6 +119,8 @@ def model_card(folder: str | Path) -> str:
         "",
         "## Training",
         f"- command: `{prov.get('command', '?')}`",
+        *(f"- resumed at stage {e.get('stage', 0) + 1}, step {e.get('step')}: `{(e.get('config') or {}).get('command', '?')}`"
+          for e in log if e.get("event") == "resume"),
         f"- facts: {prov.get('data', {}).get('babi', '?')}; noise: {prov.get('data', {}).get('noise', '?')}",
         f"- curriculum (segments x segment size): {prov.get('curriculum', '?')}",
         f"- hardware: {prov.get('device', '?')}; wall time {prov.get('wall_s', '?')} s; "

@@ -760,6 +760,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     log = Log(out / "training_log.jsonl", procs.main, resume_at)
     if procs.main and not resume:
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
+    elif procs.main:  # the log keeps the command of every part of a run, a resumed one too
+        log.write(event="resume", stage=resume_at[0], step=resume_at[1], config=cfg.to_json(),
+                  world_size=procs.world, device=str(device), date=_now())
     started = time.time()
     out_of_time = False
     stopped_at = None  # --stop-at-step: the step the run ended at

@@ -40,6 +40,10 @@ def test_resume_after_kill_continues_with_the_same_losses(tmp_path):
         train(cut, stop_after=9, progress=False)  # killed inside stage 2, after its resume point at step 2
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     train(cut, resume=True, progress=False)
+    resumed = log_entries(tmp_path / "cut", "resume")
+    assert [(e["stage"], e["step"]) for e in resumed] == [(1, 2)] and resumed[0]["config"] == json.loads(json.dumps(cut.to_json()))
+    assert not log_entries(whole, "resume")
+    assert "resumed at stage 2, step 2" in (tmp_path / "cut" / "README.md").read_text()
     assert strip(log_entries(whole, "step")) == strip(log_entries(tmp_path / "cut", "step"))
     assert strip(log_entries(whole, "eval")) == strip(log_entries(tmp_path / "cut", "eval"))
     a, b = read_weights(whole), read_weights(tmp_path / "cut")
