@@ -199,6 +199,30 @@ def relation_kind(facts: list[str], question: str) -> str | None:
     return "subject+reference" if roles[0] != roles[1] else f"both {roles[0]}"
 
 
+WRONG_ANSWER_KINDS = {
+    "partner": "another place a fact relates to the asked place",
+    "chain": "the far end of the chain: a place only the other fact names",
+    "asked": "the asked place itself",
+    "unnamed": "a place no fact names",
+}
+
+
+def wrong_answer_kind(facts: list[str], question: str, answer: str) -> str | None:
+    """Which key of WRONG_ANSWER_KINDS a wrong answer to a qa4 question is (None when the question is not qa4's).
+    "chain" is the place two steps from the asked one: with "The hallway is west of the garden." and "The bedroom
+    is west of the hallway.", "bedroom" for "What is the garden east of?"."""
+    form = parse_relation_question(question)
+    if form is None:
+        return None
+    asked = form[2] if form[0] == "of" else form[1]
+    relations = [r for r in map(parse_relation, facts) if r]
+    if answer == asked:
+        return "asked"
+    if any(asked in (a, r) and answer in (a, r) for a, _, r in relations):
+        return "partner"
+    return "chain" if any(answer in (a, r) for a, _, r in relations) else "unnamed"
+
+
 def needs_direction(facts: list[str], question: str) -> bool:
     """True when place names alone leave two answers: both facts relate the asked place to another place."""
     form = parse_relation_question(question)

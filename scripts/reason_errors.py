@@ -15,6 +15,9 @@ A fourth table takes the samples with both facts behind and splits them by where
 is the reference of both, the question's segment must tell two carried facts apart by their directions alone.
 A fifth splits those samples by the question's form as well, for a model trained on one form
 (`rmt train --question-form`).
+With `--wrong-answers` (the model runs), a sixth says which place each wrong answer names, by where the asked
+place sits (`rmt_core.babi.wrong_answer_kind`): another place a fact relates to the asked one, the far end of the
+chain the two facts make, the asked place itself, or a place no fact names.
 
 With `--eval-json FILE` (written by `rmt eval --json` for the same checkpoint and data, seed 0), the answers are
 read from its `wrong_indexes` instead of run again: the samples are the same, rebuilt from their seeds.
@@ -35,7 +38,7 @@ from rmt_core.checkpoint import load_checkpoint
 from rmt_core.error_split import check_splittable
 from rmt_core.errors import RMTError, TaskError
 from rmt_core.evaluate import eval_sample_seed, predict_batch
-from rmt_core.tasks import TaskBuilder
+from rmt_core.tasks import PLACES, TaskBuilder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--babi-dir")
     parser.add_argument("--noise-file")
     parser.add_argument("--eval-json", help="answers from this `rmt eval --json` file (seed 0) instead of the model")
+    parser.add_argument("--wrong-answers", action="store_true",
+                        help="add a table of which place the wrong answers name (runs the model)")
     args = parser.parse_args(argv)
+    if args.wrong_answers and args.eval_json:
+        print("reason_errors: error: --wrong-answers needs the model's answers, which an eval file does not "
+              "hold; drop --eval-json", file=sys.stderr)
+        return 1
     torch.set_num_threads(1)
     try:
         model = load_checkpoint(args.checkpoint, device="cpu")
@@ -59,10 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         carried = {}  # segments -> facts before the question's segment -> [right, total]
         both = {}  # segments -> where the asked place sits, for samples with both facts behind -> [right, total]
         both_form = {}  # segments -> (where the asked place sits, question form), both facts behind -> [right, total]
+        wrong = {}  # segments -> (where the asked place sits, which place the wrong answer names) -> count
         for n in (int(x) for x in args.segments.split(",")):
             samples = [builder.sample(n, eval_sample_seed(0, n, i)) for i in range(args.samples)]
             if recorded is None:
-                right = run_model(model, samples, n)
+                predicted = run_model(model, samples, n)
+                right = predicted == np.array([s.answer for s in samples])
+                for sample, guess, ok in zip(samples, predicted, right):
+                    if not ok:
+                        facts = [f.text for f in sample.facts]
+                        key = (babi.relation_kind(facts, sample.question),
+                               babi.wrong_answer_kind(facts, sample.question, PLACES[guess]))
+                        wrong.setdefault(n, {}).setdefault(key, 0)
+                        wrong[n][key] += 1
             elif recorded.get(n, (0, None))[0] < len(samples):
                 raise RMTError(f"{args.eval_json} has fewer than {len(samples)} samples at {n} segments; "
                                "pass --samples and --segments that it holds")
@@ -119,6 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{100 * r / t:.1f}% (n={t})" if t else "-" for r, t in
                      (both_form.get(n, {}).get((kind, form), [0, 0]) for n in kinds)]
             print(f"| {babi.RELATION_KINDS[kind]} | {babi.QUESTION_FORMS[form]} | " + " | ".join(cells) + " |")
+        if args.wrong_answers:
+            print()
+            print("| where the asked place sits | the wrong answer names | "
+                  + " | ".join(f"{n} seg" for n in kinds) + " |")
+            print("| --- | --- |" + " --- |" * len(kinds))
+            for kind, named in sorted({key for split in wrong.values() for key in split}):
+                cells = []
+                for n in kinds:
+                    total = sum(c for (k, _), c in wrong.get(n, {}).items() if k == kind)
+                    count = wrong.get(n, {}).get((kind, named), 0)
+                    cells.append(f"{count} of {total} wrong" if total else "-")
+                print(f"| {babi.RELATION_KINDS[kind]} | {babi.WRONG_ANSWER_KINDS[named]} | " + " | ".join(cells)
+                      + " |")
     except RMTError as error:
         print(f"reason_errors: error: {error}", file=sys.stderr)
         return 1
@@ -126,15 +157,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_model(model, samples, n: int) -> np.ndarray:
-    """Whether the model answers each sample of n segments (batches of 250)."""
-    right = np.zeros(len(samples), dtype=bool)
+    """The model's answer (an index into PLACES) to each sample of n segments (batches of 250)."""
+    answers = np.zeros(len(samples), dtype=np.int64)
     for start in range(0, len(samples), 250):
         chunk = samples[start:start + 250]
         ids = np.array([s.input_ids for s in chunk], dtype=np.int64)
         with torch.no_grad():
             pred = predict_batch(model, ids, n, model.config.segment_size).argmax(-1).numpy()
-        right[start:start + len(chunk)] = pred == np.array([s.answer for s in chunk])
-    return right
+        answers[start:start + len(chunk)] = pred
+    return answers
 
 
 def read_eval(path: str, segment_size: int) -> dict[int, tuple[int, list[int]]]:

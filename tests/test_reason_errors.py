@@ -45,6 +45,20 @@ def test_eval_json_gives_the_tables_of_running_the_model(tmp_path, capsys):
         assert count(both, 2 + column) == count(twos, 2 + column) == count(by_form, 3 + column)
     assert count(both, 4) > 0
     assert {row.split("|")[2].strip() for row in by_form} <= {"What is D of the P?", "What is the P D of?"}
+    # --wrong-answers adds one table: each length's wrong answers, every one counted once, by the place it names.
+    assert script.main(args + ["--wrong-answers"]) == 0
+    more = capsys.readouterr().out
+    assert more.startswith(ran)
+    rows = more.split("| the wrong answer names |")[1].strip().splitlines()[2:]
+    results = {r["segments"]: r for r in json.loads(out.read_text())["results"]}
+    for column, n in enumerate((1, 2, 4)):
+        cells = [(row.split("|")[1], row.split("|")[3 + column].strip()) for row in rows]
+        counts = [(kind, int(c.split(" of ")[0]), int(c.split(" of ")[1].split()[0])) for kind, c in cells if c != "-"]
+        for kind in {k for k, _, _ in counts}:
+            assert sum(c for k, c, _ in counts if k == kind) == next(t for k, _, t in counts if k == kind)
+        assert sum(c for _, c, _ in counts) == results[n]["samples"] - results[n]["correct"]
+    assert script.main(args + ["--wrong-answers", "--eval-json", str(out)]) == 1
+    assert "drop --eval-json" in capsys.readouterr().err
     # More samples than the file holds, another seed's file, or not an eval file: one line, exit 1.
     assert script.main(args[:3] + ["--samples", "41", "--eval-json", str(out)]) == 1
     assert "fewer than 41 samples" in capsys.readouterr().err

@@ -320,6 +320,20 @@ def test_relation_kind_says_where_the_asked_place_sits():
         assert babi.needs_direction(two, question) == (babi.relation_kind(two, question) != "one")
 
 
+def test_wrong_answer_kind_names_the_place_a_wrong_answer_is():
+    from rmt_core import babi
+
+    chain = ["The hallway is west of the garden.", "The bedroom is west of the hallway."]
+    question = "What is the garden east of?"  # the hallway; the bedroom lies one more step west
+    assert babi.relation_kind(chain, question) == "one"
+    assert babi.wrong_answer_kind(chain, question, "bedroom") == "chain"
+    assert babi.wrong_answer_kind(chain, question, "garden") == "asked"
+    assert babi.wrong_answer_kind(chain, question, "office") == "unnamed"
+    two = ["The office is north of the kitchen.", "The garden is south of the kitchen."]
+    assert babi.wrong_answer_kind(two, "What is north of the kitchen?", "garden") == "partner"
+    assert babi.wrong_answer_kind(two, "Where is Mary?", "garden") is None
+
+
 def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
     from rmt_core.tasks import LATE_WINDOW
 
