@@ -190,12 +190,15 @@ class TaskBuilder:
                  babi_dir: str | Path | None = None, noise_file: str | Path | None = None, split: str = "train",
                  hard_fraction: float = 0.0, question_form: str | None = None, late_facts: float = 0.0,
                  prior_facts: float = 0.0, prior_asked: float = 0.0, facts_behind: float = 0.0,
-                 prior_decoys: float = 0.0):
+                 prior_decoys: float = 0.0, chain_fraction: float = 0.0):
         if task not in TASKS:
             raise TaskError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         check_sources(split, babi_file, babi_dir)
         if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
+        if not 0.0 <= chain_fraction <= 1.0 - hard_fraction or (chain_fraction and task != "reason"):
+            raise TaskError(f"chain fraction {chain_fraction!r} must lie in 0..1 less the hard fraction and is for the "
+                            "reason task only")
         if question_form not in (None, *babi.QUESTION_FORMS) or (question_form and task != "reason"):
             raise TaskError(f"question form {question_form!r} must be "
                             + " or ".join(f"'{k}' ('{v}')" for k, v in babi.QUESTION_FORMS.items())
@@ -217,6 +220,7 @@ class TaskBuilder:
                             "needs two facts)")
         self.task = task
         self.hard_fraction = hard_fraction
+        self.chain_fraction = chain_fraction
         self.facts_behind = facts_behind
         self.late_facts = late_facts
         self.prior_facts = prior_facts
@@ -269,8 +273,12 @@ class TaskBuilder:
 
     def _item(self, rng: random.Random) -> babi.BabiItem:
         # With hard_fraction, that share of reason samples is redrawn until place names alone cannot answer it;
+        # with chain_fraction, that share is redrawn until only one fact names the asked place (babi.relation_kind
+        # "one"), so that the other fact's far place is the wrong answer to tell apart;
         # with question_form, every reason sample is redrawn until its question has that form.
-        hard = self.hard_fraction > 0 and rng.random() < self.hard_fraction
+        draw = rng.random() if self.hard_fraction > 0 or self.chain_fraction > 0 else 1.0
+        hard = draw < self.hard_fraction
+        chain = self.hard_fraction <= draw < self.hard_fraction + self.chain_fraction
         for _ in range(1000):
             if self.items is not None:
                 item = self.items[rng.randrange(len(self.items))]
@@ -278,11 +286,13 @@ class TaskBuilder:
                 item = babi.generate_qa1(rng) if self.kind == "qa1" else babi.generate_qa4(rng)
             if hard and not babi.needs_direction(item.facts, item.question):
                 continue
+            if chain and babi.relation_kind(item.facts, item.question) != "one":
+                continue
             if self.question_form and (babi.parse_relation_question(item.question) or ("",))[0] != self.question_form:
                 continue
             return item
-        raise TaskError("the bAbI file holds no question of the kind asked for; use --hard-fraction 0 and "
-                        "--question-form any")
+        raise TaskError("the bAbI file holds no question of the kind asked for; use --hard-fraction 0, "
+                        "--chain-fraction 0 and --question-form any")
 
     def sample(self, n_segments: int, seed: int) -> Sample:
         """One sample of exactly n_segments * segment_size tokens, determined by `seed`."""

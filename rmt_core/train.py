@@ -135,6 +135,7 @@ class TrainConfig:
     # reason only: this share of training samples needs the directions (place names alone leave two answers);
     # validation keeps the natural mix.
     hard_fraction: float = 0.0
+    chain_fraction: float = 0.0  # reason: this share of training samples is a question one fact answers directly
     every_person: bool = False  # qa1 training samples close with every placed person's question and answer
     quiz: bool = False  # qa1 training samples ask about someone else's current place after every fact
     late_facts: float = 0.0  # detect/reason: this share of training samples has its facts in the last 8 segments
@@ -280,6 +281,8 @@ class Data:
             options["late_facts"] = c.late_facts
         if c.facts_behind and training:
             options["facts_behind"] = c.facts_behind
+        if c.chain_fraction and training:
+            options["chain_fraction"] = c.chain_fraction
         if c.prior_decoys and training:
             options["prior_decoys"] = c.prior_decoys
         if c.prior_facts and training:

@@ -287,6 +287,44 @@ def test_hard_fraction_oversamples_questions_that_need_the_directions():
             TaskBuilder(task, tok, 64, hard_fraction=bad)
 
 
+def test_chain_fraction_oversamples_questions_one_fact_answers():
+    from rmt_core import babi
+    from rmt_core.tasks import TaskBuilder, default_tokenizer
+
+    tok = default_tokenizer()
+    plain = TaskBuilder("reason", tok, 32)
+    # A zero share draws nothing: the samples are those of a builder without it.
+    assert [plain.sample(2, i).input_ids for i in range(5)] == \
+        [TaskBuilder("reason", tok, 32, chain_fraction=0.0).sample(2, i).input_ids for i in range(5)]
+    kinds = lambda builder: [babi.relation_kind([f.text for f in s.facts], s.question)  # noqa: E731
+                             for s in builder.samples(1, 300, 0)]
+    natural = kinds(plain).count("one")
+    assert 0.1 * 300 < natural < 0.6 * 300
+    assert set(kinds(TaskBuilder("reason", tok, 32, chain_fraction=1.0))) == {"one"}
+    mixed = kinds(TaskBuilder("reason", tok, 32, hard_fraction=0.4, chain_fraction=0.6))
+    assert "one" in mixed and "both reference" in mixed and natural < mixed.count("one") < 300
+    for bad, hard, task in ((1.5, 0.0, "reason"), (-0.1, 0.0, "reason"), (0.7, 0.4, "reason"), (0.5, 0.0, "detect")):
+        with pytest.raises(TaskError, match="chain fraction"):
+            TaskBuilder(task, tok, 64, hard_fraction=hard, chain_fraction=bad)
+
+
+def test_chain_fraction_reaches_training_batches_only(tmp_path, tok, capsys):
+    from rmt_cli.main import main
+    from rmt_core.train import Data, Stage, TrainConfig
+
+    kw = dict(task="reason", stages=[Stage(2, 32)], batch_size=8, seed=3)
+    data = Data(TrainConfig(out=str(tmp_path / "c"), chain_fraction=1.0, **kw), tok)
+    plain = Data(TrainConfig(out=str(tmp_path / "p"), **kw), tok)
+    stage = data.cfg.stages[0]
+    assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
+    assert not torch.equal(data.batch(stage, 0, 0)[0], plain.batch(stage, 0, 0)[0])
+    assert main(["train", "--task", "detect", "--chain-fraction", "0.5", "--out", str(tmp_path / "d")]) != 0
+    assert "--chain-fraction is for reason" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert main(["train", "--task", "reason", "--chain-fraction", "0.6", "--hard-fraction", "0.5",
+                 "--out", str(tmp_path / "r")]) != 0
+    assert "sum to 1 or less" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_question_form_keeps_reason_questions_of_one_form():
     from rmt_core import babi
     from rmt_core.tasks import TaskBuilder, default_tokenizer

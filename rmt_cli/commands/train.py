@@ -49,6 +49,11 @@ def add_arguments(parser) -> None:
                         help="reason: this share of training samples is drawn from questions that place names "
                              "alone cannot answer; qa1/qa2: from stories whose last fact does not give the answer "
                              "(validation keeps the natural mix; default 0)")
+    parser.add_argument("--chain-fraction", type=real(0.0, 1.0), default=0.0,
+                        help="reason: this share of training samples is drawn from questions that one fact answers "
+                             "directly (only one fact names the asked place; the other fact's far place is the "
+                             "answer to tell apart), disjoint from --hard-fraction's (validation keeps the natural "
+                             "mix; default 0)")
     parser.add_argument("--every-person", action="store_true",
                         help="qa1: training samples close with a question and answer for every person the story "
                              "places, not only the asked one (more answers to learn from; validation and eval keep "
@@ -201,6 +206,11 @@ def run(args) -> int:
         raise TrainError(f"--prior-facts is for detect, whose question needs one fact, not {task}; drop it")
     if args.prior_decoys and task != "detect":
         raise TrainError(f"--prior-decoys is for detect, whose one fact a decoy could displace, not {task}; drop it")
+    if args.chain_fraction and task != "reason":
+        raise TrainError(f"--chain-fraction is for reason, whose questions two facts can chain, not {task}; drop it")
+    if args.chain_fraction + args.hard_fraction > 1:
+        raise TrainError("--chain-fraction and --hard-fraction draw from disjoint questions; give two shares that "
+                         "sum to 1 or less")
     if args.facts_behind and task != "reason":
         raise TrainError(f"--facts-behind is for reason, whose question needs two facts, not {task}; drop it")
     if args.fact_recall_target != "facts" and not args.fact_recall:
@@ -218,7 +228,7 @@ def run(args) -> int:
         num_layers=args.layers, num_heads=args.heads, num_mem_tokens=args.mem, dropout=args.dropout,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
-        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
+        val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, chain_fraction=args.chain_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
