@@ -308,16 +308,23 @@ def test_chain_fraction_oversamples_questions_one_fact_answers():
             TaskBuilder(task, tok, 64, hard_fraction=hard, chain_fraction=bad)
 
 
-def test_chain_fraction_reaches_training_batches_only(tmp_path, tok, capsys):
-    from rmt_cli.main import main
-    from rmt_core.train import Data, Stage, TrainConfig
+def assert_training_batches_only(tmp_path, tok, stage, **option):
+    """A reason training option changes training batches and leaves validation as it is."""
+    from rmt_core.train import Data, TrainConfig
 
-    kw = dict(task="reason", stages=[Stage(2, 32)], batch_size=8, seed=3)
-    data = Data(TrainConfig(out=str(tmp_path / "c"), chain_fraction=1.0, **kw), tok)
-    plain = Data(TrainConfig(out=str(tmp_path / "p"), **kw), tok)
+    kw = dict(task="reason", stages=[stage], batch_size=8, seed=3)
+    data = Data(TrainConfig(out=str(tmp_path / "with"), **option, **kw), tok)
+    plain = Data(TrainConfig(out=str(tmp_path / "plain"), **kw), tok)
     stage = data.cfg.stages[0]
     assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
     assert not torch.equal(data.batch(stage, 0, 0)[0], plain.batch(stage, 0, 0)[0])
+
+
+def test_chain_fraction_reaches_training_batches_only(tmp_path, tok, capsys):
+    from rmt_cli.main import main
+    from rmt_core.train import Stage
+
+    assert_training_batches_only(tmp_path, tok, Stage(2, 32), chain_fraction=1.0)
     assert main(["train", "--task", "detect", "--chain-fraction", "0.5", "--out", str(tmp_path / "d")]) != 0
     assert "--chain-fraction is for reason" in capsys.readouterr().err and not (tmp_path / "d").exists()
     assert main(["train", "--task", "reason", "--chain-fraction", "0.6", "--hard-fraction", "0.5",
@@ -392,7 +399,7 @@ def test_late_facts_put_that_share_of_facts_in_the_last_segments(tok):
 
 def test_facts_behind_keep_both_facts_out_of_the_questions_segment(tok, tmp_path, capsys):
     from rmt_cli.main import main
-    from rmt_core.train import Data, Stage, TrainConfig
+    from rmt_core.train import Stage
 
     behind = TaskBuilder("reason", tok, 32, facts_behind=1.0, late_facts=0.5)
     for seed in range(60):
@@ -408,12 +415,7 @@ def test_facts_behind_keep_both_facts_out_of_the_questions_segment(tok, tmp_path
     with pytest.raises(TaskError, match="facts behind"):
         TaskBuilder("detect", tok, 32, facts_behind=0.5)
     # Training batches only: validation keeps the facts anywhere.
-    kw = dict(task="reason", stages=[Stage(3, 32)], batch_size=8, seed=3)
-    data = Data(TrainConfig(out=str(tmp_path / "b"), facts_behind=1.0, **kw), tok)
-    plain = Data(TrainConfig(out=str(tmp_path / "p"), **kw), tok)
-    stage = data.cfg.stages[0]
-    assert torch.equal(data.validation(stage, batch_size=8)[0][0], plain.validation(stage, batch_size=8)[0][0])
-    assert not torch.equal(data.batch(stage, 0, 0)[0], plain.batch(stage, 0, 0)[0])
+    assert_training_batches_only(tmp_path, tok, Stage(3, 32), facts_behind=1.0)
     assert main(["train", "--task", "detect", "--facts-behind", "0.5", "--out", str(tmp_path / "d")]) != 0
     assert "--facts-behind is for reason" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
