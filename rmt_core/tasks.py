@@ -196,7 +196,7 @@ class TaskBuilder:
         check_sources(split, babi_file, babi_dir)
         if not 0.0 <= hard_fraction <= 1.0 or (hard_fraction and task != "reason"):
             raise TaskError(f"hard fraction {hard_fraction!r} must lie in 0..1 and is for the reason task only")
-        if not 0.0 <= chain_fraction <= 1.0 - hard_fraction or (chain_fraction and task != "reason"):
+        if not 0.0 <= chain_fraction <= 1.0 - hard_fraction + 1e-9 or (chain_fraction and task != "reason"):
             raise TaskError(f"chain fraction {chain_fraction!r} must lie in 0..1 less the hard fraction and is for the "
                             "reason task only")
         if question_form not in (None, *babi.QUESTION_FORMS) or (question_form and task != "reason"):

@@ -208,7 +208,7 @@ def run(args) -> int:
         raise TrainError(f"--prior-decoys is for detect, whose one fact a decoy could displace, not {task}; drop it")
     if args.chain_fraction and task != "reason":
         raise TrainError(f"--chain-fraction is for reason, whose questions two facts can chain, not {task}; drop it")
-    if args.chain_fraction + args.hard_fraction > 1:
+    if args.chain_fraction + args.hard_fraction > 1 + 1e-9:
         raise TrainError("--chain-fraction and --hard-fraction draw from disjoint questions; give two shares that "
                          "sum to 1 or less")
     if args.facts_behind and task != "reason":
