@@ -763,9 +763,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     log = Log(out / "training_log.jsonl", procs.main, resume_at)
     if procs.main and not resume:
         log.write(event="start", config=cfg.to_json(), world_size=procs.world, device=str(device), date=_now())
-    elif procs.main:  # the log keeps the command of every part of a run, a resumed one too
-        log.write(event="resume", stage=resume_at[0], step=resume_at[1], config=cfg.to_json(),
-                  world_size=procs.world, device=str(device), date=_now())
     started = time.time()
     out_of_time = False
     stopped_at = None  # --stop-at-step: the step the run ended at
@@ -790,6 +787,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                 raise TrainError(f"the resume state in {resume_dir} is damaged ({type(error).__name__}: "
                                  f"{str(error)[:120]}); start a new run with another --out") from None
             started -= state["elapsed"]
+            # The log keeps the command of every part of a run, a resumed one too (once its state has loaded).
+            log.write(event="resume", stage=resume_at[0], step=resume_at[1], config=cfg.to_json(),
+                      world_size=procs.world, device=str(device), date=_now())
         if not (resume and stage_index == first_stage and state["step"] > 0):
             # A fresh stage (or one resumed at its start): score the starting model, keep it as the first best.
             state.update(stage=stage_index, step=0, best=-1.0, best_loss=math.inf, good=0, stale=0)
