@@ -40,6 +40,10 @@ def check_splittable(result: dict) -> None:
         raise TaskError("this results file does not record how its samples were drawn ("
                         + ", ".join(missing or ["correct"]) + " missing); write it again with rmt eval --json")
     for row in rows:  # a file edited by hand must not make the split run for hours
+        if row.get("first_sample"):
+            raise TaskError(f"the results row of {row.get('segments', '?')} segments starts at sample "
+                            f"{row['first_sample']} (rmt eval --first-sample); pool it with the samples before it "
+                            "first (scripts/merge_eval.py)")
         samples = row.get("samples")
         if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
             raise TaskError(f"the results row of {row.get('segments', '?')} segments has {samples!r} samples; "

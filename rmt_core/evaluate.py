@@ -14,6 +14,8 @@ Results format (SPEC section 7), plus extra keys:
     {"results": [{"segments": n, "tokens": n * segment_size, "accuracy": a (0..1), "samples": s,
                   "correct", "ci_low", "ci_high" (Wilson 95%), "seconds", "wrong_seeds" (the first 20),
                   "wrong_indexes" (every wrong sample's index: its seed is eval_sample_seed(seed, n, index)),
+                  "first_sample" (only when not 0: the samples are indexes first_sample to first_sample +
+                  samples - 1),
                   "peak_memory_bytes" (CUDA allocator peak at this length; None on CPU)}, ...],
      "format", "version", "task", "checkpoint" {name, path, sha256} | None, "segment_size", "num_mem_tokens",
      "trained_segments", "sources", "source_sha256" {babi, noise: sha256 of the file, None for built-in data},
@@ -49,6 +51,7 @@ MAX_BATCH_TOKENS = 2**25  # token ids held at once: 128 MiB as int32 (64 samples
 MAX_WRONG_SEEDS = 20
 AUTOCAST_DTYPES = (None, "bfloat16")  # evaluate(autocast=): opt-in lower precision
 MAX_SAMPLES = 1_000_000  # samples per length: a million 1-segment samples already take hours on a CPU
+MAX_FIRST_SAMPLE = 2**31  # a sample index stays below 2**32, so that no two lengths share a sample seed
 
 
 def eval_sample_seed(seed: int, n_segments: int, index: int) -> int:
@@ -114,7 +117,7 @@ def same_sources(a: dict, b: dict) -> bool:
 def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,
              seed: int = 0, babi_file=None, babi_dir=None, noise_file=None, split: str = "test",
              progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS, rank: int = 0, world: int = 1,
-             autocast: str | None = None) -> dict:
+             autocast: str | None = None, first_sample: int = 0) -> dict:
     """Accuracy of `model` on `samples` fresh samples of `task` at each number of segments in `segments`.
 
     task: None uses the model's own task (config.task). Samples come from `TaskBuilder` with the model's
@@ -128,6 +131,9 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     returns the results one process would give (give a smaller batch size when there are fewer batches than
     processes). autocast: "bfloat16" runs the backbone under torch.autocast in bfloat16 (opt in: it can
     change predictions); None keeps the weights' own dtype.
+    first_sample: evaluate sample indexes first_sample .. first_sample + samples - 1 instead of 0 .. samples - 1,
+    so that a long length can be evaluated in pieces (scripts/merge_eval.py pools pieces that follow one another
+    into the row one run of them all writes).
     """
     from rmt_core.babilong import check_task, make_builder
     from rmt_core.checkpoint import portable_path
@@ -141,6 +147,10 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
         raise TaskError(f"samples must be a whole number from 1 to {MAX_SAMPLES:,}, got {samples!r}; "
                         "give --samples 100")
+    if (isinstance(first_sample, bool) or not isinstance(first_sample, int)
+            or not 0 <= first_sample <= MAX_FIRST_SAMPLE):
+        raise TaskError(f"the first sample must be a whole number from 0 to {MAX_FIRST_SAMPLE:,}, got "
+                        f"{first_sample!r}; give --first-sample 100 to go on after 100 samples")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise TaskError(f"batch size must be a whole number >= 1, got {batch_size!r}; give --batch-size 64")
     _check_share(rank, world)
@@ -170,7 +180,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
                     torch.cuda.reset_peak_memory_stats(device)
                 correct, wrong = 0, []
                 done = 0
-                starts = np.cumsum([0] + plans[n])
+                starts = first_sample + np.cumsum([0] + plans[n])
                 for b in mine[n]:
                     size, first = plans[n][b], int(starts[b])
                     ids = np.empty((size, n * segment_size), dtype=np.int32)  # (B, N * S)
@@ -211,6 +221,7 @@ def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 
                      "seconds": round(seconds, 3),
                      "wrong_seeds": [s for _, s in sorted(wrong)][:MAX_WRONG_SEEDS],
                      "wrong_indexes": sorted(i for i, _ in wrong),
+                     **({"first_sample": first_sample} if first_sample else {}),
                      "peak_memory_bytes": peak})
     peaks = [row["peak_memory_bytes"] for row in rows if row["peak_memory_bytes"] is not None]
     return {

@@ -31,6 +31,10 @@ def wrong_by_length(result: dict, path: str) -> dict[int, tuple[set[int], int]]:
     """{segments: (wrong sample indexes, samples)}; RMTError when a row lists only part of its wrong answers."""
     rows = {}
     for row in result.get("results", []):
+        if row.get("first_sample"):
+            raise RMTError(f"{path}: at {row['segments']} segments the samples start at {row['first_sample']} "
+                           "(rmt eval --first-sample); pool the file with the samples before them first "
+                           "(scripts/merge_eval.py)")
         wrong = set(row.get("wrong_indexes", []))
         if len(wrong) != row["samples"] - row["correct"]:
             raise RMTError(f"{path}: at {row['segments']} segments the file lists {len(wrong)} of its "

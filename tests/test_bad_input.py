@@ -245,6 +245,7 @@ def test_export_never_replaces_a_picture_with_what_is_not_one(trace, tmp_path, c
     ["sample", "--task", "memorize", "--segments", HUGE],
     ["probe", "--segments", HUGE, "--samples", "10", "--out", "{tmp}/p"],
     ["eval", "--segments", "1", "--samples", HUGE],
+    ["eval", "--segments", "1", "--first-sample", HUGE],
     ["eval", "--segments", HUGE],
     ["replay", "--segments", "1000000", "--out", "{tmp}/t"],  # within the argument's range, beyond the sample's
     ["eval", "--segments", "1,2,1000000"],

@@ -41,6 +41,12 @@ def test_refuses_files_that_drew_other_samples_or_list_part_of_their_errors(tmp_
     partial.write_text(json.dumps(data))
     assert script.main([a, str(partial)]) == 1
     assert "lists 1 of its 5 wrong answers" in capsys.readouterr().err
+    piece = tmp_path / "piece.json"
+    data = json.loads((tmp_path / "a.json").read_text())
+    data["results"][0]["first_sample"] = 10  # rmt eval --first-sample: indexes 10 to 19, not the first 10
+    piece.write_text(json.dumps(data))
+    assert script.main([a, str(piece)]) == 1
+    assert "samples start at 10" in capsys.readouterr().err
     assert script.main([a]) == 1
     assert "give them in pairs" in capsys.readouterr().err
     assert script.main([a, a, "--segments", "4,x"]) == 1

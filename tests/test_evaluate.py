@@ -254,3 +254,19 @@ def test_rmt_eval_max_batch_tokens_reaches_the_batches_and_keeps_the_results(mod
     assert sizes == [[6], [2, 2, 2]]  # one batch of six, then three of two
     default, small = (json.loads((tmp_path / f"{n}.json").read_text())["results"][0] for n in ("default", "small"))
     assert (default["correct"], default["wrong_indexes"]) == (small["correct"], small["wrong_indexes"])
+
+
+def test_pieces_from_first_sample_pool_into_the_row_of_one_run(model):
+    from conftest import load_script
+
+    merge = load_script("merge_eval").merge
+    whole = ev.evaluate(model, "memorize", [2, 3], 9, batch_size=4, seed=2, progress=False)
+    first = ev.evaluate(model, "memorize", [2, 3], 4, batch_size=4, seed=2, progress=False)
+    rest = ev.evaluate(model, "memorize", [2, 3], 5, batch_size=2, seed=2, progress=False, first_sample=4)
+    assert all(row["first_sample"] == 4 for row in rest["results"])
+    assert all(0 < len(row["wrong_indexes"]) < 9 for row in whole["results"])  # the pieces have something to add
+    for pooled, one_run in zip(merge([first, rest])["results"], whole["results"]):
+        for key in ("samples", "correct", "accuracy", "ci_low", "ci_high", "wrong_indexes", "wrong_seeds"):
+            assert pooled[key] == one_run[key], key
+    with pytest.raises(TaskError, match="first sample must be a whole number"):
+        ev.evaluate(model, "memorize", [2], 4, first_sample=-1, progress=False)

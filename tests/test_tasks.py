@@ -527,6 +527,9 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
     (tmp_path / "e.json").write_text(json.dumps(result))
     assert module.main([str(tmp_path / "e.json")]) == 0
     assert "| 8 | 0 |" in capsys.readouterr().out
+    piece = dict(result, results=[dict(indexed["results"][0], first_sample=40)])  # rmt eval --first-sample 40
+    with pytest.raises(RMTError, match="starts at sample 40"):
+        split_errors(piece, tok)
 
 
 def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_lengths(tok, tmp_path, capsys):

@@ -25,7 +25,7 @@ HELP = "accuracy of a checkpoint against the number of segments (writes the resu
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from rmt_core.babilong import GENERATIVE_TASKS
-    from rmt_core.evaluate import MAX_BATCH_TOKENS, MAX_SAMPLES
+    from rmt_core.evaluate import MAX_BATCH_TOKENS, MAX_FIRST_SAMPLE, MAX_SAMPLES
     from rmt_core.tasks import MAX_SAMPLE_TOKENS, TASKS
 
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped default)")
@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated numbers of segments to evaluate, e.g. 1,2,4,...,4096 (default 1,2,4)")
     parser.add_argument("--samples", type=whole(1, MAX_SAMPLES), default=100,
                         help="samples per length (default 100)")
+    parser.add_argument("--first-sample", type=whole(0, MAX_FIRST_SAMPLE), default=0,
+                        help="start at this sample index (default 0): `--samples 300 --first-sample 100` after a "
+                             "run of 100 evaluates the next 300, and scripts/merge_eval.py pools the two into the "
+                             "row of 400 one run would write")
     parser.add_argument("--batch-size", type=whole(1, 65536), default=64,
                         help="samples a batch (default 64; smaller for very long inputs to bound memory)")
     parser.add_argument("--max-batch-tokens", type=whole(1, 2**31), default=MAX_BATCH_TOKENS,
@@ -84,7 +88,7 @@ def run(args) -> int:
                           seed=args.seed, babi_file=args.babi_file, babi_dir=args.babi_dir,
                           noise_file=args.noise_file, split=args.split, progress=not args.no_progress,
                           rank=procs.rank, world=procs.world, autocast=args.dtype,
-                          max_batch_tokens=args.max_batch_tokens)
+                          max_batch_tokens=args.max_batch_tokens, first_sample=args.first_sample)
     finally:
         procs.close()
     if not procs.main:
