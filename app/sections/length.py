@@ -107,7 +107,8 @@ else:
 
 show_figure(evaluate.length_figure(results, paper=True), "length", key="length")
 for label, result in results.items():
-    rows = [{k: v for k, v in row.items() if k not in ("wrong_seeds", "wrong_indexes")} for row in result["results"]]
+    rows = [{k: v for k, v in row.items() if k not in ("wrong_seeds", "wrong_indexes", "pieces")}
+            for row in result["results"]]
     show_table(rows, f"accuracy {label}", key=f"table_{label}")
 
 if chosen.checkpoint and not chosen.problem and results.get(f"{Path(chosen.checkpoint).name} (eval.json)"):
