@@ -1,6 +1,7 @@
 """Where an encoder checkpoint's answers are lost: an `rmt eval` results file split by where each sample's fact
 was, by how many segments separate the last fact from the question ("distance") or how many segments of input
-came before it ("before").
+came before it ("before"); for reason's two facts also by how far back the first fact is ("first") and how many
+segments lie between the two ("gap").
 
 The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
 Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back and has f
@@ -18,9 +19,23 @@ from rmt_core.errors import TaskError
 from rmt_core.evaluate import MAX_SAMPLES, eval_sample_seed
 from rmt_core.stats import distance_buckets, wilson_interval
 
-AXES = ("distance", "before")  # the last fact's segments back from the question, or its segment index
+AXES = ("distance", "before", "first", "gap")
 AXIS_LABELS = {"distance": "last fact, segments before the question",
-               "before": "segments of input before the last fact"}
+               "before": "segments of input before the last fact",
+               "first": "first fact, segments before the question",
+               "gap": "segments from the first fact to the last"}
+
+
+def axes_for(task: str | None) -> tuple[str, ...]:
+    """The axes worth offering for `task`: one fact has no first fact apart from its last, nor a gap."""
+    return AXES if task == "reason" else AXES[:2]
+
+
+def axis_value(by: str, n_segments: int, fact_segments: list[int]) -> int:
+    """Where a sample of `n_segments` whose facts lie in `fact_segments` falls on axis `by` (AXES)."""
+    first, last = min(fact_segments), max(fact_segments)
+    return {"distance": n_segments - 1 - last, "before": last, "first": n_segments - 1 - first,
+            "gap": last - first}[by]
 ENCODER_TASKS = ("memorize", "detect", "reason")
 _NEEDED = ("task", "segment_size", "seed")
 
@@ -96,8 +111,7 @@ def _split_row(result: dict, row: dict, builder, by: str, progress) -> list[dict
         seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
     skipped -= len(seeds)
     for seed in seeds:
-        last = max(fact.segment for fact in builder.sample(n, seed).facts)
-        value = n - 1 - last if by == "distance" else last
+        value = axis_value(by, n, [fact.segment for fact in builder.sample(n, seed).facts])
         bucket = next(b for b in counts if b[0] <= value <= b[1])
         counts[bucket][0] += 1
         counts[bucket][1] += seed in wrong

@@ -559,6 +559,13 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
                for r in summed)
     with pytest.raises(RMTError, match="unknown axis"):
         split_errors(result, tok, by="after")
+    from rmt_core.error_split import axes_for, axis_value
+
+    assert axes_for("reason") == ("distance", "before", "first", "gap")
+    assert axes_for("detect") == ("distance", "before")
+
+    # a reason sample of 10 segments with facts in segments 2 and 7: each axis counts from its own end
+    assert [axis_value(by, 10, [7, 2]) for by in ("distance", "before", "first", "gap")] == [2, 7, 7, 5]
 
     (tmp_path / "e.json").write_text(json.dumps(result))
     out_json, out_html = tmp_path / "rows.json", tmp_path / "fig.html"

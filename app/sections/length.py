@@ -40,7 +40,7 @@ def _split_section(folder: str, name: str, path: Path, result: dict) -> None:
         st.info(f"This eval.json cannot be split: {error}")
         return
     columns = st.columns([3, 1, 1])
-    by = columns[0].radio("Split by", error_split.AXES, format_func=lambda a: error_split.AXIS_LABELS[a],
+    by = columns[0].radio("Split by", error_split.axes_for(result.get("task")), format_func=lambda a: error_split.AXIS_LABELS[a],
                           horizontal=True, key="split_by")
     least = columns[1].number_input("Least samples a point", 1, 1000, 20, key="split_least")
     if columns[2].button("Split", key="split_run"):
