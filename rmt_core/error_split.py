@@ -24,6 +24,8 @@ AXIS_LABELS = {"distance": "last fact, segments before the question",
                "before": "segments of input before the last fact",
                "first": "first fact, segments before the question",
                "gap": "segments from the first fact to the last"}
+ENCODER_TASKS = ("memorize", "detect", "reason")
+_NEEDED = ("task", "segment_size", "seed")
 
 
 def axes_for(task: str | None) -> tuple[str, ...]:
@@ -36,8 +38,6 @@ def axis_value(by: str, n_segments: int, fact_segments: list[int]) -> int:
     first, last = min(fact_segments), max(fact_segments)
     return {"distance": n_segments - 1 - last, "before": last, "first": n_segments - 1 - first,
             "gap": last - first}[by]
-ENCODER_TASKS = ("memorize", "detect", "reason")
-_NEEDED = ("task", "segment_size", "seed")
 
 
 def check_splittable(result: dict) -> None:

@@ -420,7 +420,7 @@ def test_length_page_splits_eval_json_by_where_the_fact_was(checkpoint, tmp_path
     monkeypatch.setenv("RMT_CHECKPOINT", str(folder))
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     at.switch_page("sections/length.py").run()
-    at.radio(key="split_by").set_value("before").run()
+    at.radio(key="split_by_2").set_value("before").run()  # detect: the last fact's two axes
     at.number_input(key="split_least").set_value(1).run()
     at.button(key="split_run").click().run()
     assert_clean(at)

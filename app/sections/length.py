@@ -40,8 +40,9 @@ def _split_section(folder: str, name: str, path: Path, result: dict) -> None:
         st.info(f"This eval.json cannot be split: {error}")
         return
     columns = st.columns([3, 1, 1])
-    by = columns[0].radio("Split by", error_split.axes_for(result.get("task")), format_func=lambda a: error_split.AXIS_LABELS[a],
-                          horizontal=True, key="split_by")
+    axes = error_split.axes_for(result.get("task"))  # a key per set of axes: a choice kept for reason stays valid
+    by = columns[0].radio("Split by", axes, format_func=lambda a: error_split.AXIS_LABELS[a], horizontal=True,
+                          key=f"split_by_{len(axes)}")
     least = columns[1].number_input("Least samples a point", 1, 1000, 20, key="split_least")
     if columns[2].button("Split", key="split_run"):
         st.session_state["length_split"] = str(path)
