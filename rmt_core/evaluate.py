@@ -114,6 +114,21 @@ def same_sources(a: dict, b: dict) -> bool:
     return True
 
 
+SAME_DRAW = ("task", "seed", "eval_seed_offset", "segment_size")  # with same_sources: the same samples
+
+
+def draw_difference(a: dict, b: dict) -> str | None:
+    """None when two results drew the same samples (SAME_DRAW and same_sources), else what differs, as
+    "seed: 0 against 3"."""
+    for key in SAME_DRAW:
+        if a.get(key) != b.get(key):
+            return f"{key}: {a.get(key)!r} against {b.get(key)!r}"
+    if not same_sources(a, b):
+        return (f"sources: {a.get('sources')!r} against {b.get('sources')!r}, or files of those names with other "
+                "bytes")
+    return None
+
+
 def evaluate(model, task: str | None = None, segments=(1, 2, 4), samples: int = 100, *, batch_size: int = 64,
              seed: int = 0, babi_file=None, babi_dir=None, noise_file=None, split: str = "test",
              progress: bool = True, max_batch_tokens: int = MAX_BATCH_TOKENS, rank: int = 0, world: int = 1,

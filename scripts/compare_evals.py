@@ -15,11 +15,8 @@ import sys
 from math import comb
 
 from rmt_core.errors import RMTError
-from rmt_core.evaluate import same_sources
+from rmt_core.evaluate import draw_difference
 from rmt_core.files import read_json
-
-SAME_SAMPLES = ("task", "seed", "eval_seed_offset")  # and the same data (same_sources)
-
 
 def mcnemar_p(fixed: int, broken: int) -> float:
     """Two-sided exact McNemar p: the chance of a split at least this uneven of fixed + broken fair coin tosses."""
@@ -45,14 +42,10 @@ def wrong_by_length(result: dict, path: str) -> dict[int, tuple[set[int], int]]:
 
 def compare(a: dict, b: dict, path_a: str, path_b: str, segments: list[int] | None = None) -> list[dict]:
     """One row per shared length (and the pooled "all"): samples, wrong in each, fixed and broken by b, p."""
-    for key in SAME_SAMPLES:
-        if a.get(key) != b.get(key):
-            raise RMTError(f"{path_a} and {path_b} drew different samples ({key}: {a.get(key)!r} against "
-                           f"{b.get(key)!r}); evaluate both with the same --seed and sources")
-    if not same_sources(a, b):
-        raise RMTError(f"{path_a} and {path_b} drew different samples (sources: {a.get('sources')!r} against "
-                       f"{b.get('sources')!r}, or files of those names with other bytes); evaluate both with the "
-                       "same --seed and sources")
+    difference = draw_difference(a, b)
+    if difference:
+        raise RMTError(f"{path_a} and {path_b} drew different samples ({difference}); evaluate both with the same "
+                       "--seed and sources")
     wa, wb = wrong_by_length(a, path_a), wrong_by_length(b, path_b)
     shared = sorted(set(wa) & set(wb) if segments is None else set(segments))
     rows = []

@@ -17,12 +17,9 @@ import sys
 from pathlib import Path
 
 from rmt_core.errors import RMTError
-from rmt_core.evaluate import MAX_WRONG_SEEDS, same_sources
+from rmt_core.evaluate import MAX_WRONG_SEEDS, draw_difference
 from rmt_core.files import write_json_atomic
 from rmt_core.stats import wilson_interval
-
-SAME_SAMPLES = ("task", "seed", "eval_seed_offset", "segment_size")  # and the same data (same_sources)
-
 
 def pooled_row(pieces: list[dict]) -> dict:
     """One row from the rows of one length, each a piece of samples (first_sample, samples); see the docstring."""
@@ -66,13 +63,10 @@ def merge(parts: list[dict]) -> dict:
     if len(shas) != 1:
         raise RMTError("the parts come from different checkpoints")
     for part in parts[1:]:
-        for key in SAME_SAMPLES:
-            if part.get(key) != parts[0].get(key):
-                raise RMTError(f"the parts drew their samples differently ({key}: {parts[0].get(key)!r} against "
-                               f"{part.get(key)!r}); evaluate every part with the same --seed and sources")
-        if not same_sources(parts[0], part):
-            raise RMTError(f"the parts drew their samples from different data ({parts[0].get('sources')!r} "
-                           f"against {part.get('sources')!r}); evaluate every part with the same sources")
+        difference = draw_difference(parts[0], part)
+        if difference:
+            raise RMTError(f"the parts drew their samples differently ({difference}); evaluate every part with "
+                           "the same --seed and sources")
     by_length: dict[int, list[dict]] = {}
     for part in parts:
         for row in part["results"]:
