@@ -73,13 +73,21 @@ class DeepMemoryPool:
         finally:
             model.train(was_training)
         self.last_ids = ids
-        initial = model.initial_memory(1)[0].detach()
+        done = []
         for i in range(self.size):
             self.depth[i] += k
             if self.depth[i] >= self.target[i]:
-                self.memory[i] = initial
-                self.depth[i], self.target[i] = 0, self.rng.randint(1, self.max_depth)
-                self.streams[i] = self._stream()
+                done.append(i)
+        if done:
+            self.restart(model, done)
+
+    def restart(self, model, indexes: list[int]) -> None:
+        """Streams `indexes` start again: the initial memory, a new noise stream and a new depth."""
+        initial = model.initial_memory(1)[0].detach()
+        for i in indexes:
+            self.memory[i] = initial
+            self.depth[i], self.target[i] = 0, self.rng.randint(1, self.max_depth)
+            self.streams[i] = self._stream()
 
     def batch_memory(self, model, batch_size: int, share: float, step: int) -> torch.Tensor:
         """(batch_size, m, d): the first round(share * batch_size) rows from pool states drawn at random (with the
@@ -88,3 +96,86 @@ class DeepMemoryPool:
         k = min(batch_size, round(share * batch_size))
         picks = random.Random(step).choices(range(self.size), k=k)
         return torch.cat([self.memory[picks], model.initial_memory(batch_size - k)], dim=0)
+
+
+FACT_DRAWS = 100
+FAR_FACT_TERMS = ("--far-facts trains with --noise-stillness and --write-attention only; drop --fact-recall, "
+                  "--question-read and --slot-recall")  # draws of a two-segment sample until its facts all lie in the first segment
+
+
+class FarFactPool(DeepMemoryPool):
+    """Memory states that hold a training sample's facts after up to `max_depth` segments of noise (`rmt train
+    --far-facts P`).
+
+    A model trained on inputs of up to N segments only learns to carry facts N segments: the question never lies
+    further from them. Each stream of this pool starts with the first segment of a two-segment training sample
+    whose facts all lie in that segment (the memory it writes, under the current weights), then reads noise as a
+    DeepMemoryPool stream does, to a depth drawn from 1..max_depth. A training row given a stream is that
+    sample's question after more noise: the row's first segments are fresh noise, its last the sample's second
+    segment (noise, then the question), its label the sample's answer. So the question lies depth + N segments
+    from the facts, and the row trains the last segments to keep, and the question to read, what a long stretch
+    of noise left of them; no gradient reaches the write (as with --bptt-depth).
+    """
+
+    def __init__(self, model, builder, size: int, max_depth: int, seed: int = 0):
+        super().__init__(model, builder.noise, size, max_depth, seed=seed)
+        self.builder = builder
+        self.samples: list = [None] * size
+        self.restart(model, list(range(size)))
+
+    def _draw(self):
+        for _ in range(FACT_DRAWS):
+            sample = self.builder.sample(2, self.rng.randrange(2**31))
+            if all(fact.segment == 0 for fact in sample.facts):
+                return sample
+        raise TrainError(f"no two-segment {self.builder.task} sample in {FACT_DRAWS} draws put its facts in the "
+                         "first segment; drop --far-facts for this task")
+
+    @torch.no_grad()
+    def restart(self, model, indexes: list[int]) -> None:
+        """Streams `indexes` start again from a new sample: the memory its first segment (the facts) writes."""
+        super().restart(model, indexes)
+        S = self.segment_size
+        for i in indexes:
+            self.samples[i] = self._draw()
+        ids = torch.tensor([self.samples[i].input_ids[:S] for i in indexes], dtype=torch.long)
+        was_training = model.training
+        model.eval()
+        try:
+            written = recurrence.run(model, SegmentBatch.from_ids(ids, S), memory=self.memory[indexes]).memory
+        finally:
+            model.train(was_training)
+        self.memory[indexes] = written.detach()
+
+    def rows(self, model, ids: torch.Tensor, labels: torch.Tensor, masks: tuple, share: float, step: int):
+        """(memory, ids, labels, masks) of a training batch whose first round(share * B) rows are questions about
+        pool streams (see the class doc; streams drawn with the step's own generator), the rest as given with the
+        model's initial memory. masks: the (still, write, recall, read, answer, slots) of `Data.batch`, already
+        this process's rows; in a far row every segment but the question's is noise that should leave memory
+        still, and none holds a fact to write or read (recall, answer and slots must be None)."""
+        if any(m is not None for m in masks[2:3] + masks[4:]):
+            raise TrainError(FAR_FACT_TERMS)
+        B, S = len(ids), self.segment_size
+        n = ids.shape[1] // S
+        k = min(B, round(share * B))
+        rng = random.Random(step)
+        picks = rng.choices(range(self.size), k=k)
+        ids, labels = ids.clone(), labels.clone()
+        still, write, recall, read, answer, slots = masks
+        still = None if still is None else still.clone()
+        write = None if write is None else write.clone()
+        read = None if read is None else read.clone()
+        for row, i in enumerate(picks):
+            sample = self.samples[i]
+            noise = NoiseStream(self.noise, random.Random(rng.randrange(2**63))).take_ids((n - 1) * S)
+            ids[row] = torch.tensor(noise + sample.input_ids[S:2 * S], dtype=torch.long, device=ids.device)
+            labels[row] = sample.answer
+            if still is not None:
+                still[row] = True
+                still[row, -1] = False  # the question's segment: its memory nothing reads
+            if write is not None:
+                write[row] = False
+            if read is not None:
+                read[row] = False
+        memory = torch.cat([self.memory[picks], model.initial_memory(B - k)], dim=0)
+        return memory, ids, labels, (still, write, recall, read, answer, slots)

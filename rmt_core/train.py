@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from rmt_core import babi
 from rmt_core.checkpoint import (fill_tied, load_checkpoint, plain_state, portable_path, read_weights, save_checkpoint,
                                  training_only_prefixes)
-from rmt_core.deep_memory import REFRESH_STEPS, DeepMemoryPool
+from rmt_core.deep_memory import FAR_FACT_TERMS, REFRESH_STEPS, DeepMemoryPool, FarFactPool
 from rmt_core.errors import TrainError
 from rmt_core.model import RMT, RMTConfig, from_backbone, minilm_dir, small_bert_config
 from rmt_core.recall import AT as RECALL_AT
@@ -145,6 +145,8 @@ class TrainConfig:
     facts_behind: float = 0.0  # reason: this share of training samples has no fact in the question's segment
     deep_memory: float = 0.0  # encoder: this share of training samples starts from memory after long noise
     deep_segments: int = 1024  # ... of up to this many segments (rmt_core.deep_memory)
+    far_facts: float = 0.0  # encoder: this share of training samples asks about facts written long before
+    far_segments: int = 1024  # ... up to this many segments of noise before the sample's own (FarFactPool)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
@@ -481,6 +483,19 @@ def check_recall(cfg: TrainConfig) -> None:
             raise TrainError(f"{flag} is for the encoder's reason, not the {cfg.architecture}'s {cfg.task}; drop it")
 
 
+def check_far_facts(cfg: TrainConfig) -> None:
+    """--far-facts (FarFactPool) gives the encoder's training rows their starting memory and their own masks."""
+    if not cfg.far_facts:
+        return
+    if cfg.architecture != "encoder":
+        raise TrainError("--far-facts is for the encoder (the paper's RMT); drop it for a decoder")
+    if cfg.deep_memory:
+        raise TrainError("--deep-memory and --far-facts each choose the memory a training sample starts from; "
+                         "give one of them")
+    if cfg.fact_recall or cfg.question_read or cfg.slot_recall:
+        raise TrainError(FAR_FACT_TERMS)
+
+
 def check_sizes(cfg: TrainConfig) -> None:
     """Every stage's training batch and validation samples fit the task builder's limits (checked before
     the model is built, so a run that cannot work fails at once)."""
@@ -710,6 +725,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     check_sizes(cfg)
     check_stop(cfg)
     check_recall(cfg)
+    check_far_facts(cfg)
     resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -808,18 +824,21 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         for step in range(first_step + 1, cfg.max_steps + 1):
             ids, labels, still, write, recall, read, answer, slots = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
+            masks = tuple(None if m is None else m.rank_slice(rank_slice) if m is slots else m[rank_slice]
+                          for m in (still, write, recall, read, answer, slots))
             memory = None
             if pool is not None:
                 if step % REFRESH_STEPS == 0:
                     pool.advance(model)
-                memory = pool.batch_memory(model, len(ids), cfg.deep_memory, _batch_seed(cfg.seed, stage_index, step))
+                seed = _batch_seed(cfg.seed, stage_index, step)
+                if isinstance(pool, FarFactPool):
+                    memory, ids, labels, masks = pool.rows(model, ids, labels, masks, cfg.far_facts, seed)
+                else:
+                    memory = pool.batch_memory(model, len(ids), cfg.deep_memory, seed)
             with autocast():
-                masks = (still, write, recall, read, answer, slots)
                 if all(m is None for m in masks):
                     loss = batch_loss(model, ids, labels, memory)
                 else:
-                    masks = tuple(None if m is None else m.rank_slice(rank_slice) if m is slots else m[rank_slice]
-                                  for m in masks)
                     loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
                     for name, value in values.items():
                         terms.setdefault(name, []).append(value.item())
@@ -933,17 +952,22 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
 
 
 def _deep_memory_pool(model, cfg: TrainConfig, data: Data, stage: Stage, stage_index: int, procs, log):
-    """With --deep-memory: this stage's pool of memory states after long noise, filled (rmt_core.deep_memory)."""
-    if not cfg.deep_memory:
+    """With --deep-memory: this stage's pool of memory states after long noise; with --far-facts, of memory that
+    holds facts after long noise (rmt_core.deep_memory); filled."""
+    if not (cfg.deep_memory or cfg.far_facts):
         return None
     started = time.time()
-    noise = data.builder(stage.segment_size, training=True).noise
+    builder = data.builder(stage.segment_size, training=True)
     size = cfg.batch_size // procs.world
-    pool = DeepMemoryPool(model, noise, size, cfg.deep_segments, seed=cfg.seed * 1009 + stage_index * 31 + procs.rank)
+    seed = cfg.seed * 1009 + stage_index * 31 + procs.rank
+    if cfg.far_facts:
+        pool, depth, event = FarFactPool(model, builder, size, cfg.far_segments, seed=seed), cfg.far_segments, "far_facts"
+    else:
+        pool, depth, event = DeepMemoryPool(model, builder.noise, size, cfg.deep_segments, seed=seed), cfg.deep_segments, "deep_memory"
     pool.fill(model)
-    log.write(event="deep_memory", stage=stage_index, streams=size, max_depth=cfg.deep_segments,
-              advance_segments=pool.advance_segments, refresh_steps=REFRESH_STEPS, noise=portable_path(noise.name),
-              fill_s=round(time.time() - started, 1))
+    log.write(event=event, stage=stage_index, streams=size, max_depth=depth,
+              advance_segments=pool.advance_segments, refresh_steps=REFRESH_STEPS,
+              noise=portable_path(builder.noise.name), fill_s=round(time.time() - started, 1))
     return pool
 
 

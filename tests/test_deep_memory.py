@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_tiny_rmt
 from rmt_core import recurrence
-from rmt_core.deep_memory import DeepMemoryPool
+from rmt_core.deep_memory import DeepMemoryPool, FarFactPool
 from rmt_core.errors import TrainError
 from rmt_core.inputs import SegmentBatch
 from rmt_core.noise import NoiseSource
@@ -87,3 +87,83 @@ def test_deep_memory_is_refused_for_a_decoder(tmp_path):
                  "--out", str(tmp_path / "d")]) != 0
     with pytest.raises(TrainError, match="encoder"):
         DeepMemoryPool(type("M", (), {"config": type("C", (), {"architecture": "decoder"})()})(), None, 1, 1)
+
+
+# ----- --far-facts: memory that holds a sample's facts after long noise --------------------------------------
+
+@pytest.fixture
+def builder(tokenizer):
+    from rmt_core.tasks import TaskBuilder
+
+    return TaskBuilder("detect", tokenizer, 16)
+
+
+def test_far_fact_streams_start_from_the_memory_their_facts_write(model, builder):
+    pool = FarFactPool(model, builder, size=4, max_depth=64, seed=5)
+    assert all(all(f.segment == 0 for f in s.facts) and s.n_segments == 2 for s in pool.samples)
+    firsts = torch.tensor([s.input_ids[:16] for s in pool.samples])
+    with torch.no_grad():
+        written = recurrence.run(model, SegmentBatch.from_ids(firsts, 16)).memory
+    torch.testing.assert_close(pool.memory, written, atol=1e-6, rtol=0)
+    assert pool.depth == [0] * 4 and not torch.equal(pool.memory, model.initial_memory(4))
+    # noise then moves every stream on; a stream past its depth takes a new sample and writes its facts again
+    pool.target = [1, 10**6, 10**6, 10**6]
+    kept = pool.samples[1]
+    pool.advance(model)
+    assert pool.depth == [0, 1, 1, 1] and pool.samples[1] is kept and pool.samples[0] is not None
+    with torch.no_grad():
+        again = recurrence.run(model, SegmentBatch.from_ids(torch.tensor([pool.samples[0].input_ids[:16]]), 16)).memory
+    torch.testing.assert_close(pool.memory[:1], again, atol=1e-6, rtol=0)
+
+
+def test_far_rows_ask_a_streams_question_after_fresh_noise(model, builder):
+    pool = FarFactPool(model, builder, size=3, max_depth=64, seed=6)
+    pool.fill(model)
+    ids, labels, holds = builder.batch(4, 6, seed=9, fact_segments=True)
+    still, write = ~holds, holds.clone()
+    read = torch.ones(6, 4, 16, dtype=torch.bool)
+    memory, new_ids, new_labels, masks = pool.rows(model, ids, labels, (still, write, None, read, None, None), 0.5, 11)
+    for row in range(3):  # round(0.5 * 6) rows from the pool
+        stream = next(i for i in range(3) if torch.equal(memory[row], pool.memory[i]))
+        sample = pool.samples[stream]
+        assert new_ids[row, -16:].tolist() == sample.input_ids[16:32] and new_labels[row] == sample.answer
+        assert masks[0][row].tolist() == [True, True, True, False]  # noise all the way, the question's segment aside
+        assert not masks[1][row].any() and not masks[3][row].any()  # no fact to write or to read
+    assert torch.equal(new_ids[3:], ids[3:]) and torch.equal(new_labels[3:], labels[3:])
+    assert torch.equal(masks[0][3:], still[3:]) and torch.equal(masks[3][3:], read[3:])
+    assert torch.equal(memory[3:], model.initial_memory(3)) and torch.equal(ids[:3], builder.batch(4, 6, seed=9)[0][:3])
+    again = pool.rows(model, ids, labels, (still, write, None, read, None, None), 0.5, 11)
+    assert torch.equal(again[1], new_ids) and torch.equal(again[0], memory)  # the step decides the draw
+    with pytest.raises(TrainError, match="--slot-recall"):
+        pool.rows(model, ids, labels, (still, write, None, read, None, object()), 0.5, 11)
+
+
+def test_training_with_far_facts_logs_its_pool_and_changes_what_is_trained(tmp_path):
+    cfg = dict(task="detect", stages=[Stage(2, 16)], hidden_size=16, num_layers=1, num_heads=2, max_positions=64,
+               num_mem_tokens=3, batch_size=4, lr=1e-3, warmup_steps=2, max_steps=6, eval_every=6,
+               val_samples=8, target_accuracy=1.01, plateau=100, log_every=1, save_dtype="float32", threads=1,
+               seed=3, noise_stillness=1.0)
+    far = train(TrainConfig(out=str(tmp_path / "far"), far_facts=0.5, far_segments=32, **cfg), progress=False)
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), **cfg), progress=False)
+    log = [json.loads(line) for line in (far / "training_log.jsonl").read_text().splitlines()]
+    pools = [e for e in log if e["event"] == "far_facts"]
+    assert len(pools) == 1 and pools[0]["streams"] == 4 and pools[0]["max_depth"] == 32
+    losses = [e["loss"] for e in log if e["event"] == "step"]
+    plain_log = [json.loads(line) for line in (plain / "training_log.jsonl").read_text().splitlines()]
+    assert losses != [e["loss"] for e in plain_log if e["event"] == "step"]
+    with pytest.raises(TrainError, match="give one of them"):
+        train(TrainConfig(out=str(tmp_path / "both"), far_facts=0.5, deep_memory=0.5, **cfg), progress=False)
+    assert not (tmp_path / "both").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--architecture", "decoder", "--task", "qa1", "--far-facts", "0.5"], "encoder"),
+    (["--far-facts", "0.5", "--deep-memory", "0.5"], "give one of them"),
+    (["--task", "reason", "--far-facts", "0.5", "--slot-recall", "1"], "--slot-recall"),
+    (["--far-facts", "1.5"], "far-facts"),
+])
+def test_far_facts_refusals_name_the_fix(tmp_path, capsys, flags, message):
+    from rmt_cli.main import main
+
+    assert main(["train", *flags, "--out", str(tmp_path / "run")]) != 0
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()

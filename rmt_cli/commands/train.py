@@ -128,6 +128,13 @@ def add_arguments(parser) -> None:
                              "reach; validation starts from the initial memory (default 0)")
     parser.add_argument("--deep-segments", type=whole(1, 2**20), default=1024,
                         help="the deepest noise a --deep-memory state has read (default 1024)")
+    parser.add_argument("--far-facts", type=real(0.0, 1.0), default=0.0,
+                        help="encoder: this share of training samples asks about facts written up to "
+                             "--far-segments segments before the sample (a pool of fact-then-noise streams run by "
+                             "the model as it trains), so memory learns to carry facts further than the stage's "
+                             "length; validation keeps the stage's own samples (default 0)")
+    parser.add_argument("--far-segments", type=whole(1, 2**20), default=1024,
+                        help="the most noise a --far-facts stream reads after its facts (default 1024)")
     parser.add_argument("--quiz", action="store_true",
                         help="qa1: after every fact of a training story, a question and answer about another person "
                              "placed so far (their place at that point), so binding people to places pays from the "
@@ -230,7 +237,8 @@ def run(args) -> int:
         max_steps=args.max_steps, min_steps=args.min_steps, eval_every=args.eval_every, val_samples=args.val_samples,
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, chain_fraction=args.chain_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
-        deep_memory=args.deep_memory, deep_segments=args.deep_segments, noise_stillness=args.noise_stillness,
+        deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
+        noise_stillness=args.noise_stillness,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
