@@ -134,6 +134,9 @@ def test_far_rows_ask_a_streams_question_after_fresh_noise(model, builder):
     assert torch.equal(memory[3:], model.initial_memory(3)) and torch.equal(ids[:3], builder.batch(4, 6, seed=9)[0][:3])
     again = pool.rows(model, ids, labels, (still, write, None, read, None, None), 0.5, 11)
     assert torch.equal(again[1], new_ids) and torch.equal(again[0], memory)  # the step decides the draw
+    one_ids, one_labels = builder.batch(1, 2, seed=9)  # a one-segment row is the question's segment alone
+    _, short, _, _ = pool.rows(model, one_ids, one_labels, (None,) * 6, 1.0, 3)
+    assert all(short[r].tolist() in [s.input_ids[16:] for s in pool.samples] for r in range(2))
     with pytest.raises(TrainError, match="--slot-recall"):
         pool.rows(model, ids, labels, (still, write, None, read, None, object()), 0.5, 11)
 
