@@ -16,6 +16,10 @@ their memory are at most a few hundred steps old. Filling the pool before the fi
 size x max_depth segments in inference (about a minute for 16 x 1,024 on one CPU thread of the default model).
 The pool is not part of the resume state: `rmt train --resume` refills it with the resumed weights, so a resumed
 run's losses are close to an uninterrupted run's, not equal to them.
+
+`FarFactPool` (`rmt train --far-facts P`) is the same pool with facts at the start of every stream: its states
+hold a training sample's facts after up to max_depth segments of noise, and the rows given them ask that
+sample's question.
 """
 
 from __future__ import annotations
@@ -98,9 +102,9 @@ class DeepMemoryPool:
         return torch.cat([self.memory[picks], model.initial_memory(batch_size - k)], dim=0)
 
 
-FACT_DRAWS = 100
+FACT_DRAWS = 100  # draws of a two-segment sample until its facts all lie in the first segment
 FAR_FACT_TERMS = ("--far-facts trains with --noise-stillness and --write-attention only; drop --fact-recall, "
-                  "--question-read and --slot-recall")  # draws of a two-segment sample until its facts all lie in the first segment
+                  "--question-read and --slot-recall")
 
 
 class FarFactPool(DeepMemoryPool):
