@@ -157,7 +157,8 @@ class FarFactPool(DeepMemoryPool):
         model's initial memory. masks: the (still, write, recall, read, answer, slots) of `Data.batch`, already
         this process's rows; in a far row every segment but the question's is noise that should leave memory
         still, and none holds a fact to write or read (recall, answer and slots must be None)."""
-        if any(m is not None for m in masks[2:3] + masks[4:]):
+        still, write, recall, read, answer, slots = masks
+        if recall is not None or answer is not None or slots is not None:
             raise TrainError(FAR_FACT_TERMS)
         B, S = len(ids), self.segment_size
         n = ids.shape[1] // S
@@ -165,7 +166,6 @@ class FarFactPool(DeepMemoryPool):
         rng = random.Random(step)
         picks = rng.choices(range(self.size), k=k)
         ids, labels = ids.clone(), labels.clone()
-        still, write, recall, read, answer, slots = masks
         still = None if still is None else still.clone()
         write = None if write is None else write.clone()
         read = None if read is None else read.clone()
