@@ -961,11 +961,11 @@ def _deep_memory_pool(model, cfg: TrainConfig, data: Data, stage: Stage, stage_i
     size = cfg.batch_size // procs.world
     seed = cfg.seed * 1009 + stage_index * 31 + procs.rank
     if cfg.far_facts:
-        pool, depth, event = FarFactPool(model, builder, size, cfg.far_segments, seed=seed), cfg.far_segments, "far_facts"
+        pool, event = FarFactPool(model, builder, size, cfg.far_segments, seed=seed), "far_facts"
     else:
-        pool, depth, event = DeepMemoryPool(model, builder.noise, size, cfg.deep_segments, seed=seed), cfg.deep_segments, "deep_memory"
+        pool, event = DeepMemoryPool(model, builder.noise, size, cfg.deep_segments, seed=seed), "deep_memory"
     pool.fill(model)
-    log.write(event=event, stage=stage_index, streams=size, max_depth=depth,
+    log.write(event=event, stage=stage_index, streams=size, max_depth=pool.max_depth,
               advance_segments=pool.advance_segments, refresh_steps=REFRESH_STEPS,
               noise=portable_path(builder.noise.name), fill_s=round(time.time() - started, 1))
     return pool
