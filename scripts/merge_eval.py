@@ -6,8 +6,9 @@ ones) into one eval.json, rows sorted by length, and refresh the checkpoint's mo
 The parts must have drawn their samples alike (task, seed, sources). At a length that several parts hold, pieces
 that follow one another (`rmt eval --samples 100`, then `--samples 300 --first-sample 100`) are pooled into the
 row that one run of 400 would write: counts and wrong answers added up, the Wilson interval recomputed, the
-seconds summed. A later part that evaluated the same samples again replaces the earlier one; pieces that overlap
-otherwise, or leave a gap, are refused.
+seconds summed. A later part that evaluated the same samples again replaces the earlier one; a row whose samples
+lie inside a larger row's (the first 100 beside a pooled row of 400 that began with them) is left out, the larger
+holding them; pieces that overlap otherwise, or leave a gap, are refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def pooled_row(pieces: list[dict]) -> dict:
     kept = {}
     for row in pieces:  # a later piece over exactly the same samples replaces the earlier one
         kept[(row.get("first_sample", 0), row["samples"])] = row
-    rows = sorted(kept.values(), key=lambda r: r.get("first_sample", 0))
+    spans = {id(r): (r.get("first_sample", 0), r.get("first_sample", 0) + r["samples"]) for r in kept.values()}
+    rows = sorted((r for r in kept.values() if not any(  # a row inside a larger one: the larger holds its samples
+        spans[id(o)][0] <= spans[id(r)][0] and spans[id(r)][1] <= spans[id(o)][1] and o["samples"] > r["samples"]
+        for o in kept.values())), key=lambda r: r.get("first_sample", 0))
     start = 0
     for row in rows:
         first = row.get("first_sample", 0)
@@ -51,8 +55,8 @@ def pooled_row(pieces: list[dict]) -> dict:
             "wrong_seeds": wrong_seeds[:MAX_WRONG_SEEDS],
             "wrong_indexes": sorted(i for r in rows for i in r["wrong_indexes"]),
             "peak_memory_bytes": max(peaks) if peaks else None,
-            "pieces": [{"first_sample": r.get("first_sample", 0), "samples": r["samples"], "correct": r["correct"]}
-                       for r in rows]}
+            "pieces": [piece for r in rows for piece in r.get("pieces") or
+                       [{"first_sample": r.get("first_sample", 0), "samples": r["samples"], "correct": r["correct"]}]]}
 
 
 def merge(parts: list[dict]) -> dict:

@@ -40,6 +40,14 @@ def test_the_same_samples_again_replace_the_earlier_row():
     assert merged["results"][0]["wrong_indexes"] == [5]
 
 
+def test_a_row_inside_a_pooled_row_is_left_out_and_the_pooled_row_pools_on():
+    pooled = script.merge([part([(1024, 0, 4, {0})]), part([(1024, 4, 6, {7})])])
+    merged = script.merge([part([(1024, 0, 4, {0}), (64, 0, 10, set())]), pooled, part([(1024, 10, 5, {12})])])
+    row = merged["results"][1]
+    assert (row["samples"], row["correct"], row["wrong_indexes"]) == (15, 12, [0, 7, 12])
+    assert [(p["first_sample"], p["samples"]) for p in row["pieces"]] == [(0, 4), (4, 6), (10, 5)]
+
+
 @pytest.mark.parametrize("pieces, message", [
     ([(64, 0, 10, set())], None),
     ([(64, 0, 10, set()), (64, 5, 10, set())], "overlap: one starts at sample 5, where the ones before end at 10"),
