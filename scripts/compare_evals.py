@@ -1,5 +1,6 @@
 """Two models on the same samples: which answers the second fixes and which it breaks, from two `rmt eval --json`
-files that drew the same samples (same seed and sources), with an exact McNemar test.
+files that drew the same samples (same seed and sources), with an exact McNemar test on the samples both hold
+(a file of `rmt eval --first-sample 1000` is compared with another on indexes 1000 on).
 
     .venv/bin/python scripts/compare_evals.py checkpoints/detect/eval.json runs/other/eval.json
     .venv/bin/python scripts/compare_evals.py seed0.A.json seed0.B.json seed1.A.json seed1.B.json --segments 4096
@@ -24,19 +25,17 @@ def mcnemar_p(fixed: int, broken: int) -> float:
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
 
 
-def wrong_by_length(result: dict, path: str) -> dict[int, tuple[set[int], int]]:
-    """{segments: (wrong sample indexes, samples)}; RMTError when a row lists only part of its wrong answers."""
+def wrong_by_length(result: dict, path: str) -> dict[int, tuple[set[int], range]]:
+    """{segments: (wrong sample indexes, the indexes evaluated)}; RMTError when a row lists only part of its wrong
+    answers."""
     rows = {}
     for row in result.get("results", []):
-        if row.get("first_sample"):
-            raise RMTError(f"{path}: at {row['segments']} segments the samples start at {row['first_sample']} "
-                           "(rmt eval --first-sample); pool the file with the samples before them first "
-                           "(scripts/merge_eval.py)")
         wrong = set(row.get("wrong_indexes", []))
         if len(wrong) != row["samples"] - row["correct"]:
             raise RMTError(f"{path}: at {row['segments']} segments the file lists {len(wrong)} of its "
                            f"{row['samples'] - row['correct']} wrong answers; evaluate it again with this rmt eval")
-        rows[row["segments"]] = (wrong, row["samples"])
+        first = row.get("first_sample", 0)  # rmt eval --first-sample: indexes from there on
+        rows[row["segments"]] = (wrong, range(first, first + row["samples"]))
     return rows
 
 
@@ -52,10 +51,14 @@ def compare(a: dict, b: dict, path_a: str, path_b: str, segments: list[int] | No
     for n in shared:
         if n not in wa or n not in wb:
             raise RMTError(f"{n} segments: not in both files (they share {sorted(set(wa) & set(wb))})")
-        (first, samples), (second, samples_b) = wa[n], wb[n]
-        count = min(samples, samples_b)  # the first `count` samples are the same samples in both
-        first, second = {i for i in first if i < count}, {i for i in second if i < count}
-        rows.append({"segments": n, "samples": count, "wrong_a": len(first), "wrong_b": len(second),
+        (first, indexes), (second, indexes_b) = wa[n], wb[n]
+        both = range(max(indexes.start, indexes_b.start), min(indexes.stop, indexes_b.stop))
+        if not both:
+            raise RMTError(f"{n} segments: {path_a} holds samples {indexes.start}-{indexes.stop - 1} and {path_b} "
+                           f"{indexes_b.start}-{indexes_b.stop - 1}, none in both; evaluate them on the same "
+                           "samples (rmt eval --first-sample)")
+        first, second = {i for i in first if i in both}, {i for i in second if i in both}
+        rows.append({"segments": n, "samples": len(both), "wrong_a": len(first), "wrong_b": len(second),
                      "fixed": len(first - second), "broken": len(second - first)})
     if not rows:
         raise RMTError(f"{path_a} and {path_b} share no evaluated length")

@@ -30,6 +30,23 @@ def test_counts_fixed_and_broken_per_length_and_pooled_over_pairs(tmp_path, caps
     assert script.mcnemar_p(0, 0) == 1.0
 
 
+def test_pieces_of_first_sample_are_compared_on_the_samples_both_hold(tmp_path, capsys):
+    def piece(name, first, samples, wrong):
+        path = tmp_path / name
+        results(path, [(64, samples, wrong)])
+        data = json.loads(path.read_text())
+        data["results"][0]["first_sample"] = first
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    a = piece("a.json", 1000, 10, {1001, 1004, 1009})
+    b = piece("b.json", 1000, 10, {1004})
+    whole = results(tmp_path / "whole.json", [(64, 2000, {3, 1001, 1002, 1004})])
+    assert script.main([a, b, whole, a]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == ["| 64 | 10 | 3 | 1 | 2 | 0 | 0.5 |", "| 64 | 10 | 3 | 3 | 1 | 1 | 1 |"]
+
+
 def test_refuses_files_that_drew_other_samples_or_list_part_of_their_errors(tmp_path, capsys):
     a = results(tmp_path / "a.json", [(4, 10, {1})])
     other_seed = results(tmp_path / "b.json", [(4, 10, {1})], seed=3)
@@ -46,7 +63,8 @@ def test_refuses_files_that_drew_other_samples_or_list_part_of_their_errors(tmp_
     data["results"][0]["first_sample"] = 10  # rmt eval --first-sample: indexes 10 to 19, not the first 10
     piece.write_text(json.dumps(data))
     assert script.main([a, str(piece)]) == 1
-    assert "samples start at 10" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds samples 0-9 and" in err and "piece.json 10-19, none in both" in err
     assert script.main([a]) == 1
     assert "give them in pairs" in capsys.readouterr().err
     assert script.main([a, a, "--segments", "4,x"]) == 1
