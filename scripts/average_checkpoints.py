@@ -29,6 +29,9 @@ from rmt_core.model_card import write_model_card
 
 # config.json entries that may differ between parents: where and how each was made, not what the model is.
 _HISTORY = ("provenance", "_name_or_path", "transformers_version")
+# RMT settings that say how a model was trained, not what it computes: the mean keeps the first parent's, and the
+# longest curriculum stage of any parent as its trained_segments.
+_TRAINING = ("trained_segments", "bptt_depth", "loss_on", "classifier_dropout")
 
 
 def _parent(spec: str) -> tuple[Path, float]:
@@ -43,12 +46,15 @@ def _parent(spec: str) -> tuple[Path, float]:
 
 
 def _model_settings(config: dict) -> dict:
-    """config.json without the entries that record history rather than the model."""
+    """config.json without the entries that record history or training rather than the model."""
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in _HISTORY}
         return value
-    return strip(config)
+    settings = strip(config)
+    if isinstance(settings.get("rmt"), dict):
+        settings["rmt"] = {k: v for k, v in settings["rmt"].items() if k not in _TRAINING}
+    return settings
 
 
 def _same_model(paths: list[Path], configs: list[dict]) -> None:
@@ -99,6 +105,9 @@ def average(parents: list[tuple[Path, float]], out: Path, argv: list[str] | None
             mean[name] = tensor
     model = models[0]
     model.load_state_dict(mean, strict=False)
+    stages = [m.config.trained_segments for m in models if getattr(m.config, "trained_segments", None) is not None]
+    if stages:
+        model.config.trained_segments = max(stages)
     origin = [{**checkpoint_identity(path), "share": round(share, 6),
                "command": config.get("provenance", {}).get("command")}
               for path, share, config in zip(paths, shares, configs)]

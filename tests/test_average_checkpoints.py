@@ -59,6 +59,18 @@ def test_one_model_twice_gives_that_model(tmp_path, parents):
     assert all(torch.equal(t, read_weights(out)[k]) for k, t in read_weights(a).items())
 
 
+def test_parents_trained_differently_average_and_keep_the_longest_stage(tmp_path, tokenizer):
+    short, long = make_tiny_rmt(tokenizer, seed=0), make_tiny_rmt(tokenizer, seed=1)
+    short.config.trained_segments, short.config.bptt_depth = 64, 64
+    long.config.trained_segments, long.config.bptt_depth, long.config.loss_on = 256, 256, "all"
+    a = save_checkpoint(short, tmp_path / "short", dtype="float32")
+    b = save_checkpoint(long, tmp_path / "long", dtype="float32")
+    out = tmp_path / "mean"
+    assert script.main(["--out", str(out), str(a), str(b)]) == 0
+    rmt = json.loads((out / "config.json").read_text())["rmt"]
+    assert (rmt["trained_segments"], rmt["bptt_depth"], rmt["loss_on"]) == (256, 64, "last")
+
+
 def test_refuses_an_existing_out_other_models_and_bad_shares(tmp_path, parents, tokenizer, capsys):
     a, b = parents
     (tmp_path / "taken").mkdir()
