@@ -4,7 +4,8 @@ seeds) into a new checkpoint folder: each weight is the weighted mean of the par
     python scripts/average_checkpoints.py --out DIR CHECKPOINT[:WEIGHT] CHECKPOINT[:WEIGHT] ...
 
 Weights default to equal shares and are scaled to sum to 1. The parents must share config.json's model settings
-and the tokenizer; the mean is taken in float64 and stored in the first parent's dtype. The new folder records
+and the tokenizer (how each was trained may differ: the mean keeps the first parent's bptt depth and the longest
+parent's trained length); the mean is taken in float64 and stored in the first parent's dtype. The new folder records
 the parents (name, weights sha256, share, the command that made each) in config.json's provenance and in
 training_log.jsonl (one "average" event), keeps each parent's training logs beside it as
 training_log.parentN[.initK].jsonl, and gets a model card. It is written to a temporary name and renamed; an
