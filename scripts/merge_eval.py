@@ -27,10 +27,13 @@ def pooled_row(pieces: list[dict]) -> dict:
     kept = {}
     for row in pieces:  # a later piece over exactly the same samples replaces the earlier one
         kept[(row.get("first_sample", 0), row["samples"])] = row
-    spans = {id(r): (r.get("first_sample", 0), r.get("first_sample", 0) + r["samples"]) for r in kept.values()}
-    rows = sorted((r for r in kept.values() if not any(  # a row inside a larger one: the larger holds its samples
-        spans[id(o)][0] <= spans[id(r)][0] and spans[id(r)][1] <= spans[id(o)][1] and o["samples"] > r["samples"]
-        for o in kept.values())), key=lambda r: r.get("first_sample", 0))
+    def inside(row, other):  # row's samples lie within other's, which holds more of them
+        first, other_first = row.get("first_sample", 0), other.get("first_sample", 0)
+        return (other["samples"] > row["samples"] and other_first <= first
+                and first + row["samples"] <= other_first + other["samples"])
+
+    rows = sorted((r for r in kept.values() if not any(inside(r, o) for o in kept.values())),
+                  key=lambda r: r.get("first_sample", 0))
     start = 0
     for row in rows:
         first = row.get("first_sample", 0)
