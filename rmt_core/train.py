@@ -73,11 +73,17 @@ class Stage:
         low = "" if self.min_segments is None else f"{self.min_segments}-"
         return f"{low}{self.segments}x{self.segment_size}"
 
-    def batch_segments(self, seed: int) -> int:
-        """The number of segments of the training batch drawn with `seed`."""
+    def batch_segments(self, seed: int, draw: str = "uniform") -> int:
+        """The number of segments of the training batch drawn with `seed`: every number from min_segments to
+        segments equally often ("uniform"), or every scale equally often ("log": as many batches of 1-2 segments as
+        of 128-256, so a stage up to 1,024 segments still trains the short lengths and costs about 1/7 of uniform)."""
         if self.min_segments is None:
             return self.segments
-        return random.Random(f"segments {seed}").randint(self.min_segments, self.segments)
+        rng = random.Random(f"segments {seed}")
+        if draw == "log":
+            n = math.exp(rng.uniform(math.log(self.min_segments), math.log(self.segments + 1)))
+            return min(self.segments, max(self.min_segments, int(n)))
+        return rng.randint(self.min_segments, self.segments)
 
 
 def parse_stages(text: str | None, segments: str | None = None, segment_size: int = 64) -> list[Stage]:
@@ -170,6 +176,7 @@ class TrainConfig:
     # skip the update of a batch whose gradient norm (before clipping) is above this or not finite: a rare sample
     # whose gradient explodes through the recurrence otherwise still moves the model by a whole clipped step
     skip_grad_norm: float | None = None
+    length_draw: str = "uniform"  # random-length stages: "uniform" over the lengths, or "log" (every scale alike)
     bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
     loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
@@ -310,7 +317,7 @@ class Data:
         (rmt_core.slot_recall.SlotFacts)."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
-        n = stage.batch_segments(seed)
+        n = stage.batch_segments(seed, self.cfg.length_draw)
         recall = read = answer = slots = None
         if self.cfg.fact_recall or self.cfg.write_attention or self.cfg.question_read or self.cfg.slot_recall:
             # reason: the samples are drawn once, and every target comes from them

@@ -306,6 +306,18 @@ def test_random_length_stages(tmp_path):
     assert "| 1 | 1-4x16 | 3 |" in (out / "README.md").read_text()  # the card names the stage as it was given
 
 
+def test_log_length_draw_gives_every_scale_alike_and_uniform_is_unchanged():
+    stage = Stage(1024, 64, 1)
+    uniform = [stage.batch_segments(seed) for seed in range(4000)]
+    log = [stage.batch_segments(seed, "log") for seed in range(4000)]
+    assert uniform == [stage.batch_segments(seed, "uniform") for seed in range(4000)]  # the default draw as before
+    assert min(log) == 1 and max(log) <= 1024 and max(log) > 512
+    scales = [sum(2 ** k <= n < 2 ** (k + 1) for n in log) / len(log) for k in range(10)]
+    assert all(0.07 < share < 0.13 for share in scales), scales  # each doubling about a tenth of the batches
+    assert sum(n <= 64 for n in uniform) < 0.08 * len(uniform) < 0.5 * len(log) < sum(n <= 64 for n in log)
+    assert Stage(8, 64).batch_segments(3, "log") == 8  # a fixed-length stage draws nothing
+
+
 def test_model_card_of_a_stage_folder_from_a_stopped_run(tmp_path):
     """A run stopped inside a stage leaves its stage's best model; a card for that folder (with the run's log
     beside it) reads the run's command, data and curriculum from the log's start event and says it stopped."""

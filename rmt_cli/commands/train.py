@@ -154,6 +154,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-grad-norm", type=real(above=0.0, maximum=1e12), default=None,
                         help="skip the update of a batch whose gradient norm before clipping is above this (or not "
                              "finite); the learning-rate schedule still advances. Off by default")
+    parser.add_argument("--length-draw", choices=("uniform", "log"), default="uniform",
+                        help="how a random-length stage (L-HxS) draws each batch's number of segments: uniform over "
+                             "L..H, or log (every scale equally often: as many batches of 1-2 segments as of "
+                             "512-1,024, at a fraction of uniform's cost)")
     parser.add_argument("--bptt-depth", type=whole(1, 2**24), default=None,
                         help="backpropagate through the last k segments only (decoder: the last k memory transitions)")
     parser.add_argument("--loss-on", choices=("last", "all"), default="last",
@@ -245,6 +249,7 @@ def run(args) -> int:
         question_read=args.question_read, slot_recall=args.slot_recall,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip, skip_grad_norm=args.skip_grad_norm,
+        length_draw=args.length_draw,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
         max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s, stop_at_step=args.stop_at_step,
