@@ -158,6 +158,9 @@ def model_card(folder: str | Path) -> str:
     if form:
         pooled += (f" This run trains and validates on '{form}' questions only "
                    f"({QUESTION_FORMS[form]}), a curriculum step.")
+    if prov.get("train_config", {}).get("length_draw") == "log" and any("-" in name for name in names):
+        pooled += (" A random-length stage draws each batch's number of segments log-uniformly (`--length-draw "
+                   "log`: each doubling of the length as often as the next).")
     lines += ["", "Validation samples use the training sources with seeds disjoint from the training batches."
               f"{pooled} " + ("A stage keeps the weights of its last evaluation (`--keep last`), whatever their "
                                  "validation accuracy." if keep_last else

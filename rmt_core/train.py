@@ -73,7 +73,7 @@ class Stage:
         low = "" if self.min_segments is None else f"{self.min_segments}-"
         return f"{low}{self.segments}x{self.segment_size}"
 
-    def batch_segments(self, seed: int, draw: str = "uniform") -> int:
+    def batch_segments(self, seed: int, draw: str = "uniform") -> int:  # draw: one of LENGTH_DRAWS
         """The number of segments of the training batch drawn with `seed`: every number from min_segments to
         segments equally often ("uniform"), or every scale equally often ("log": as many batches of 1-2 segments as
         of 128-256, so a stage up to 1,024 segments still trains the short lengths and costs about 1/7 of uniform)."""
@@ -109,6 +109,7 @@ def parse_stages(text: str | None, segments: str | None = None, segment_size: in
     return stages
 
 
+LENGTH_DRAWS = ("uniform", "log")  # how a random-length stage draws each batch's number of segments
 PATH_SETTINGS = ("out", "init_from", "backbone", "babi_file", "babi_dir", "noise_file", "stage_eval_babi_dir",
                  "stage_eval_noise_file")
 
@@ -439,6 +440,8 @@ def check_stop(cfg: TrainConfig) -> None:
     if cfg.stop_at_step is not None and (cfg.stop_at_step % cfg.eval_every or not 0 < cfg.stop_at_step < cfg.max_steps):
         raise TrainError(f"--stop-at-step {cfg.stop_at_step} must be a multiple of --eval-every ({cfg.eval_every}) "
                          f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
+    if cfg.length_draw not in LENGTH_DRAWS:
+        raise TrainError(f"length_draw {cfg.length_draw!r} is not one of {', '.join(LENGTH_DRAWS)}")
 
 
 def direction_tokens(samples, n: int, segment_size: int, tokenizer) -> torch.Tensor:

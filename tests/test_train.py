@@ -304,9 +304,12 @@ def test_random_length_stages(tmp_path):
     config = read_config(out)
     assert config["rmt"]["trained_segments"] == 4 and config["provenance"]["curriculum"] == "1-4x16"
     assert "| 1 | 1-4x16 | 3 |" in (out / "README.md").read_text()  # the card names the stage as it was given
+    assert "log-uniformly" not in (out / "README.md").read_text()
+    logged = train(tiny_config(tmp_path / "log", stages=stages[:1], max_steps=2, length_draw="log"), progress=False)
+    assert "log-uniformly (`--length-draw log`" in (logged / "README.md").read_text()
 
 
-def test_log_length_draw_gives_every_scale_alike_and_uniform_is_unchanged():
+def test_log_length_draw_gives_every_scale_alike_and_uniform_is_unchanged(tmp_path):
     stage = Stage(1024, 64, 1)
     uniform = [stage.batch_segments(seed) for seed in range(4000)]
     log = [stage.batch_segments(seed, "log") for seed in range(4000)]
@@ -316,6 +319,8 @@ def test_log_length_draw_gives_every_scale_alike_and_uniform_is_unchanged():
     assert all(0.07 < share < 0.13 for share in scales), scales  # each doubling about a tenth of the batches
     assert sum(n <= 64 for n in uniform) < 0.08 * len(uniform) < 0.5 * len(log) < sum(n <= 64 for n in log)
     assert Stage(8, 64).batch_segments(3, "log") == 8  # a fixed-length stage draws nothing
+    with pytest.raises(TrainError, match="length_draw 'loglog'"):
+        train(TrainConfig(out=str(tmp_path / "bad"), length_draw="loglog"), progress=False)
 
 
 def test_model_card_of_a_stage_folder_from_a_stopped_run(tmp_path):
