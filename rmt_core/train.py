@@ -76,7 +76,7 @@ class Stage:
     def batch_segments(self, seed: int, draw: str = "uniform") -> int:  # draw: one of LENGTH_DRAWS
         """The number of segments of the training batch drawn with `seed`: every number from min_segments to
         segments equally often ("uniform"), or every scale equally often ("log": as many batches of 1-2 segments as
-        of 128-256, so a stage up to 1,024 segments still trains the short lengths and costs about 1/7 of uniform)."""
+        of 128-256, so a stage up to 1,024 segments still trains the short lengths, at about 0.3 of uniform's segments)."""
         if self.min_segments is None:
             return self.segments
         rng = random.Random(f"segments {seed}")
@@ -440,8 +440,6 @@ def check_stop(cfg: TrainConfig) -> None:
     if cfg.stop_at_step is not None and (cfg.stop_at_step % cfg.eval_every or not 0 < cfg.stop_at_step < cfg.max_steps):
         raise TrainError(f"--stop-at-step {cfg.stop_at_step} must be a multiple of --eval-every ({cfg.eval_every}) "
                          f"below --max-steps ({cfg.max_steps}), so that the run ends on an evaluated model")
-    if cfg.length_draw not in LENGTH_DRAWS:
-        raise TrainError(f"length_draw {cfg.length_draw!r} is not one of {', '.join(LENGTH_DRAWS)}")
 
 
 def direction_tokens(samples, n: int, segment_size: int, tokenizer) -> torch.Tensor:
@@ -507,10 +505,12 @@ def check_far_facts(cfg: TrainConfig) -> None:
 
 
 def check_sizes(cfg: TrainConfig) -> None:
-    """Every stage's training batch and validation samples fit the task builder's limits (checked before
-    the model is built, so a run that cannot work fails at once)."""
+    """Every stage's training batch and validation samples fit the task builder's limits, and its lengths are
+    drawn in a known way (checked before the model is built, so a run that cannot work fails at once)."""
     from rmt_core.tasks import MAX_BATCH_TOKENS, check_sample_size
 
+    if cfg.length_draw not in LENGTH_DRAWS:
+        raise TrainError(f"length_draw {cfg.length_draw!r} is not one of {', '.join(LENGTH_DRAWS)}")
     longest = max(cfg.val_multiples or (1,))
     for stage in cfg.stages:
         check_sample_size(stage.segments * longest, stage.segment_size)
