@@ -76,7 +76,8 @@ class Stage:
     def batch_segments(self, seed: int, draw: str = "uniform") -> int:  # draw: one of LENGTH_DRAWS
         """The number of segments of the training batch drawn with `seed`: every number from min_segments to
         segments equally often ("uniform"), or every scale equally often ("log": as many batches of 1-2 segments as
-        of 128-256, so a stage up to 1,024 segments still trains the short lengths, at about 0.3 of uniform's segments)."""
+        of 128-256, so a stage up to 1,024 segments still trains the short lengths, at about 0.3 of uniform's
+        segments)."""
         if self.min_segments is None:
             return self.segments
         rng = random.Random(f"segments {seed}")
