@@ -179,6 +179,7 @@ class TrainConfig:
     # whose gradient explodes through the recurrence otherwise still moves the model by a whole clipped step
     skip_grad_norm: float | None = None
     length_draw: str = "uniform"  # random-length stages: "uniform" over the lengths, or "log" (every scale alike)
+    accumulate: int = 1  # each process's share of a batch in this many parts, one after another, gradients summed
     bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
     loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
@@ -564,6 +565,20 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     return loss, {k: v for k, v in terms.items() if v is not None}
 
 
+def _parts(rows: int, parts: int) -> list[slice]:
+    """A process's share of a batch (`rows` samples) in `parts` runs of rows, as equal as they come, trained one
+    after another (--accumulate): one part's activations in memory at a time."""
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _rows(value, part: slice):
+    """Rows `part` of a per-sample tensor or of the carried facts (SlotFacts); None stays None."""
+    if value is None:
+        return value
+    return value.rank_slice(part) if hasattr(value, "rank_slice") else value[part]
+
+
 @torch.no_grad()
 def validate(model: RMT, batches, device, autocast) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on the validation batches; for a decoder, the exact match of the generated
@@ -741,8 +756,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     procs = Processes(cfg.device)
-    if cfg.batch_size % procs.world:
-        raise TrainError(f"--batch-size {cfg.batch_size} does not split across {procs.world} processes")
+    if cfg.batch_size % (procs.world * cfg.accumulate):
+        parts = f" in {cfg.accumulate} parts each (--accumulate)" if cfg.accumulate > 1 else ""
+        raise TrainError(f"--batch-size {cfg.batch_size} does not split across {procs.world} processes{parts}; give "
+                         f"a multiple of {procs.world * cfg.accumulate}")
     device = procs.device
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
 
@@ -846,15 +863,23 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                     memory, ids, labels, masks = pool.rows(model, ids, labels, masks, cfg.far_facts, seed)
                 else:
                     memory = pool.batch_memory(model, len(ids), cfg.deep_memory, seed)
-            with autocast():
-                if all(m is None for m in masks):
-                    loss = batch_loss(model, ids, labels, memory)
-                else:
-                    loss, values = batch_loss(model, ids, labels, memory, masks, cfg)
-                    for name, value in values.items():
-                        terms.setdefault(name, []).append(value.item())
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            for part in _parts(len(ids), cfg.accumulate):
+                with autocast():
+                    if all(m is None for m in masks):
+                        part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part))
+                    else:
+                        part_loss, values = batch_loss(model, ids[part], labels[part], _rows(memory, part),
+                                                       tuple(_rows(m, part) for m in masks), cfg)
+                        for name, value in values.items():
+                            terms.setdefault(name, []).append(value.item())
+                # A part's mean loss counts by its share of the rows, as each process's share does in
+                # Processes.average_gradients: the summed gradient is the whole share's (exactly, for a mean over
+                # samples; for the terms that average over marked segments, up to how the marks fall).
+                weight = (part.stop - part.start) / len(ids)
+                (part_loss * weight).backward()
+                loss += part_loss.detach() * weight
             procs.average_gradients(model)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             norms.append(grad_norm)

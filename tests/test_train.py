@@ -144,6 +144,63 @@ def test_skip_grad_norm_skips_exactly_the_updates_whose_gradient_is_above_it(tmp
     assert not all(torch.equal(a[k], v) for k, v in read_weights(tmp_path / "plain").items())
 
 
+def _rows_per_call(monkeypatch):
+    """Record the rows of every batch_loss call of a training run."""
+    import rmt_core.train as core
+
+    rows, real = [], core.batch_loss
+    monkeypatch.setattr(core, "batch_loss", lambda model, ids, *rest: rows.append(len(ids)) or real(model, ids, *rest))
+    return rows
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+def test_accumulate_trains_the_batch_in_parts_with_the_whole_batchs_update(tmp_path, monkeypatch, parts):
+    """--accumulate: each step runs the batch in parts, one after another; their summed gradient is the whole
+    batch's, so loss, gradient norm and weights are those of a run without it (a loss that is a mean over
+    samples)."""
+    one = dict(stages=[Stage(2, 16)], max_steps=4, keep="last")
+    rows = _rows_per_call(monkeypatch)
+    whole = train(tiny_config(tmp_path / "whole", **one), progress=False)
+    assert rows == [8] * 4
+    rows.clear()
+    split = train(tiny_config(tmp_path / "split", accumulate=parts, **one), progress=False)
+    assert rows == [8 // parts] * parts * 4
+    a, b = log_entries(whole, "step"), log_entries(split, "step")
+    for key in ("loss", "grad_norm"):
+        assert [e[key] for e in b] == pytest.approx([e[key] for e in a], rel=1e-5)
+    after, kept = read_weights(whole), read_weights(split)
+    for key in after:
+        torch.testing.assert_close(kept[key], after[key], atol=1e-5, rtol=0)
+    assert read_config(split)["provenance"]["train_config"]["accumulate"] == parts
+
+
+def test_accumulate_splits_every_term_and_pool_of_a_batch(tmp_path, monkeypatch):
+    """The masks of reason's terms (stillness, write attention, slot recall) and the far-fact pool's rows and
+    memory are split with the samples: the runs train, in parts, to a loss near the whole batch's."""
+    from conftest import tiny_reason_config
+
+    rows = _rows_per_call(monkeypatch)
+    terms = dict(noise_stillness=1.0, write_attention=1.0, slot_recall=1.0, max_steps=2, log_every=1)
+    whole = train(tiny_reason_config(tmp_path / "whole", **terms), progress=False)
+    split = train(tiny_reason_config(tmp_path / "split", accumulate=2, **terms), progress=False)
+    assert rows == [8, 8] + [4] * 4
+    a, b = log_entries(whole, "step"), log_entries(split, "step")
+    for key in ("loss", "stillness", "write_attention", "slot_recall"):
+        assert b[0][key] == pytest.approx(a[0][key], rel=0.05), key
+    rows.clear()
+    far = dict(task="detect", stages=[Stage(2, 16)], batch_size=4, max_steps=2, noise_stillness=1.0, far_facts=0.5,
+               far_segments=32)
+    train(tiny_config(tmp_path / "far", accumulate=2, **far), progress=False)
+    train(tiny_config(tmp_path / "deep", accumulate=2, **dict(far, far_facts=0.0, deep_memory=0.5)), progress=False)
+    assert rows == [2] * 8
+
+
+def test_accumulate_must_split_each_processs_share(tmp_path):
+    with pytest.raises(TrainError, match="multiple of 4"):
+        train(tiny_config(tmp_path / "x", batch_size=6, accumulate=4), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("stop", [3, 8, 9])
 def test_stop_at_step_must_be_an_evaluation_before_the_end(tmp_path, stop):
     from rmt_core.errors import TrainError

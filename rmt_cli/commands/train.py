@@ -38,6 +38,10 @@ def add_arguments(parser) -> None:
                              "(default 0); an encoder's pretrained backbone ('minilm', a folder) keeps its own "
                              "(MiniLM: 0.1)")
     parser.add_argument("--batch-size", type=whole(1, 65536), default=32, help="global batch, split across processes")
+    parser.add_argument("--accumulate", type=whole(1, 65536), default=1,
+                        help="run each process's share of the batch in this many parts, one after another, and sum "
+                             "their gradients: the same update in about 1/N of the activation memory, for long "
+                             "inputs that do not fit (default 1)")
     parser.add_argument("--lr", type=real(above=0.0, maximum=10.0), default=1e-3)
     parser.add_argument("--weight-decay", type=real(0.0, 10.0), default=0.01)
     parser.add_argument("--warmup-steps", type=whole(0, 10**9), default=50)
@@ -249,7 +253,7 @@ def run(args) -> int:
         question_read=args.question_read, slot_recall=args.slot_recall,
         question_form=None if args.question_form == "any" else args.question_form,
         target_accuracy=args.target_accuracy, keep=args.keep, patience=args.patience, plateau=args.plateau, grad_clip=args.grad_clip, skip_grad_norm=args.skip_grad_norm,
-        length_draw=args.length_draw,
+        length_draw=args.length_draw, accumulate=args.accumulate,
         bptt_depth=args.bptt_depth, loss_on=args.loss_on, seed=args.seed, device=args.device, bf16=args.bf16,
         babi_file=args.babi_file, babi_dir=args.babi_dir, noise_file=args.noise_file, save_dtype=args.save_dtype,
         max_shard_mib=args.max_shard_mib, threads=args.threads, time_budget_s=args.time_budget_s, stop_at_step=args.stop_at_step,
