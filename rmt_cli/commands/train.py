@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=whole(1, 65536), default=32, help="global batch, split across processes")
     parser.add_argument("--accumulate", type=whole(1, 65536), default=1,
                         help="run each process's share of the batch in this many parts, one after another, and sum "
-                             "their gradients: the same update in about 1/N of the activation memory, for long "
+                             "their gradients: the same update in less activation memory, for long "
                              "inputs that do not fit (default 1)")
     parser.add_argument("--lr", type=real(above=0.0, maximum=10.0), default=1e-3)
     parser.add_argument("--weight-decay", type=real(0.0, 10.0), default=0.01)

@@ -1,0 +1,102 @@
+"""Training memory: the peak resident memory of `rmt train` steps with and without --accumulate.
+
+Each variant runs in a process of its own (so each peak is its own): a small reason RMT of the shipped reason's
+shape (4 layers, hidden 128, 10 memory tokens, 64-token segments), built-in facts and noise, --segments segments
+a sample, --batch-size samples a step, the noise-stillness term on (it keeps every noise segment's graph, so the
+activations grow with the input's length, not with --bptt-depth), --steps steps. It prints each variant's peak
+resident memory over the process's memory before `train` starts (torch and the project imported), the seconds
+of the whole run (model build, one validation sample, the steps), and both as ratios to --accumulate 1 from the
+same run. The loss of the first step is printed too: the parts give the whole batch's update, so it agrees to
+rounding (and up to how the stillness marks fall between the parts).
+
+    python bench/train_memory.py                       # 128 segments, batch 8, --accumulate 1, 2, 4
+    python bench/train_memory.py --segments 256 --parts 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, from /proc (MiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(parts: int, segments: int, batch: int, steps: int) -> dict:
+    """Train `steps` steps in this process; its peak and starting memory, the run's seconds and first loss."""
+    import torch
+
+    from rmt_core.train import Stage, TrainConfig, train
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = TrainConfig(task="reason", out=f"{folder}/run", stages=[Stage(segments, 64)], hidden_size=128,
+                          num_layers=4, num_heads=4, num_mem_tokens=10, batch_size=batch, accumulate=parts,
+                          noise_stillness=30.0, bptt_depth=64, max_steps=steps, eval_every=10**6, val_samples=1,
+                          warmup_steps=0, log_every=1, target_accuracy=1.01, plateau=10**6, threads=1, seed=0)
+        before = rss_mib()
+        started = time.perf_counter()
+        run = train(cfg, progress=False)
+        seconds = time.perf_counter() - started
+        steps_log = [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]
+        losses = [e["loss"] for e in steps_log if e.get("event") == "step"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"parts": parts, "peak_mib": peak, "before_mib": before, "training_mib": peak - before,
+            "run_seconds": seconds, "first_loss": losses[0]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--segments", type=int, default=128, help="segments a sample (default 128)")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples a step (default 8)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps a variant (default 2)")
+    parser.add_argument("--parts", default="1,2,4", help="--accumulate values, comma-separated (default 1,2,4)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
+    parser.add_argument("--json", help="write the measurements here")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one, args.segments, args.batch_size, args.steps)))
+        return 0
+    print(f"reason, small backbone: {args.segments} segments x {args.batch_size} samples a step, noise stillness "
+          f"on, {args.steps} steps a variant, 1 thread, one process each")
+    results = []
+    for parts in [int(p) for p in args.parts.split(",")]:
+        command = [sys.executable, __file__, "--one", str(parts), "--segments", str(args.segments),
+                   "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        if done.returncode:
+            print(f"--accumulate {parts}: failed ({done.stderr.strip().splitlines()[-1:]})")
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if not results:
+        return 1
+    base = results[0]
+    print(f"  {'--accumulate':>12} {'training MiB':>12} {'of 1 part':>9} {'run s':>9} {'of 1 part':>9} "
+          f"{'first loss':>11}")
+    for r in results:
+        print(f"  {r['parts']:>12} {r['training_mib']:>12.0f} {r['training_mib'] / base['training_mib']:>9.2f} "
+              f"{r['run_seconds']:>9.1f} {r['run_seconds'] / base['run_seconds']:>9.2f} "
+              f"{r['first_loss']:>11.5f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"segments": args.segments, "batch_size": args.batch_size,
+                                               "steps": args.steps, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
