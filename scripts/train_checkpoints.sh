@@ -156,6 +156,11 @@ wait
 #   (docs/experiments/detect-deep-memory-held/, docs/experiments/detect-deep-memory-400/);
 #   then 0.75 detectSA + 0.25 detectDH by scripts/average_checkpoints.py (detect-deep-memory-400, "Averaged
 #   weights"). This script stops at detectG.
+# The shipped reason went on past cpu_reason8 too (docs/experiments/reason-form-carried/, each step's command, log
+# and rule there): one question form at a time with both facts carried, length steps, the natural question mix
+# (reasonLEL2N), then more direct questions, the gradient through all 64 segments, facts anywhere, and every
+# scale from 1 to 1,024 segments (reasonCFD, shipped); its model card and training_log.init*.jsonl hold every
+# command of its line. This script stops at cpu_reason8.
 
 # Evaluation: 1,000 samples up to 32 segments, 100 from 64 to 4,096 segments and 20 at 31,936 segments
 # (2,043,904 tokens, the paper's longest; reason stops at 4,096), merged into one eval.json.
