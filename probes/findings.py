@@ -106,7 +106,7 @@ def markdown_summary(results: dict, figures_prefix: str = "figures") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from probes.run import run_probes
+    from probes.run import default_segments, run_probes
     from rmt_core.files import write_atomic
     from rmt_core.checkpoint import load_checkpoint, shipped_checkpoints
     from rmt_core.errors import RMTError
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m probes.findings", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", help="checkpoint folder (repeatable; default: all shipped)")
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--segments", type=int, default=None, help="default: each checkpoint's trained_segments")
+    parser.add_argument("--segments", type=int, default=None, help="default: each checkpoint's trained_segments, at most 64")
     parser.add_argument("--intervention-samples", type=int, default=100)
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder; each checkpoint gets <out>/<name>/")
     parser.add_argument("--figures", choices=("auto", "png", "html"), default="auto")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for folder in folders:
             model = load_checkpoint(folder)
-            segments = args.segments or max(2, int(model.config.trained_segments or 0))
+            segments = args.segments or default_segments(model.config.trained_segments)
             out = Path(args.out) / folder.name
             results = run_probes(model, model.config.task, segments, args.samples, out=out,
                                  intervention_samples=args.intervention_samples, figures=args.figures,

@@ -163,6 +163,16 @@ def _check_args(task, segments, samples, test_fraction, intervention_samples, mo
         raise ProbeError(f"unknown ablation mode {bad[0]!r}; choose from {', '.join(interventions.MODES)}")
 
 
+DEFAULT_MAX_SEGMENTS = 64  # the longest default: interventions grow with the square of the length
+
+
+def default_segments(trained_segments: int | None) -> int:
+    """The length a probe run takes without --segments: the checkpoint's trained length, at least 2 and at most
+    DEFAULT_MAX_SEGMENTS. Ablation and patching rerun every later segment for every earlier one, so a run at a
+    random-length stage's longest (reason: 1,024) would take days; longer lengths are asked for by --segments."""
+    return min(max(2, int(trained_segments or 0)), DEFAULT_MAX_SEGMENTS)
+
+
 def check_probe_size(segments: int, samples: int, segment_size: int) -> None:
     """ProbeError, before any sample is built, when the run's samples would not fit in memory at once."""
     from rmt_core.tasks import check_sample_size

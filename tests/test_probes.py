@@ -433,3 +433,26 @@ def test_markdown_summary_quotes_the_results():
     assert "Facts: the built-in generator; noise: built-in sentences." in text
     results["settings"].update(babi_dir="/data/en-10k", split="test", noise_file="/data/questions.dev.txt")
     assert "Facts: /data/en-10k (test split); noise: /data/questions.dev.txt." in markdown_summary(results)
+
+
+def test_a_probe_run_without_segments_takes_the_trained_length_up_to_64():
+    """Interventions rerun every later segment for every earlier one: the shipped reason's trained length (1,024)
+    would take days, so the default stops at 64; shorter checkpoints keep their own, and at least 2."""
+    from probes.run import DEFAULT_MAX_SEGMENTS, default_segments
+
+    assert [default_segments(t) for t in (None, 0, 1, 4, 64, 65, 1024)] == [2, 2, 2, 4, 64, 64, 64]
+    assert DEFAULT_MAX_SEGMENTS == 64
+
+
+def test_rmt_probe_says_when_it_caps_the_trained_length(tiny_checkpoint, tmp_path, capsys):
+    from rmt_cli.main import main
+    from rmt_core.checkpoint import save_checkpoint
+
+    tiny_checkpoint.config.trained_segments = 1024
+    folder = save_checkpoint(tiny_checkpoint, tmp_path / "long")
+    out = tmp_path / "probe"
+    assert main(["probe", "--checkpoint", str(folder), "--samples", "8", "--intervention-samples", "4", "--no-slots",
+                 "--no-attention", "--no-ablation", "--no-patching", "--no-progress", "--figures", "none",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert "probing at 64 segments (trained on up to 1,024" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["settings"]["segments"] == 64

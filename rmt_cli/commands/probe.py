@@ -10,6 +10,7 @@ settings reuses finished stages (results.json and the states.npz cache), so an i
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rmt_cli.commands import SEED, check_output_folder, whole
 from rmt_core.errors import ProbeError
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS + GENERATIVE_TASKS, default=None,
                         help="task (default: the checkpoint's own task)")
     parser.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), default=None,
-                        help="segments per sample (default: the checkpoint's trained_segments, at least 2)")
+                        help="segments per sample (default: the checkpoint's trained_segments, at least 2 and at most 64)")
     parser.add_argument("--samples", type=whole(4, 1_000_000), default=200, help="samples to probe (default 200; half fit, half score)")
     parser.add_argument("--traces", default=None,
                         help="probe the memory states recorded by rmt replay: a trace folder or a folder of them "
@@ -89,14 +90,17 @@ def summary_lines(results: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from probes.run import check_probe_size, run_probes
+    from probes.run import check_probe_size, default_segments, run_probes
     from rmt_core.checkpoint import default_checkpoint, load_checkpoint, read_config
 
     check_output_folder(args.out, "--out", ProbeError)
     device = _device(args.device)
     folder = args.checkpoint or default_checkpoint()
     settings = read_config(folder)["rmt"]
-    segments = args.segments if args.segments is not None else max(2, int(settings["trained_segments"] or 0))
+    segments = args.segments if args.segments is not None else default_segments(settings["trained_segments"])
+    if args.segments is None and segments < int(settings["trained_segments"] or 0):
+        print(f"probing at {segments} segments (trained on up to {settings['trained_segments']:,}; --segments N for "
+              "another length)", file=sys.stderr)
     check_probe_size(segments, args.samples, settings["segment_size"])  # before the model loads
     model = load_checkpoint(folder, device=device)
     task = args.task or model.config.task
