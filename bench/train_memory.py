@@ -80,7 +80,8 @@ def main(argv=None) -> int:
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
         if done.returncode:
-            print(f"--accumulate {parts}: failed ({done.stderr.strip().splitlines()[-1:]})")
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            print(f"--accumulate {parts}: failed ({last})")
             continue
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     if not results:

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m probes.findings", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", help="checkpoint folder (repeatable; default: all shipped)")
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--segments", type=int, default=None, help="default: each checkpoint's trained_segments, at most 64")
+    parser.add_argument("--segments", type=int, default=None,
+                        help="default: each checkpoint's trained_segments, at most 64")
     parser.add_argument("--intervention-samples", type=int, default=100)
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder; each checkpoint gets <out>/<name>/")
     parser.add_argument("--figures", choices=("auto", "png", "html"), default="auto")

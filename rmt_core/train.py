@@ -757,9 +757,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         torch.set_num_threads(cfg.threads)
     procs = Processes(cfg.device)
     if cfg.batch_size % (procs.world * cfg.accumulate):
-        parts = f" in {cfg.accumulate} parts each (--accumulate)" if cfg.accumulate > 1 else ""
-        raise TrainError(f"--batch-size {cfg.batch_size} does not split across {procs.world} processes{parts}; give "
-                         f"a multiple of {procs.world * cfg.accumulate}")
+        where = f"{procs.world} process{'es' if procs.world > 1 else ''}"
+        parts = f", {cfg.accumulate} parts each (--accumulate)" if cfg.accumulate > 1 else ""
+        raise TrainError(f"--batch-size {cfg.batch_size} does not split across {where}{parts}; give a multiple of "
+                         f"{procs.world * cfg.accumulate}")
     device = procs.device
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
 

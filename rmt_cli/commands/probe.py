@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS + GENERATIVE_TASKS, default=None,
                         help="task (default: the checkpoint's own task)")
     parser.add_argument("--segments", type=whole(1, MAX_SAMPLE_TOKENS), default=None,
-                        help="segments per sample (default: the checkpoint's trained_segments, at least 2 and at most 64)")
+                        help="segments per sample (default: the checkpoint's trained_segments, at least 2 and at "
+                             "most 64)")
     parser.add_argument("--samples", type=whole(4, 1_000_000), default=200, help="samples to probe (default 200; half fit, half score)")
     parser.add_argument("--traces", default=None,
                         help="probe the memory states recorded by rmt replay: a trace folder or a folder of them "
