@@ -573,7 +573,8 @@ def _parts(rows: int, parts: int) -> list[slice]:
 
 
 def _rows(value, part: slice):
-    """Rows `part` of a per-sample tensor or of the carried facts (SlotFacts); None stays None."""
+    """Rows `part` of a per-sample tensor or of the carried facts (SlotFacts, renumbered from 0); None stays None.
+    A process's share of a batch, and each --accumulate part of that share."""
     if value is None:
         return value
     return value.rank_slice(part) if hasattr(value, "rank_slice") else value[part]
@@ -853,8 +854,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         for step in range(first_step + 1, cfg.max_steps + 1):
             ids, labels, still, write, recall, read, answer, slots = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
-            masks = tuple(None if m is None else m.rank_slice(rank_slice) if m is slots else m[rank_slice]
-                          for m in (still, write, recall, read, answer, slots))
+            masks = tuple(_rows(m, rank_slice) for m in (still, write, recall, read, answer, slots))
             memory = None
             if pool is not None:
                 if step % REFRESH_STEPS == 0:
