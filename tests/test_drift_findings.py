@@ -115,6 +115,9 @@ def test_end_to_end_with_a_trace(drift, model, tmp_path, capsys):
     assert sum(w["count"] for w in switch["first_switch"]["windows"]) + switch["first_switch"]["never"] == 8
     printed = capsys.readouterr().out
     assert "### tiny: memory after the fact" in printed and "| 3 |" in printed
+    # the heading names the folder measured and its weights, not a checkpoints/NAME it never read
+    assert f"(`{found['checkpoint']['path']}`, sha256 `{found['checkpoint']['sha256'][:16]}`" in printed
+    assert "checkpoints/tiny" not in printed
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     key = found["key"]
     assert drift.main(argv) == 0  # reuses the finished checkpoint
