@@ -720,10 +720,9 @@ def report(results: dict, figure_dir: str = "figures/drift") -> str:
     """The markdown section, every number read from drift.json's content."""
     lines = []
     for name, c in results["checkpoints"].items():
-        measured = c.get("checkpoint", {})  # the folder measured, which need not be checkpoints/NAME
-        where = f"`{measured.get('path', f'checkpoints/{name}')}`" + (
-            f", sha256 `{measured['sha256'][:16]}`" if measured.get("sha256") else "")
-        lines += [f"### {name}: memory after the fact ({where}, trained on {c['trained_segments']} segments)", ""]
+        measured = c["checkpoint"]  # the folder measured, which need not be checkpoints/NAME
+        lines += [f"### {name}: memory after the fact (`{measured['path']}`, sha256 `{measured['sha256'][:16]}`, "
+                  f"trained on {c['trained_segments']} segments)", ""]
         lines += _sample_lines(c) + [""] + _trace_lines(c["trace"])
         ev = c.get("eval")
         if ev:
