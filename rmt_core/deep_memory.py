@@ -154,10 +154,11 @@ class FarFactPool(DeepMemoryPool):
     def rows(self, model, ids: torch.Tensor, labels: torch.Tensor, masks: tuple, share: float, step: int):
         """(memory, ids, labels, masks) of a training batch whose first round(share * B) rows are questions about
         pool streams (see the class doc; streams drawn with the step's own generator), the rest as given with the
-        model's initial memory. masks: the (still, write, recall, read, answer, slots) of `Data.batch`, already
-        this process's rows; in a far row every segment but the question's is noise that should leave memory
-        still, and none holds a fact to write or read (recall, answer and slots must be None)."""
-        still, write, recall, read, answer, slots = masks
+        model's initial memory. masks: the (still, write, recall, read, answer, slots, anchored) of `Data.batch`,
+        already this process's rows; in a far row every segment but the question's is noise that should leave
+        memory still (and, its memory holding the facts already, where it is), and none holds a fact to write or
+        read (recall, answer and slots must be None)."""
+        still, write, recall, read, answer, slots, anchored = masks
         if recall is not None or answer is not None or slots is not None:
             raise TrainError(FAR_FACT_TERMS)
         B, S = len(ids), self.segment_size
@@ -167,6 +168,7 @@ class FarFactPool(DeepMemoryPool):
         picks = rng.choices(range(self.size), k=k)
         ids, labels = ids.clone(), labels.clone()
         still = None if still is None else still.clone()
+        anchored = None if anchored is None else anchored.clone()
         write = None if write is None else write.clone()
         read = None if read is None else read.clone()
         for row, i in enumerate(picks):
@@ -177,9 +179,12 @@ class FarFactPool(DeepMemoryPool):
             if still is not None:
                 still[row] = True
                 still[row, -1] = False  # the question's segment: its memory nothing reads
+            if anchored is not None:
+                anchored[row] = True
+                anchored[row, -1] = False
             if write is not None:
                 write[row] = False
             if read is not None:
                 read[row] = False
         memory = torch.cat([self.memory[picks], model.initial_memory(B - k)], dim=0)
-        return memory, ids, labels, (still, write, recall, read, answer, slots)
+        return memory, ids, labels, (still, write, recall, read, answer, slots, anchored)

@@ -85,6 +85,7 @@ class RMTOutput:
     memory_out: torch.Tensor | None = None  # (B, m, d) memory after the last segment
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
+    anchor_drift: torch.Tensor | None = None  # the anchor term in `loss`, unweighted, when `anchored` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
@@ -204,6 +205,8 @@ class RMT(MemoryModule):
         return_segment_logits: bool = False,
         still: torch.Tensor | None = None,
         still_weight: float = 0.0,
+        anchored: torch.Tensor | None = None,
+        anchor_weight: float = 0.0,
         write: torch.Tensor | None = None,
         write_weight: float = 0.0,
         write_margin: float = 1.0,
@@ -221,6 +224,11 @@ class RMT(MemoryModule):
         still: (B, N) bool, the segments whose memory should stay as it came in (noise that holds no fact): the
         mean relative squared change of memory over them (`memory_change`) is added to the loss, times
         still_weight. It is local to each segment, so it reaches segments before a --bptt-depth cut too.
+        anchored: (B, N) bool, the segments whose memory should stay where the last unmarked segment left it (noise
+        after a fact): the mean relative squared distance of the memory after each of them from that anchor (the
+        memory after the sample's last segment not marked, detached; `anchor_drift`) is added to the loss, times
+        anchor_weight. `still` weighs each step, so noise can carry memory away a little at a time; this weighs
+        where the steps have taken it.
         write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
@@ -243,7 +251,8 @@ class RMT(MemoryModule):
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls, kept, reads, misses = [], [], [], [], []
+        changes, shortfalls, kept, reads, misses, drifts = [], [], [], [], [], []
+        anchor = {}  # "memory": (B, m, d) each sample's anchor for anchor_weight, detached
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
             if tokens is not None and tuple(tokens.shape) != (batch.batch_size, N, self.config.segment_size):
@@ -254,10 +263,10 @@ class RMT(MemoryModule):
         slots = torch.full((batch.batch_size,), -1, dtype=torch.long)  # the slot that took each sample's answer token
         answered = []
         noted = None if note is None else torch.full(note.shape, -1, dtype=torch.long)
-        for name, mask in (("still", still), ("write", write)):
+        for name, mask in (("still", still), ("write", write), ("anchored", anchored)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
-        if any(m is not None for m in (still, write, read, answer, note)) or keep_read or keep_reads:
+        if any(m is not None for m in (still, write, anchored, read, answer, note)) or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -287,6 +296,14 @@ class RMT(MemoryModule):
                     marks = note[:, result.t]
                     noted[:, result.t][marks] = strongest[marks]
                 quiet, writes = marked(still, result), marked(write, result)
+                if anchored is not None:
+                    if "memory" not in anchor:  # the memory the first segment read, until a segment not marked
+                        anchor["memory"] = result.memory_in.detach().clone()
+                    held, moved = marked(anchored, result), slice(None)  # moved: the samples whose anchor moves here
+                    if held is not None:
+                        drifts.append(memory_change(anchor["memory"][held], result.memory_out[held]))
+                        moved = ~held
+                    anchor["memory"][moved] = result.memory_out.detach()[moved]
                 if quiet is None and writes is None:
                     return
                 change = memory_change(result.memory_in, result.memory_out)
@@ -314,6 +331,11 @@ class RMT(MemoryModule):
             stillness = torch.cat(changes).mean() if changes else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and still_weight:
                 loss = loss + still_weight * stillness
+        anchor_drift = None
+        if anchored is not None:
+            anchor_drift = torch.cat(drifts).mean() if drifts else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and anchor_weight:
+                loss = loss + anchor_weight * anchor_drift
         if write is not None:
             shortfall = torch.cat(shortfalls).mean() if shortfalls else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and write_weight:
@@ -334,6 +356,7 @@ class RMT(MemoryModule):
             memory_out=memory,
             segment_logits=segment_logits if return_segment_logits else None,
             stillness=stillness,
+            anchor_drift=anchor_drift,
             write_shortfall=shortfall,
             memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,

@@ -156,6 +156,7 @@ class TrainConfig:
     far_facts: float = 0.0  # encoder: this share of training samples asks about facts written long before
     far_segments: int = 1024  # ... up to this many segments of noise before the sample's own (FarFactPool)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
+    noise_anchor: float = 0.0  # encoder: weight of the memory's distance, on noise after a fact, from the last write
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
@@ -310,8 +311,8 @@ class Data:
         return self.builders[key]
 
     def batch(self, stage: Stage, stage_index: int, step: int):
-        """(ids, labels, still, write, recall, read, answer, slots): still is None, or with --noise-stillness the (B, N)
-        segments whose memory change is penalized: every segment without a fact but the first and the last (the
+        """(ids, labels, still, write, recall, read, answer, slots, anchored): still is None, or with
+        --noise-stillness or --noise-anchor the (B, N) segments whose memory change is penalized: every segment without a fact but the first and the last (the
         question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact,
         the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None,
         or with --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is
@@ -336,19 +337,22 @@ class Data:
                                    lambda fact, sample: _direction_position(fact, sample, self.tokenizer,
                                                                             "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
-        elif not (self.cfg.noise_stillness or self.cfg.fact_write):
-            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None)
+        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.fact_write):
+            return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
-        if self.cfg.noise_stillness:
+        if self.cfg.noise_stillness or self.cfg.noise_anchor:
             still = ~holds
             still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
             still[:, -1] = False
         if self.cfg.fact_write:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
-        return ids, labels, still, write, recall, read, answer, slots
+        anchored = None
+        if self.cfg.noise_anchor:
+            anchored = still & (holds.cumsum(dim=1) > 0)  # noise after the sample's first fact
+        return ids, labels, still, write, recall, read, answer, slots, anchored
 
     def validation(self, stage: Stage, batch_size: int = 64):
         """Validation batches: val_samples samples at each multiple of the stage's length in val_multiples."""
@@ -532,8 +536,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                masks: tuple | None = None, cfg: TrainConfig | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
-    reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots) of
-    `Data.batch`; the masks add the --noise-stillness, --fact-write, --write-attention and --question-read terms,
+    reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
+    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --fact-write, --write-attention and --question-read terms,
     the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and slots --slot-recall's
     (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then (loss, terms) comes
     back instead of the loss, terms the unweighted values to log."""
@@ -541,17 +545,18 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
-    quiet, write, recall, read, answer, slots = masks
+    quiet, write, recall, read, answer, slots, anchored = masks
     every = recall is not None and cfg.fact_recall_at == "every"
     size = model.config.segment_size
     note = None if slots is None else slots.marks(len(ids), ids.shape[1] // size if ids.dim() == 2 else ids.shape[1],
                                                   size)
-    out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness, write=write,
+    out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
+                anchored=anchored, anchor_weight=cfg.noise_anchor, write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)
-    terms = {"stillness": out.stillness, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss,
+    terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss,
              "question_read": out.answer_loss}
     loss = out.loss
     if recall is not None:
@@ -852,9 +857,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
         losses, terms, norms, skipped = [], {}, [], 0
         step = first_step
         for step in range(first_step + 1, cfg.max_steps + 1):
-            ids, labels, still, write, recall, read, answer, slots = data.batch(stage, stage_index, step)
+            ids, labels, *masks = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
-            masks = tuple(_rows(m, rank_slice) for m in (still, write, recall, read, answer, slots))
+            masks = tuple(_rows(m, rank_slice) for m in masks)
             memory = None
             if pool is not None:
                 if step % REFRESH_STEPS == 0:

@@ -91,15 +91,16 @@ def test_training_with_noise_stillness_logs_the_term_and_lowers_it(tmp_path):
     assert config["provenance"]["train_config"]["noise_stillness"] == 50.0
 
 
-def test_noise_stillness_flag_is_checked(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--noise-stillness", "--noise-anchor"])
+def test_noise_stillness_flag_is_checked(tmp_path, capsys, flag):
     from rmt_cli.main import main
 
-    assert main(["train", "--architecture", "decoder", "--task", "qa1", "--noise-stillness", "1",
+    assert main(["train", "--architecture", "decoder", "--task", "qa1", flag, "1",
                  "--out", str(tmp_path / "d")]) != 0
-    assert "--noise-stillness is for the encoder" in capsys.readouterr().err
+    assert f"{flag} is for the encoder" in capsys.readouterr().err
     for bad in ("-1", "nan", "inf"):
-        assert main(["train", "--noise-stillness", bad, "--out", str(tmp_path / "e")]) != 0
-        assert "--noise-stillness" in capsys.readouterr().err
+        assert main(["train", flag, bad, "--out", str(tmp_path / "e")]) != 0
+        assert flag in capsys.readouterr().err
     assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()
 
 
@@ -174,7 +175,7 @@ def test_prior_facts_mark_both_fact_segments_and_leave_validation_alone(tmp_path
     kw = dict(task="detect", stages=[Stage(12, 16)], batch_size=8, seed=3, noise_stillness=1.0, fact_write=1.0)
     data = Data(TrainConfig(out=str(tmp_path / "p"), prior_facts=1.0, **kw), tokenizer)
     stage = data.cfg.stages[0]
-    ids, labels, still, write, _, _, _, _ = data.batch(stage, 0, 0)
+    ids, labels, still, write, _, _, _, _, _ = data.batch(stage, 0, 0)
     samples = data.builder(16, training=True).samples(12, 8, _batch_seed(3, 0, 0))
     assert sum(len(s.facts) == 2 for s in samples) >= 6  # all but those whose fact is in segment 0
     for i, s in enumerate(samples):
@@ -202,7 +203,7 @@ def test_prior_decoys_are_still_noise_in_training_and_absent_from_validation(tmp
     kw = dict(task="detect", stages=[Stage(12, 16)], batch_size=8, seed=3, noise_stillness=1.0)
     data = Data(TrainConfig(out=str(tmp_path / "p"), prior_decoys=1.0, **kw), tokenizer)
     stage = data.cfg.stages[0]
-    ids, labels, still, _, _, _, _, _ = data.batch(stage, 0, 0)
+    ids, labels, still, _, _, _, _, _, _ = data.batch(stage, 0, 0)
     samples = data.builder(16, training=True).samples(12, 8, _batch_seed(3, 0, 0))
     decoyed = [i for i, s in enumerate(samples) if "prior_decoy" in s.sources]
     assert len(decoyed) >= 6

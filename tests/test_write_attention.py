@@ -24,8 +24,8 @@ def test_the_marks_fall_on_each_facts_direction_word_and_leave_the_batch_as_it_w
     plain = Data(tiny("p", stages=[stage], write_attention=0.0, noise_stillness=1.0), tokenizer)
     marked = Data(tiny("m", stages=[stage], noise_stillness=1.0), tokenizer)
     for step in range(3):
-        ids, labels, still, _, _, none, _, _ = plain.batch(stage, 0, step)
-        m_ids, m_labels, m_still, _, _, read, _, _ = marked.batch(stage, 0, step)
+        ids, labels, still, _, _, none, _, _, _ = plain.batch(stage, 0, step)
+        m_ids, m_labels, m_still, _, _, read, _, _, _ = marked.batch(stage, 0, step)
         assert none is None and torch.equal(ids, m_ids) and torch.equal(labels, m_labels)
         assert torch.equal(still, m_still)
         n = ids.shape[1] // 32

@@ -90,6 +90,11 @@ def add_arguments(parser) -> None:
                         help="encoder: add this weight times the memory's mean relative squared change over the "
                              "training segments that hold no fact (noise; the question's segment aside), so noise "
                              "learns to leave memory as it is and only facts write (default 0)")
+    parser.add_argument("--noise-anchor", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times the memory's mean relative squared distance, after "
+                             "each of those segments, from the memory the last segment with a fact left (the first "
+                             "segment's, before any): --noise-stillness weighs each step, this where the steps have "
+                             "taken memory (default 0)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times how far a fact's segment falls short of moving memory "
                              "by --fact-write-margin (mean over the training segments that hold a fact), so that "
@@ -234,7 +239,8 @@ def run(args) -> int:
         raise TrainError("--fact-recall-at chooses where --fact-recall's read-out reads; give --fact-recall too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
-    for flag, value in (("--noise-stillness", args.noise_stillness), ("--fact-write", args.fact_write)):
+    for flag, value in (("--noise-stillness", args.noise_stillness), ("--noise-anchor", args.noise_anchor),
+                        ("--fact-write", args.fact_write)):
         if value and args.architecture != "encoder":
             raise TrainError(f"{flag} is for the encoder (the paper's RMT); drop it for a decoder")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
@@ -246,7 +252,7 @@ def run(args) -> int:
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, chain_fraction=args.chain_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
-        noise_stillness=args.noise_stillness,
+        noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
