@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_tiny_rmt
+from conftest import make_tiny_rmt, tiny_reason_config
 from rmt_core import recurrence
 from rmt_core.model import memory_change
 from rmt_core.tasks import TaskBuilder
@@ -86,11 +86,9 @@ def test_the_anchor_term_reaches_segments_that_follow_a_truncation_point(model, 
 
 
 def test_training_with_noise_anchor_logs_the_term_and_records_it(tmp_path):
-    cfg = dict(task="detect", stages=[Stage(4, 16)], hidden_size=16, num_layers=1, num_heads=2, max_positions=64,
-               num_mem_tokens=3, batch_size=8, lr=3e-3, warmup_steps=2, max_steps=40, eval_every=20,
-               val_samples=8, target_accuracy=1.01, plateau=100, log_every=10, save_dtype="float32", threads=1,
-               seed=3)
-    folder = train(TrainConfig(out=str(tmp_path / "anchor"), noise_anchor=50.0, **cfg), progress=False)
+    config = tiny_reason_config(tmp_path / "anchor", stages=[Stage(4, 32)], noise_anchor=50.0, max_steps=40,
+                                eval_every=20, log_every=10)
+    folder = train(config, progress=False)
     steps = [e for e in map(json.loads, (folder / "training_log.jsonl").read_text().splitlines())
              if e["event"] == "step"]
     logged = [e["anchor_drift"] for e in steps]
