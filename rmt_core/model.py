@@ -226,8 +226,8 @@ class RMT(MemoryModule):
         still_weight. It is local to each segment, so it reaches segments before a --bptt-depth cut too.
         anchored: (B, N) bool, the segments whose memory should stay where the last unmarked segment left it (noise
         after a fact): the mean relative squared distance of the memory after each of them from that anchor (the
-        memory after the sample's last segment not marked, detached; `anchor_drift`) is added to the loss, times
-        anchor_weight. `still` weighs each step, so noise can carry memory away a little at a time; this weighs
+        memory after the sample's last segment not marked, or the memory the first segment read if none is yet;
+        detached; `anchor_drift`) is added to the loss, times anchor_weight. `still` weighs each step, so noise can carry memory away a little at a time; this weighs
         where the steps have taken it.
         write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells

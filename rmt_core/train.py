@@ -312,13 +312,14 @@ class Data:
 
     def batch(self, stage: Stage, stage_index: int, step: int):
         """(ids, labels, still, write, recall, read, answer, slots, anchored): still is None, or with
-        --noise-stillness or --noise-anchor the (B, N) segments whose memory change is penalized: every segment without a fact but the first and the last (the
-        question's, whose memory nothing reads); write is None, or with --fact-write the segments that hold a fact,
-        the last aside; recall is None, or with --fact-recall the targets of rmt_core.recall.targets; read is None,
-        or with --write-attention the (B, N, S) tokens memory should read: each fact's direction word; answer is
-        None, or with --question-read the (B, N, S) direction word of the fact that alone answers the question, when
-        memory carries it (`answer_tokens`); slots is None, or with --slot-recall the carried facts
-        (rmt_core.slot_recall.SlotFacts)."""
+        --noise-stillness or --noise-anchor the (B, N) segments whose memory change is penalized: every segment
+        without a fact but the first and the last (the question's, whose memory nothing reads); write is None, or
+        with --fact-write the segments that hold a fact, the last aside; recall is None, or with --fact-recall the
+        targets of rmt_core.recall.targets; read is None, or with --write-attention the (B, N, S) tokens memory
+        should read: each fact's direction word; answer is None, or with --question-read the (B, N, S) direction
+        word of the fact that alone answers the question, when memory carries it (`answer_tokens`); slots is None,
+        or with --slot-recall the carried facts (rmt_core.slot_recall.SlotFacts); anchored is None, or with
+        --noise-anchor the segments of `still` that follow the sample's first fact."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed, self.cfg.length_draw)

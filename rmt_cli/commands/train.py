@@ -92,9 +92,9 @@ def add_arguments(parser) -> None:
                              "learns to leave memory as it is and only facts write (default 0)")
     parser.add_argument("--noise-anchor", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times the memory's mean relative squared distance, after "
-                             "each of those segments, from the memory the last segment with a fact left (the first "
-                             "segment's, before any): --noise-stillness weighs each step, this where the steps have "
-                             "taken memory (default 0)")
+                             "each of those segments that follows a fact, from the memory the last segment with a "
+                             "fact left: --noise-stillness weighs each step, this where the steps have taken memory "
+                             "(default 0)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times how far a fact's segment falls short of moving memory "
                              "by --fact-write-margin (mean over the training segments that hold a fact), so that "
