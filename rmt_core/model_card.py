@@ -187,8 +187,28 @@ def write_model_card(folder: str | Path) -> Path:
     return write_atomic(folder / "README.md", model_card(folder))
 
 
-if __name__ == "__main__":  # python -m rmt_core.model_card FOLDER...
+def main(argv: list[str] | None = None) -> int:
+    """python -m rmt_core.model_card FOLDER...: write or refresh each checkpoint folder's README.md."""
+    import argparse
     import sys
 
-    for arg in sys.argv[1:]:
-        print(write_model_card(arg))
+    parser = argparse.ArgumentParser(prog="python -m rmt_core.model_card",
+                                     description="write the model card (README.md) of checkpoint folders from their "
+                                                 "config.json, training logs and eval.json")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="a checkpoint folder")
+    args = parser.parse_args(argv)
+    for folder in map(Path, args.folders):
+        if not (folder / "config.json").is_file():
+            print(f"model_card: error: {folder} holds no config.json; give a checkpoint folder", file=sys.stderr)
+            return 1
+        try:
+            print(write_model_card(folder))
+        except (OSError, ValueError, KeyError) as error:
+            print(f"model_card: error: {folder}: cannot write its card ({type(error).__name__}: {error}); "
+                  "check its config.json and training_log.jsonl", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
