@@ -86,7 +86,10 @@ def report(result: dict) -> str:
              f"(median; quartiles {r['q25']:.2f}-{r['q75']:.2f}).", "",
              f"| a | m0 + a (m{d} - m0) | m0 + a x isotropic step of the drift's size | m0 + a x another sample's drift |",
              "| --- | --- | --- | --- |"]
-    pct = lambda n: f"{100 * n / K:.1f}%"  # noqa: E731
+
+    def pct(n: int) -> str:
+        return f"{100 * n / K:.1f}%"
+
     for row in result["along"]:
         lines.append(f"| {row['alpha']:g} | {pct(row['drift'])} | {pct(row['isotropic'])} | "
                      f"{pct(row['other_sample'])} |")

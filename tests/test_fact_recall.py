@@ -41,8 +41,8 @@ def test_recall_batches_hold_the_same_samples_as_plain_ones(tokenizer):
     plain = Data(tiny("p", stages=[stage], fact_recall=0.0, noise_stillness=1.0), tokenizer)
     recalled = Data(tiny("r", stages=[stage], noise_stillness=1.0), tokenizer)
     for step in range(3):
-        ids, labels, still, write, none, _, _, _ = plain.batch(stage, 0, step)
-        r_ids, r_labels, r_still, r_write, targets, _, _, _ = recalled.batch(stage, 0, step)
+        ids, labels, still, write, none, _, _, _, _ = plain.batch(stage, 0, step)
+        r_ids, r_labels, r_still, r_write, targets, _, _, _, _ = recalled.batch(stage, 0, step)
         assert none is None and targets.shape == (8, 2, 3) and write is None and r_write is None
         assert torch.equal(ids, r_ids) and torch.equal(labels, r_labels) and torch.equal(still, r_still)
         samples = recalled.builder(32, training=True).samples(ids.shape[1] // 32, 8, seed=_seed(step))
