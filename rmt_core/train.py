@@ -538,10 +538,10 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
-    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --fact-write, --write-attention and --question-read terms,
-    the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and slots --slot-recall's
-    (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then (loss, terms) comes
-    back instead of the loss, terms the unweighted values to log."""
+    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --fact-write, --write-attention and
+    --question-read terms, the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and
+    slots --slot-recall's (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then
+    (loss, terms) comes back instead of the loss, terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
@@ -557,8 +557,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)
-    terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "write_shortfall": out.write_shortfall, "write_attention": out.read_loss,
-             "question_read": out.answer_loss}
+    terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "write_shortfall": out.write_shortfall,
+             "write_attention": out.read_loss, "question_read": out.answer_loss}
     loss = out.loss
     if recall is not None:
         memory_read = out.memory_reads if every else out.memory_read
