@@ -252,7 +252,7 @@ class RMT(MemoryModule):
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
         changes, shortfalls, kept, reads, misses, drifts = [], [], [], [], [], []
-        anchor = {}  # "memory": (B, m, d) each sample's anchor for anchor_weight, detached
+        anchor = None  # (B, m, d) each sample's anchor for `anchored`, detached
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
             if tokens is not None and tuple(tokens.shape) != (batch.batch_size, N, self.config.segment_size):
@@ -275,6 +275,7 @@ class RMT(MemoryModule):
                 return mask[:, result.t].to(result.memory_out.device)
 
             def on_segment(result):
+                nonlocal anchor
                 if keep_read and result.t == N - 1:
                     kept.append(result.memory_in)
                 if keep_reads and result.t > 0:
@@ -297,13 +298,13 @@ class RMT(MemoryModule):
                     noted[:, result.t][marks] = strongest[marks]
                 quiet, writes = marked(still, result), marked(write, result)
                 if anchored is not None:
-                    if "memory" not in anchor:  # the memory the first segment read, until a segment not marked
-                        anchor["memory"] = result.memory_in.detach().clone()
+                    if anchor is None:  # the memory the first segment read, until a segment not marked
+                        anchor = result.memory_in.detach().clone()
                     held, moved = marked(anchored, result), slice(None)  # moved: the samples whose anchor moves here
                     if held is not None:
-                        drifts.append(memory_change(anchor["memory"][held], result.memory_out[held]))
+                        drifts.append(memory_change(anchor[held], result.memory_out[held]))
                         moved = ~held
-                    anchor["memory"][moved] = result.memory_out.detach()[moved]
+                    anchor[moved] = result.memory_out.detach()[moved]
                 if quiet is None and writes is None:
                     return
                 change = memory_change(result.memory_in, result.memory_out)

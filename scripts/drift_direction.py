@@ -20,7 +20,6 @@ direction noise carries memory in, not the distance.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -124,16 +123,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_ours(path: Path) -> None:
     """Refuse to replace a file this script did not write."""
+    from rmt_core.files import read_json
+
     if path.is_dir():
         raise DriftError(f"--json {path} is a folder; give a file name, such as {path / 'direction.json'}")
-    if not path.exists():
-        return
-    try:
-        ours = json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise DriftError(f"{path} exists and was not written by this script; give another --json")
+    not_ours = "it was not written by this script; give another --json"
+    if path.exists():
+        previous = read_json(path, DriftError, not_ours, not_ours)
+        if not isinstance(previous, dict) or previous.get("format") != FORMAT:
+            raise DriftError(f"{path} exists and {not_ours}")
 
 
 def _main(args, command: str) -> int:

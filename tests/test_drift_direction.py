@@ -55,6 +55,9 @@ def test_end_to_end_writes_its_json_and_guards_what_it_did_not_write(direction, 
     out.write_text("{}")
     assert direction.main(argv) == 1
     assert "was not written by this script" in capsys.readouterr().err
+    out.write_text("not json")
+    assert direction.main(argv) == 1 and "was not written by this script" in capsys.readouterr().err
+    out.write_text("{}")
     assert out.read_text() == "{}"
     assert direction.main(argv[:-1] + [str(tmp_path)]) == 1 and "is a folder" in capsys.readouterr().err
     for bad in (["--alphas", "0,x"], ["--sizes", "nan"], ["--samples", "1"], ["--distance", "0"]):
