@@ -86,6 +86,7 @@ class RMTOutput:
     segment_logits: list[torch.Tensor] | None = None  # N x (B, C), when asked
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
     anchor_drift: torch.Tensor | None = None  # the anchor term in `loss`, unweighted, when `anchored` was given
+    answer_hold: torch.Tensor | None = None  # the answer-hold term in `loss`, unweighted, when `hold` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
@@ -207,6 +208,8 @@ class RMT(MemoryModule):
         still_weight: float = 0.0,
         anchored: torch.Tensor | None = None,
         anchor_weight: float = 0.0,
+        hold: torch.Tensor | None = None,
+        hold_weight: float = 0.0,
         write: torch.Tensor | None = None,
         write_weight: float = 0.0,
         write_margin: float = 1.0,
@@ -229,6 +232,11 @@ class RMT(MemoryModule):
         memory after the sample's last segment not marked, or the memory the first segment read if none is yet;
         detached; `anchor_drift`) is added to the loss, times anchor_weight. `still` weighs each step, so noise can carry memory away a little at a time; this weighs
         where the steps have taken it.
+        hold: (B, N) bool, a subset of `anchored`: segments after which the question (the last segment's tokens) is
+        also read from the memory they leave, and from the anchor (no gradient); the mean over them of the KL
+        divergence of the first answer from the second (`answer_hold`) is added to the loss, times hold_weight.
+        It holds still what memory tells the question, where `anchored` holds all of memory. Marks before a
+        --bptt-depth cut add nothing: their memory has no gradient.
         write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
@@ -251,7 +259,7 @@ class RMT(MemoryModule):
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls, kept, reads, misses, drifts = [], [], [], [], [], []
+        changes, shortfalls, kept, reads, misses, drifts, holds = [], [], [], [], [], [], []
         anchor = None  # (B, m, d) each sample's anchor for `anchored`, detached
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
@@ -263,9 +271,15 @@ class RMT(MemoryModule):
         slots = torch.full((batch.batch_size,), -1, dtype=torch.long)  # the slot that took each sample's answer token
         answered = []
         noted = None if note is None else torch.full(note.shape, -1, dtype=torch.long)
-        for name, mask in (("still", still), ("write", write), ("anchored", anchored)):
+        for name, mask in (("still", still), ("write", write), ("anchored", anchored), ("hold", hold)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
+        if hold is not None and (anchored is None or (hold & ~anchored).any()):
+            raise ValueError("hold marks a subset of anchored: the question is held to what the anchor tells it")
+        if hold is not None and cut is not None:
+            hold = hold.clone()
+            hold[:, :max(cut, 0)] = False
+        question = batch.segment(N - 1, self.device) if hold is not None and hold.any() else None
         if any(m is not None for m in (still, write, anchored, read, answer, note)) or keep_read or keep_reads:
 
             def marked(mask, result):
@@ -304,6 +318,9 @@ class RMT(MemoryModule):
                     if held is not None:
                         drifts.append(memory_change(anchor[held], result.memory_out[held]))
                         moved = ~held
+                        asked = marked(hold, result)
+                        if asked is not None:
+                            holds.append(self.answer_shift(anchor[asked], result.memory_out[asked], question, asked))
                     anchor[moved] = result.memory_out.detach()[moved]
                 if quiet is None and writes is None:
                     return
@@ -346,6 +363,11 @@ class RMT(MemoryModule):
             read_loss = torch.cat(misses).mean() if misses else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and read_weight:
                 loss = loss + read_weight * read_loss
+        answer_hold = None
+        if hold is not None:
+            answer_hold = torch.cat(holds).mean() if holds else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and hold_weight:
+                loss = loss + hold_weight * answer_hold
         answer_loss = None
         if answer is not None:
             answer_loss = answered[0] if answered else logits.new_zeros((), dtype=torch.float32)
@@ -358,6 +380,7 @@ class RMT(MemoryModule):
             segment_logits=segment_logits if return_segment_logits else None,
             stillness=stillness,
             anchor_drift=anchor_drift,
+            answer_hold=answer_hold,
             write_shortfall=shortfall,
             memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,
@@ -365,6 +388,18 @@ class RMT(MemoryModule):
             answer_loss=answer_loss,
             noted_slots=noted,
         )
+
+    def answer_shift(self, anchor: torch.Tensor, memory: torch.Tensor, question: tuple, rows: torch.Tensor):
+        """(K,) for K samples: the KL divergence of the question's answer read from `memory` (K, m, d) from its
+        answer read from `anchor` (K, m, d; no gradient). question: the (tokens, mask) of the last segment, all
+        rows; rows: (B,) bool, the K samples."""
+        tokens, mask = question
+        rows = rows.to(tokens.device)
+        tokens, mask = tokens[rows], None if mask is None else mask[rows]
+        with torch.no_grad():
+            target = F.log_softmax(self.segment_step(anchor, tokens, mask).logits.float(), dim=-1)
+        read = F.log_softmax(self.segment_step(memory, tokens, mask).logits.float(), dim=-1)
+        return F.kl_div(read, target, log_target=True, reduction="none").sum(-1).clamp_min(0)  # >= 0 but for rounding
 
     def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:
         """(B, S): for each token of a segment, the most attention any memory slot's head pays it, from one

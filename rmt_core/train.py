@@ -157,6 +157,8 @@ class TrainConfig:
     far_segments: int = 1024  # ... up to this many segments of noise before the sample's own (FarFactPool)
     noise_stillness: float = 0.0  # encoder: weight of the memory's change over training segments without a fact
     noise_anchor: float = 0.0  # encoder: weight of the memory's distance, on noise after a fact, from the last write
+    answer_hold: float = 0.0  # encoder: weight of the shift, on noise after a fact, of the answer memory gives
+    hold_reads: int = 8  # ... read after this many noise segments a batch, spread over those the gradient reaches
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
@@ -319,7 +321,7 @@ class Data:
         should read: each fact's direction word; answer is None, or with --question-read the (B, N, S) direction
         word of the fact that alone answers the question, when memory carries it (`answer_tokens`); slots is None,
         or with --slot-recall the carried facts (rmt_core.slot_recall.SlotFacts); anchored is None, or with
-        --noise-anchor the segments of `still` that follow the sample's first fact."""
+        --noise-anchor or --answer-hold the segments of `still` that follow the sample's first fact."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed, self.cfg.length_draw)
@@ -338,12 +340,12 @@ class Data:
                                    lambda fact, sample: _direction_position(fact, sample, self.tokenizer,
                                                                             "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
-        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.fact_write):
+        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
-        if self.cfg.noise_stillness or self.cfg.noise_anchor:
+        if self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold:
             still = ~holds
             still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
             still[:, -1] = False
@@ -351,7 +353,7 @@ class Data:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
         anchored = None
-        if self.cfg.noise_anchor:
+        if self.cfg.noise_anchor or self.cfg.answer_hold:
             anchored = still & (holds.cumsum(dim=1) > 0)  # noise after the sample's first fact
         return ids, labels, still, write, recall, read, answer, slots, anchored
 
@@ -538,8 +540,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
-    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --fact-write, --write-attention and
-    --question-read terms, the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and
+    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold (at `hold_columns`),
+    --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and
     slots --slot-recall's (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then
     (loss, terms) comes back instead of the loss, terms the unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
@@ -551,13 +553,18 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     size = model.config.segment_size
     note = None if slots is None else slots.marks(len(ids), ids.shape[1] // size if ids.dim() == 2 else ids.shape[1],
                                                   size)
+    hold = None
+    if cfg.answer_hold and anchored is not None:
+        hold = anchored & hold_columns(anchored, cfg.hold_reads, model.config.bptt_depth)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
-                anchored=anchored, anchor_weight=cfg.noise_anchor, write=write,
+                anchored=anchored, anchor_weight=cfg.noise_anchor, hold=hold, hold_weight=cfg.answer_hold,
+                write=write,
                 write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)
-    terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "write_shortfall": out.write_shortfall,
+    terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "answer_hold": out.answer_hold,
+             "write_shortfall": out.write_shortfall,
              "write_attention": out.read_loss, "question_read": out.answer_loss}
     loss = out.loss
     if recall is not None:
@@ -569,6 +576,20 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
             out.memory_reads, out.noted_slots, slots)
         loss = loss + cfg.slot_recall * terms["slot_recall"]
     return loss, {k: v for k, v in terms.items() if v is not None}
+
+
+def hold_columns(anchored: torch.Tensor, reads: int, bptt_depth: int | None) -> torch.Tensor:
+    """(N,) bool: the segments after which --answer-hold reads the question: `reads` of those `anchored` marks in
+    some sample, spread evenly over the ones the gradient reaches (the last bptt_depth; all when None), the
+    last of them always among them."""
+    N = anchored.shape[1]
+    first = max(0, N - bptt_depth) if bptt_depth else 0
+    candidates = [t for t in range(first, N) if anchored[:, t].any()]
+    columns = torch.zeros(N, dtype=torch.bool)
+    if candidates and reads > 0:
+        picks = {candidates[len(candidates) - 1 - (i * len(candidates)) // reads] for i in range(reads)}
+        columns[sorted(picks)] = True
+    return columns
 
 
 def _parts(rows: int, parts: int) -> list[slice]:

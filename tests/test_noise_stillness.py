@@ -91,7 +91,7 @@ def test_training_with_noise_stillness_logs_the_term_and_lowers_it(tmp_path):
     assert config["provenance"]["train_config"]["noise_stillness"] == 50.0
 
 
-@pytest.mark.parametrize("flag", ["--noise-stillness", "--noise-anchor"])
+@pytest.mark.parametrize("flag", ["--noise-stillness", "--noise-anchor", "--answer-hold"])
 def test_noise_stillness_flag_is_checked(tmp_path, capsys, flag):
     from rmt_cli.main import main
 

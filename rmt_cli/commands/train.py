@@ -95,6 +95,14 @@ def add_arguments(parser) -> None:
                              "each of those segments that follows a fact, from the memory the last segment with a "
                              "fact left: --noise-stillness weighs each step, this where the steps have taken memory "
                              "(default 0)")
+    parser.add_argument("--answer-hold", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times how far the question's answer, read from the memory "
+                             "left by noise after a fact, moves from the answer read from the memory that fact's "
+                             "segment left (KL divergence; read after --hold-reads noise segments a batch): "
+                             "--noise-anchor holds all of memory, this only what it tells the question (default 0)")
+    parser.add_argument("--hold-reads", type=whole(1, 1024), default=8,
+                        help="with --answer-hold: after how many noise segments of each batch the question is read, "
+                             "spread evenly over those the gradient reaches (default 8)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times how far a fact's segment falls short of moving memory "
                              "by --fact-write-margin (mean over the training segments that hold a fact), so that "
@@ -237,10 +245,12 @@ def run(args) -> int:
         raise TrainError("--fact-recall-target chooses what --fact-recall's read-out names; give --fact-recall too")
     if args.fact_recall_at != "question" and not args.fact_recall:
         raise TrainError("--fact-recall-at chooses where --fact-recall's read-out reads; give --fact-recall too")
+    if args.hold_reads != 8 and not args.answer_hold:
+        raise TrainError("--hold-reads sets where --answer-hold reads the question; give --answer-hold too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--noise-anchor", args.noise_anchor),
-                        ("--fact-write", args.fact_write)):
+                        ("--answer-hold", args.answer_hold), ("--fact-write", args.fact_write)):
         if value and args.architecture != "encoder":
             raise TrainError(f"{flag} is for the encoder (the paper's RMT); drop it for a decoder")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
@@ -252,7 +262,8 @@ def run(args) -> int:
         val_multiples=tuple(args.val_multiples), hard_fraction=args.hard_fraction, chain_fraction=args.chain_fraction, every_person=args.every_person, quiz=args.quiz, late_facts=args.late_facts,
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
-        noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor,
+        noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor, answer_hold=args.answer_hold,
+        hold_reads=args.hold_reads,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
