@@ -230,8 +230,8 @@ class RMT(MemoryModule):
         anchored: (B, N) bool, the segments whose memory should stay where the last unmarked segment left it (noise
         after a fact): the mean relative squared distance of the memory after each of them from that anchor (the
         memory after the sample's last segment not marked, or the memory the first segment read if none is yet;
-        detached; `anchor_drift`) is added to the loss, times anchor_weight. `still` weighs each step, so noise can carry memory away a little at a time; this weighs
-        where the steps have taken it.
+        detached; `anchor_drift`) is added to the loss, times anchor_weight. `still` weighs each step, so noise can
+        carry memory away a little at a time; this weighs where the steps have taken it.
         hold: (B, N) bool, a subset of `anchored`: segments after which the question (the last segment's tokens) is
         also read from the memory they leave, and from the anchor (no gradient); the mean over them of the KL
         divergence of the first answer from the second (`answer_hold`) is added to the loss, times hold_weight.

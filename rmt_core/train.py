@@ -541,9 +541,10 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
     of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold (at `hold_columns`),
-    --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the read-out at model.fact_recall) and
-    slots --slot-recall's (rmt_core.slot_recall, the read-out at model.slot_recall), each with cfg's weight; then
-    (loss, terms) comes back instead of the loss, terms the unweighted values to log."""
+    --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the
+    read-out at model.fact_recall) and slots --slot-recall's (rmt_core.slot_recall, the read-out at
+    model.slot_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
+    unweighted values to log."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:

@@ -120,7 +120,7 @@ def test_training_with_answer_hold_logs_the_term_and_records_it(tmp_path):
 def test_hold_reads_needs_answer_hold(tmp_path, capsys):
     from rmt_cli.main import main
 
-    assert main(["train", "--hold-reads", "3", "--out", str(tmp_path / "h")]) != 0
+    assert main(["train", "--hold-reads", "8", "--out", str(tmp_path / "h")]) != 0  # the default, said aloud
     assert "give --answer-hold too" in capsys.readouterr().err
     assert main(["train", "--answer-hold", "1", "--hold-reads", "0", "--out", str(tmp_path / "h")]) != 0
     assert "--hold-reads" in capsys.readouterr().err

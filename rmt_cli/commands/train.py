@@ -100,7 +100,7 @@ def add_arguments(parser) -> None:
                              "left by noise after a fact, moves from the answer read from the memory that fact's "
                              "segment left (KL divergence; read after --hold-reads noise segments a batch): "
                              "--noise-anchor holds all of memory, this only what it tells the question (default 0)")
-    parser.add_argument("--hold-reads", type=whole(1, 1024), default=8,
+    parser.add_argument("--hold-reads", type=whole(1, 1024), default=None,
                         help="with --answer-hold: after how many noise segments of each batch the question is read, "
                              "spread evenly over those the gradient reaches (default 8)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
@@ -245,7 +245,7 @@ def run(args) -> int:
         raise TrainError("--fact-recall-target chooses what --fact-recall's read-out names; give --fact-recall too")
     if args.fact_recall_at != "question" and not args.fact_recall:
         raise TrainError("--fact-recall-at chooses where --fact-recall's read-out reads; give --fact-recall too")
-    if args.hold_reads != 8 and not args.answer_hold:
+    if args.hold_reads is not None and not args.answer_hold:
         raise TrainError("--hold-reads sets where --answer-hold reads the question; give --answer-hold too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
@@ -263,7 +263,7 @@ def run(args) -> int:
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
         noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor, answer_hold=args.answer_hold,
-        hold_reads=args.hold_reads,
+        hold_reads=args.hold_reads or TrainConfig.hold_reads,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
