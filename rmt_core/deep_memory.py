@@ -125,6 +125,7 @@ class FarFactPool(DeepMemoryPool):
         super().__init__(model, builder.noise, size, max_depth, seed=seed)
         self.builder = builder
         self.samples: list = [None] * size
+        self.written = self.memory.clone()  # (size, m, d): the memory each stream's facts wrote, before any noise
         self.restart(model, list(range(size)))
 
     def _draw(self):
@@ -150,9 +151,10 @@ class FarFactPool(DeepMemoryPool):
         finally:
             model.train(was_training)
         self.memory[indexes] = written.detach()
+        self.written[indexes] = written.detach()
 
     def rows(self, model, ids: torch.Tensor, labels: torch.Tensor, masks: tuple, share: float, step: int):
-        """(memory, ids, labels, masks) of a training batch whose first round(share * B) rows are questions about
+        """(memory, ids, labels, masks, anchor) of a training batch whose first round(share * B) rows are questions about
         pool streams (see the class doc; streams drawn with the step's own generator), the rest as given with the
         model's initial memory. masks: the (still, write, recall, read, answer, slots, anchored) of `Data.batch`,
         already this process's rows; in a far row every segment but the question's is noise that should leave
@@ -186,5 +188,7 @@ class FarFactPool(DeepMemoryPool):
                 write[row] = False
             if read is not None:
                 read[row] = False
-        memory = torch.cat([self.memory[picks], model.initial_memory(B - k)], dim=0)
-        return memory, ids, labels, (still, write, recall, read, answer, slots, anchored)
+        initial = model.initial_memory(B - k)
+        memory = torch.cat([self.memory[picks], initial], dim=0)
+        anchor = torch.cat([self.written[picks], initial.detach()], dim=0)
+        return memory, ids, labels, (still, write, recall, read, answer, slots, anchored), anchor

@@ -208,6 +208,7 @@ class RMT(MemoryModule):
         still_weight: float = 0.0,
         anchored: torch.Tensor | None = None,
         anchor_weight: float = 0.0,
+        anchor_start: torch.Tensor | None = None,
         hold: torch.Tensor | None = None,
         hold_weight: float = 0.0,
         write: torch.Tensor | None = None,
@@ -231,7 +232,9 @@ class RMT(MemoryModule):
         after a fact): the mean relative squared distance of the memory after each of them from that anchor (the
         memory after the sample's last segment not marked, or the memory the first segment read if none is yet;
         detached; `anchor_drift`) is added to the loss, times anchor_weight. `still` weighs each step, so noise can
-        carry memory away a little at a time; this weighs where the steps have taken it.
+        carry memory away a little at a time; this weighs where the steps have taken it. anchor_start: (B, m, d)
+        the anchor until a sample's first unmarked segment, in place of the memory the first segment reads (for
+        inputs that start after their fact, as --far-facts rows do: the memory that fact wrote).
         hold: (B, N) bool, a subset of `anchored`: segments after which the question (the last segment's tokens) is
         also read from the memory they leave, and from the anchor (no gradient); the mean over them of the KL
         divergence of the first answer from the second (`answer_hold`) is added to the loss, times hold_weight.
@@ -260,7 +263,7 @@ class RMT(MemoryModule):
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
         changes, shortfalls, kept, reads, misses, drifts, holds = [], [], [], [], [], [], []
-        anchor = None  # (B, m, d) each sample's anchor for `anchored`, detached
+        anchor = None if anchor_start is None else anchor_start.detach().clone()  # (B, m, d) for `anchored`
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
             if tokens is not None and tuple(tokens.shape) != (batch.batch_size, N, self.config.segment_size):
@@ -312,7 +315,7 @@ class RMT(MemoryModule):
                     noted[:, result.t][marks] = strongest[marks]
                 quiet, writes = marked(still, result), marked(write, result)
                 if anchored is not None:
-                    if anchor is None:  # the memory the first segment read, until a segment not marked
+                    if anchor is None:  # the memory the first segment read (or anchor_start), until one not marked
                         anchor = result.memory_in.detach().clone()
                     held, moved = marked(anchored, result), slice(None)  # moved: the samples whose anchor moves here
                     if held is not None:

@@ -536,7 +536,7 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Tensor | None = None,
-               masks: tuple | None = None, cfg: TrainConfig | None = None):
+               masks: tuple | None = None, cfg: TrainConfig | None = None, anchor: torch.Tensor | None = None):
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
@@ -544,7 +544,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the
     read-out at model.fact_recall) and slots --slot-recall's (rmt_core.slot_recall, the read-out at
     model.slot_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
-    unweighted values to log."""
+    unweighted values to log. anchor: (B, m, d) where `anchored` segments hold memory until a row's first
+    unmarked one (default: the memory the first segment reads; FarFactPool.rows gives it)."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
         return model(ids, labels_mask=labels, memory=memory).loss
     if masks is None:
@@ -558,9 +559,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     if cfg.answer_hold and anchored is not None:
         hold = anchored & hold_columns(anchored, cfg.hold_reads, model.config.bptt_depth)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
-                anchored=anchored, anchor_weight=cfg.noise_anchor, hold=hold, hold_weight=cfg.answer_hold,
-                write=write,
-                write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
+                anchored=anchored, anchor_weight=cfg.noise_anchor, anchor_start=anchor, hold=hold,
+                hold_weight=cfg.answer_hold, write=write, write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)
@@ -883,13 +883,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             ids, labels, *masks = data.batch(stage, stage_index, step)
             ids, labels = ids[rank_slice].to(device), labels[rank_slice].to(device)
             masks = tuple(_rows(m, rank_slice) for m in masks)
-            memory = None
+            memory = anchor = None
             if pool is not None:
                 if step % REFRESH_STEPS == 0:
                     pool.advance(model)
                 seed = _batch_seed(cfg.seed, stage_index, step)
                 if isinstance(pool, FarFactPool):
-                    memory, ids, labels, masks = pool.rows(model, ids, labels, masks, cfg.far_facts, seed)
+                    memory, ids, labels, masks, anchor = pool.rows(model, ids, labels, masks, cfg.far_facts, seed)
                 else:
                     memory = pool.batch_memory(model, len(ids), cfg.deep_memory, seed)
             optimizer.zero_grad(set_to_none=True)
@@ -900,7 +900,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
                         part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part))
                     else:
                         part_loss, values = batch_loss(model, ids[part], labels[part], _rows(memory, part),
-                                                       tuple(_rows(m, part) for m in masks), cfg)
+                                                       tuple(_rows(m, part) for m in masks), cfg,
+                                                       _rows(anchor, part))
                         for name, value in values.items():
                             terms.setdefault(name, []).append(value.item())
                 # A part's mean loss counts by its share of the rows, as each process's share does in

@@ -67,6 +67,34 @@ def test_answer_hold_is_the_question_s_answer_shift_from_the_anchor(model, token
         model(ids, labels=labels, anchored=ANCHORED, hold=hold[:, :3])
 
 
+def test_anchor_start_holds_a_sample_to_memory_from_before_its_input(model, tokenizer):
+    """A --far-facts row starts after its fact: its anchor is the memory that fact wrote (anchor_start), until
+    its first unmarked segment; a sample given none is anchored as before."""
+    ids, labels = TaskBuilder("detect", tokenizer, 16).batch(6, 3, seed=2)
+    start = torch.randn(3, *model.initial_memory(1).shape[1:]) * model.initial_memory(1).norm()
+    anchored = ANCHORED.clone()
+    anchored[0, 0] = anchored[2, :5] = True  # rows 0 and 2 start on noise after their fact; row 1 writes one first
+    hold = anchored
+    with torch.no_grad():
+        run = recurrence.run(model, ids, names=["seg.*.mem_out"])
+        outs = [run.cache[f"seg.{t}.mem_out"] for t in range(6)]
+        expected = []
+        for b in range(3):
+            anchor, one = start[b:b + 1], (ids[b:b + 1, 5 * 16:], None)
+            for t in range(6):
+                if not anchored[b, t]:
+                    anchor = outs[t][b:b + 1]
+                elif hold[b, t]:
+                    expected.append(F.kl_div(_answer(model, outs[t][b:b + 1], one), _answer(model, anchor, one),
+                                             log_target=True, reduction="none").sum(-1))
+        out = model(ids, labels=labels, anchored=anchored, hold=hold, anchor_start=start)
+        plain = model(ids, labels=labels, anchored=anchored, hold=hold)
+        same = model(ids, labels=labels, anchored=anchored, hold=hold, anchor_start=model.initial_memory(3))
+    assert out.answer_hold.item() == pytest.approx(torch.cat(expected).mean().item(), rel=1e-3)
+    assert out.answer_hold.item() != pytest.approx(plain.answer_hold.item(), rel=1e-3)
+    assert same.answer_hold.item() == pytest.approx(plain.answer_hold.item(), rel=1e-6)  # the default anchor
+
+
 def test_answer_hold_reads_only_where_the_gradient_reaches(model, tokenizer):
     """Marks before a --bptt-depth cut add nothing: the memory there is detached, so the term could not train it."""
     ids, labels = TaskBuilder("detect", tokenizer, 16).batch(6, 3, seed=2)

@@ -122,24 +122,27 @@ def test_far_rows_ask_a_streams_question_after_fresh_noise(model, builder):
     ids, labels, holds = builder.batch(4, 6, seed=9, fact_segments=True)
     still, write = ~holds, holds.clone()
     read = torch.ones(6, 4, 16, dtype=torch.bool)
-    memory, new_ids, new_labels, masks = pool.rows(model, ids, labels, (still, write, None, read, None, None, None), 0.5, 11)
+    memory, new_ids, new_labels, masks, anchor = pool.rows(model, ids, labels, (still, write, None, read, None, None,
+                                                                               None), 0.5, 11)
     for row in range(3):  # round(0.5 * 6) rows from the pool
         stream = next(i for i in range(3) if torch.equal(memory[row], pool.memory[i]))
         sample = pool.samples[stream]
+        assert torch.equal(anchor[row], pool.written[stream])  # held to what the facts wrote, not to the drift
+        assert not torch.equal(anchor[row], memory[row])
         assert new_ids[row, -16:].tolist() == sample.input_ids[16:32] and new_labels[row] == sample.answer
         assert masks[0][row].tolist() == [True, True, True, False]  # noise all the way, the question's segment aside
         assert not masks[1][row].any() and not masks[3][row].any()  # no fact to write or to read
     assert torch.equal(new_ids[3:], ids[3:]) and torch.equal(new_labels[3:], labels[3:])
     assert torch.equal(masks[0][3:], still[3:]) and torch.equal(masks[3][3:], read[3:])
-    assert torch.equal(memory[3:], model.initial_memory(3)) and torch.equal(ids[:3], builder.batch(4, 6, seed=9)[0][:3])
+    assert torch.equal(memory[3:], model.initial_memory(3)) and torch.equal(anchor[3:], memory[3:]) and torch.equal(ids[:3], builder.batch(4, 6, seed=9)[0][:3])
     anchored = still & (holds.cumsum(dim=1) > 0)
-    *_, with_anchor = pool.rows(model, ids, labels, (still, write, None, read, None, None, anchored), 0.5, 11)
+    *_, with_anchor, _ = pool.rows(model, ids, labels, (still, write, None, read, None, None, anchored), 0.5, 11)
     assert with_anchor[6][:3].tolist() == [[True, True, True, False]] * 3  # the pool's memory holds the facts
     assert torch.equal(with_anchor[6][3:], anchored[3:]) and masks[6] is None
     again = pool.rows(model, ids, labels, (still, write, None, read, None, None, None), 0.5, 11)
     assert torch.equal(again[1], new_ids) and torch.equal(again[0], memory)  # the step decides the draw
     one_ids, one_labels = builder.batch(1, 2, seed=9)  # a one-segment row is the question's segment alone
-    _, short, _, _ = pool.rows(model, one_ids, one_labels, (None,) * 7, 1.0, 3)
+    _, short, _, _, _ = pool.rows(model, one_ids, one_labels, (None,) * 7, 1.0, 3)
     assert all(short[r].tolist() in [s.input_ids[16:] for s in pool.samples] for r in range(2))
     with pytest.raises(TrainError, match="--slot-recall"):
         pool.rows(model, ids, labels, (still, write, None, read, None, object(), None), 0.5, 11)
