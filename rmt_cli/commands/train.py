@@ -149,7 +149,8 @@ def add_arguments(parser) -> None:
                         help="encoder: this share of training samples asks about facts written up to "
                              "--far-segments segments before the sample (a pool of fact-then-noise streams run by "
                              "the model as it trains), so memory learns to carry facts further than the stage's "
-                             "length; validation keeps the stage's own samples (default 0)")
+                             "length; with --noise-anchor or --answer-hold such a sample is held to the memory its "
+                             "facts wrote; validation keeps the stage's own samples (default 0)")
     parser.add_argument("--far-segments", type=whole(1, 2**20), default=1024,
                         help="the most noise a --far-facts stream reads after its facts (default 1024)")
     parser.add_argument("--quiz", action="store_true",
