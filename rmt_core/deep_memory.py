@@ -118,7 +118,9 @@ class FarFactPool(DeepMemoryPool):
     sample's question after more noise: the row's first segments are fresh noise, its last the sample's second
     segment (noise, then the question), its label the sample's answer. So the question lies depth + N segments
     from the facts, and the row trains the last segments to keep, and the question to read, what a long stretch
-    of noise left of them; no gradient reaches the write (as with --bptt-depth).
+    of noise left of them; no gradient reaches the write (as with --bptt-depth). The memory each stream's facts
+    wrote is kept (`written`): --noise-anchor and --answer-hold hold a row to it, not to the drifted state the row
+    starts from.
     """
 
     def __init__(self, model, builder, size: int, max_depth: int, seed: int = 0):
