@@ -156,12 +156,14 @@ class FarFactPool(DeepMemoryPool):
         self.written[indexes] = written.detach()
 
     def rows(self, model, ids: torch.Tensor, labels: torch.Tensor, masks: tuple, share: float, step: int):
-        """(memory, ids, labels, masks, anchor) of a training batch whose first round(share * B) rows are questions about
-        pool streams (see the class doc; streams drawn with the step's own generator), the rest as given with the
-        model's initial memory. masks: the (still, write, recall, read, answer, slots, anchored) of `Data.batch`,
-        already this process's rows; in a far row every segment but the question's is noise that should leave
-        memory still (and, its memory holding the facts already, where it is), and none holds a fact to write or
-        read (recall, answer and slots must be None)."""
+        """(memory, ids, labels, masks, anchor) of a training batch whose first round(share * B) rows are
+        questions about pool streams (see the class doc; streams drawn with the step's own generator), the rest as
+        given with the model's initial memory. masks: the (still, write, recall, read, answer, slots, anchored) of
+        `Data.batch`, already this process's rows; in a far row every segment but the question's is noise that
+        should leave memory still (and, its memory holding the facts already, where it is), and none holds a fact
+        to write or read (recall, answer and slots must be None). anchor: (B, m, d) where each row's `anchored`
+        segments hold memory (`RMT.forward`'s anchor_start): for a pool row the memory its facts wrote before the
+        stream's noise, for the others the memory they start from."""
         still, write, recall, read, answer, slots, anchored = masks
         if recall is not None or answer is not None or slots is not None:
             raise TrainError(FAR_FACT_TERMS)

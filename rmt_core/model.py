@@ -277,6 +277,9 @@ class RMT(MemoryModule):
         for name, mask in (("still", still), ("write", write), ("anchored", anchored), ("hold", hold)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
+        if anchor_start is not None and tuple(anchor_start.shape[:1]) != (batch.batch_size,):
+            raise ValueError(f"anchor_start has {anchor_start.shape[0]} rows; expected one a sample "
+                             f"({batch.batch_size})")
         if hold is not None and (anchored is None or (hold & ~anchored).any()):
             raise ValueError("hold marks a subset of anchored: the question is held to what the anchor tells it")
         if hold is not None and cut is not None:

@@ -560,7 +560,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
         hold = anchored & hold_columns(anchored, cfg.hold_reads, model.config.bptt_depth)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
                 anchored=anchored, anchor_weight=cfg.noise_anchor, anchor_start=anchor, hold=hold,
-                hold_weight=cfg.answer_hold, write=write, write_weight=cfg.fact_write, write_margin=cfg.fact_write_margin,
+                hold_weight=cfg.answer_hold, write=write, write_weight=cfg.fact_write,
+                write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)

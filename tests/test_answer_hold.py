@@ -93,6 +93,8 @@ def test_anchor_start_holds_a_sample_to_memory_from_before_its_input(model, toke
     assert out.answer_hold.item() == pytest.approx(torch.cat(expected).mean().item(), rel=1e-3)
     assert out.answer_hold.item() != pytest.approx(plain.answer_hold.item(), rel=1e-3)
     assert same.answer_hold.item() == pytest.approx(plain.answer_hold.item(), rel=1e-6)  # the default anchor
+    with pytest.raises(ValueError, match="anchor_start has 2 rows"):
+        model(ids, labels=labels, anchored=anchored, hold=hold, anchor_start=start[:2])
 
 
 def test_answer_hold_reads_only_where_the_gradient_reaches(model, tokenizer):
