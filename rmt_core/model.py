@@ -87,6 +87,7 @@ class RMTOutput:
     stillness: torch.Tensor | None = None  # the memory-change term in `loss`, unweighted, when `still` was given
     anchor_drift: torch.Tensor | None = None  # the anchor term in `loss`, unweighted, when `anchored` was given
     answer_hold: torch.Tensor | None = None  # the answer-hold term in `loss`, unweighted, when `hold` was given
+    answer_step: torch.Tensor | None = None  # the answer-step term in `loss`, unweighted, when `step` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
@@ -211,6 +212,8 @@ class RMT(MemoryModule):
         anchor_start: torch.Tensor | None = None,
         hold: torch.Tensor | None = None,
         hold_weight: float = 0.0,
+        step: torch.Tensor | None = None,
+        step_weight: float = 0.0,
         write: torch.Tensor | None = None,
         write_weight: float = 0.0,
         write_margin: float = 1.0,
@@ -240,6 +243,11 @@ class RMT(MemoryModule):
         divergence of the first answer from the second (`answer_hold`) is added to the loss, times hold_weight.
         It holds still what memory tells the question, where `anchored` holds all of memory. Marks before a
         --bptt-depth cut add nothing: their memory has no gradient.
+        step: (B, N) bool, segments after which the question is read from the memory they leave and from the memory
+        they read (no gradient): the mean over them of the KL divergence of the first answer from the second
+        (`answer_step`) is added to the loss, times step_weight. Where `hold` weighs how far the answer has moved
+        since the fact, this weighs how far one segment moves it; it is local to the segment, so it reaches
+        segments before a --bptt-depth cut too, where the gradient from the question through many segments fades.
         write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
@@ -262,7 +270,7 @@ class RMT(MemoryModule):
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
-        changes, shortfalls, kept, reads, misses, drifts, holds = [], [], [], [], [], [], []
+        changes, shortfalls, kept, reads, misses, drifts, holds, steps = [], [], [], [], [], [], [], []
         anchor = None if anchor_start is None else anchor_start.detach().clone()  # (B, m, d) for `anchored`
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
@@ -274,7 +282,8 @@ class RMT(MemoryModule):
         slots = torch.full((batch.batch_size,), -1, dtype=torch.long)  # the slot that took each sample's answer token
         answered = []
         noted = None if note is None else torch.full(note.shape, -1, dtype=torch.long)
-        for name, mask in (("still", still), ("write", write), ("anchored", anchored), ("hold", hold)):
+        for name, mask in (("still", still), ("write", write), ("anchored", anchored), ("hold", hold),
+                           ("step", step)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
         if anchor_start is not None and tuple(anchor_start.shape[:1]) != (batch.batch_size,):
@@ -285,8 +294,9 @@ class RMT(MemoryModule):
         if hold is not None and cut is not None:
             hold = hold.clone()
             hold[:, :max(cut, 0)] = False
-        question = batch.segment(N - 1, self.device) if hold is not None and hold.any() else None
-        if any(m is not None for m in (still, write, anchored, read, answer, note)) or keep_read or keep_reads:
+        asks = [m for m in (hold, step) if m is not None and m.any()]
+        question = batch.segment(N - 1, self.device) if asks else None
+        if any(m is not None for m in (still, write, anchored, step, read, answer, note)) or keep_read or keep_reads:
 
             def marked(mask, result):
                 """This segment's column of a mask on the memory's device, or None when it marks no sample."""
@@ -328,6 +338,10 @@ class RMT(MemoryModule):
                         if asked is not None:
                             holds.append(self.answer_shift(anchor[asked], result.memory_out[asked], question, asked))
                     anchor[moved] = result.memory_out.detach()[moved]
+                stepped = marked(step, result)
+                if stepped is not None:
+                    steps.append(self.answer_shift(result.memory_in.detach()[stepped], result.memory_out[stepped],
+                                                   question, stepped))
                 if quiet is None and writes is None:
                     return
                 change = memory_change(result.memory_in, result.memory_out)
@@ -374,6 +388,11 @@ class RMT(MemoryModule):
             answer_hold = torch.cat(holds).mean() if holds else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and hold_weight:
                 loss = loss + hold_weight * answer_hold
+        answer_step = None
+        if step is not None:
+            answer_step = torch.cat(steps).mean() if steps else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and step_weight:
+                loss = loss + step_weight * answer_step
         answer_loss = None
         if answer is not None:
             answer_loss = answered[0] if answered else logits.new_zeros((), dtype=torch.float32)
@@ -387,6 +406,7 @@ class RMT(MemoryModule):
             stillness=stillness,
             anchor_drift=anchor_drift,
             answer_hold=answer_hold,
+            answer_step=answer_step,
             write_shortfall=shortfall,
             memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,

@@ -159,6 +159,8 @@ class TrainConfig:
     noise_anchor: float = 0.0  # encoder: weight of the memory's distance, on noise after a fact, from the last write
     answer_hold: float = 0.0  # encoder: weight of the shift, on noise after a fact, of the answer memory gives
     hold_reads: int = 8  # ... read after this many noise segments a batch, spread over those the gradient reaches
+    answer_step: float = 0.0  # encoder: weight of the shift of that answer over one noise segment after a fact
+    step_reads: int = 8  # ... read after this many noise segments a batch, spread over all of them
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
@@ -340,12 +342,13 @@ class Data:
                                    lambda fact, sample: _direction_position(fact, sample, self.tokenizer,
                                                                             "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
-        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.fact_write):
+        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step
+                  or self.cfg.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
-        if self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold:
+        if self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step:
             still = ~holds
             still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
             still[:, -1] = False
@@ -353,7 +356,7 @@ class Data:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
         anchored = None
-        if self.cfg.noise_anchor or self.cfg.answer_hold:
+        if self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step:
             anchored = still & (holds.cumsum(dim=1) > 0)  # noise after the sample's first fact
         return ids, labels, still, write, recall, read, answer, slots, anchored
 
@@ -540,7 +543,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
-    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold (at `hold_columns`),
+    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold, --answer-step (at
+    `hold_columns`),
     --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the
     read-out at model.fact_recall) and slots --slot-recall's (rmt_core.slot_recall, the read-out at
     model.slot_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
@@ -555,17 +559,21 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     size = model.config.segment_size
     note = None if slots is None else slots.marks(len(ids), ids.shape[1] // size if ids.dim() == 2 else ids.shape[1],
                                                   size)
-    hold = None
+    hold = step = None
     if cfg.answer_hold and anchored is not None:
         hold = anchored & hold_columns(anchored, cfg.hold_reads, model.config.bptt_depth)
+    if cfg.answer_step and anchored is not None:  # local to its segment: every segment can be read, not the last k
+        step = anchored & hold_columns(anchored, cfg.step_reads, None)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
                 anchored=anchored, anchor_weight=cfg.noise_anchor, anchor_start=anchor, hold=hold,
-                hold_weight=cfg.answer_hold, write=write, write_weight=cfg.fact_write,
+                hold_weight=cfg.answer_hold, step=step, step_weight=cfg.answer_step, write=write,
+                write_weight=cfg.fact_write,
                 write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note)
     terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "answer_hold": out.answer_hold,
+             "answer_step": out.answer_step,
              "write_shortfall": out.write_shortfall,
              "write_attention": out.read_loss, "question_read": out.answer_loss}
     loss = out.loss

@@ -103,6 +103,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hold-reads", type=whole(1, 1024), default=None,
                         help="with --answer-hold: after how many noise segments of each batch the question is read, "
                              "spread evenly over those the gradient reaches (default 8)")
+    parser.add_argument("--answer-step", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times how far one noise segment after a fact moves the "
+                             "question's answer (KL divergence of the answer read from the memory it leaves from the "
+                             "answer read from the memory it read; after --step-reads noise segments a batch): "
+                             "--answer-hold weighs the whole way from the fact, where the gradient reaches; this "
+                             "each step, on every segment of the input (default 0)")
+    parser.add_argument("--step-reads", type=whole(1, 1024), default=None,
+                        help="with --answer-step: after how many noise segments of each batch the question is read, "
+                             "spread evenly over all of them (default 8)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times how far a fact's segment falls short of moving memory "
                              "by --fact-write-margin (mean over the training segments that hold a fact), so that "
@@ -248,10 +257,13 @@ def run(args) -> int:
         raise TrainError("--fact-recall-at chooses where --fact-recall's read-out reads; give --fact-recall too")
     if args.hold_reads is not None and not args.answer_hold:
         raise TrainError("--hold-reads sets where --answer-hold reads the question; give --answer-hold too")
+    if args.step_reads is not None and not args.answer_step:
+        raise TrainError("--step-reads sets where --answer-step reads the question; give --answer-step too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--noise-anchor", args.noise_anchor),
-                        ("--answer-hold", args.answer_hold), ("--fact-write", args.fact_write)):
+                        ("--answer-hold", args.answer_hold), ("--answer-step", args.answer_step),
+                        ("--fact-write", args.fact_write)):
         if value and args.architecture != "encoder":
             raise TrainError(f"{flag} is for the encoder (the paper's RMT); drop it for a decoder")
     stages = parse_stages(args.stages, args.segments, args.segment_size)
@@ -264,7 +276,8 @@ def run(args) -> int:
         prior_facts=args.prior_facts, prior_asked=args.prior_asked, prior_decoys=args.prior_decoys, facts_behind=args.facts_behind,
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
         noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor, answer_hold=args.answer_hold,
-        hold_reads=args.hold_reads or TrainConfig.hold_reads,
+        hold_reads=args.hold_reads or TrainConfig.hold_reads, answer_step=args.answer_step,
+        step_reads=args.step_reads or TrainConfig.step_reads,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
