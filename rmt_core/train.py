@@ -589,9 +589,9 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
 
 
 def hold_columns(anchored: torch.Tensor, reads: int, bptt_depth: int | None) -> torch.Tensor:
-    """(N,) bool: the segments after which --answer-hold reads the question: `reads` of those `anchored` marks in
-    some sample, spread evenly over the ones the gradient reaches (the last bptt_depth; all when None), the
-    last of them always among them."""
+    """(N,) bool: the segments after which --answer-hold (bptt_depth: the model's) or --answer-step (None) reads
+    the question: `reads` of those `anchored` marks in some sample, spread evenly over the last bptt_depth (all
+    when None), the last of them always among them."""
     N = anchored.shape[1]
     first = max(0, N - bptt_depth) if bptt_depth else 0
     candidates = [t for t in range(first, N) if anchored[:, t].any()]
