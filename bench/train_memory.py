@@ -2,8 +2,10 @@
 
 Each variant runs in a process of its own (so each peak is its own): a small reason RMT of the shipped reason's
 shape (4 layers, hidden 128, 10 memory tokens, 64-token segments), built-in facts and noise, --segments segments
-a sample, --batch-size samples a step, the noise-stillness term on (it keeps every noise segment's graph, so the
-activations grow with the input's length, not with --bptt-depth), --steps steps. It prints each variant's peak
+a sample, --batch-size samples a step, the noise-stillness term at --stillness (default 30), --bptt-depth 64
+unless told, --steps steps. The activations grow with the input's length, not with --bptt-depth, with the
+stillness term or without it: memory is detached once, at the cut, so every segment before it keeps its graph
+until then. It prints each variant's peak
 resident memory over the process's memory before `train` starts (torch and the project imported), the seconds
 of the whole run (model build, one validation sample, the steps), and both as ratios to --accumulate 1 from the
 same run. The loss of the first step is printed too: the parts give the whole batch's update, so it agrees to
@@ -11,6 +13,7 @@ rounding (and up to how the stillness marks fall between the parts).
 
     python bench/train_memory.py                       # 128 segments, batch 8, --accumulate 1, 2, 4
     python bench/train_memory.py --segments 256 --parts 1,2
+    python bench/train_memory.py --segments 1024 --batch-size 1 --parts 1 --steps 1 --stillness 0
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def one(parts: int, segments: int, batch: int, steps: int) -> dict:
+def one(parts: int, segments: int, batch: int, steps: int, stillness: float = 30.0, bptt: int = 64) -> dict:
     """Train `steps` steps in this process; its peak and starting memory, the run's seconds and first loss."""
     import torch
 
@@ -47,8 +50,9 @@ def one(parts: int, segments: int, batch: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         cfg = TrainConfig(task="reason", out=f"{folder}/run", stages=[Stage(segments, 64)], hidden_size=128,
                           num_layers=4, num_heads=4, num_mem_tokens=10, batch_size=batch, accumulate=parts,
-                          noise_stillness=30.0, bptt_depth=64, max_steps=steps, eval_every=10**6, val_samples=1,
-                          warmup_steps=0, log_every=1, target_accuracy=1.01, plateau=10**6, threads=1, seed=0)
+                          noise_stillness=stillness, bptt_depth=bptt, max_steps=steps, eval_every=10**6,
+                          val_samples=1, warmup_steps=0, log_every=1, target_accuracy=1.01, plateau=10**6, threads=1,
+                          seed=0)
         before = rss_mib()
         started = time.perf_counter()
         run = train(cfg, progress=False)
@@ -66,18 +70,23 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="samples a step (default 8)")
     parser.add_argument("--steps", type=int, default=2, help="training steps a variant (default 2)")
     parser.add_argument("--parts", default="1,2,4", help="--accumulate values, comma-separated (default 1,2,4)")
+    parser.add_argument("--stillness", type=float, default=30.0, help="--noise-stillness (default 30; 0: off)")
+    parser.add_argument("--bptt-depth", type=int, default=64, help="--bptt-depth (default 64)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one variant, print its JSON
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.segments, args.batch_size, args.steps)))
+        print(json.dumps(one(args.one, args.segments, args.batch_size, args.steps, args.stillness,
+                             args.bptt_depth)))
         return 0
     print(f"reason, small backbone: {args.segments} segments x {args.batch_size} samples a step, noise stillness "
-          f"on, {args.steps} steps a variant, 1 thread, one process each")
+          f"{args.stillness:g}, --bptt-depth {args.bptt_depth}, {args.steps} steps a variant, 1 thread, one process "
+          f"each")
     results = []
     for parts in [int(p) for p in args.parts.split(",")]:
         command = [sys.executable, __file__, "--one", str(parts), "--segments", str(args.segments),
-                   "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+                   "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                   "--stillness", str(args.stillness), "--bptt-depth", str(args.bptt_depth)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
         if done.returncode:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
