@@ -224,6 +224,7 @@ class RMT(MemoryModule):
         answer: torch.Tensor | None = None,
         answer_weight: float = 0.0,
         note: torch.Tensor | None = None,
+        recompute: bool = False,
     ) -> RMTOutput:
         """input_ids: (B, N, S) segments, or (B, N*S) flat with S = segment_size; special tokens stripped.
 
@@ -266,6 +267,10 @@ class RMT(MemoryModule):
         note: (B, N, S) bool, tokens whose slot to note as they are written, as for `answer` (no gradient): the
         slot whose head of the last layer pays each the most attention comes back in `noted_slots`, -1 elsewhere
         (rmt_core.slot_recall).
+        recompute: segments before a --bptt-depth cut that one of the terms above reaches recompute their
+        activations in the backward pass instead of keeping them (training memory nearly flat in the input's
+        length, those segments run twice; the same gradients). Segments before the cut that no term reaches run
+        without a graph either way.
         """
         batch = SegmentBatch.from_ids(input_ids, self.config.segment_size, masks=attention_mask)
         N = batch.n_segments
@@ -354,8 +359,12 @@ class RMT(MemoryModule):
         if read is not None or answer is not None or note is not None:
             looked = {t for marks in (read, answer, note) if marks is not None for t in range(N) if marks[:, t].any()}
             looked |= {N - 1} if answer is not None else set()
+        weighted = ((still, still_weight), (write, write_weight), (anchored, anchor_weight), (step, step_weight),
+                    (read, read_weight))
+        reached = self._reached_before(cut, N, labels is not None, keep_reads,
+                                       *(marks if weight else None for marks, weight in weighted))
         run = recurrence.run(self, batch, memory=memory, detach_before=cut, segment_logits=True,
-                             on_segment=on_segment, attention=looked)
+                             on_segment=on_segment, attention=looked, graph_before=reached, recompute=recompute)
         memory, segment_logits = run.memory, run.segment_logits
         logits = segment_logits[-1]
         loss = None
@@ -414,6 +423,18 @@ class RMT(MemoryModule):
             answer_loss=answer_loss,
             noted_slots=noted,
         )
+
+    def _reached_before(self, cut: int | None, N: int, labelled: bool, keep_reads: bool, *marks) -> int | None:
+        """For `recurrence.run`'s graph_before: one past the last segment before the cut that a loss term reaches
+        (the marks of the weighted terms: (B, N) or (B, N, S) bool, or None), 0 when none does; None without a
+        cut."""
+        if cut is None or cut <= 0:
+            return None
+        if keep_reads or (labelled and self.config.loss_on == "all"):
+            return cut  # every segment's memory or logits reach a loss
+        marked = [m.reshape(m.shape[0], N, -1).any(-1).any(0)[:cut] for m in marks if m is not None]
+        reached = torch.stack(marked).any(0).nonzero() if marked else torch.zeros(0, 1, dtype=torch.long)
+        return int(reached.max()) + 1 if len(reached) else 0
 
     def answer_shift(self, anchor: torch.Tensor, memory: torch.Tensor, question: tuple, rows: torch.Tensor):
         """(K,) for K samples: the KL divergence of the question's answer read from `memory` (K, m, d) from its

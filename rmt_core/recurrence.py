@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils.checkpoint
 
 from rmt_core.errors import RMTError
 
@@ -168,7 +169,8 @@ def fast_kernel(model) -> str:
 def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, stop: int | None = None,
         names: Iterable[str] = (), hooks=(), attention: Callable[[int], bool] | Iterable[int] | None = None,
         on_segment: Callable[[SegmentResult], None] | None = None, detach_before: int | None = None,
-        segment_logits: bool = False, progress: bool = False, cache_device="cpu") -> RunOutput:
+        graph_before: int | None = None, recompute: bool = False, segment_logits: bool = False,
+        progress: bool = False, cache_device="cpu") -> RunOutput:
     """Run segments start..stop-1 of `inputs` through `model`, carrying memory from one to the next.
 
     inputs: a SegmentBatch, or anything `rmt_core.inputs.batch_of` takes (ModelInputs, task samples, id arrays).
@@ -178,6 +180,12 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
     attention: the segments whose attention probabilities `on_segment` gets (a set of indexes or a predicate);
         attention is also computed wherever a cached or hooked name asks for a pattern.
     detach_before: memory is detached from the graph before this segment (truncated backpropagation).
+    graph_before: with detach_before, the segments before the cut that a loss reaches are those before this one
+        (a term on their memory, logits or attention). Segments from graph_before to the cut run without a graph
+        (no loss reaches them: the cut stops the one after them); None: every segment keeps its graph.
+    recompute: with graph_before, the segments before it run with activation checkpointing: their activations
+        are recomputed in the backward pass instead of kept, so training memory grows with the input's length
+        by the graph's bookkeeping alone, at the cost of running them twice. The gradients are the same.
     segment_logits: keep the answer head's logits of every segment run.
     Gradients follow the caller's mode: wrap in torch.no_grad() / inference_mode() for inference.
     """
@@ -222,6 +230,7 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
         from tqdm.auto import tqdm
 
         bar = tqdm(total=stop - start, desc="segments", unit="seg", file=sys.stderr, dynamic_ncols=True)
+    lean = detach_before is not None and graph_before is not None and torch.is_grad_enabled()
     try:
         for t in range(start, stop):
             if detach_before is not None and t == detach_before and t > 0:
@@ -235,7 +244,13 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
             memory_in = visit(f"seg.{t}.mem_in", memory) if (cached or hooked) else memory
             tokens, mask = batch.segment(t, device)
             layer_state["t"], layer_state["names"] = t, layer_names
-            step = model.segment_step(memory_in, tokens, mask, output_attentions=need_attention)
+            if lean and graph_before <= t < detach_before:  # no loss reaches it
+                with torch.no_grad():
+                    step = model.segment_step(memory_in, tokens, mask, output_attentions=need_attention)
+            elif lean and recompute and t < detach_before and not (cached or hooked):  # hooks would run twice
+                step = _checkpointed(model, memory_in, tokens, mask, need_attention, wanted_kernel)
+            else:
+                step = model.segment_step(memory_in, tokens, mask, output_attentions=need_attention)
             memory = step.memory_out
             logits = step.logits
             if cached or hooked:
@@ -266,6 +281,24 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
         raise HookError(f"hook name {unused[0]!r} matched no activation of this run (segments {start}..{stop - 1}); "
                         "see rmt_core.recurrence.activation_names")
     return out
+
+
+def _checkpointed(model, memory, tokens, mask, attentions: bool, kernel: str | None):
+    """One segment's step with activation checkpointing: its activations are recomputed in the backward pass,
+    under the attention kernel it ran with, instead of kept."""
+
+    def step(memory_in):
+        held = getattr(model, "attention_kernel", None)
+        switch = kernel is not None and held != kernel
+        if switch:
+            model.set_attention_kernel(kernel)
+        try:
+            return model.segment_step(memory_in, tokens, mask, output_attentions=attentions)
+        finally:
+            if switch:
+                model.set_attention_kernel(held)
+
+    return torch.utils.checkpoint.checkpoint(step, memory, use_reentrant=False)
 
 
 def _attention_predicate(attention) -> Callable[[int], bool]:

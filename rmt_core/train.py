@@ -186,6 +186,8 @@ class TrainConfig:
     length_draw: str = "uniform"  # random-length stages: "uniform" over the lengths, or "log" (every scale alike)
     accumulate: int = 1  # each process's share of a batch in this many parts, one after another, gradients summed
     bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
+    recompute: bool = False  # encoder: segments before the bptt cut that a local term reaches are recomputed in the
+    # backward pass, not kept (training memory nearly flat in the input's length; those segments run twice)
     loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
     device: str | None = None
@@ -571,7 +573,7 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
                 write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
-                note=note)
+                note=note, recompute=cfg.recompute)
     terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "answer_hold": out.answer_hold,
              "answer_step": out.answer_step,
              "write_shortfall": out.write_shortfall,
