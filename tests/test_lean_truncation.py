@@ -134,3 +134,18 @@ def test_training_with_recompute_takes_the_same_steps(tmp_path):
     assert losses(again) == pytest.approx(losses(plain), rel=1e-4) and len(losses(plain)) == 4
     config = json.loads((again / "config.json").read_text())
     assert config["provenance"]["train_config"]["recompute"] is True
+
+
+def test_recomputed_segments_hand_the_free_heap_back_every_sixteen(tokenizer, monkeypatch):
+    model = make_tiny_rmt(tokenizer, bptt_depth=2).train()
+    released = []
+    monkeypatch.setattr(recurrence, "release_free_heap", lambda: released.append(True))
+    N = 36  # cut at 34; stillness marks segment 33, so 0-33 are recomputed
+    model(random_ids(model, 1, N), labels=torch.tensor([0]), still=marks(1, N, 33), still_weight=1.0,
+          recompute=True).loss.backward()
+    assert len(released) == 2  # after segments 15 and 31
+    released.clear()
+    model(random_ids(model, 1, N), labels=torch.tensor([0]), still=marks(1, N, 33), still_weight=1.0)
+    assert not released
+    monkeypatch.undo()
+    recurrence.release_free_heap()  # glibc's malloc_trim where there is one, else nothing; never an error
