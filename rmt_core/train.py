@@ -518,6 +518,17 @@ def check_far_facts(cfg: TrainConfig) -> None:
         raise TrainError(FAR_FACT_TERMS)
 
 
+def check_recompute(cfg: TrainConfig) -> None:
+    """--recompute works on the encoder's segments before a --bptt-depth cut: without either it would change
+    nothing, so it is refused rather than ignored."""
+    if not cfg.recompute:
+        return
+    if cfg.architecture != "encoder":
+        raise TrainError("--recompute is for the encoder (the paper's RMT); drop it for a decoder")
+    if not cfg.bptt_depth:
+        raise TrainError("--recompute recomputes the segments before the --bptt-depth cut; give --bptt-depth too")
+
+
 def check_sizes(cfg: TrainConfig) -> None:
     """Every stage's training batch and validation samples fit the task builder's limits, and its lengths are
     drawn in a known way (checked before the model is built, so a run that cannot work fails at once)."""
@@ -792,6 +803,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     check_stop(cfg)
     check_recall(cfg)
     check_far_facts(cfg)
+    check_recompute(cfg)
     resume_at = read_resume_point(resume_dir) if resume else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

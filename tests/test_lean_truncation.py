@@ -149,3 +149,15 @@ def test_recomputed_segments_hand_the_free_heap_back_every_sixteen(tokenizer, mo
     assert not released
     monkeypatch.undo()
     recurrence.release_free_heap()  # glibc's malloc_trim where there is one, else nothing; never an error
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--architecture", "decoder", "--task", "qa1", "--bptt-depth", "2"], "--recompute is for the encoder"),
+    (["--task", "memorize"], "give --bptt-depth too"),
+])
+def test_recompute_where_it_would_change_nothing_is_refused(tmp_path, capsys, flags, message):
+    from rmt_cli.main import main
+
+    assert main(["train", *flags, "--recompute", "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "run").exists()

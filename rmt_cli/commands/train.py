@@ -190,8 +190,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--recompute", action="store_true",
                         help="encoder: segments before the --bptt-depth cut that a local term reaches "
                              "(--noise-stillness, --answer-step, ...) recompute their activations in the backward "
-                             "pass instead of keeping them: training memory nearly flat in the input's length, about "
-                             "1.3x the time (segments no term reaches run without a graph either way)")
+                             "pass instead of keeping them: training memory nearly flat in the input's length, "
+                             "1.1-1.3x the time (segments no term reaches run without a graph either way)")
     parser.add_argument("--loss-on", choices=("last", "all"), default="last",
                         help="last: the answer only (encoder: the head at the last segment; decoder: the answer "
                              "tokens); all: every segment's head (encoder) or every next token (decoder)")
