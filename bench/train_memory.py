@@ -8,15 +8,19 @@ unless told, --steps steps. Memory is detached once, at the cut. "kept": every s
 graph until the backward pass, so activations grow with the input's length whatever --bptt-depth says (how
 training ran before lean truncation). "lean": segments before the cut that no loss term reaches run without a
 graph; those the stillness term reaches (noise segments) keep theirs. "recompute": those recompute their
-activations in the backward pass instead (`rmt train --recompute`). All three give the same gradients. It
-prints each variant's peak resident memory over the process's memory before `train` starts (torch and the
-project imported), the seconds of the whole run (model build, one validation sample, the steps), and both as
-ratios to the first variant of the same run. The loss of the first step is printed too: the parts give the
-whole batch's update, so it agrees to rounding (and up to how the stillness marks fall between the parts).
+activations in the backward pass instead (`rmt train --recompute`). All three give the same gradients.
+`--architecture decoder`: qa1 on a GPT-2-style backbone of the same size, whose loss reaches every segment (so
+"lean" is "kept", and "recompute" recomputes every segment). It prints each variant's peak resident memory
+over the process's memory before `train` starts (torch and the project imported), the seconds of the whole run
+(model build, one validation sample, the steps), and both as ratios to the first variant of the same run. The
+loss of the first step is printed too: the parts give the whole batch's update, so it agrees to rounding (and
+up to how the stillness marks fall between the parts).
 
     python bench/train_memory.py                       # 128 segments, batch 8, --accumulate 1, 2, 4
     python bench/train_memory.py --segments 256 --parts 1,2
     python bench/train_memory.py --segments 1024 --batch-size 1 --parts 1 --steps 1 --graphs kept,lean,recompute
+    python bench/train_memory.py --architecture decoder --segments 256 --bptt-depth 0 --parts 1 --steps 1 \\
+        --graphs kept,recompute
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def one(parts: int, segments: int, batch: int, steps: int, stillness: float = 30.0, bptt: int = 64,
-        graphs: str = "lean") -> dict:
+def one(parts: int, segments: int, batch: int, steps: int, stillness: float = 30.0, bptt: int | None = 64,
+        graphs: str = "lean", architecture: str = "encoder") -> dict:
     """Train `steps` steps in this process; its peak and starting memory, the run's seconds and first loss."""
     import torch
 
@@ -57,9 +61,11 @@ def one(parts: int, segments: int, batch: int, steps: int, stillness: float = 30
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
-        cfg = TrainConfig(task="reason", out=f"{folder}/run", stages=[Stage(segments, 64)], hidden_size=128,
+        shape = dict(task="reason", noise_stillness=stillness) if architecture == "encoder" else dict(
+            task="qa1", architecture="decoder", backbone="small")
+        cfg = TrainConfig(**shape, out=f"{folder}/run", stages=[Stage(segments, 64)], hidden_size=128,
                           num_layers=4, num_heads=4, num_mem_tokens=10, batch_size=batch, accumulate=parts,
-                          noise_stillness=stillness, bptt_depth=bptt, max_steps=steps, eval_every=10**6,
+                          bptt_depth=bptt, max_steps=steps, eval_every=10**6,
                           val_samples=1, warmup_steps=0, log_every=1, target_accuracy=1.01, plateau=10**6, threads=1,
                           seed=0, recompute=graphs == "recompute")
         before = rss_mib()
@@ -80,7 +86,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="training steps a variant (default 2)")
     parser.add_argument("--parts", default="1,2,4", help="--accumulate values, comma-separated (default 1,2,4)")
     parser.add_argument("--stillness", type=float, default=30.0, help="--noise-stillness (default 30; 0: off)")
-    parser.add_argument("--bptt-depth", type=int, default=64, help="--bptt-depth (default 64)")
+    parser.add_argument("--bptt-depth", type=int, default=64, help="--bptt-depth (default 64; 0: none)")
+    parser.add_argument("--architecture", choices=("encoder", "decoder"), default="encoder",
+                        help="encoder: reason (default); decoder: qa1 on a GPT-2-style backbone of the same size, "
+                             "its loss on the answer tokens (no stillness term)")
     parser.add_argument("--graphs", default="lean",
                         help="kept, lean, recompute (comma-separated): how segments before the cut run (default "
                              "lean)")
@@ -89,11 +98,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.one, args.segments, args.batch_size, args.steps, args.stillness,
-                             args.bptt_depth, args.graphs)))
+                             args.bptt_depth or None, args.graphs, args.architecture)))
         return 0
-    print(f"reason, small backbone: {args.segments} segments x {args.batch_size} samples a step, noise stillness "
-          f"{args.stillness:g}, --bptt-depth {args.bptt_depth}, {args.steps} steps a variant, 1 thread, one process "
-          f"each")
+    what = (f"reason, small backbone, noise stillness {args.stillness:g}" if args.architecture == "encoder" else
+            "qa1 decoder, small GPT-2-style backbone")
+    print(f"{what}: {args.segments} segments x {args.batch_size} samples a step, --bptt-depth "
+          f"{args.bptt_depth or 'none'}, {args.steps} steps a variant, 1 thread, one process each")
     results = []
     graphs = args.graphs.split(",")
     if not set(graphs) <= {"lean", "kept", "recompute"}:
@@ -101,7 +111,8 @@ def main(argv=None) -> int:
     for parts, kind in [(int(p), g) for p in args.parts.split(",") for g in graphs]:
         command = [sys.executable, __file__, "--one", str(parts), "--segments", str(args.segments),
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--stillness", str(args.stillness), "--bptt-depth", str(args.bptt_depth), "--graphs", kind]
+                   "--stillness", str(args.stillness), "--bptt-depth", str(args.bptt_depth), "--graphs", kind,
+                   "--architecture", args.architecture]
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
         if done.returncode:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]

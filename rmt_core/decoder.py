@@ -200,13 +200,16 @@ class DecoderRMT(MemoryModule):
 
     # ----- the recurrence and the loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, labels_mask: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None) -> DecoderOutput:
+                attention_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
+                recompute: bool = False) -> DecoderOutput:
         """Shifted causal-LM loss over the whole input, cut into left-aligned segments.
 
         input_ids: (B, N, S) segments or (B, L) flat (cut into segments of segment_size, the last may be
         short). attention_mask: same shape, 1 for real tokens (a row's real tokens come first in each segment).
         labels_mask: same shape, 1 where a token is a target of the loss (loss_on "answer"; ignored for "all").
-        The token at position i predicts token i+1, across segment boundaries.
+        The token at position i predicts token i+1, across segment boundaries. recompute: every segment
+        recomputes its activations in the backward pass instead of keeping them (the loss keeps each token's
+        last-layer state, nothing more; every segment runs twice; the same gradients).
         """
         ids = input_ids.reshape(input_ids.shape[0], -1)  # (B, L)
         flat_mask = None if attention_mask is None else attention_mask.reshape(ids.shape)
@@ -216,7 +219,8 @@ class DecoderRMT(MemoryModule):
         cut = N - 1 - k if k is not None else None  # memory detached before segment `cut`: k transitions kept
         states: list[torch.Tensor] = []
         with self.lean(collect=states):
-            run = recurrence.run(self, batch, memory=memory, detach_before=cut)
+            run = recurrence.run(self, batch, memory=memory, detach_before=cut,
+                                 graph_before=N if recompute else None, recompute=recompute)
         hidden = torch.cat(states, dim=1)  # (B, L, d)
         targets = self.loss_targets(ids, flat_mask, labels_mask)  # (B, L): the next token, -100 where no loss
         if flat_mask is not None:  # real tokens first in every row, so next-token pairs are neighbours

@@ -180,9 +180,9 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
     attention: the segments whose attention probabilities `on_segment` gets (a set of indexes or a predicate);
         attention is also computed wherever a cached or hooked name asks for a pattern.
     detach_before: memory is detached from the graph before this segment (truncated backpropagation).
-    graph_before: with detach_before, the segments before the cut that a loss reaches are those before this one
-        (a term on their memory, logits or attention). Segments from graph_before to the cut run without a graph
-        (no loss reaches them: the cut stops the one after them); None: every segment keeps its graph.
+    graph_before: the segments a loss reaches are those before this one (a term on their memory, logits, states
+        or attention); segments from graph_before to the cut (detach_before, else the end) run without a graph:
+        no loss reaches them, and the cut stops the one after them. None: every segment keeps its graph.
     recompute: with graph_before, the segments before it run with activation checkpointing: their activations
         are recomputed in the backward pass instead of kept, so training memory grows with the input's length
         by the graph's bookkeeping alone, at the cost of running them twice. The gradients are the same.
@@ -230,7 +230,8 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
         from tqdm.auto import tqdm
 
         bar = tqdm(total=stop - start, desc="segments", unit="seg", file=sys.stderr, dynamic_ncols=True)
-    lean = detach_before is not None and graph_before is not None and torch.is_grad_enabled()
+    lean = graph_before is not None and torch.is_grad_enabled()
+    cut = stop if detach_before is None else detach_before
     try:
         for t in range(start, stop):
             if detach_before is not None and t == detach_before and t > 0:
@@ -244,10 +245,10 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
             memory_in = visit(f"seg.{t}.mem_in", memory) if (cached or hooked) else memory
             tokens, mask = batch.segment(t, device)
             layer_state["t"], layer_state["names"] = t, layer_names
-            if lean and graph_before <= t < detach_before:  # no loss reaches it
+            if lean and graph_before <= t < cut:  # no loss reaches it
                 with torch.no_grad():
                     step = model.segment_step(memory_in, tokens, mask, output_attentions=need_attention)
-            elif lean and recompute and t < detach_before and not (cached or hooked):  # hooks would run twice
+            elif lean and recompute and t < graph_before and not (cached or hooked):  # hooks would run twice
                 step = _checkpointed(model, memory_in, tokens, mask, need_attention, wanted_kernel)
                 if t % _TRIM_EVERY == _TRIM_EVERY - 1:
                     release_free_heap()
@@ -311,7 +312,8 @@ _MALLOC_TRIM = None
 
 def _checkpointed(model, memory, tokens, mask, attentions: bool, kernel: str | None):
     """One segment's step with activation checkpointing: its activations are recomputed in the backward pass,
-    under the attention kernel it ran with, instead of kept."""
+    under the attention kernel it ran with, instead of kept. (What a step computes after the saved tensors it
+    needs, such as a decoder's logits outside its lean mode, is not recomputed: torch stops early.)"""
 
     def step(memory_in):
         held = getattr(model, "attention_kernel", None)

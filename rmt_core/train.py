@@ -187,7 +187,8 @@ class TrainConfig:
     accumulate: int = 1  # each process's share of a batch in this many parts, one after another, gradients summed
     bptt_depth: int | None = None  # encoder: the last k segments; decoder: the last k memory transitions
     recompute: bool = False  # encoder: segments before the bptt cut that a local term reaches are recomputed in the
-    # backward pass, not kept (training memory nearly flat in the input's length; those segments run twice)
+    # backward pass, not kept (training memory nearly flat in the input's length; those segments run twice);
+    # decoder: every segment
     loss_on: str = "last"  # encoder: "last" or "all" segments' heads; decoder: "last" = the answer tokens, "all" tokens
     seed: int = 0
     device: str | None = None
@@ -519,13 +520,10 @@ def check_far_facts(cfg: TrainConfig) -> None:
 
 
 def check_recompute(cfg: TrainConfig) -> None:
-    """--recompute works on the encoder's segments before a --bptt-depth cut: without either it would change
-    nothing, so it is refused rather than ignored."""
-    if not cfg.recompute:
-        return
-    if cfg.architecture != "encoder":
-        raise TrainError("--recompute is for the encoder (the paper's RMT); drop it for a decoder")
-    if not cfg.bptt_depth:
+    """--recompute works on the encoder's segments before a --bptt-depth cut (without one every segment's graph
+    is the task loss's, and it would change nothing, so it is refused rather than ignored); on every segment of a
+    decoder."""
+    if cfg.recompute and cfg.architecture == "encoder" and not cfg.bptt_depth:
         raise TrainError("--recompute recomputes the segments before the --bptt-depth cut; give --bptt-depth too")
 
 
@@ -564,7 +562,7 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     unweighted values to log. anchor: (B, m, d) where `anchored` segments hold memory until a row's first
     unmarked one (default: the memory the first segment reads; FarFactPool.rows gives it)."""
     if getattr(model.config, "architecture", "encoder") == "decoder":
-        return model(ids, labels_mask=labels, memory=memory).loss
+        return model(ids, labels_mask=labels, memory=memory, recompute=bool(cfg and cfg.recompute)).loss
     if masks is None:
         return model(ids, labels=labels, memory=memory).loss
     quiet, write, recall, read, answer, slots, anchored = masks
@@ -920,7 +918,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             for part in _parts(len(ids), cfg.accumulate):
                 with autocast():
                     if all(m is None for m in masks):
-                        part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part))
+                        part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part), cfg=cfg)
                     else:
                         part_loss, values = batch_loss(model, ids[part], labels[part], _rows(memory, part),
                                                        tuple(_rows(m, part) for m in masks), cfg,

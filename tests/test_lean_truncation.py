@@ -116,7 +116,8 @@ def test_without_recompute_reached_segments_keep_their_graph_and_unweighted_mark
     assert calls == [False] * 5 + [True, True] and out.stillness is not None
 
 
-def test_training_with_recompute_takes_the_same_steps(tmp_path):
+@pytest.mark.parametrize("architecture", ["encoder", "decoder"])
+def test_training_with_recompute_takes_the_same_steps(tmp_path, monkeypatch, architecture):
     """`rmt train --recompute` changes where activations live, not the updates: the same losses, step by step."""
     import json
 
@@ -129,8 +130,15 @@ def test_training_with_recompute_takes_the_same_steps(tmp_path):
 
     cfg = dict(stages=[Stage(6, 24)], bptt_depth=2, noise_stillness=5.0, max_steps=4, log_every=1, eval_every=4,
                dropout=0.0)
+    if architecture == "decoder":
+        cfg.update(task="qa1", architecture="decoder", stages=[Stage(4, 40)], bptt_depth=None, noise_stillness=0.0,
+                   max_positions=128)
     plain = train(tiny_reason_config(tmp_path / "plain", **cfg), progress=False)
+    checkpointed = []
+    original = recurrence._checkpointed
+    monkeypatch.setattr(recurrence, "_checkpointed", lambda *a, **k: checkpointed.append(1) or original(*a, **k))
     again = train(tiny_reason_config(tmp_path / "again", recompute=True, **cfg), progress=False)
+    assert checkpointed  # the flag reached the model
     assert losses(again) == pytest.approx(losses(plain), rel=1e-4) and len(losses(plain)) == 4
     config = json.loads((again / "config.json").read_text())
     assert config["provenance"]["train_config"]["recompute"] is True
@@ -151,13 +159,47 @@ def test_recomputed_segments_hand_the_free_heap_back_every_sixteen(tokenizer, mo
     recurrence.release_free_heap()  # glibc's malloc_trim where there is one, else nothing; never an error
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--architecture", "decoder", "--task", "qa1", "--bptt-depth", "2"], "--recompute is for the encoder"),
-    (["--task", "memorize"], "give --bptt-depth too"),
-])
-def test_recompute_where_it_would_change_nothing_is_refused(tmp_path, capsys, flags, message):
+def test_recompute_where_it_would_change_nothing_is_refused(tmp_path, capsys):
     from rmt_cli.main import main
 
-    assert main(["train", *flags, "--recompute", "--out", str(tmp_path / "run")]) != 0
+    assert main(["train", "--task", "memorize", "--recompute", "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and not (tmp_path / "run").exists()
+    assert "give --bptt-depth too" in err and "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("depth", [None, 1])
+def test_a_decoder_recomputes_every_segment_with_the_same_gradients(depth):
+    from test_decoder import S, _ids, make_decoder
+
+    ids = _ids(2, 3 * S + 2)
+    labels_mask = torch.ones_like(ids)
+    model = make_decoder("gpt2", bptt_depth=depth).train()  # dropout on
+    calls = grad_modes(model)
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        torch.manual_seed(7)
+        out = model(ids, labels_mask=labels_mask, recompute=recompute)
+        out.loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert calls == [True] * 4 + [True] * 4 + [True] * 4  # 4 segments; with recompute all run again
+    assert grads[0].keys() == grads[1].keys() and "memory" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_recomputation_runs_the_kernel_the_step_ran_with(tokenizer, monkeypatch):
+    """A model that rests on the eager kernel runs its plain steps on sdpa (the fast one): the backward pass must
+    recompute those on sdpa too, or the saved tensors do not match."""
+    model = make_tiny_rmt(tokenizer, bptt_depth=2).train()
+    model.set_attention_kernel("eager")
+    assert recurrence.fast_kernel(model) == "sdpa"
+    N = 6
+    kwargs = dict(input_ids=random_ids(model, 2, N), labels=torch.tensor([0, 1]), still=marks(2, N, 1, 3),
+                  still_weight=1.0)
+    lean = gradients(model, recompute=True, **kwargs)
+    assert model.attention_kernel == "eager"
+    keeping_every_graph(monkeypatch)
+    full = gradients(model, **kwargs)
+    for name in full:
+        torch.testing.assert_close(lean[name], full[name], rtol=1e-5, atol=1e-7, msg=name)

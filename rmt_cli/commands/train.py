@@ -188,10 +188,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bptt-depth", type=whole(1, 2**24), default=None,
                         help="backpropagate through the last k segments only (decoder: the last k memory transitions)")
     parser.add_argument("--recompute", action="store_true",
-                        help="encoder: segments before the --bptt-depth cut that a local term reaches "
-                             "(--noise-stillness, --answer-step, ...) recompute their activations in the backward "
-                             "pass instead of keeping them: training memory nearly flat in the input's length, "
-                             "1.1-1.3x the time (segments no term reaches run without a graph either way)")
+                        help="recompute activations in the backward pass instead of keeping them, with the same "
+                             "gradients: encoder, the segments before the --bptt-depth cut that a local term "
+                             "(--noise-stillness, --answer-step, ...) reaches (those no term reaches run without a "
+                             "graph either way); decoder, every segment. Training memory nearly flat in the input's "
+                             "length, 1.1-1.3x the time")
     parser.add_argument("--loss-on", choices=("last", "all"), default="last",
                         help="last: the answer only (encoder: the head at the last segment; decoder: the answer "
                              "tokens); all: every segment's head (encoder) or every next token (decoder)")
