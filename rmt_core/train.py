@@ -918,7 +918,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
             for part in _parts(len(ids), cfg.accumulate):
                 with autocast():
                     if all(m is None for m in masks):
-                        part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part), cfg=cfg)
+                        part_loss = batch_loss(model, ids[part], labels[part], _rows(memory, part), None, cfg)
                     else:
                         part_loss, values = batch_loss(model, ids[part], labels[part], _rows(memory, part),
                                                        tuple(_rows(m, part) for m in masks), cfg,
