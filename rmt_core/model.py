@@ -135,6 +135,8 @@ class RMT(MemoryModule):
     pooler -> dropout -> linear on the last segment's [CLS], as in BERT's sequence classification.
     """
 
+    whole_steps = True  # segment_step hands back all it computes: recurrence may checkpoint a step whole
+
     def __init__(self, backbone: nn.Module, config: RMTConfig, cls_id: int, sep_id: int, pad_id: int):
         super().__init__()
         if getattr(backbone, "pooler", None) is None:

@@ -185,7 +185,8 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
         no loss reaches them, and the cut stops the one after them. None: every segment keeps its graph.
     recompute: with graph_before, the segments before it run with activation checkpointing: their activations
         are recomputed in the backward pass instead of kept, so training memory grows with the input's length
-        by the graph's bookkeeping alone, at the cost of running them twice. The gradients are the same.
+        only by what each segment hands on (its memory, its logits, a little bookkeeping), at the cost of
+        running them twice. The gradients are the same.
     segment_logits: keep the answer head's logits of every segment run.
     Gradients follow the caller's mode: wrap in torch.no_grad() / inference_mode() for inference.
     """
@@ -310,10 +311,22 @@ def release_free_heap() -> None:
 _MALLOC_TRIM = None
 
 
+@dataclass
+class _Recomputed:
+    """A checkpointed step's outputs, where the loop reads them."""
+
+    memory_out: torch.Tensor
+    logits: torch.Tensor
+    attentions: tuple[torch.Tensor, ...] | None
+
+
 def _checkpointed(model, memory, tokens, mask, attentions: bool, kernel: str | None):
     """One segment's step with activation checkpointing: its activations are recomputed in the backward pass,
-    under the attention kernel it ran with, instead of kept. (What a step computes after the saved tensors it
-    needs, such as a decoder's logits outside its lean mode, is not recomputed: torch stops early.)"""
+    under the attention kernel it ran with, instead of kept. A model whose step hands back all it computes
+    (`whole_steps`, the encoder) is checkpointed whole: the forward pass builds no graph inside the step, only one
+    node for it. Otherwise (the decoder's step also collects its token states on the side) the graph is built and
+    only its saved tensors are dropped and recomputed; what a step computes after those, such as a decoder's
+    logits outside its lean mode, is not recomputed (torch stops early)."""
 
     def step(memory_in):
         held = getattr(model, "attention_kernel", None)
@@ -326,6 +339,13 @@ def _checkpointed(model, memory, tokens, mask, attentions: bool, kernel: str | N
             if switch:
                 model.set_attention_kernel(held)
 
+    if getattr(model, "whole_steps", False) and memory.requires_grad:  # whole: the gradient enters through memory
+        def whole(memory_in):
+            out = step(memory_in)
+            return (out.memory_out, out.logits, *(out.attentions or ()))
+
+        memory_out, logits, *maps = torch.utils.checkpoint.checkpoint(whole, memory, use_reentrant=True)
+        return _Recomputed(memory_out, logits, tuple(maps) if attentions else None)
     return torch.utils.checkpoint.checkpoint(step, memory, use_reentrant=False)
 
 

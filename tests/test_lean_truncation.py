@@ -52,7 +52,7 @@ def keeping_every_graph(monkeypatch):
     monkeypatch.setattr(recurrence, "run", run)
 
 
-@pytest.mark.parametrize("terms", ["task", "still", "step", "write", "read"])
+@pytest.mark.parametrize("terms", ["task", "still", "step", "write", "read", "given memory"])
 def test_the_gradients_are_those_of_the_run_that_keeps_every_graph(tokenizer, monkeypatch, terms):
     model = make_tiny_rmt(tokenizer, bptt_depth=2).train()  # dropout on: the recomputation must replay it
     N = 7
@@ -67,11 +67,13 @@ def test_the_gradients_are_those_of_the_run_that_keeps_every_graph(tokenizer, mo
         read = torch.zeros(3, N, model.config.segment_size, dtype=torch.bool)
         read[:, 2, 3] = True
         kwargs.update(read=read, read_weight=1.0)
+    elif terms == "given memory":  # without a gradient: the first segment is checkpointed another way
+        kwargs.update(memory=model.initial_memory(3).detach() * 1.5, still=marks(3, N, 0, 3), still_weight=1.0)
     lean = gradients(model, recompute=True, **kwargs)
     keeping_every_graph(monkeypatch)
     full = gradients(model, **kwargs)
     assert lean.keys() == full.keys()
-    assert ("memory" in full) == (terms != "task")  # only a term before the cut reaches the initial memory
+    assert ("memory" in full) == (terms not in ("task", "given memory"))  # only a term before the cut reaches it
     for name in full:
         torch.testing.assert_close(lean[name], full[name], rtol=1e-5, atol=1e-7, msg=name)
 
@@ -82,10 +84,11 @@ def test_segments_no_loss_reaches_run_without_a_graph_and_those_one_does_are_rec
     calls = grad_modes(model)
     out = model(random_ids(model, 2, N), labels=torch.tensor([0, 1]), still=marks(2, N, 1), still_weight=1.0,
                 recompute=True)
-    # Segments 0 and 1 reach the stillness term at 1; 2, 3 and 4 reach no loss; 5 and 6 the task's.
-    assert calls == [True, True, False, False, False, True, True]
+    # Segments 0 and 1 reach the stillness term at 1, and run whole checkpointed (no graph inside the step);
+    # 2, 3 and 4 reach no loss; 5 and 6 the task's.
+    assert calls == [False, False, False, False, False, True, True]
     out.loss.backward()
-    assert calls[7:] == [True, True]  # the backward pass ran segments 0 and 1 again, not 2-4
+    assert calls[7:] == [True, True]  # the backward pass ran segments 0 and 1 again, with a graph; not 2-4
     assert model.memory.grad is not None and model.memory.grad.abs().sum() > 0
 
     calls.clear()
