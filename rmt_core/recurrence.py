@@ -294,8 +294,8 @@ def release_free_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere). Checkpointed
     segments free their activations one after another while small allocations that live on (the graph's
     bookkeeping, each segment's memory) land between them, so the freed space stays in the process as holes
-    that later segments do not fit (bench/train_memory.py at 1,024 segments and batch 8: 5.3 GB before the trim,
-    2.7 after)."""
+    that later segments do not fit (bench/train_memory.py at 1,024 segments and batch 8, with the non-reentrant
+    checkpoint on every step: 5.3 GB before the trim, 2.7 after)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
