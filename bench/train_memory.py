@@ -129,9 +129,9 @@ def main(argv=None) -> int:
               f"{r['training_mib'] / base['training_mib']:>8.2f} {r['run_seconds']:>9.1f} "
               f"{r['run_seconds'] / base['run_seconds']:>8.2f} {r['first_loss']:>11.5f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"segments": args.segments, "batch_size": args.batch_size,
-                                               "steps": args.steps, "stillness": args.stillness,
-                                               "bptt_depth": args.bptt_depth, "results": results}, indent=1))
+        summary = {"architecture": args.architecture, "segments": args.segments, "batch_size": args.batch_size,
+                   "steps": args.steps, "stillness": args.stillness, "bptt_depth": args.bptt_depth, "results": results}
+        Path(args.json).write_text(json.dumps(summary, indent=1))
     return 0
 
 

@@ -435,7 +435,7 @@ class RMT(MemoryModule):
         if keep_reads or (labelled and self.config.loss_on == "all"):
             return cut  # every segment's memory or logits reach a loss
         marked = [m.reshape(m.shape[0], N, -1).any(-1).any(0)[:cut] for m in marks if m is not None]
-        reached = torch.stack(marked).any(0).nonzero() if marked else torch.zeros(0, 1, dtype=torch.long)
+        reached = torch.stack(marked).any(0).nonzero() if marked else []
         return int(reached.max()) + 1 if len(reached) else 0
 
     def answer_shift(self, anchor: torch.Tensor, memory: torch.Tensor, question: tuple, rows: torch.Tensor):

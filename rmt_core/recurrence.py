@@ -288,6 +288,7 @@ def run(model, inputs, *, memory: torch.Tensor | None = None, start: int = 0, st
 
 
 _TRIM_EVERY = 16  # checkpointed segments between two returns of the C heap's free pages
+_MALLOC_TRIM = None  # glibc's malloc_trim once looked up, False where there is none
 
 
 def release_free_heap() -> None:
@@ -306,9 +307,6 @@ def release_free_heap() -> None:
             _MALLOC_TRIM = False
     if _MALLOC_TRIM:
         _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
 
 
 @dataclass

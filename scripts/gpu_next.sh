@@ -85,8 +85,8 @@ train memorize_long --task memorize --init-from checkpoints/memorize --stages "$
 # took memory's one write first (docs/findings.md, "detect today"). Decoy noise taught a detector of the
 # project's decoys (docs/experiments/detect-decoy-binding), so the runs read prose only.
 # --recompute: the stillness term reaches every noise segment, so without it each one's activations are kept
-# whatever --bptt-depth says (reason's shape on the CPU: 6.2 GB at 256 segments and batch 8, bench/train_memory.py;
-# batch 128 holds 16 times that).
+# whatever --bptt-depth says (reason's shape on the CPU: 5.8-6.2 GB at 256 segments and batch 8,
+# bench/train_memory.py; batch 128 holds 16 times that).
 LATEST=(--late-facts 0.5 --noise-stillness 30 --keep last --val-multiples 1,4 --lr "${LONG_LR:-5e-5}" --bptt-depth "${BPTT:-16}"
         --recompute)
 train detect_long --task detect --init-from checkpoints/detect --stages "$DETECT_STAGES" "${LATEST[@]}" \
