@@ -88,6 +88,7 @@ class RMTOutput:
     anchor_drift: torch.Tensor | None = None  # the anchor term in `loss`, unweighted, when `anchored` was given
     answer_hold: torch.Tensor | None = None  # the answer-hold term in `loss`, unweighted, when `hold` was given
     answer_step: torch.Tensor | None = None  # the answer-step term in `loss`, unweighted, when `step` was given
+    answer_restore: torch.Tensor | None = None  # the restore term in `loss`, unweighted, when `restore` was given
     write_shortfall: torch.Tensor | None = None  # the fact-write term in `loss`, unweighted, when `write` was given
     memory_read: torch.Tensor | None = None  # (B, m, d) the memory the last segment read, when `keep_read`
     memory_reads: torch.Tensor | None = None  # (B, N-1, m, d) the memory segments 1..N-1 read, when `keep_reads`
@@ -216,6 +217,9 @@ class RMT(MemoryModule):
         hold_weight: float = 0.0,
         step: torch.Tensor | None = None,
         step_weight: float = 0.0,
+        restore: torch.Tensor | None = None,
+        restore_weight: float = 0.0,
+        restore_scale: float = 1.0,
         write: torch.Tensor | None = None,
         write_weight: float = 0.0,
         write_margin: float = 1.0,
@@ -251,6 +255,13 @@ class RMT(MemoryModule):
         (`answer_step`) is added to the loss, times step_weight. Where `hold` weighs how far the answer has moved
         since the fact, this weighs how far one segment moves it; it is local to the segment, so it reaches
         segments before a --bptt-depth cut too, where the gradient from the question through many segments fades.
+        restore: (B, N) bool, a subset of `anchored`: segments that also run once more on a memory pushed further
+        along its drift, m + restore_scale (m - anchor) with m the memory they read (no gradient), after which the
+        question is read from the memory that run leaves and from the anchor (no gradient); the mean over them of
+        the KL divergence of the first answer from the second (`answer_restore`) is added to the loss, times
+        restore_weight. `step` asks a segment not to move the answer; this asks it to bring the answer back when
+        noise has carried memory off, so errors stop adding up over thousands of segments. Its gradient stays in
+        the segment's own run (it reaches no other segment), so it keeps no graph before a --bptt-depth cut.
         write: (B, N) bool, the segments that hold a fact and should write it: the mean of max(0, write_margin -
         memory_change) over them is added to the loss, times write_weight. With `still`, only a segment that tells
         a fact from noise-that-looks-like-one can lower both terms; without it, writing nothing at all keeps
@@ -278,6 +289,7 @@ class RMT(MemoryModule):
         N = batch.n_segments
         cut = N - self.config.bptt_depth if self.config.bptt_depth else None  # no gradient before the last k
         changes, shortfalls, kept, reads, misses, drifts, holds, steps = [], [], [], [], [], [], [], []
+        restores = []
         anchor = None if anchor_start is None else anchor_start.detach().clone()  # (B, m, d) for `anchored`
         on_segment = None
         for name, tokens in (("read", read), ("answer", answer), ("note", note)):
@@ -290,7 +302,7 @@ class RMT(MemoryModule):
         answered = []
         noted = None if note is None else torch.full(note.shape, -1, dtype=torch.long)
         for name, mask in (("still", still), ("write", write), ("anchored", anchored), ("hold", hold),
-                           ("step", step)):
+                           ("step", step), ("restore", restore)):
             if mask is not None and tuple(mask.shape) != (batch.batch_size, N):
                 raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({batch.batch_size}, {N})")
         if anchor_start is not None and tuple(anchor_start.shape[:1]) != (batch.batch_size,):
@@ -298,10 +310,12 @@ class RMT(MemoryModule):
                              f"({batch.batch_size})")
         if hold is not None and (anchored is None or (hold & ~anchored).any()):
             raise ValueError("hold marks a subset of anchored: the question is held to what the anchor tells it")
+        if restore is not None and (anchored is None or (restore & ~anchored).any()):
+            raise ValueError("restore marks a subset of anchored: memory is pushed away from the anchor")
         if hold is not None and cut is not None:
             hold = hold.clone()
             hold[:, :max(cut, 0)] = False
-        asks = [m for m in (hold, step) if m is not None and m.any()]
+        asks = [m for m in (hold, step, restore) if m is not None and m.any()]
         question = batch.segment(N - 1, self.device) if asks else None
         if any(m is not None for m in (still, write, anchored, step, read, answer, note)) or keep_read or keep_reads:
 
@@ -344,6 +358,10 @@ class RMT(MemoryModule):
                         asked = marked(hold, result)
                         if asked is not None:
                             holds.append(self.answer_shift(anchor[asked], result.memory_out[asked], question, asked))
+                        pushed = marked(restore, result)
+                        if pushed is not None:
+                            restores.append(self._restored(anchor[pushed], result, pushed, restore_scale, batch,
+                                                           question))
                     anchor[moved] = result.memory_out.detach()[moved]
                 stepped = marked(step, result)
                 if stepped is not None:
@@ -404,6 +422,11 @@ class RMT(MemoryModule):
             answer_step = torch.cat(steps).mean() if steps else logits.new_zeros((), dtype=torch.float32)
             if loss is not None and step_weight:
                 loss = loss + step_weight * answer_step
+        answer_restore = None
+        if restore is not None:
+            answer_restore = torch.cat(restores).mean() if restores else logits.new_zeros((), dtype=torch.float32)
+            if loss is not None and restore_weight:
+                loss = loss + restore_weight * answer_restore
         answer_loss = None
         if answer is not None:
             answer_loss = answered[0] if answered else logits.new_zeros((), dtype=torch.float32)
@@ -418,6 +441,7 @@ class RMT(MemoryModule):
             anchor_drift=anchor_drift,
             answer_hold=answer_hold,
             answer_step=answer_step,
+            answer_restore=answer_restore,
             write_shortfall=shortfall,
             memory_read=kept[0] if kept else None,
             memory_reads=_stacked(reads, memory) if keep_reads else None,
@@ -449,6 +473,17 @@ class RMT(MemoryModule):
             target = F.log_softmax(self.segment_step(anchor, tokens, mask).logits.float(), dim=-1)
         read = F.log_softmax(self.segment_step(memory, tokens, mask).logits.float(), dim=-1)
         return F.kl_div(read, target, log_target=True, reduction="none").sum(-1).clamp_min(0)  # >= 0 but for rounding
+
+    def _restored(self, anchor: torch.Tensor, result, rows: torch.Tensor, scale: float, batch, question: tuple):
+        """(K,) for the K `rows` of segment result.t: the segment run again on the memory it read pushed `scale`
+        times its distance further from `anchor` (K, m, d), and the KL divergence of the question's answer read
+        from what that run leaves from the answer read from `anchor`."""
+        tokens, mask = batch.segment(result.t, result.memory_out.device)
+        rows_here = rows.to(tokens.device)
+        start = result.memory_in.detach()[rows]
+        pushed = start + scale * (start - anchor)
+        out = self.segment_step(pushed, tokens[rows_here], None if mask is None else mask[rows_here])
+        return self.answer_shift(anchor, out.memory_out, question, rows)
 
     def strongest_read(self, attention: torch.Tensor) -> torch.Tensor:
         """(B, S): for each token of a segment, the most attention any memory slot's head pays it, from one

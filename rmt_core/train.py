@@ -161,6 +161,9 @@ class TrainConfig:
     hold_reads: int = 8  # ... read after this many noise segments a batch, spread over those the gradient reaches
     answer_step: float = 0.0  # encoder: weight of the shift of that answer over one noise segment after a fact
     step_reads: int = 8  # ... read after this many noise segments a batch, spread over all of them
+    answer_restore: float = 0.0  # encoder: weight of that answer's return, over one noise segment after a fact,
+    restore_reads: int = 8  # ... from memory pushed further along its drift; this many segments a batch, spread
+    restore_scale: float = 1.0  # ... over all of them; pushed to m + restore_scale (m - the last write's memory)
     fact_write: float = 0.0  # encoder: weight of the shortfall of a fact segment's memory change below the margin
     fact_write_margin: float = 1.0  # ... the change a fact's segment should at least make (rmt_core.model.memory_change)
     fact_recall: float = 0.0  # reason, encoder: weight of a read-out's loss naming the carried facts (rmt_core.recall)
@@ -346,12 +349,13 @@ class Data:
                                                                             "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
         elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step
-                  or self.cfg.fact_write):
+                  or self.cfg.answer_restore or self.cfg.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
-        if self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step:
+        if (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step
+                or self.cfg.answer_restore):
             still = ~holds
             still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
             still[:, -1] = False
@@ -359,7 +363,7 @@ class Data:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
         anchored = None
-        if self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step:
+        if self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step or self.cfg.answer_restore:
             anchored = still & (holds.cumsum(dim=1) > 0)  # noise after the sample's first fact
         return ids, labels, still, write, recall, read, answer, slots, anchored
 
@@ -554,8 +558,8 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     """The training loss of a batch: the answer head's cross-entropy (encoder, labels = answers) or the shifted
     causal-LM loss on the answer tokens (decoder, labels = the answer mask). memory: (B, m, d) the first segment
     reads (default: the initial memory). masks (encoder): the (still, write, recall, read, answer, slots, anchored)
-    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold, --answer-step (at
-    `hold_columns`),
+    of `Data.batch`; the masks add the --noise-stillness, --noise-anchor, --answer-hold, --answer-step,
+    --answer-restore (at `hold_columns`),
     --fact-write, --write-attention and --question-read terms, the targets --fact-recall's (rmt_core.recall, the
     read-out at model.fact_recall) and slots --slot-recall's (rmt_core.slot_recall, the read-out at
     model.slot_recall), each with cfg's weight; then (loss, terms) comes back instead of the loss, terms the
@@ -570,21 +574,24 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
     size = model.config.segment_size
     note = None if slots is None else slots.marks(len(ids), ids.shape[1] // size if ids.dim() == 2 else ids.shape[1],
                                                   size)
-    hold = step = None
+    hold = step = restore = None
     if cfg.answer_hold and anchored is not None:
         hold = anchored & hold_columns(anchored, cfg.hold_reads, model.config.bptt_depth)
     if cfg.answer_step and anchored is not None:  # local to its segment: every segment can be read, not the last k
         step = anchored & hold_columns(anchored, cfg.step_reads, None)
+    if cfg.answer_restore and anchored is not None:  # local as the step is
+        restore = anchored & hold_columns(anchored, cfg.restore_reads, None)
     out = model(ids, labels=labels, memory=memory, still=quiet, still_weight=cfg.noise_stillness,
                 anchored=anchored, anchor_weight=cfg.noise_anchor, anchor_start=anchor, hold=hold,
-                hold_weight=cfg.answer_hold, step=step, step_weight=cfg.answer_step, write=write,
+                hold_weight=cfg.answer_hold, step=step, step_weight=cfg.answer_step, restore=restore,
+                restore_weight=cfg.answer_restore, restore_scale=cfg.restore_scale, write=write,
                 write_weight=cfg.fact_write,
                 write_margin=cfg.fact_write_margin,
                 keep_read=recall is not None and not every, keep_reads=every or slots is not None,
                 read=read, read_weight=cfg.write_attention, answer=answer, answer_weight=cfg.question_read,
                 note=note, recompute=cfg.recompute)
     terms = {"stillness": out.stillness, "anchor_drift": out.anchor_drift, "answer_hold": out.answer_hold,
-             "answer_step": out.answer_step,
+             "answer_step": out.answer_step, "answer_restore": out.answer_restore,
              "write_shortfall": out.write_shortfall,
              "write_attention": out.read_loss, "question_read": out.answer_loss}
     loss = out.loss
@@ -600,9 +607,9 @@ def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, memory: torch.Ten
 
 
 def hold_columns(anchored: torch.Tensor, reads: int, bptt_depth: int | None) -> torch.Tensor:
-    """(N,) bool: the segments after which --answer-hold (bptt_depth: the model's) or --answer-step (None) reads
-    the question: `reads` of those `anchored` marks in some sample, spread evenly over the last bptt_depth (all
-    when None), the last of them always among them."""
+    """(N,) bool: the segments after which --answer-hold (bptt_depth: the model's) or --answer-step and
+    --answer-restore (None) read the question: `reads` of those `anchored` marks in some sample, spread evenly over
+    the last bptt_depth (all when None), the last of them always among them."""
     N = anchored.shape[1]
     first = max(0, N - bptt_depth) if bptt_depth else 0
     candidates = [t for t in range(first, N) if anchored[:, t].any()]

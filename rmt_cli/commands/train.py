@@ -112,6 +112,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--step-reads", type=whole(1, 1024), default=None,
                         help="with --answer-step: after how many noise segments of each batch the question is read, "
                              "spread evenly over all of them (default 8)")
+    parser.add_argument("--answer-restore", type=real(0.0, 1e6), default=0.0,
+                        help="encoder: add this weight times how far the question's answer, after one noise "
+                             "segment run on memory pushed further along its drift since the last fact (see "
+                             "--restore-scale), stays from the answer read right after that fact (KL divergence; "
+                             "after --restore-reads noise segments a batch): --answer-step asks a segment not to "
+                             "move the answer, this asks it to bring a drifted answer back (default 0)")
+    parser.add_argument("--restore-reads", type=whole(1, 1024), default=None,
+                        help="with --answer-restore: how many noise segments of each batch run again, spread evenly "
+                             "over all of them (default 8)")
+    parser.add_argument("--restore-scale", type=real(0.0, 1e3), default=None,
+                        help="with --answer-restore: the memory m a segment read is pushed to m + SCALE (m - the "
+                             "memory the last fact's segment left) (default 1)")
     parser.add_argument("--fact-write", type=real(0.0, 1e6), default=0.0,
                         help="encoder: add this weight times how far a fact's segment falls short of moving memory "
                              "by --fact-write-margin (mean over the training segments that hold a fact), so that "
@@ -265,10 +277,14 @@ def run(args) -> int:
         raise TrainError("--hold-reads sets where --answer-hold reads the question; give --answer-hold too")
     if args.step_reads is not None and not args.answer_step:
         raise TrainError("--step-reads sets where --answer-step reads the question; give --answer-step too")
+    for flag, value in (("--restore-reads", args.restore_reads), ("--restore-scale", args.restore_scale)):
+        if value is not None and not args.answer_restore:
+            raise TrainError(f"{flag} shapes --answer-restore's term; give --answer-restore too")
     if args.deep_memory and args.architecture != "encoder":
         raise TrainError("--deep-memory is for the encoder (the paper's RMT); drop it for a decoder")
     for flag, value in (("--noise-stillness", args.noise_stillness), ("--noise-anchor", args.noise_anchor),
                         ("--answer-hold", args.answer_hold), ("--answer-step", args.answer_step),
+                        ("--answer-restore", args.answer_restore),
                         ("--fact-write", args.fact_write)):
         if value and args.architecture != "encoder":
             raise TrainError(f"{flag} is for the encoder (the paper's RMT); drop it for a decoder")
@@ -283,7 +299,9 @@ def run(args) -> int:
         deep_memory=args.deep_memory, deep_segments=args.deep_segments, far_facts=args.far_facts, far_segments=args.far_segments,
         noise_stillness=args.noise_stillness, noise_anchor=args.noise_anchor, answer_hold=args.answer_hold,
         hold_reads=args.hold_reads or TrainConfig.hold_reads, answer_step=args.answer_step,
-        step_reads=args.step_reads or TrainConfig.step_reads,
+        step_reads=args.step_reads or TrainConfig.step_reads, answer_restore=args.answer_restore,
+        restore_reads=args.restore_reads or TrainConfig.restore_reads,
+        restore_scale=TrainConfig.restore_scale if args.restore_scale is None else args.restore_scale,
         fact_write=args.fact_write, fact_write_margin=args.fact_write_margin, fact_recall=args.fact_recall,
         fact_recall_target=args.fact_recall_target, fact_recall_at=args.fact_recall_at,
         write_attention=args.write_attention,
