@@ -322,18 +322,22 @@ class Data:
 
     def batch(self, stage: Stage, stage_index: int, step: int):
         """(ids, labels, still, write, recall, read, answer, slots, anchored): still is None, or with
-        --noise-stillness or --noise-anchor the (B, N) segments whose memory change is penalized: every segment
-        without a fact but the first and the last (the question's, whose memory nothing reads); write is None, or
+        --noise-stillness or a term on noise after facts the (B, N) segments whose memory change is penalized:
+        every segment without a fact but the first and the last (the question's, whose memory nothing reads);
+        write is None, or
         with --fact-write the segments that hold a fact, the last aside; recall is None, or with --fact-recall the
         targets of rmt_core.recall.targets; read is None, or with --write-attention the (B, N, S) tokens memory
         should read: each fact's direction word; answer is None, or with --question-read the (B, N, S) direction
         word of the fact that alone answers the question, when memory carries it (`answer_tokens`); slots is None,
-        or with --slot-recall the carried facts (rmt_core.slot_recall.SlotFacts); anchored is None, or with
-        --noise-anchor or --answer-hold the segments of `still` that follow the sample's first fact."""
+        or with --slot-recall the carried facts (rmt_core.slot_recall.SlotFacts); anchored is None, or with a term
+        on noise after facts (--noise-anchor, --answer-hold, --answer-step, --answer-restore) the segments of
+        `still` that follow the sample's first fact."""
         seed = _batch_seed(self.cfg.seed, stage_index, step)
         builder = self.builder(stage.segment_size, training=True)
         n = stage.batch_segments(seed, self.cfg.length_draw)
         recall = read = answer = slots = None
+        c = self.cfg
+        anchoring = c.noise_anchor or c.answer_hold or c.answer_step or c.answer_restore  # terms on noise after facts
         if self.cfg.fact_recall or self.cfg.write_attention or self.cfg.question_read or self.cfg.slot_recall:
             # reason: the samples are drawn once, and every target comes from them
             samples = builder.samples(n, self.cfg.batch_size, seed)
@@ -348,14 +352,12 @@ class Data:
                                    lambda fact, sample: _direction_position(fact, sample, self.tokenizer,
                                                                             "--slot-recall"))
             ids, labels, holds = builder.tensors(samples, n, fact_segments=True)
-        elif not (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step
-                  or self.cfg.answer_restore or self.cfg.fact_write):
+        elif not (c.noise_stillness or anchoring or c.fact_write):
             return (*builder.batch(n, self.cfg.batch_size, seed=seed), None, None, None, None, None, None, None)
         else:
             ids, labels, holds = builder.batch(n, self.cfg.batch_size, seed=seed, fact_segments=True)
         still = write = None
-        if (self.cfg.noise_stillness or self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step
-                or self.cfg.answer_restore):
+        if c.noise_stillness or anchoring:
             still = ~holds
             still[:, 0] = False  # the first segment turns the learned initial memory into a state; that is no drift
             still[:, -1] = False
@@ -363,7 +365,7 @@ class Data:
             write = holds.clone()
             write[:, -1] = False  # the question's segment reads its own fact; its memory goes nowhere
         anchored = None
-        if self.cfg.noise_anchor or self.cfg.answer_hold or self.cfg.answer_step or self.cfg.answer_restore:
+        if anchoring:
             anchored = still & (holds.cumsum(dim=1) > 0)  # noise after the sample's first fact
         return ids, labels, still, write, recall, read, answer, slots, anchored
 
