@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 import re
 
@@ -104,6 +105,43 @@ def test_generator_vocabulary():
         assert all(babi.parse_relation(f) for f in item.facts)
         assert babi.solve_relations(item.facts, item.question) == {item.answer}
         assert item.answer in babi.PLACES
+
+
+
+def _qa4_layout(item: babi.BabiItem) -> tuple[str, str, str]:
+    """How a qa4 item is laid out: the shared place's role in each statement (R reference, S subject, sorted),
+    whether the two directions are the same, opposite or across, and the answer's role in the statement that
+    answers the question on its own."""
+    relations = [babi.parse_relation(fact) for fact in item.facts]
+    (shared,) = {relations[0][0], relations[0][2]} & {relations[1][0], relations[1][2]}
+    roles = "".join(sorted("R" if r == shared else "S" for _, _, r in relations))
+    d1, d2 = relations[0][1], relations[1][1]
+    turn = "same" if d1 == d2 else "opposite" if babi.OPPOSITE[d1] == d2 else "across"
+    (answering,) = [(s, d, r) for s, d, r in relations
+                    if babi.solve_relations([f"The {s} is {d} of the {r}."], item.question) == {item.answer}]
+    return roles, turn, "subject" if item.answer == answering[0] else "reference"
+
+
+def test_generator_lays_out_qa4_as_babi_does():
+    # Three places on a line (directions the same or opposite, never across), the shared place the reference of
+    # both statements in about 4 of 9 samples and the subject of both in 1 of 9, the answer always the subject
+    rng = random.Random(3)
+    layouts = [_qa4_layout(babi.generate_qa4(rng)) for _ in range(3000)]
+    assert {turn for _, turn, _ in layouts} == {"same", "opposite"}
+    assert {answer for _, _, answer in layouts} == {"subject"}
+    share = {roles: sum(r == roles for r, _, _ in layouts) / len(layouts) for roles in ("RR", "RS", "SS")}
+    assert share["RR"] == pytest.approx(4 / 9, abs=0.03) and share["SS"] == pytest.approx(1 / 9, abs=0.02)
+
+
+def test_generator_matches_babi_train_split(shared_data):
+    # Each of the layouts above is as common in generated samples as in bAbI's en-10k train split, within 3 points
+    items = babi.qa4_items(babi.read_babi(shared_data / "babi" / "en-10k" / f"{QA4}_train.txt"))
+    rng = random.Random(4)
+    generated = [babi.generate_qa4(rng) for _ in range(len(items))]
+    counts = [collections.Counter(_qa4_layout(item) for item in group) for group in (items, generated)]
+    assert set(counts[0]) == set(counts[1])
+    for layout in counts[0]:
+        assert abs(counts[0][layout] - counts[1][layout]) / len(items) < 0.03, layout
 
 
 # --- noise ----------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_the_noted_slot_is_the_strongest_and_the_loss_reads_it_at_every_later_se
 
 
 def test_training_learns_the_read_out_logs_it_and_does_not_save_it(tmp_path, tokenizer):
-    config = tiny_reason_config(tmp_path / "run", max_steps=6, eval_every=3, log_every=1, slot_recall=1.0,
+    config = tiny_reason_config(tmp_path / "run", max_steps=24, eval_every=12, log_every=1, slot_recall=1.0,
                                 stages=[Stage(4, 32, min_segments=3)])
     batches = [Data(config, tokenizer).batch(config.stages[0], 0, step) for step in range(3)]
     assert all(b[7] is not None and len(b[7]) > 0 and b[4] is None for b in batches)
@@ -89,7 +89,8 @@ def test_training_learns_the_read_out_logs_it_and_does_not_save_it(tmp_path, tok
     steps = [e for e in map(json.loads, (out / "training_log.jsonl").read_text().splitlines())
              if e["event"] == "step"]
     assert steps and all("slot_recall" in e and "slot_recall_accuracy" in e for e in steps)
-    assert steps[-1]["slot_recall"] < steps[0]["slot_recall"]  # the head learns (20x the model's rate)
+    first, last = (sum(e["slot_recall"] for e in part) / len(part) for part in (steps[:4], steps[-4:]))
+    assert last < first  # the objective is learned (not when left out of the loss); one step's value is too noisy
     model = load_checkpoint(out)
     assert not hasattr(model, "slot_recall")
     assert not any(name.startswith("slot_recall") for name in model.state_dict())
