@@ -79,6 +79,19 @@ def read_json(path: str | Path, error: type[Exception], missing: str, damaged: s
         raise error(f"{path} is not readable JSON ({why}); {damaged}") from None
 
 
+
+def check_ours(path: str | Path, fmt: str, error: type[Exception], example: str) -> None:
+    """Refuse `path` as a script's --json unless it is new or a JSON file with "format" `fmt` (one the script
+    wrote): `error` names the problem, a folder (with `example` as a file name in it) or another file."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"--json {path} is a folder; give a file name, such as {path / example}")
+    not_ours = "it was not written by this script; give another --json"
+    if path.exists():
+        previous = read_json(path, error, not_ours, not_ours)
+        if not isinstance(previous, dict) or previous.get("format") != fmt:
+            raise error(f"{path} exists and {not_ours}")
+
 def file_sha256(file: str | Path) -> str:
     """The sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()

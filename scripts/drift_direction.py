@@ -121,24 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _check_ours(path: Path) -> None:
-    """Refuse to replace a file this script did not write."""
-    from rmt_core.files import read_json
-
-    if path.is_dir():
-        raise DriftError(f"--json {path} is a folder; give a file name, such as {path / 'direction.json'}")
-    not_ours = "it was not written by this script; give another --json"
-    if path.exists():
-        previous = read_json(path, DriftError, not_ours, not_ours)
-        if not isinstance(previous, dict) or previous.get("format") != FORMAT:
-            raise DriftError(f"{path} exists and {not_ours}")
-
-
 def _main(args, command: str) -> int:
     from probes.run import json_safe
     from rmt_core.babilong import make_builder
     from rmt_core.checkpoint import checkpoint_identity, load_checkpoint
-    from rmt_core.files import write_json_atomic
+    from rmt_core.files import check_ours, write_json_atomic
 
     for value, flag, low, high in ((args.samples, "--samples", 2, 100_000), (args.distance, "--distance", 1, 100_000),
                                    (args.max_fact_segment, "--max-fact-segment", 0, 1_000),
@@ -147,7 +134,7 @@ def _main(args, command: str) -> int:
             raise DriftError(f"{flag} must be from {low} to {high:,}, got {value}")
     alphas, sizes = _floats(args.alphas, "--alphas"), _floats(args.sizes, "--sizes")
     out = Path(args.json)
-    _check_ours(out)
+    check_ours(out, FORMAT, DriftError, "direction.json")
     torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     if getattr(model.config, "architecture", "encoder") != "encoder":

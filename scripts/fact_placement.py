@@ -1,0 +1,167 @@
+"""Is reason's answer lost while memory carries the facts, or before they arrive? Accuracy by where the story sits.
+
+    .venv/bin/python scripts/fact_placement.py --checkpoint checkpoints/reason --segments 64,512,4096 \
+        --placement late --samples 200 --babi-dir ../shared/data/babi/en-10k \
+        --noise-file ../shared/data/quality/questions.dev.txt --json late.json
+
+`rmt eval` puts each fact in a segment drawn uniformly from the whole input, so at N segments a fact is carried
+about N/2 segments on average and memory has read about N/2 of noise before it. This script takes the two apart.
+Each sample is a held-out story of 8 segments (both facts in its segments 0..6, the question in its segment 7:
+`TaskBuilder(facts_behind=1)`) and N - 8 segments of noise (the noise segments of another sample of the same
+sources), put together one of two ways:
+- early: the story's segments 0..6, the noise, then the question's segment: memory carries the facts over N - 7
+  segments or more;
+- late: the noise, then the whole story: memory has read N - 8 segments of noise when the first fact arrives, and
+  carries the facts 7 segments at most.
+If `late` at N answers as the story does at 8 and `early` does not, the facts are lost while memory carries them;
+if both fall alike, what costs the answer is memory's state after long noise, wherever the facts sit in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rmt_core.checkpoint import portable_command, portable_path  # noqa: E402
+from rmt_core.errors import RMTError  # noqa: E402
+
+FORMAT = "rmt-lens-fact-placement"
+STORY = 8  # segments of the story: facts in 0..STORY-2, the question in STORY-1
+PLACEMENTS = ("early", "late")
+
+
+class PlacementError(RMTError):
+    """A bad argument of this script."""
+
+
+def story_and_noise(builder, n_segments: int, index: int, seed: int = 0):
+    """(story segments, noise segments) of sample `index` at `n_segments`: a held-out story of STORY segments and
+    n_segments - STORY segments that hold neither a fact nor a question, from another sample of the same sources."""
+    from rmt_core.evaluate import eval_sample_seed
+    from rmt_core.tasks import ROLE_NOISE
+
+    story = builder.sample(STORY, eval_sample_seed(seed, n_segments, index))
+    want = n_segments - STORY
+    noise = []
+    if want:
+        donor = builder.sample(want + 3, eval_sample_seed(seed + 1, n_segments, index))
+        size = donor.segment_size
+        for t in range(donor.n_segments - 1):
+            if all(role == ROLE_NOISE for role in donor.roles[t * size:(t + 1) * size]):
+                noise.append(donor.input_ids[t * size:(t + 1) * size])
+        noise = noise[:want]
+    return story, noise
+
+
+def placed_ids(story, noise: list[list[int]], placement: str) -> list[int]:
+    """The token ids of one input: the story and the noise put together as `placement` says."""
+    segments = story.segments()
+    order = (segments[:-1] + noise + segments[-1:]) if placement == "early" else (noise + segments)
+    return [token for segment in order for token in segment]
+
+
+def measure(model, builder, n_segments: int, samples: int, placement: str, batch_size: int = 16,
+            seed: int = 0, progress: bool = True) -> dict:
+    """How many of `samples` inputs of `n_segments` with the story placed `placement` the model answers."""
+    from rmt_core.evaluate import predict_batch
+    from rmt_core.stats import wilson_interval
+
+    size = model.config.segment_size
+    right = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=samples, desc=f"{placement} at {n_segments:,} segments", unit="sample")
+    with torch.inference_mode():
+        for start in range(0, samples, batch_size):
+            built = [story_and_noise(builder, n_segments, i, seed) for i in range(start, min(samples, start + batch_size))]
+            ids = np.array([placed_ids(story, noise, placement) for story, noise in built], dtype=np.int64)
+            labels = torch.tensor([story.answer for story, _ in built])
+            logits = predict_batch(model, ids, n_segments, size)
+            right += int((logits.argmax(dim=-1).cpu() == labels).sum())
+            if bar is not None:
+                bar.update(len(built))
+    if bar is not None:
+        bar.close()
+    low, high = wilson_interval(right, samples)
+    return {"placement": placement, "segments": n_segments, "samples": samples, "correct": right,
+            "accuracy": right / samples, "ci_low": low, "ci_high": high}
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise PlacementError(f"--segments takes whole numbers separated by commas, such as 64,512; got {text!r}") \
+            from None
+    if not values or not all(STORY <= v <= 100_000 for v in values):
+        raise PlacementError(f"--segments takes lengths from {STORY} (the story's own) to 100,000, got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="checkpoints/reason", help="a reason encoder checkpoint folder")
+    parser.add_argument("--segments", default="64,512", help="input lengths in segments (default 64,512)")
+    parser.add_argument("--placement", choices=PLACEMENTS + ("both",), default="both",
+                        help="early: the facts first, then noise; late: noise first, then the facts (default both)")
+    parser.add_argument("--samples", type=int, default=200, help="held-out samples a length (default 200)")
+    parser.add_argument("--babi-dir", help="bAbI folder (its test split is used); default: built-in facts")
+    parser.add_argument("--noise-file", help="noise text, one passage a line; default: built-in noise")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stories and the noise (default 0)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", required=True, help="the file the numbers go to (a new one, or one it wrote)")
+    args = parser.parse_args(argv)
+    command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/fact_placement.py")
+    try:
+        return _main(args, command)
+    except (RMTError, OSError) as error:
+        print(f"fact_placement: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _main(args, command: str) -> int:
+    from probes.run import json_safe
+    from rmt_core.checkpoint import checkpoint_identity, load_checkpoint
+    from rmt_core.files import check_ours, write_json_atomic
+    from rmt_core.tasks import TaskBuilder
+
+    lengths = _lengths(args.segments)
+    for value, flag, low, high in ((args.samples, "--samples", 1, 100_000), (args.threads, "--threads", 1, 1_024)):
+        if not low <= value <= high:
+            raise PlacementError(f"{flag} must be from {low} to {high:,}, got {value}")
+    out = Path(args.json)
+    check_ours(out, FORMAT, PlacementError, "placement.json")
+    torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint, device="cpu")
+    if getattr(model.config, "architecture", "encoder") != "encoder" or model.config.task != "reason":
+        raise PlacementError(f"{args.checkpoint} is not a reason encoder checkpoint; give one, such as "
+                             "checkpoints/reason")
+    builder = TaskBuilder("reason", model.tokenizer, model.config.segment_size, babi_dir=args.babi_dir,
+                          noise_file=args.noise_file, split="test", facts_behind=1.0)
+    placements = PLACEMENTS if args.placement == "both" else (args.placement,)
+    rows = [measure(model, builder, n, args.samples, placement, seed=args.seed, progress=not args.no_progress)
+            for n in lengths for placement in placements]
+    result = {"format": FORMAT, "command": command, "checkpoint": checkpoint_identity(args.checkpoint),
+              "sources": {"babi_dir": portable_path(args.babi_dir), "noise_file": portable_path(args.noise_file)},
+              "story_segments": STORY, "results": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, json_safe(result))
+    print("| segments | facts | samples | accuracy (95% CI) |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['segments']:,} | {row['placement']} | {row['samples']} | {100 * row['accuracy']:.1f}% "
+              f"({100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""scripts/fact_placement.py: a held-out reason story put before or after long noise, on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import load_script, make_tiny_rmt
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def placement():
+    return load_script("fact_placement")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return make_tiny_rmt(tokenizer, segment_size=SIZE, num_mem_tokens=3, hidden=16, layers=1, heads=2, seed=3,
+                         task="reason")
+
+
+@pytest.fixture(scope="module")
+def builder(tokenizer):
+    from rmt_core.tasks import TaskBuilder
+
+    return TaskBuilder("reason", tokenizer, SIZE, facts_behind=1.0)
+
+
+def test_the_story_sits_where_the_placement_says(placement, builder):
+    from rmt_core.evaluate import eval_sample_seed
+    from rmt_core.tasks import ROLE_NOISE
+
+    story, noise = placement.story_and_noise(builder, 20, 5)
+    assert story.n_segments == placement.STORY and len(noise) == 20 - placement.STORY
+    assert all(f.segment < placement.STORY - 1 for f in story.facts)  # both facts behind the question's segment
+    assert all(len(segment) == SIZE for segment in noise)
+    segments = story.segments()
+    early = placement.placed_ids(story, noise, "early")
+    late = placement.placed_ids(story, noise, "late")
+    assert len(early) == len(late) == 20 * SIZE
+    cut = (placement.STORY - 1) * SIZE
+    assert early[:cut] == story.input_ids[:cut] and early[-SIZE:] == segments[-1]  # facts first, question last
+    assert late[-placement.STORY * SIZE:] == story.input_ids  # the whole story closes the input
+    assert early[cut:-SIZE] == late[:-placement.STORY * SIZE] == [t for s in noise for t in s]
+    # the noise: segments of another sample (seed + 1) that hold noise only, in its order
+    donor = builder.sample(20 - placement.STORY + 3, eval_sample_seed(1, 20, 5))
+    clean = [donor.input_ids[t * SIZE:(t + 1) * SIZE] for t in range(donor.n_segments - 1)
+             if set(donor.roles[t * SIZE:(t + 1) * SIZE]) == {ROLE_NOISE}]
+    assert noise == clean[:len(noise)] and len(clean) >= len(noise)
+    # at the story's own length both placements are the story itself
+    short, none = placement.story_and_noise(builder, placement.STORY, 5)
+    assert none == [] and placement.placed_ids(short, none, "early") == placement.placed_ids(short, none, "late")
+
+
+def test_measure_counts_the_model_s_own_answers(placement, builder, model):
+    from rmt_core.evaluate import predict_batch
+
+    result = placement.measure(model, builder, 12, 6, "early", batch_size=4, progress=False)
+    built = [placement.story_and_noise(builder, 12, i) for i in range(6)]
+    ids = np.array([placement.placed_ids(s, n, "early") for s, n in built])
+    right = int((predict_batch(model, ids, 12, SIZE).argmax(-1).numpy() == [s.answer for s, _ in built]).sum())
+    assert result["correct"] == right and result["samples"] == 6 and result["segments"] == 12
+    assert result["ci_low"] <= result["accuracy"] <= result["ci_high"]
+
+
+def test_end_to_end_writes_its_json_and_refuses_bad_input(placement, model, tmp_path, capsys, tokenizer):
+    from rmt_core.checkpoint import save_checkpoint
+
+    folder = save_checkpoint(model, tmp_path / "tiny", tokenizer=model.tokenizer)
+    out = tmp_path / "out" / "placement.json"
+    argv = ["--checkpoint", str(folder), "--segments", "8,10", "--samples", "3", "--no-progress", "--json", str(out)]
+    assert placement.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["format"] == "rmt-lens-fact-placement"
+    assert [(r["segments"], r["placement"]) for r in result["results"]] == [
+        (8, "early"), (8, "late"), (10, "early"), (10, "late")]
+    assert result["results"][0]["correct"] == result["results"][1]["correct"]  # one input at the story's length
+    assert "| 10 | late | 3 |" in capsys.readouterr().out
+    assert placement.main(argv) == 0  # its own file is replaced
+    out.write_text("{}")
+    assert placement.main(argv) == 1 and "was not written by this script" in capsys.readouterr().err
+    assert out.read_text() == "{}"
+    assert placement.main(argv[:-1] + [str(tmp_path)]) == 1 and "is a folder" in capsys.readouterr().err
+    other = tmp_path / "o2.json"
+    for bad in (["--segments", "4"], ["--segments", "8,x"], ["--samples", "0"]):
+        assert placement.main(argv[:-2] + bad + ["--json", str(other)]) == 1
+    detect = save_checkpoint(make_tiny_rmt(tokenizer, segment_size=SIZE, task="detect"), tmp_path / "detect",
+                             tokenizer=tokenizer)
+    assert placement.main(["--checkpoint", str(detect), "--json", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "not a reason encoder checkpoint" in err and err.count("fact_placement: error:") == 4
+    assert not other.exists() and not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
