@@ -323,7 +323,8 @@ def generate_qa4(rng: random.Random) -> BabiItem:
     direction = rng.choice(DIRECTIONS)
     facts = []
     for subject, way, reference in ((near, direction, middle), (middle, direction, far)):
-        if (reference == middle) != (rng.random() < MIDDLE_AS_REFERENCE):
+        middle_as_reference = rng.random() < MIDDLE_AS_REFERENCE
+        if (reference == middle) != middle_as_reference:  # state it the other way round
             subject, way, reference = reference, OPPOSITE[way], subject
         facts.append((subject, way, reference))
     rng.shuffle(facts)
