@@ -53,10 +53,8 @@ def story_and_noise(builder, n_segments: int, index: int, seed: int = 0):
     if want:
         donor = builder.sample(want + 3, eval_sample_seed(seed + 1, n_segments, index))
         size = donor.segment_size
-        for t in range(donor.n_segments - 1):
-            if all(role == ROLE_NOISE for role in donor.roles[t * size:(t + 1) * size]):
-                noise.append(donor.input_ids[t * size:(t + 1) * size])
-        noise = noise[:want]
+        noise = [ids for t, ids in enumerate(donor.segments()[:-1])
+                 if set(donor.roles[t * size:(t + 1) * size]) == {ROLE_NOISE}][:want]
     return story, noise
 
 
@@ -73,23 +71,20 @@ def measure(model, builder, n_segments: int, samples: int, placement: str, batch
     from rmt_core.evaluate import predict_batch
     from rmt_core.stats import wilson_interval
 
+    from tqdm import tqdm
+
     size = model.config.segment_size
     right = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=samples, desc=f"{placement} at {n_segments:,} segments", unit="sample")
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=samples, desc=f"{placement} at {n_segments:,} segments", unit="sample",
+                                      disable=not progress) as bar:
         for start in range(0, samples, batch_size):
-            built = [story_and_noise(builder, n_segments, i, seed) for i in range(start, min(samples, start + batch_size))]
+            built = [story_and_noise(builder, n_segments, i, seed)
+                     for i in range(start, min(samples, start + batch_size))]
             ids = np.array([placed_ids(story, noise, placement) for story, noise in built], dtype=np.int64)
             labels = torch.tensor([story.answer for story, _ in built])
             logits = predict_batch(model, ids, n_segments, size)
             right += int((logits.argmax(dim=-1).cpu() == labels).sum())
-            if bar is not None:
-                bar.update(len(built))
-    if bar is not None:
-        bar.close()
+            bar.update(len(built))
     low, high = wilson_interval(right, samples)
     return {"placement": placement, "segments": n_segments, "samples": samples, "correct": right,
             "accuracy": right / samples, "ci_low": low, "ci_high": high}
