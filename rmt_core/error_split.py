@@ -1,7 +1,8 @@
 """Where an encoder checkpoint's answers are lost: an `rmt eval` results file split by where each sample's fact
 was, by how many segments separate the last fact from the question ("distance") or how many segments of input
 came before it ("before"); for reason's two facts also by how far back the first fact is ("first") and how many
-segments lie between the two ("gap").
+segments lie between the two ("gap"); and by how many words of the noise name a bAbI place ("The kitchen was
+dusty.", a room no fact put anyone in), before the first fact ("places-before") or after the last ("places-after").
 
 The samples are rebuilt from the file's seed and sources (`eval_sample_seed`, `TaskBuilder`), so no model runs.
 Distance 0 is a fact in the question's own segment; a fact in segment f of N is N - 1 - f segments back and has f
@@ -19,18 +20,21 @@ from rmt_core.errors import TaskError
 from rmt_core.evaluate import MAX_SAMPLES, eval_sample_seed
 from rmt_core.stats import distance_buckets, wilson_interval
 
-AXES = ("distance", "before", "first", "gap")
+AXES = ("distance", "before", "first", "gap", "places-before", "places-after")
+PLACE_AXES = ("places-before", "places-after")
 AXIS_LABELS = {"distance": "last fact, segments before the question",
                "before": "segments of input before the last fact",
                "first": "first fact, segments before the question",
-               "gap": "segments from the first fact to the last"}
+               "gap": "segments from the first fact to the last",
+               "places-before": "bAbI place words in the noise before the first fact",
+               "places-after": "bAbI place words in the noise after the last fact"}
 ENCODER_TASKS = ("memorize", "detect", "reason")
 _NEEDED = ("task", "segment_size", "seed")
 
 
 def axes_for(task: str | None) -> tuple[str, ...]:
     """The axes worth offering for `task`: one fact has no first fact apart from its last, nor a gap."""
-    return AXES if task == "reason" else AXES[:2]
+    return AXES if task == "reason" else ("distance", "before") + PLACE_AXES
 
 
 def axis_value(by: str, n_segments: int, fact_segments: list[int]) -> int:
@@ -38,6 +42,30 @@ def axis_value(by: str, n_segments: int, fact_segments: list[int]) -> int:
     first, last = min(fact_segments), max(fact_segments)
     return {"distance": n_segments - 1 - last, "before": last, "first": n_segments - 1 - first,
             "gap": last - first}[by]
+
+
+def place_token_ids(tokenizer) -> frozenset[int]:
+    """The ids of the bAbI places and their plurals where each is one token of `tokenizer` (all twelve are in
+    the uncased WordPiece vocabulary the shipped checkpoints use)."""
+    from rmt_core.babi import PLACES
+
+    ids = set()
+    for word in PLACES + tuple(place + "s" for place in PLACES):
+        encoded = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1:
+            ids.add(encoded[0])
+    return frozenset(ids)
+
+
+def noise_places(sample, place_ids: frozenset[int], where: str) -> int:
+    """How many noise tokens of `sample` are a bAbI place word (`place_token_ids`): before its first fact token
+    (`where` "places-before") or after its last ("places-after")."""
+    from rmt_core.layout import ROLE_FACT, ROLE_NOISE
+
+    at = [i for i, role in enumerate(sample.roles) if role == ROLE_FACT]
+    span = slice(0, at[0]) if where == "places-before" else slice(at[-1] + 1, None)
+    return sum(1 for token, role in zip(sample.input_ids[span], sample.roles[span])
+               if role == ROLE_NOISE and token in place_ids)
 
 
 def check_splittable(result: dict) -> None:
@@ -84,10 +112,11 @@ def split_errors(result: dict, tokenizer, by: str = "distance",
     noise = None if sources.get("noise") in (None, "builtin") else sources["noise"]
     builder = TaskBuilder(result["task"], tokenizer, result["segment_size"], babi_file=babi_file,
                           noise_file=noise, split=sources.get("split", "test"))
+    place_ids = place_token_ids(tokenizer) if by in PLACE_AXES else frozenset()
     rows = []
     for row in result["results"]:
         try:
-            rows += _split_row(result, row, builder, by, progress)
+            rows += _split_row(result, row, builder, by, progress, place_ids)
         except (KeyError, IndexError, TypeError, ValueError) as error:
             where = row.get("segments", "?") if isinstance(row, dict) else "?"
             raise TaskError(f"the results row of {where} segments is malformed ({type(error).__name__}: {error}); "
@@ -95,12 +124,13 @@ def split_errors(result: dict, tokenizer, by: str = "distance",
     return rows
 
 
-def _split_row(result: dict, row: dict, builder, by: str, progress) -> list[dict]:
+def _split_row(result: dict, row: dict, builder, by: str, progress, place_ids: frozenset[int]) -> list[dict]:
     """The rows of one length of the results file (split_errors)."""
     rows = []
     n, listed = row["segments"], list(row.get("wrong_seeds") or [])
     wrong, total_wrong = set(listed), row["samples"] - row["correct"]
-    counts = {b: [0, 0] for b in distance_buckets(n)}
+    # a place count can pass the segment count (one segment holds several): its ranges run to the input's tokens
+    counts = {b: [0, 0] for b in distance_buckets(n * result["segment_size"] if by in PLACE_AXES else n)}
     seeds = [eval_sample_seed(result["seed"], n, index) for index in range(row["samples"])]
     skipped = len(seeds)
     if row.get("wrong_indexes") is not None:
@@ -111,7 +141,9 @@ def _split_row(result: dict, row: dict, builder, by: str, progress) -> list[dict
         seeds = seeds[:seeds.index(listed[-1]) + 1] if listed else []
     skipped -= len(seeds)
     for seed in seeds:
-        value = axis_value(by, n, [fact.segment for fact in builder.sample(n, seed).facts])
+        sample = builder.sample(n, seed)
+        value = (noise_places(sample, place_ids, by) if by in PLACE_AXES
+                 else axis_value(by, n, [fact.segment for fact in sample.facts]))
         bucket = next(b for b in counts if b[0] <= value <= b[1])
         counts[bucket][0] += 1
         counts[bucket][1] += seed in wrong

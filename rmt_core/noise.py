@@ -95,7 +95,7 @@ _THINGS = ("the letter", "a lantern", "the old map", "a basket of apples", "the 
            "the broken clock", "a heavy coat", "the silver key", "a blue umbrella", "the newspaper",
            "a loaf of bread", "the violin", "a cup of tea", "the photograph", "a bundle of firewood",
            "the red bicycle", "a notebook", "the telescope", "a jar of honey", "the green scarf", "a pair of boots",
-           "the iron kettle", "a stack of books", "the rusty anchor", "a paper kite", "the kitchen knife",
+           "the iron kettle", "a stack of books", "the rusty anchor", "a paper kite", "the bread knife",
            "a glass of milk", "the leather bag", "a bunch of flowers", "the chess board", "a fishing net")
 _PAST_VERBS = ("found", "carried", "repaired", "painted", "sold", "lost", "opened", "borrowed", "wrapped",
                "examined", "cleaned", "hid", "dropped", "described", "praised", "forgot", "returned", "polished",
@@ -122,7 +122,12 @@ _THOUGHTS = ("the plan would work", "the bridge was safe", "the letter had arriv
              "the train was late", "the price was too high", "the story was true", "it was time to leave",
              "the shop would open soon", "the old road was closed", "the harvest would be good",
              "the ship had sailed", "the doctor was right", "the money was enough", "someone was lying")
-_ROOM_WORDS = PLACES + ("cellar", "attic", "porch", "library", "study")  # place words alone are fine noise
+_ROOMS = ("cellar", "attic", "porch", "library", "study", "pantry", "parlour", "workshop", "nursery", "staircase",
+          "laundry", "corridor")
+# A room sentence names a bAbI place ("The kitchen was dusty.") this often, so that about 1 generated sentence in
+# 200 names one, as QuALITY's dev questions do (0.5%; 0.3% in the fortunes we train on): noise a model must learn
+# to pass over, as rare as in the real text it stands in for (README, "bare rmt eval").
+BABI_ROOM_SHARE = 0.05
 
 
 def _subject(rng: random.Random) -> str:
@@ -162,7 +167,8 @@ def generate_sentence(rng: random.Random) -> str:
     elif pick == 6:
         text = f"{_clause(rng)}, but {_clause(rng)}"
     elif pick == 7:
-        text = f"the {rng.choice(_ROOM_WORDS)} was {rng.choice(_ADJECTIVES)} {rng.choice(_TIMES)}"
+        room = rng.choice(PLACES) if rng.random() < BABI_ROOM_SHARE else rng.choice(_ROOMS)
+        text = f"the {room} was {rng.choice(_ADJECTIVES)} {rng.choice(_TIMES)}"
     elif pick == 8:
         text = f"nobody knew why {_clause(rng)}"
     else:

@@ -1,6 +1,8 @@
 """Where an encoder checkpoint's errors fall: the wrong answers of an `rmt eval --json` file, by how many segments
 separate the last fact from the question segment (or, with `--by before`, how many segments of input came before
-it; for reason's two facts, `--by first` counts back to the first fact and `--by gap` the segments between them).
+it; `--by places-before` and `--by places-after` count the bAbI place words in the noise before the first fact and
+after the last; for reason's two facts, `--by first` counts back to the first fact and `--by gap` the segments
+between them).
 
     .venv/bin/rmt eval --checkpoint checkpoints/detect --segments 32 --samples 500 --babi-dir ../shared/data/babi/en-10k \
         --split test --noise-file ../shared/data/quality/questions.dev.txt --json runs/detect-32.json
@@ -45,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoints' vocabulary, all-MiniLM-L6-v2's)")
     parser.add_argument("--by", choices=AXES, default="distance",
                         help="count by the last fact's distance from the question (default), by the segments "
-                        "before it, or (reason's two facts) by the first fact's distance (first) or the segments "
-                        "between the two (gap)")
+                        "before it, by the bAbI place words in the noise before the first fact (places-before) or "
+                        "after the last (places-after), or (reason's two facts) by the first fact's distance (first) "
+                        "or the segments between the two (gap)")
     parser.add_argument("--figure", help="draw accuracy by range into this new file (.png, .svg, .pdf or .html)")
     parser.add_argument("--json", help="write the rows (and all lengths pooled) into this new JSON file")
     parser.add_argument("--min-samples", type=int, default=20,

@@ -420,7 +420,7 @@ def test_length_page_splits_eval_json_by_where_the_fact_was(checkpoint, tmp_path
     monkeypatch.setenv("RMT_CHECKPOINT", str(folder))
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
     at.switch_page("sections/length.py").run()
-    at.radio(key="split_by_2").set_value("before").run()  # detect: the last fact's two axes
+    at.radio(key="split_by_4").set_value("before").run()  # detect: the last fact's two axes, the noise's places
     at.number_input(key="split_least").set_value(1).run()
     at.button(key="split_run").click().run()
     assert_clean(at)
@@ -429,3 +429,7 @@ def test_length_page_splits_eval_json_by_where_the_fact_was(checkpoint, tmp_path
     assert names == ["2 segments", "4 segments", "all lengths pooled"]
     pooled = split["data"][-1]
     assert sum(c[1] for c in pooled["customdata"]) == 24  # every sample of both lengths, once
+    at.radio(key="split_by_4").set_value("places-after").run()
+    assert_clean(at)
+    split = chart_titled(at, "tiny: accuracy by bAbI place words in the noise after the last fact")
+    assert sum(c[1] for c in split["data"][-1]["customdata"]) == 24

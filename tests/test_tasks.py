@@ -245,7 +245,7 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
 
 # Pinned digests: the built-in sources must give these samples on every machine. A deliberate change to the
 # generator, the noise pool or the layout changes them; update them then, and say so in the commit.
-GOLDEN = {"memorize": "81b690296c7cdffc", "detect": "776906ddd7a09c4a", "reason": "93b0f3e9a57bfc5d"}
+GOLDEN = {"memorize": "d99f782e87fdd457", "detect": "c7a6560d895e2cce", "reason": "2257a905fa53b373"}
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -532,6 +532,39 @@ def test_errors_by_distance_counts_each_wrong_seed_at_its_facts_distance(tok, tm
         split_errors(piece, tok)
 
 
+def test_errors_split_by_the_place_words_in_the_noise_after_the_fact(tok):
+    from rmt_core.error_split import noise_places, place_token_ids, split_errors
+    from rmt_core.evaluate import eval_sample_seed
+
+    ids = place_token_ids(tok)
+    assert len(ids) == 12 and tok.convert_tokens_to_ids("kitchen") in ids
+    builder = TaskBuilder("detect", tok, 32)
+    seeds = [eval_sample_seed(5, 6, i) for i in range(60)]
+    counts = {"places-before": [], "places-after": []}
+    for seed in seeds:
+        sample = builder.sample(6, seed)
+        at = [i for i, r in enumerate(sample.roles) if r == ROLE_FACT]
+        for by, span in (("places-before", slice(0, at[0])), ("places-after", slice(at[-1] + 1, None))):
+            words = [tok.convert_ids_to_tokens(t) for t, r in zip(sample.input_ids[span], sample.roles[span])
+                     if r == ROLE_NOISE]
+            counts[by].append(noise_places(sample, ids, by))
+            assert counts[by][-1] == sum(w.rstrip("s") in PLACES for w in words)  # not the fact's own place
+    for by, found in counts.items():
+        assert 0 in found and max(found) >= 1  # the built-in noise names a room now and then
+        wrong = [i for i, c in enumerate(found) if c]
+        result = {"task": "detect", "segment_size": 32, "seed": 5, "sources": {"babi": "builtin", "noise": "builtin"},
+                  "results": [{"segments": 6, "samples": 60, "correct": 60 - len(wrong), "wrong_indexes": wrong}]}
+        rows = split_errors(result, tok, by=by)
+        assert sum(r["samples"] for r in rows) == 60 and rows[0][by] == (0, 0) and rows[0]["wrong"] == 0
+        assert all(r["wrong"] == r["samples"] for r in rows[1:]) and max(r[by][1] for r in rows) >= max(found)
+    # reason's question names a place ("What is north of the kitchen?"): it is not noise, so it is not counted
+    sample = TaskBuilder("reason", tok, 32).sample(4, 7)
+    last = max(i for i, r in enumerate(sample.roles) if r == ROLE_FACT)
+    tail = list(zip(sample.input_ids[last + 1:], sample.roles[last + 1:]))
+    assert any(t in ids for t, r in tail if r == ROLE_QUESTION)
+    assert noise_places(sample, ids, "places-after") == sum(t in ids for t, r in tail if r == ROLE_NOISE)
+
+
 def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_lengths(tok, tmp_path, capsys):
     from conftest import load_script
     from rmt_core.error_split import pooled, split_errors
@@ -561,8 +594,8 @@ def test_errors_by_distance_counts_by_the_segments_before_the_fact_and_pools_len
         split_errors(result, tok, by="after")
     from rmt_core.error_split import axes_for, axis_value
 
-    assert axes_for("reason") == ("distance", "before", "first", "gap")
-    assert axes_for("detect") == ("distance", "before")
+    assert axes_for("reason") == ("distance", "before", "first", "gap", "places-before", "places-after")
+    assert axes_for("detect") == ("distance", "before", "places-before", "places-after")
 
     # a reason sample of 10 segments with facts in segments 2 and 7: each axis counts from its own end
     assert [axis_value(by, 10, [7, 2]) for by in ("distance", "before", "first", "gap")] == [2, 7, 7, 5]
