@@ -18,6 +18,12 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_p(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p: the chance of a split at least this uneven of fixed + broken fair coin tosses."""
+    n, k = fixed + broken, min(fixed, broken)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+
+
 def distance_buckets(n_segments: int) -> list[tuple[int, int]]:
     """Distance ranges 0, 1, 2-3, 4-7, ... up to n_segments - 1 (segments between a fact and the question)."""
     out, low = [(0, 0)], 1

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from math import comb
 
 from rmt_core.errors import RMTError
 from rmt_core.evaluate import draw_difference
 from rmt_core.files import read_json
-
-def mcnemar_p(fixed: int, broken: int) -> float:
-    """Two-sided exact McNemar p: the chance of a split at least this uneven of fixed + broken fair coin tosses."""
-    n, k = fixed + broken, min(fixed, broken)
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+from rmt_core.stats import mcnemar_p
 
 
 def wrong_by_length(result: dict, path: str) -> dict[int, tuple[set[int], range]]:

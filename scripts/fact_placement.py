@@ -3,6 +3,7 @@
     .venv/bin/python scripts/fact_placement.py --checkpoint checkpoints/reason --segments 64,512,4096 \
         --placement late --samples 200 --babi-dir ../shared/data/babi/en-10k \
         --noise-file ../shared/data/quality/questions.dev.txt --json late.json
+    .venv/bin/python scripts/fact_placement.py --compare late.json other-model.late.json   # story by story
 
 `rmt eval` puts each fact in a segment drawn uniformly from the whole input, so at N segments a fact is carried
 about N/2 segments on average and memory has read about N/2 of noise before it. This script takes the two apart.
@@ -15,6 +16,8 @@ sources), put together one of two ways:
   carries the facts 7 segments at most.
 If `late` at N answers as the story does at 8 and `early` does not, the facts are lost while memory carries them;
 if both fall alike, what costs the answer is memory's state after long noise, wherever the facts sit in it.
+Each row keeps the indexes of the stories answered wrong, so `--compare` pairs two models measured on the same
+stories (the answers the second fixes and breaks, with an exact McNemar p) without running either.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def measure(model, builder, n_segments: int, samples: int, placement: str, batch
     from tqdm import tqdm
 
     size = model.config.segment_size
-    right = 0
+    wrong: list[int] = []
     with torch.inference_mode(), tqdm(total=samples, desc=f"{placement} at {n_segments:,} segments", unit="sample",
                                       disable=not progress) as bar:
         for start in range(0, samples, batch_size):
@@ -83,11 +86,41 @@ def measure(model, builder, n_segments: int, samples: int, placement: str, batch
             ids = np.array([placed_ids(story, noise, placement) for story, noise in built], dtype=np.int64)
             labels = torch.tensor([story.answer for story, _ in built])
             logits = predict_batch(model, ids, n_segments, size)
-            right += int((logits.argmax(dim=-1).cpu() == labels).sum())
+            missed = (logits.argmax(dim=-1).cpu() != labels).nonzero().flatten().tolist()
+            wrong += [start + k for k in missed]
             bar.update(len(built))
+    right = samples - len(wrong)
     low, high = wilson_interval(right, samples)
     return {"placement": placement, "segments": n_segments, "samples": samples, "correct": right,
-            "accuracy": right / samples, "ci_low": low, "ci_high": high}
+            "accuracy": right / samples, "ci_low": low, "ci_high": high, "wrong_indexes": wrong}
+
+
+def compare(reference: dict, other: dict) -> list[dict]:
+    """Per (placement, length) both files measured on the same stories: the answers `other` fixes and breaks,
+    with an exact McNemar p. PlacementError when the files drew different stories or keep no answers."""
+    from rmt_core.stats import mcnemar_p
+
+    if any("wrong_indexes" not in r for r in reference["results"] + other["results"]):
+        raise PlacementError("a file keeps no per-story answers (written before wrong_indexes); measure it again "
+                             "with this script")
+    for key in ("sources", "story_segments", "seed"):
+        if reference.get(key) != other.get(key):
+            raise PlacementError(f"the two files differ in {key} ({reference.get(key)!r} against "
+                                 f"{other.get(key)!r}), so their stories differ; measure both the same way")
+    rows = {(r["placement"], r["segments"]): r for r in reference["results"]}
+    out = []
+    for row in other["results"]:
+        ref = rows.get((row["placement"], row["segments"]))
+        if ref is None or ref["samples"] != row["samples"]:
+            continue
+        before, after = set(ref["wrong_indexes"]), set(row["wrong_indexes"])
+        fixed, broken = len(before - after), len(after - before)
+        out.append({"placement": row["placement"], "segments": row["segments"], "samples": row["samples"],
+                    "correct": (ref["correct"], row["correct"]), "fixed": fixed, "broken": broken,
+                    "p": mcnemar_p(fixed, broken)})
+    if not out:
+        raise PlacementError("the two files share no placement and length of the same sample count")
+    return out
 
 
 def _lengths(text: str) -> list[int]:
@@ -113,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the stories and the noise (default 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--json", required=True, help="the file the numbers go to (a new one, or one it wrote)")
+    parser.add_argument("--json", help="the file the numbers go to (a new one, or one it wrote)")
+    parser.add_argument("--compare", nargs=2, metavar=("REFERENCE", "OTHER"),
+                        help="run no model: pair two files of this script on the same stories (fixed, broken, "
+                        "McNemar p)")
     args = parser.parse_args(argv)
+    if bool(args.json) == bool(args.compare):
+        parser.error("give --json to measure, or --compare REFERENCE OTHER to pair two files")
     command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/fact_placement.py")
     try:
         return _main(args, command)
@@ -123,12 +161,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _compare(paths: list[str]) -> int:
+    from rmt_core.files import read_json
+
+    files = []
+    for path in paths:
+        data = read_json(path, PlacementError, "give a file this script wrote with --json",
+                         "measure it again with --json")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise PlacementError(f"{path} is not a file of this script (format {FORMAT}); give two --json files")
+        files.append(data)
+    rows = compare(*files)
+    print("| segments | facts | samples | right, reference | right, other | fixed | broken | McNemar p |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['segments']:,} | {row['placement']} | {row['samples']} | {row['correct'][0]} | "
+              f"{row['correct'][1]} | {row['fixed']} | {row['broken']} | {row['p']:.2g} |")
+    return 0
+
+
 def _main(args, command: str) -> int:
     from probes.run import json_safe
     from rmt_core.checkpoint import checkpoint_identity, load_checkpoint
     from rmt_core.files import check_ours, write_json_atomic
     from rmt_core.tasks import TaskBuilder
 
+    if args.compare:
+        return _compare(args.compare)
     lengths = _lengths(args.segments)
     for value, flag, low, high in ((args.samples, "--samples", 1, 100_000), (args.threads, "--threads", 1, 1_024)):
         if not low <= value <= high:
@@ -147,7 +206,7 @@ def _main(args, command: str) -> int:
             for n in lengths for placement in placements]
     result = {"format": FORMAT, "command": command, "checkpoint": checkpoint_identity(args.checkpoint),
               "sources": {"babi_dir": portable_path(args.babi_dir), "noise_file": portable_path(args.noise_file)},
-              "story_segments": STORY, "results": rows}
+              "story_segments": STORY, "seed": args.seed, "results": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, json_safe(result))
     print("| segments | facts | samples | accuracy (95% CI) |")

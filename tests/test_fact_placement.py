@@ -62,8 +62,10 @@ def test_measure_counts_the_model_s_own_answers(placement, builder, model):
     result = placement.measure(model, builder, 12, 6, "early", batch_size=4, progress=False)
     built = [placement.story_and_noise(builder, 12, i) for i in range(6)]
     ids = np.array([placement.placed_ids(s, n, "early") for s, n in built])
-    right = int((predict_batch(model, ids, 12, SIZE).argmax(-1).numpy() == [s.answer for s, _ in built]).sum())
+    answers = predict_batch(model, ids, 12, SIZE).argmax(-1).numpy()
+    right = int((answers == [s.answer for s, _ in built]).sum())
     assert result["correct"] == right and result["samples"] == 6 and result["segments"] == 12
+    assert result["wrong_indexes"] == [i for i, (s, _) in enumerate(built) if answers[i] != s.answer]
     assert result["ci_low"] <= result["accuracy"] <= result["ci_high"]
 
 
@@ -94,3 +96,35 @@ def test_end_to_end_writes_its_json_and_refuses_bad_input(placement, model, tmp_
     err = capsys.readouterr().err
     assert "not a reason encoder checkpoint" in err and err.count("fact_placement: error:") == 4
     assert not other.exists() and not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_compare_pairs_two_files_story_by_story(placement, capsys, tmp_path):
+    def file(wrong_late, wrong_early=(), **extra):
+        rows = [{"placement": "late", "segments": 64, "samples": 10, "correct": 10 - len(wrong_late),
+                 "wrong_indexes": list(wrong_late)},
+                {"placement": "early", "segments": 64, "samples": 10, "correct": 10 - len(wrong_early),
+                 "wrong_indexes": list(wrong_early)}]
+        return {"format": "rmt-lens-fact-placement", "sources": {"babi_dir": None, "noise_file": None},
+                "story_segments": 8, "seed": 0, "results": rows, **extra}
+
+    rows = placement.compare(file([1, 2, 3, 4]), file([4, 5]))
+    late = next(r for r in rows if r["placement"] == "late")
+    assert (late["fixed"], late["broken"], late["correct"]) == (3, 1, (6, 8)) and late["p"] == 0.625
+    paths = []
+    for name, data in (("a", file([1, 2, 3, 4])), ("b", file([4, 5])), ("old", file([1]))):
+        paths.append(tmp_path / f"{name}.json")
+        if name == "old":
+            for row in data["results"]:
+                del row["wrong_indexes"]
+        paths[-1].write_text(json.dumps(data))
+    assert placement.main(["--compare", str(paths[0]), str(paths[1])]) == 0
+    assert "| 64 | late | 10 | 6 | 8 | 3 | 1 | 0.62 |" in capsys.readouterr().out
+    assert placement.main(["--compare", str(paths[0]), str(paths[2])]) == 1
+    assert "keeps no per-story answers" in capsys.readouterr().err
+    (tmp_path / "s.json").write_text(json.dumps(file([1], seed=1)))
+    assert placement.main(["--compare", str(paths[0]), str(tmp_path / "s.json")]) == 1
+    assert "differ in seed" in capsys.readouterr().err
+    assert placement.main(["--compare", str(paths[0]), str(tmp_path / "none.json")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        placement.main(["--compare", str(paths[0]), str(paths[1]), "--json", str(tmp_path / "x.json")])
