@@ -126,7 +126,7 @@ _ROOMS = ("cellar", "attic", "porch", "library", "study", "pantry", "parlour", "
           "laundry", "corridor")
 # A room sentence names a bAbI place ("The kitchen was dusty.") this often, so that about 1 generated sentence in
 # 200 names one, as QuALITY's dev questions do (0.5%; 0.3% in the fortunes we train on): noise a model must learn
-# to pass over, as rare as in the real text it stands in for (README, "bare rmt eval").
+# to pass over, as rare as in the real text it stands in for (docs/experiments/builtin-noise-places/).
 BABI_ROOM_SHARE = 0.05
 
 

@@ -170,8 +170,14 @@ def _compare(paths: list[str]) -> int:
                          "measure it again with --json")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise PlacementError(f"{path} is not a file of this script (format {FORMAT}); give two --json files")
+        if not isinstance(data.get("results"), list) or not all(isinstance(r, dict) for r in data["results"]):
+            raise PlacementError(f"{path} has no list of results; measure it again with --json")
         files.append(data)
-    rows = compare(*files)
+    try:
+        rows = compare(*files)
+    except (KeyError, TypeError) as error:
+        raise PlacementError(f"a results row is malformed ({type(error).__name__}: {error}); measure it again "
+                             "with --json") from None
     print("| segments | facts | samples | right, reference | right, other | fixed | broken | McNemar p |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:

@@ -126,5 +126,10 @@ def test_compare_pairs_two_files_story_by_story(placement, capsys, tmp_path):
     assert "differ in seed" in capsys.readouterr().err
     assert placement.main(["--compare", str(paths[0]), str(tmp_path / "none.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    broken = file([1])
+    del broken["results"][0]["placement"]
+    (tmp_path / "m.json").write_text(json.dumps(broken))
+    assert placement.main(["--compare", str(paths[0]), str(tmp_path / "m.json")]) == 1
+    assert "malformed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         placement.main(["--compare", str(paths[0]), str(paths[1]), "--json", str(tmp_path / "x.json")])
