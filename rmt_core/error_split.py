@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rmt_core.babi import PLACES
 from rmt_core.errors import TaskError
 from rmt_core.evaluate import MAX_SAMPLES, eval_sample_seed
+from rmt_core.layout import ROLE_FACT, ROLE_NOISE
 from rmt_core.stats import distance_buckets, wilson_interval
 
 AXES = ("distance", "before", "first", "gap", "places-before", "places-after")
@@ -47,8 +49,6 @@ def axis_value(by: str, n_segments: int, fact_segments: list[int]) -> int:
 def place_token_ids(tokenizer) -> frozenset[int]:
     """The ids of the bAbI places and their plurals where each is one token of `tokenizer` (all twelve are in
     the uncased WordPiece vocabulary the shipped checkpoints use)."""
-    from rmt_core.babi import PLACES
-
     ids = set()
     for word in PLACES + tuple(place + "s" for place in PLACES):
         encoded = tokenizer(word, add_special_tokens=False)["input_ids"]
@@ -60,8 +60,6 @@ def place_token_ids(tokenizer) -> frozenset[int]:
 def noise_places(sample, place_ids: frozenset[int], where: str) -> int:
     """How many noise tokens of `sample` are a bAbI place word (`place_token_ids`): before its first fact token
     (`where` "places-before") or after its last ("places-after")."""
-    from rmt_core.layout import ROLE_FACT, ROLE_NOISE
-
     at = [i for i, role in enumerate(sample.roles) if role == ROLE_FACT]
     span = slice(0, at[0]) if where == "places-before" else slice(at[-1] + 1, None)
     return sum(1 for token, role in zip(sample.input_ids[span], sample.roles[span])

@@ -194,11 +194,8 @@ def test_builtin_noise(tok):
     assert len(words) > 250
 
 
-_BABI_PLACE = re.compile(r"\b(" + "|".join(babi.PLACES) + r")s?\b", re.IGNORECASE)
-
-
 def _place_share(sentences) -> float:
-    return sum(bool(_BABI_PLACE.search(s)) for s in sentences) / len(sentences)
+    return sum(bool(noise._PLACE_WORD.search(s)) for s in sentences) / len(sentences)
 
 
 def test_builtin_noise_names_babi_places_about_as_rarely_as_real_text():
