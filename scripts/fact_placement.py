@@ -17,7 +17,10 @@ sources), put together one of two ways:
 If `late` at N answers as the story does at 8 and `early` does not, the facts are lost while memory carries them;
 if both fall alike, what costs the answer is memory's state after long noise, wherever the facts sit in it.
 Each row keeps the indexes of the stories answered wrong, so `--compare` pairs two models measured on the same
-stories (the answers the second fixes and breaks, with an exact McNemar p) without running either.
+stories (the answers the second fixes and breaks, with an exact McNemar p) without running either, and splits its
+answers by where the asked place sits in the two facts (`rmt_core.babi.relation_kind`): "both reference" are the
+questions only the facts' directions settle, so a memory that keeps the places and loses the directions answers
+them by a coin toss.
 """
 
 from __future__ import annotations
@@ -76,8 +79,11 @@ def measure(model, builder, n_segments: int, samples: int, placement: str, batch
 
     from tqdm import tqdm
 
+    from rmt_core import babi
+
     size = model.config.segment_size
     wrong: list[int] = []
+    kinds: dict[str, dict[str, int]] = {}
     with torch.inference_mode(), tqdm(total=samples, desc=f"{placement} at {n_segments:,} segments", unit="sample",
                                       disable=not progress) as bar:
         for start in range(0, samples, batch_size):
@@ -88,11 +94,17 @@ def measure(model, builder, n_segments: int, samples: int, placement: str, batch
             logits = predict_batch(model, ids, n_segments, size)
             missed = (logits.argmax(dim=-1).cpu() != labels).nonzero().flatten().tolist()
             wrong += [start + k for k in missed]
+            for k, (story, _) in enumerate(built):
+                kind = babi.relation_kind([f.text for f in story.facts], story.question) or "other"
+                tally = kinds.setdefault(kind, {"samples": 0, "correct": 0})
+                tally["samples"] += 1
+                tally["correct"] += k not in missed
             bar.update(len(built))
     right = samples - len(wrong)
     low, high = wilson_interval(right, samples)
     return {"placement": placement, "segments": n_segments, "samples": samples, "correct": right,
-            "accuracy": right / samples, "ci_low": low, "ci_high": high, "wrong_indexes": wrong}
+            "accuracy": right / samples, "ci_low": low, "ci_high": high, "wrong_indexes": wrong,
+            "by_kind": dict(sorted(kinds.items()))}
 
 
 def compare(reference: dict, other: dict) -> list[dict]:
@@ -220,7 +232,24 @@ def _main(args, command: str) -> int:
     for row in rows:
         print(f"| {row['segments']:,} | {row['placement']} | {row['samples']} | {100 * row['accuracy']:.1f}% "
               f"({100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}) |")
+    print()
+    print(kind_table(rows))
     return 0
+
+
+def kind_table(rows: list[dict]) -> str:
+    """A markdown table of the rows' answers by where the asked place sits: right of samples, per kind."""
+    kinds = sorted({kind for row in rows for kind in row["by_kind"]})
+    lines = ["| segments | facts | " + " | ".join(f'"{kind}"' for kind in kinds) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
+    for row in rows:
+        cells = []
+        for kind in kinds:
+            tally = row["by_kind"].get(kind)
+            cells.append("-" if tally is None else
+                         f"{tally['correct']}/{tally['samples']} ({100 * tally['correct'] / tally['samples']:.0f}%)")
+        lines.append(f"| {row['segments']:,} | {row['placement']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,16 @@ def test_measure_counts_the_model_s_own_answers(placement, builder, model):
     assert result["correct"] == right and result["samples"] == 6 and result["segments"] == 12
     assert result["wrong_indexes"] == [i for i, (s, _) in enumerate(built) if answers[i] != s.answer]
     assert result["ci_low"] <= result["accuracy"] <= result["ci_high"]
+    # by where the asked place sits: each story counted once, under its own kind, right as the model answered it
+    from rmt_core import babi
+
+    kinds = [babi.relation_kind([f.text for f in s.facts], s.question) or "other" for s, _ in built]
+    assert result["by_kind"] == {kind: {"samples": kinds.count(kind),
+                                        "correct": sum(k == kind and answers[i] == s.answer
+                                                       for i, (k, (s, _)) in enumerate(zip(kinds, built)))}
+                                 for kind in sorted(set(kinds))}
+    table = placement.kind_table([result])
+    assert table.splitlines()[0].count('"') == 2 * len(set(kinds)) and "| 12 | early |" in table
 
 
 def test_end_to_end_writes_its_json_and_refuses_bad_input(placement, model, tmp_path, capsys, tokenizer):
