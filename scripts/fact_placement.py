@@ -4,6 +4,7 @@
         --placement late --samples 200 --babi-dir ../shared/data/babi/en-10k \
         --noise-file ../shared/data/quality/questions.dev.txt --json late.json
     .venv/bin/python scripts/fact_placement.py --compare late.json other-model.late.json   # story by story
+    .venv/bin/python scripts/fact_placement.py --figure curve.png late.json other-model.late.json  # drawn
 
 `rmt eval` puts each fact in a segment drawn uniformly from the whole input, so at N segments a fact is carried
 about N/2 segments on average and memory has read about N/2 of noise before it. This script takes the two apart.
@@ -162,9 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", nargs=2, metavar=("REFERENCE", "OTHER"),
                         help="run no model: pair two files of this script on the same stories (fixed, broken, "
                         "McNemar p)")
+    parser.add_argument("--figure", nargs="+", metavar=("OUT", "FILE"),
+                        help="run no model: draw accuracy by length from files of this script into the new figure "
+                        "OUT (.png, .svg, .pdf or .html), all stories and each kind of question")
     args = parser.parse_args(argv)
-    if bool(args.json) == bool(args.compare):
-        parser.error("give --json to measure, or --compare REFERENCE OTHER to pair two files")
+    if sum(map(bool, (args.json, args.compare, args.figure))) != 1:
+        parser.error("give --json to measure, --compare REFERENCE OTHER to pair two files, or --figure OUT FILE... "
+                     "to draw files")
+    if args.figure and len(args.figure) < 2:
+        parser.error("--figure takes the new figure's path, then one or more files of this script")
     command = portable_command(sys.argv[1:] if argv is None else argv, "python scripts/fact_placement.py")
     try:
         return _main(args, command)
@@ -173,18 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _compare(paths: list[str]) -> int:
+def _read(path: str) -> dict:
     from rmt_core.files import read_json
 
-    files = []
-    for path in paths:
-        data = read_json(path, PlacementError, "give a file this script wrote with --json",
-                         "measure it again with --json")
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise PlacementError(f"{path} is not a file of this script (format {FORMAT}); give two --json files")
-        if not isinstance(data.get("results"), list) or not all(isinstance(r, dict) for r in data["results"]):
-            raise PlacementError(f"{path} has no list of results; measure it again with --json")
-        files.append(data)
+    data = read_json(path, PlacementError, "give a file this script wrote with --json", "measure it again with --json")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PlacementError(f"{path} is not a file of this script (format {FORMAT}); give files it wrote with --json")
+    if not isinstance(data.get("results"), list) or not all(isinstance(r, dict) for r in data["results"]):
+        raise PlacementError(f"{path} has no list of results; measure it again with --json")
+    return data
+
+
+def _compare(paths: list[str]) -> int:
+    files = [_read(path) for path in paths]
     try:
         rows = compare(*files)
     except (KeyError, TypeError) as error:
@@ -206,6 +214,8 @@ def _main(args, command: str) -> int:
 
     if args.compare:
         return _compare(args.compare)
+    if args.figure:
+        return _figure(args.figure[0], args.figure[1:])
     lengths = _lengths(args.segments)
     for value, flag, low, high in ((args.samples, "--samples", 1, 100_000), (args.threads, "--threads", 1, 1_024)):
         if not low <= value <= high:
@@ -234,6 +244,85 @@ def _main(args, command: str) -> int:
               f"({100 * row['ci_low']:.1f}-{100 * row['ci_high']:.1f}) |")
     print()
     print(kind_table(rows))
+    return 0
+
+
+def curves(name: str, data: dict) -> list[dict]:
+    """The lines a file draws: per placement, all its stories and each kind of question it split them by, as
+    {"name", "kind", "points": [(segments, right, samples)]} sorted by length. Old files without a split draw the
+    one line."""
+    out = []
+    for placement in sorted({row["placement"] for row in data["results"]}):
+        rows = sorted((r for r in data["results"] if r["placement"] == placement), key=lambda r: r["segments"])
+        out.append({"name": f"{name}, {placement}", "kind": None,
+                    "points": [(r["segments"], r["correct"], r["samples"]) for r in rows]})
+        for kind in sorted({kind for r in rows for kind in r.get("by_kind", {})}):
+            points = [(r["segments"], r["by_kind"][kind]["correct"], r["by_kind"][kind]["samples"])
+                      for r in rows if kind in r.get("by_kind", {})]
+            out.append({"name": f'{name}, {placement}: "{kind}"', "kind": kind, "points": points})
+    return out
+
+
+def placement_figure(named: list[tuple[str, dict]]):
+    """Accuracy (95% Wilson interval) against the input's length (log axis): per file and placement a thick line
+    for all stories and a thin dotted one per kind of question, one colour a file."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    from rmt_core.stats import wilson_interval
+
+    dashes = {}
+    fig = go.Figure()
+    for index, (name, data) in enumerate(named):
+        colour = qualitative.D3[index % len(qualitative.D3)]
+        for curve in curves(name, data):
+            if curve["kind"] is not None:
+                dashes.setdefault(curve["kind"], ("dot", "dash", "dashdot", "longdash")[len(dashes) % 4])
+            x = [n for n, _, _ in curve["points"]]
+            y = [right / samples for _, right, samples in curve["points"]]
+            bounds = [wilson_interval(right, samples) for _, right, samples in curve["points"]]
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines+markers", name=curve["name"],
+                line=dict(color=colour, width=3 if curve["kind"] is None else 1.5,
+                          dash="solid" if curve["kind"] is None else dashes[curve["kind"]]),
+                error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, bounds)],
+                             arrayminus=[v - lo for v, (lo, _) in zip(y, bounds)], color=colour,
+                             visible=curve["kind"] is None),
+                customdata=[[right, samples] for _, right, samples in curve["points"]],
+                hovertemplate="%{x:,} segments: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="input length in segments (the story's 8 and noise; log scale)",
+                     gridcolor="#e5e5e5")
+    fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI on the thick lines)", gridcolor="#e5e5e5")
+    fig.update_layout(title="reason's answer by where the story sits, and by where the asked place sits in its facts",
+                      width=1000, height=560, plot_bgcolor="white")
+    return fig
+
+
+def _figure(out: str, paths: list[str]) -> int:
+    from rmt_core.viz.export import FIGURE_FORMATS, ExportError, write_figure
+
+    target = Path(out)
+    if target.exists() or target.is_symlink():
+        raise PlacementError(f"figure {target} exists; choose another path or remove it")
+    if not target.parent.is_dir():
+        raise PlacementError(f"figure {target}: folder {target.parent} does not exist; create it or choose another")
+    if target.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+        raise PlacementError(f"figure {target}: give a .png, .svg, .pdf or .html file name")
+    named = []
+    for path in paths:
+        data = _read(path)
+        name = (data.get("checkpoint") or {}).get("name") or Path(path).stem
+        named.append((name if name not in {n for n, _ in named} else Path(path).stem, data))
+    try:
+        fig = placement_figure(named)
+    except (KeyError, TypeError, ZeroDivisionError) as error:
+        raise PlacementError(f"a results row is malformed ({type(error).__name__}: {error}); measure it again "
+                             "with --json") from None
+    try:
+        write_figure(fig, target)
+    except ExportError as error:
+        raise PlacementError(f"{error}; or give an .html figure") from None
+    print(f"wrote {target}")
     return 0
 
 

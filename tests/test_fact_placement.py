@@ -143,3 +143,38 @@ def test_compare_pairs_two_files_story_by_story(placement, capsys, tmp_path):
     assert "malformed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         placement.main(["--compare", str(paths[0]), str(paths[1]), "--json", str(tmp_path / "x.json")])
+
+
+def test_figure_draws_every_file_and_kind_and_refuses_bad_paths(placement, capsys, tmp_path):
+    def file(name, tallies):
+        rows = [{"placement": "early", "segments": n, "samples": sum(t for _, t in kinds.values()),
+                 "correct": sum(r for r, _ in kinds.values()), "wrong_indexes": [],
+                 "by_kind": {k: {"correct": r, "samples": t} for k, (r, t) in kinds.items()}}
+                for n, kinds in tallies]
+        return {"format": "rmt-lens-fact-placement", "checkpoint": {"name": name}, "seed": 0, "results": rows}
+
+    one = file("reason", [(8, {"both reference": (9, 10), "one": (5, 10)}), (64, {"both reference": (5, 10)})])
+    curves = placement.curves("reason", one)
+    assert [(c["name"], c["points"]) for c in curves] == [
+        ("reason, early", [(8, 14, 20), (64, 5, 10)]),
+        ('reason, early: "both reference"', [(8, 9, 10), (64, 5, 10)]),
+        ('reason, early: "one"', [(8, 5, 10)])]
+    paths = []
+    for index, data in enumerate((one, file("reason", [(8, {"one": (1, 2)})]))):
+        paths.append(tmp_path / f"f{index}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "curve.html"
+    assert placement.main(["--figure", str(out), *map(str, paths)]) == 0
+    html = out.read_text()
+    # both files drawn, the second under its file's name since both checkpoints are called reason
+    assert '"reason, early: \\"both reference\\""' in html and '"f1, early"' in html
+    assert placement.main(["--figure", str(out), str(paths[0])]) == 1  # never replaces a file
+    assert "exists" in capsys.readouterr().err and out.read_text() == html
+    for bad, message in (([str(tmp_path / "c.txt"), str(paths[0])], "give a .png"),
+                         ([str(tmp_path / "no" / "c.png"), str(paths[0])], "does not exist"),
+                         ([str(tmp_path / "c.html"), str(tmp_path / "none.json")], "does not exist")):
+        assert placement.main(["--figure", *bad]) == 1
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        placement.main(["--figure", str(tmp_path / "c.html")])  # no file to draw
+    assert not (tmp_path / "c.html").exists()
