@@ -264,37 +264,43 @@ def curves(name: str, data: dict) -> list[dict]:
 
 
 def placement_figure(named: list[tuple[str, dict]]):
-    """Accuracy (95% Wilson interval) against the input's length (log axis): per file and placement a thick line
-    for all stories and a thin dotted one per kind of question, one colour a file."""
+    """Accuracy (95% Wilson interval) against the input's length (log axis), one panel for all stories and one per
+    kind of question, one colour a file and placement; the coin toss that a memory keeping the places and not the
+    directions leaves on "both reference" questions is drawn on their panel."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
 
     from rmt_core.stats import wilson_interval
 
-    dashes = {}
-    fig = go.Figure()
-    for index, (name, data) in enumerate(named):
-        colour = qualitative.D3[index % len(qualitative.D3)]
-        for curve in curves(name, data):
-            if curve["kind"] is not None:
-                dashes.setdefault(curve["kind"], ("dot", "dash", "dashdot", "longdash")[len(dashes) % 4])
-            x = [n for n, _, _ in curve["points"]]
-            y = [right / samples for _, right, samples in curve["points"]]
-            bounds = [wilson_interval(right, samples) for _, right, samples in curve["points"]]
-            fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=curve["name"],
-                line=dict(color=colour, width=3 if curve["kind"] is None else 1.5,
-                          dash="solid" if curve["kind"] is None else dashes[curve["kind"]]),
-                error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, bounds)],
-                             arrayminus=[v - lo for v, (lo, _) in zip(y, bounds)], color=colour,
-                             visible=curve["kind"] is None),
-                customdata=[[right, samples] for _, right, samples in curve["points"]],
-                hovertemplate="%{x:,} segments: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="input length in segments (the story's 8 and noise; log scale)",
-                     gridcolor="#e5e5e5")
-    fig.update_yaxes(range=[0, 1.02], title_text="accuracy (95% Wilson CI on the thick lines)", gridcolor="#e5e5e5")
-    fig.update_layout(title="reason's answer by where the story sits, and by where the asked place sits in its facts",
-                      width=1000, height=560, plot_bgcolor="white")
+    lines = [(name, curve) for name, data in named for curve in curves(name, data)]
+    panels = [None] + sorted({curve["kind"] for _, curve in lines if curve["kind"] is not None})
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=["all stories"] + [f'"{kind}"' for kind in panels[1:]])
+    colours: dict[str, str] = {}
+    for name, curve in lines:
+        series = curve["name"].split(": ")[0]  # the file and placement
+        colour = colours.setdefault(series, qualitative.D3[len(colours) % len(qualitative.D3)])
+        x = [n for n, _, _ in curve["points"]]
+        y = [right / samples for _, right, samples in curve["points"]]
+        bounds = [wilson_interval(right, samples) for _, right, samples in curve["points"]]
+        fig.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=series, legendgroup=series, showlegend=curve["kind"] is None,
+            line=dict(color=colour, width=2.5),
+            error_y=dict(type="data", symmetric=False, array=[hi - v for v, (_, hi) in zip(y, bounds)],
+                         arrayminus=[v - lo for v, (lo, _) in zip(y, bounds)], color=colour, thickness=1),
+            customdata=[[right, samples] for _, right, samples in curve["points"]],
+            hovertemplate="%{x:,} segments: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"),
+            row=1, col=panels.index(curve["kind"]) + 1)
+    if "both reference" in panels:
+        fig.add_hline(y=0.5, line=dict(color="grey", dash="dot"), row=1, col=panels.index("both reference") + 1,
+                      annotation_text="coin toss between two places", annotation_position="bottom right")
+    fig.update_xaxes(type="log", gridcolor="#e5e5e5", title_text="segments (log)")
+    fig.update_yaxes(range=[0, 1.02], gridcolor="#e5e5e5")
+    fig.update_yaxes(title_text="accuracy (95% Wilson CI)", row=1, col=1)
+    fig.update_layout(title="reason's answer by the input's length, by where the asked place sits in the story's "
+                      "facts", width=max(700, 330 * len(panels)), height=460, plot_bgcolor="white",
+                      legend=dict(orientation="h", y=-0.22))
     return fig
 
 

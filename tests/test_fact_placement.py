@@ -166,8 +166,9 @@ def test_figure_draws_every_file_and_kind_and_refuses_bad_paths(placement, capsy
     out = tmp_path / "curve.html"
     assert placement.main(["--figure", str(out), *map(str, paths)]) == 0
     html = out.read_text()
-    # both files drawn, the second under its file's name since both checkpoints are called reason
-    assert '"reason, early: \\"both reference\\""' in html and '"f1, early"' in html
+    # both files drawn, the second under its file's name since both checkpoints are called reason; a panel a kind
+    assert '"reason, early"' in html and '"f1, early"' in html and "coin toss" in html
+    assert all(f'"text":"\\"{kind}\\""' in html for kind in ("both reference", "one"))
     assert placement.main(["--figure", str(out), str(paths[0])]) == 1  # never replaces a file
     assert "exists" in capsys.readouterr().err and out.read_text() == html
     for bad, message in (([str(tmp_path / "c.txt"), str(paths[0])], "give a .png"),
