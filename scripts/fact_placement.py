@@ -18,10 +18,10 @@ sources), put together one of two ways:
 If `late` at N answers as the story does at 8 and `early` does not, the facts are lost while memory carries them;
 if both fall alike, what costs the answer is memory's state after long noise, wherever the facts sit in it.
 Each row keeps the indexes of the stories answered wrong, so `--compare` pairs two models measured on the same
-stories (the answers the second fixes and breaks, with an exact McNemar p) without running either, and splits its
-answers by where the asked place sits in the two facts (`rmt_core.babi.relation_kind`): "both reference" are the
-questions only the facts' directions settle, so a memory that keeps the places and loses the directions answers
-them by a coin toss.
+stories (the answers the second fixes and breaks, with an exact McNemar p) without running either. Each row also
+splits its answers by where the asked place sits in the two facts (`rmt_core.babi.relation_kind`): "both
+reference" are the questions only the facts' directions settle, so a memory that keeps the places and loses the
+directions answers them by a coin toss. `--figure` draws files of this script, a panel for each kind.
 """
 
 from __future__ import annotations
@@ -249,17 +249,18 @@ def _main(args, command: str) -> int:
 
 def curves(name: str, data: dict) -> list[dict]:
     """The lines a file draws: per placement, all its stories and each kind of question it split them by, as
-    {"name", "kind", "points": [(segments, right, samples)]} sorted by length. Old files without a split draw the
-    one line."""
+    {"name", "series" (the file and placement), "kind", "points": [(segments, right, samples)]} sorted by length.
+    Old files without a split draw the one line."""
     out = []
     for placement in sorted({row["placement"] for row in data["results"]}):
         rows = sorted((r for r in data["results"] if r["placement"] == placement), key=lambda r: r["segments"])
-        out.append({"name": f"{name}, {placement}", "kind": None,
+        series = f"{name}, {placement}"
+        out.append({"name": series, "series": series, "kind": None,
                     "points": [(r["segments"], r["correct"], r["samples"]) for r in rows]})
         for kind in sorted({kind for r in rows for kind in r.get("by_kind", {})}):
             points = [(r["segments"], r["by_kind"][kind]["correct"], r["by_kind"][kind]["samples"])
                       for r in rows if kind in r.get("by_kind", {})]
-            out.append({"name": f'{name}, {placement}: "{kind}"', "kind": kind, "points": points})
+            out.append({"name": f'{series}: "{kind}"', "series": series, "kind": kind, "points": points})
     return out
 
 
@@ -279,7 +280,7 @@ def placement_figure(named: list[tuple[str, dict]]):
                         subplot_titles=["all stories"] + [f'"{kind}"' for kind in panels[1:]])
     colours: dict[str, str] = {}
     for name, curve in lines:
-        series = curve["name"].split(": ")[0]  # the file and placement
+        series = curve["series"]
         colour = colours.setdefault(series, qualitative.D3[len(colours) % len(qualitative.D3)])
         x = [n for n, _, _ in curve["points"]]
         y = [right / samples for _, right, samples in curve["points"]]

@@ -155,6 +155,7 @@ def test_figure_draws_every_file_and_kind_and_refuses_bad_paths(placement, capsy
 
     one = file("reason", [(8, {"both reference": (9, 10), "one": (5, 10)}), (64, {"both reference": (5, 10)})])
     curves = placement.curves("reason", one)
+    assert {c["series"] for c in curves} == {"reason, early"}
     assert [(c["name"], c["points"]) for c in curves] == [
         ("reason, early", [(8, 14, 20), (64, 5, 10)]),
         ('reason, early: "both reference"', [(8, 9, 10), (64, 5, 10)]),
