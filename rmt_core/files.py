@@ -3,6 +3,7 @@
     write_atomic(path, data)         bytes or str
     write_json_atomic(path, value)   JSON (NaN refused), indented, with a final newline
     read_json(path, error, ...)      JSON back, a missing or damaged file as one `error` naming the fix
+    new_file(path, what, error)      a path for a file that must not exist yet, in a folder that does
 
 A reader sees the old file or the new one, never a part; an error or interruption leaves the old file as it was
 and no temporary file behind. The file gets the permissions a plain `open(path, "w")` would give it (the
@@ -78,6 +79,17 @@ def read_json(path: str | Path, error: type[Exception], missing: str, damaged: s
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as why:
         raise error(f"{path} is not readable JSON ({why}); {damaged}") from None
 
+
+
+def new_file(path: str | Path, what: str, error: type[Exception]) -> Path:
+    """`path` for a new file (`what`, e.g. "figure"): `error` when something is there already or its folder is
+    missing, so that nothing a user made is replaced."""
+    out = Path(path)
+    if out.exists() or out.is_symlink():
+        raise error(f"{what} {out} exists; choose another path or remove it")
+    if not out.parent.is_dir():
+        raise error(f"{what} {out}: folder {out.parent} does not exist; create it or choose another path")
+    return out
 
 
 def check_ours(path: str | Path, fmt: str, error: type[Exception], example: str) -> None:

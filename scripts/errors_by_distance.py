@@ -26,18 +26,8 @@ from pathlib import Path
 from rmt_core.error_split import (AXES, AXIS_LABELS, check_splittable, pooled, sample_count, split_errors,
                                   split_figure)
 from rmt_core.errors import RMTError
-from rmt_core.files import read_json
+from rmt_core.files import new_file, read_json
 from rmt_core.viz.export import FIGURE_FORMATS, ExportError, write_figure
-
-
-def _new_file(path: str, what: str) -> Path:
-    """`path` for a new file: RMTError when something is there already or its folder is missing."""
-    out = Path(path)
-    if out.exists() or out.is_symlink():
-        raise RMTError(f"{what} {out} exists; choose another path or remove it")
-    if not out.parent.is_dir():
-        raise RMTError(f"{what} {out}: folder {out.parent} does not exist; create it or choose another path")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the figure leaves out ranges with fewer samples (default 20)")
     args = parser.parse_args(argv)
     try:
-        figure_path = _new_file(args.figure, "figure") if args.figure else None
-        json_path = _new_file(args.json, "JSON file") if args.json else None
+        figure_path = new_file(args.figure, "figure", RMTError) if args.figure else None
+        json_path = new_file(args.json, "JSON file", RMTError) if args.json else None
         if args.min_samples < 1:
             raise RMTError(f"--min-samples {args.min_samples}: give a whole number of at least 1")
         if figure_path is not None and figure_path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:

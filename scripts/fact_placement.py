@@ -306,13 +306,10 @@ def placement_figure(named: list[tuple[str, dict]]):
 
 
 def _figure(out: str, paths: list[str]) -> int:
+    from rmt_core.files import new_file
     from rmt_core.viz.export import FIGURE_FORMATS, ExportError, write_figure
 
-    target = Path(out)
-    if target.exists() or target.is_symlink():
-        raise PlacementError(f"figure {target} exists; choose another path or remove it")
-    if not target.parent.is_dir():
-        raise PlacementError(f"figure {target}: folder {target.parent} does not exist; create it or choose another")
+    target = new_file(out, "figure", PlacementError)
     if target.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
         raise PlacementError(f"figure {target}: give a .png, .svg, .pdf or .html file name")
     named = []
