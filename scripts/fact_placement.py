@@ -21,7 +21,8 @@ Each row keeps the indexes of the stories answered wrong, so `--compare` pairs t
 stories (the answers the second fixes and breaks, with an exact McNemar p) without running either. Each row also
 splits its answers by where the asked place sits in the two facts (`rmt_core.babi.relation_kind`): "both
 reference" are the questions only the facts' directions settle, so a memory that keeps the places and loses the
-directions answers them by a coin toss. `--figure` draws files of this script, a panel for each kind.
+directions answers them by a coin toss. `--figure` draws files of this script, a panel for each kind; files of one
+checkpoint that measure different lengths draw one line.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                         "McNemar p)")
     parser.add_argument("--figure", nargs="+", metavar=("OUT", "FILE"),
                         help="run no model: draw accuracy by length from files of this script into the new figure "
-                        "OUT (.png, .svg, .pdf or .html), all stories and each kind of question")
+                        "OUT (.png, .svg, .pdf or .html), all stories and each kind of question; files of one "
+                        "checkpoint at different lengths draw one line")
     args = parser.parse_args(argv)
     if sum(map(bool, (args.json, args.compare, args.figure))) != 1:
         parser.error("give --json to measure, --compare REFERENCE OTHER to pair two files, or --figure OUT FILE... "
@@ -305,6 +307,28 @@ def placement_figure(named: list[tuple[str, dict]]):
     return fig
 
 
+def join_runs(files: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """(name, data) to draw for each (path, data): files of one checkpoint (the same sha256) that measure different
+    lengths join into one line under its name, as a curve run in parts (say 8 to 512 segments, then 4,096) is;
+    a file that measures a length another already holds, or that names no sha256, keeps a line of its own, under
+    its file's name where the checkpoint's is taken."""
+    named: list[tuple[str, dict]] = []
+    joined: dict[str, dict] = {}  # sha256 -> the data its files share
+    for path, data in files:
+        checkpoint = data.get("checkpoint") or {}
+        digest, rows = checkpoint.get("sha256"), data["results"]
+        if digest in joined and not ({(r["placement"], r["segments"]) for r in rows}
+                                     & {(r["placement"], r["segments"]) for r in joined[digest]["results"]}):
+            joined[digest]["results"].extend(rows)
+            continue
+        name = checkpoint.get("name") or Path(path).stem
+        data = {**data, "results": list(rows)}
+        named.append((name if name not in {n for n, _ in named} else Path(path).stem, data))
+        if digest and digest not in joined:
+            joined[digest] = data
+    return named
+
+
 def _figure(out: str, paths: list[str]) -> int:
     from rmt_core.files import new_file
     from rmt_core.viz.export import FIGURE_FORMATS, ExportError, write_figure
@@ -312,11 +336,7 @@ def _figure(out: str, paths: list[str]) -> int:
     target = new_file(out, "figure", PlacementError)
     if target.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
         raise PlacementError(f"figure {target}: give a .png, .svg, .pdf or .html file name")
-    named = []
-    for path in paths:
-        data = _read(path)
-        name = (data.get("checkpoint") or {}).get("name") or Path(path).stem
-        named.append((name if name not in {n for n, _ in named} else Path(path).stem, data))
+    named = join_runs([(path, _read(path)) for path in paths])
     try:
         fig = placement_figure(named)
     except (KeyError, TypeError, ZeroDivisionError) as error:

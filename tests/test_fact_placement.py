@@ -180,3 +180,17 @@ def test_figure_draws_every_file_and_kind_and_refuses_bad_paths(placement, capsy
     with pytest.raises(SystemExit):
         placement.main(["--figure", str(tmp_path / "c.html")])  # no file to draw
     assert not (tmp_path / "c.html").exists()
+
+
+def test_figure_joins_the_parts_of_one_checkpoint_s_curve(placement):
+    def file(digest, lengths):
+        rows = [{"placement": "early", "segments": n, "samples": 10, "correct": 5, "wrong_indexes": [], "by_kind": {}}
+                for n in lengths]
+        return {"checkpoint": {"name": "reason", "sha256": digest}, "results": rows}
+
+    named = placement.join_runs([("a.json", file("x", [8, 64])), ("b.json", file("x", [4096])),
+                                 ("c.json", file("x", [64])), ("d.json", file("y", [4096]))])
+    # b continues a's curve; c measures 64 again and d is another checkpoint of the same name: lines of their own
+    assert [(name, [r["segments"] for r in data["results"]]) for name, data in named] == [
+        ("reason", [8, 64, 4096]), ("c", [64]), ("d", [4096])]
+    assert [c["points"] for c in placement.curves(*named[0])] == [[(8, 5, 10), (64, 5, 10), (4096, 5, 10)]]
