@@ -336,10 +336,10 @@ def _figure(out: str, paths: list[str]) -> int:
     target = new_file(out, "figure", PlacementError)
     if target.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
         raise PlacementError(f"figure {target}: give a .png, .svg, .pdf or .html file name")
-    named = join_runs([(path, _read(path)) for path in paths])
+    files = [(path, _read(path)) for path in paths]
     try:
-        fig = placement_figure(named)
-    except (KeyError, TypeError, ZeroDivisionError) as error:
+        fig = placement_figure(join_runs(files))
+    except (AttributeError, KeyError, TypeError, ZeroDivisionError) as error:
         raise PlacementError(f"a results row is malformed ({type(error).__name__}: {error}); measure it again "
                              "with --json") from None
     try:

@@ -182,7 +182,7 @@ def test_figure_draws_every_file_and_kind_and_refuses_bad_paths(placement, capsy
     assert not (tmp_path / "c.html").exists()
 
 
-def test_figure_joins_the_parts_of_one_checkpoint_s_curve(placement):
+def test_figure_joins_the_parts_of_one_checkpoint_s_curve(placement, capsys, tmp_path):
     def file(digest, lengths):
         rows = [{"placement": "early", "segments": n, "samples": 10, "correct": 5, "wrong_indexes": [], "by_kind": {}}
                 for n in lengths]
@@ -194,3 +194,8 @@ def test_figure_joins_the_parts_of_one_checkpoint_s_curve(placement):
     assert [(name, [r["segments"] for r in data["results"]]) for name, data in named] == [
         ("reason", [8, 64, 4096]), ("c", [64]), ("d", [4096])]
     assert [c["points"] for c in placement.curves(*named[0])] == [[(8, 5, 10), (64, 5, 10), (4096, 5, 10)]]
+    for index, broken in enumerate(({"segments": 8}, {"placement": "early"})):  # rows the join cannot place
+        path = tmp_path / f"broken{index}.json"
+        path.write_text(json.dumps({"format": "rmt-lens-fact-placement", "checkpoint": "reason", "results": [broken]}))
+        assert placement.main(["--figure", str(tmp_path / f"b{index}.html"), str(path), str(path)]) == 1
+        assert "malformed" in capsys.readouterr().err and not (tmp_path / f"b{index}.html").exists()
