@@ -194,8 +194,11 @@ def test_figure_joins_the_parts_of_one_checkpoint_s_curve(placement, capsys, tmp
     assert [(name, [r["segments"] for r in data["results"]]) for name, data in named] == [
         ("reason", [8, 64, 4096]), ("c", [64]), ("d", [4096])]
     assert [c["points"] for c in placement.curves(*named[0])] == [[(8, 5, 10), (64, 5, 10), (4096, 5, 10)]]
-    for index, broken in enumerate(({"segments": 8}, {"placement": "early"})):  # rows the join cannot place
+    checkpoint = {"name": "reason", "sha256": "x"}
+    for index, (checkpoint, row) in enumerate(((checkpoint, {"segments": 8}), (checkpoint, {"placement": "early"}),
+                                               ("reason", file("x", [8])["results"][0]))):
+        # rows the join cannot place (the second file makes it compare their lengths), a checkpoint not an object
         path = tmp_path / f"broken{index}.json"
-        path.write_text(json.dumps({"format": "rmt-lens-fact-placement", "checkpoint": "reason", "results": [broken]}))
+        path.write_text(json.dumps({"format": "rmt-lens-fact-placement", "checkpoint": checkpoint, "results": [row]}))
         assert placement.main(["--figure", str(tmp_path / f"b{index}.html"), str(path), str(path)]) == 1
         assert "malformed" in capsys.readouterr().err and not (tmp_path / f"b{index}.html").exists()
